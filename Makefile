@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo test data install clean
+
+$(BIN)/transferlab: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/transferlab
+
+# Fashion-MNIST's original IDX files from Debian's package (no download at run time).
+data:
+	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+demo: install data
+	$(BIN)/transferlab train fashion-mnist --strategy head --samples-per-class 100 \
+		--resolution 112 --out $(DEMO_OUT)
+
+test: install data
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,119 @@
+"""A trained model on disk: ``model.safetensors`` (tensors only) and ``bundle.json`` (the rest).
+
+Loading never unpickles: the JSON names the architecture, which is rebuilt without weights,
+and the safetensors file fills it. The JSON records the file's SHA-256, checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+from .backbones import Backbone, CutPoint, Preprocessing, build_architecture
+from .errors import BundleError
+from .heads import LinearHead
+from .surgery import TransferModel, body_at
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "bundle.json"
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """Everything but the tensors: enough to rebuild the network and use it."""
+
+    classes: tuple[str, ...]
+    preprocessing: Preprocessing
+    backbone: str  # the name the user gave
+    arch: str  # "timm:NAME" / "torchvision:NAME"
+    cut: str
+    cut_points: tuple[CutPoint, ...]
+    num_features: int
+    head_dropout: float
+    head_init: str
+    strategy: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: dict) -> BundleInfo:
+        data = dict(data)
+        data["classes"] = tuple(data["classes"])
+        data["preprocessing"] = Preprocessing(
+            data["preprocessing"]["resolution"], tuple(data["preprocessing"]["mean"]), tuple(data["preprocessing"]["std"])
+        )
+        data["cut_points"] = tuple(CutPoint(**c) for c in data["cut_points"])
+        return BundleInfo(**data)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_bundle(directory: str | Path, model: TransferModel, info: BundleInfo) -> Path:
+    """Write the bundle into ``directory`` (created); files are renamed into place when complete."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / WEIGHTS_FILE
+    safetensors.torch.save_model(model, str(weights) + ".tmp")
+    os.replace(str(weights) + ".tmp", weights)
+    meta = {"format_version": FORMAT_VERSION, "weights_sha256": _sha256(weights), **info.to_json()}
+    (directory / (META_FILE + ".tmp")).write_text(json.dumps(meta, indent=2))
+    os.replace(directory / (META_FILE + ".tmp"), directory / META_FILE)
+    return directory
+
+
+def read_info(directory: str | Path) -> tuple[BundleInfo, dict]:
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise BundleError(f"{directory} is not a transferlab model: {META_FILE} is missing.")
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{meta_path}: format_version {meta.get('format_version')}, this transferlab reads {FORMAT_VERSION}.")
+        fields = {k: v for k, v in meta.items() if k not in ("format_version", "weights_sha256")}
+        return BundleInfo.from_json(fields), meta
+    except (ValueError, KeyError, TypeError) as error:
+        raise BundleError(f"{meta_path} is malformed: {error}") from error
+
+
+def load_bundle(directory: str | Path) -> tuple[TransferModel, BundleInfo]:
+    """Rebuild the model saved in ``directory``; refuse tampered or mismatched files."""
+    directory = Path(directory)
+    info, meta = read_info(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"{directory}: {WEIGHTS_FILE} is missing.")
+    if _sha256(weights) != meta.get("weights_sha256"):
+        raise BundleError(f"{weights} does not match the checksum in {META_FILE}: the file was changed or damaged.")
+    backbone = Backbone(info.backbone, info.arch, build_architecture(info.arch), info.preprocessing,
+                        list(info.cut_points), "bundle")  # fmt: skip
+    model = TransferModel(body_at(backbone, info.cut), LinearHead(info.num_features, len(info.classes), info.head_dropout),
+                          info.preprocessing)  # fmt: skip
+    expected = model.state_dict()
+    saved = safetensors.torch.load_file(weights)
+    problems = [f"missing {k}" for k in expected if k not in saved]
+    problems += [f"unexpected {k}" for k in saved if k not in expected]
+    problems += [
+        f"{k}: {tuple(saved[k].shape)} {saved[k].dtype} in the file, the network has {tuple(v.shape)} {v.dtype}"
+        for k, v in expected.items()
+        if k in saved and (saved[k].shape != v.shape or saved[k].dtype != v.dtype)
+    ]
+    if problems:
+        raise BundleError(f"{weights} does not match {META_FILE} ({len(problems)} problems): {'; '.join(problems[:3])}")
+    with torch.no_grad():
+        safetensors.torch.load_model(model, weights, strict=True)
+    return model.eval(), info

@@ -1,0 +1,136 @@
+"""Command line: a thin layer over the public API. Errors print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import __version__
+from .backbones import list_backbones
+from .errors import TransferlabError
+from .heads import DEFAULT_HEAD_INIT
+from .inits import initializer_names
+from .workflow import STRATEGIES, TrainConfig, evaluate, predict, train
+
+log = logging.getLogger("transferlab")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder holding Fashion-MNIST's *-ubyte.gz files (default: Debian's path)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transferlab", description="Transfer learning on images.")
+    parser.add_argument("--version", action="version", version=f"transferlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    t = commands.add_parser("train", help="train a new head (and more) on your classes")
+    t.add_argument("data", help="'fashion-mnist', a folder root/<class>/<image>, or a CSV of path,label")
+    t.add_argument("--strategy", default="head", choices=STRATEGIES)
+    t.add_argument("--backbone", default="efficientnet_lite0", help="registered, timm or torchvision name")
+    t.add_argument("--weights", help="state-dict file to load into the backbone instead of its pretrained weights")
+    t.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random backbone weights")
+    t.add_argument("--cut", help="cut point (stage name) for truncate; see 'transferlab backbones --cuts NAME'")
+    t.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
+    t.add_argument("--resolution", type=int, help="input size in pixels (default: the backbone's)")
+    t.add_argument("--samples-per-class", type=_positive_int, help="subsample training (and validation) per class")
+    t.add_argument("--test-per-class", type=_positive_int, help="subsample the test split per class")
+    t.add_argument("--val-fraction", type=float, default=0.1, help="share of each class held out (default 0.1)")
+    t.add_argument("--epochs", type=_positive_int, default=40)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch-size", type=_positive_int, default=64)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--head-init", default=DEFAULT_HEAD_INIT, help=f"one of: {', '.join(initializer_names())}")
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/transferlab/features)")
+    t.add_argument("--no-cache", dest="use_cache", action="store_false", help="recompute features, write none")
+    t.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
+    _add_data_options(t)
+
+    p = commands.add_parser("predict", help="top-k classes for image files")
+    p.add_argument("model", help="a model folder written by 'train' (OUT/model)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=_positive_int, default=3)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    e = commands.add_parser("evaluate", help="accuracy and confusion matrix of a model on labelled data")
+    e.add_argument("model")
+    e.add_argument("data")
+    e.add_argument("--out", default="evaluation", help="folder for metrics.json, confusion.png, report.html")
+    e.add_argument("--samples-per-class", type=_positive_int, help="evaluate on a per-class subsample")
+    _add_data_options(e)
+
+    b = commands.add_parser("backbones", help="list what can be loaded, and from where")
+    b.add_argument("--cuts", metavar="NAME", help="show the cut points of one backbone")
+    return parser
+
+
+def _run_train(args) -> None:
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
+    metrics = train(TrainConfig(**options))
+    print(f"strategy {metrics['strategy']} on {args.data}: {metrics['num_train']} training images, "
+          f"{metrics['skipped_files']} skipped, feature cache {metrics['feature_cache']}")  # fmt: skip
+    print(f"validation accuracy: {metrics['val_accuracy']:.4f}")
+    if "test_accuracy" in metrics:
+        print(f"test accuracy: {metrics['test_accuracy']:.4f} ({metrics['num_test']} images)")
+    print(f"time: {metrics['train_seconds']:.1f} s; model, metrics.json and report.html in {args.out}")
+
+
+def _run_predict(args) -> None:
+    results = predict(args.model, args.images, args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for result in results:
+        print(result["image"] + ": " + ", ".join(f"{label} {p:.3f}" for label, p in result["top"]))
+
+
+def _run_evaluate(args) -> None:
+    metrics = evaluate(args.model, args.data, args.out, args.data_dir, args.samples_per_class)
+    print(f"accuracy: {metrics['accuracy']:.4f} on {metrics['num_images']} images "
+          f"({metrics['skipped_files']} skipped); confusion matrix in {args.out}")  # fmt: skip
+
+
+def _run_backbones(args) -> None:
+    if args.cuts:
+        from .backbones import build_backbone
+
+        backbone = build_backbone(args.cuts, pretrained=False)
+        for cut in backbone.cut_points:
+            print(f"{cut.name:<12} {cut.channels:>6} channels  /{cut.reduction}")
+        return
+    for row in list_backbones():
+        print(f"{row['name']:<24} {row['description']}\n{'':<24} weights: {row['weights']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s")
+    logging.getLogger("PIL").setLevel(logging.INFO)
+    handler = {"train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate, "backbones": _run_backbones}
+    try:
+        handler[args.command](args)
+    except TransferlabError as error:
+        if args.debug:
+            raise
+        print(f"transferlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("transferlab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Datasets: Fashion-MNIST, an image folder, a CSV of ``path,label``; stratified splits.
+
+An :class:`ImageSet` is a list of images (held in memory or as files) with integer labels.
+Nothing is decoded when a set is listed: images are opened one at a time where they are used,
+and a file that cannot be opened is reported by whoever opens it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import logging
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import DataError
+from .images import IMAGE_SUFFIXES, open_image
+
+log = logging.getLogger(__name__)
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+FASHION_MNIST_DIRS = [Path("/usr/share/datasets/fashion-mnist"), Path.home() / ".cache/transferlab/fashion-mnist"]
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Image sources: where the pixels of item i come from.
+
+
+class ArraySource:
+    """Images held in one uint8 array (N x H x W or N x H x W x 3)."""
+
+    def __init__(self, pixels: np.ndarray, name: str):
+        self.pixels = pixels
+        self.name = name
+
+    def open(self, index: int) -> Image.Image:
+        return Image.fromarray(self.pixels[index]).convert("RGB")
+
+    def describe(self, index: int) -> str:
+        return f"{self.name}[{index}]"
+
+    def fingerprint(self, indices: np.ndarray) -> bytes:
+        return hashlib.sha256(np.ascontiguousarray(self.pixels[indices]).tobytes()).digest()
+
+
+class FileSource:
+    """Images stored as files."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def open(self, index: int) -> Image.Image:
+        return open_image(self.paths[index])
+
+    def describe(self, index: int) -> str:
+        return str(self.paths[index])
+
+    def fingerprint(self, indices: np.ndarray) -> bytes:
+        digest = hashlib.sha256()
+        for i in indices:
+            path = self.paths[i]
+            try:
+                stat = path.stat()
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{path}\0missing\n".encode())
+        return digest.digest()
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Some images of one source, with labels indexing ``classes``."""
+
+    source: ArraySource | FileSource
+    indices: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def open(self, i: int) -> Image.Image:
+        return self.source.open(int(self.indices[i]))
+
+    def describe(self, i: int) -> str:
+        return self.source.describe(int(self.indices[i]))
+
+    def subset(self, positions: np.ndarray) -> ImageSet:
+        return ImageSet(self.source, self.indices[positions], self.labels[positions], self.classes)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self.source.fingerprint(self.indices))
+        digest.update(self.labels.astype(np.int64).tobytes())
+        return digest.hexdigest()[:24]
+
+    def counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(self.classes))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled dataset: a training pool and, where the data has one, a test split."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet | None
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+
+
+# --------------------------------------------------------------------------------------------
+# Fashion-MNIST from its original IDX files.
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): big-endian header, then uint8 data."""
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes.")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise DataError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {data.size}.")
+    return data.reshape(shape)
+
+
+def _download_fashion_mnist(target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (n for pair in _FASHION_MNIST_FILES.values() for n in pair):
+        if (target / name).exists():
+            continue
+        log.info("downloading %s%s", FASHION_MNIST_URL, name)
+        partial = target / f"{name}.part"
+        urllib.request.urlretrieve(FASHION_MNIST_URL + name, partial)
+        os.replace(partial, target / name)
+
+
+def find_fashion_mnist(data_dir: str | Path | None = None, download: bool = True) -> Path:
+    """The directory holding Fashion-MNIST's four ``*-ubyte.gz`` files.
+
+    Looks in ``data_dir`` if given, else Debian's ``dataset-fashion-mnist`` location, else the
+    user cache; downloads the originals into the cache when none is found and ``download``.
+    """
+    names = [n for pair in _FASHION_MNIST_FILES.values() for n in pair]
+    candidates = [Path(data_dir)] if data_dir else FASHION_MNIST_DIRS
+    for directory in candidates:
+        if all((directory / n).exists() for n in names):
+            return directory
+    if data_dir:
+        missing = [n for n in names if not (Path(data_dir) / n).exists()]
+        raise DataError(f"--data-dir {str(data_dir)!r} lacks Fashion-MNIST files: {', '.join(missing)}.")
+    if download:
+        try:
+            _download_fashion_mnist(FASHION_MNIST_DIRS[-1])
+            return FASHION_MNIST_DIRS[-1]
+        except OSError as error:
+            log.warning("Fashion-MNIST download failed: %s", error)
+    raise DataError(
+        "Fashion-MNIST not found. Install Debian's package (apt-get install dataset-fashion-mnist), "
+        "or pass --data-dir DIR holding the four *-ubyte.gz files."
+    )
+
+
+def load_fashion_mnist(data_dir: str | Path | None = None) -> Dataset:
+    directory = find_fashion_mnist(data_dir)
+    sets = {}
+    for split, (images_file, labels_file) in _FASHION_MNIST_FILES.items():
+        pixels, labels = _read_idx(directory / images_file), _read_idx(directory / labels_file)
+        if len(pixels) != len(labels):
+            raise DataError(f"{directory}: {len(pixels)} {split} images but {len(labels)} labels.")
+        source = ArraySource(pixels, f"fashion-mnist/{split}")
+        sets[split] = ImageSet(source, np.arange(len(labels)), labels.astype(np.int64), tuple(FASHION_MNIST_CLASSES))
+    return Dataset("fashion-mnist", sets["train"], sets["test"])
+
+
+# --------------------------------------------------------------------------------------------
+# A user's own data: an image folder or a CSV.
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _folder_set(root: Path, classes: tuple[str, ...] | None = None) -> ImageSet:
+    """An ImageSet from ``root/<class>/<image>``; ``classes`` fixes the class order when given."""
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        files = [p for p in root.iterdir() if p.is_file()]
+        what = "only loose files, no class folders" if files else "nothing"
+        raise DataError(f"{root} holds {what}; expected one sub-folder of images per class (root/<class>/<image>).")
+    names = tuple(p.name for p in class_dirs)
+    if classes is not None and set(names) != set(classes):
+        raise DataError(f"{root} has classes {sorted(names)}, expected the training classes {sorted(classes)}.")
+    classes = classes or names
+    paths, labels = [], []
+    for class_dir in class_dirs:
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and _is_image_file(p))
+        if not files:
+            raise DataError(f"Class folder {class_dir} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+        paths += files
+        labels += [classes.index(class_dir.name)] * len(files)
+    return ImageSet(FileSource(paths), np.arange(len(paths)), np.asarray(labels, dtype=np.int64), classes)
+
+
+def load_image_folder(root: str | Path) -> Dataset:
+    """``root/<class>/<image>``, or ``root/train/<class>/...`` with ``root/test/<class>/...``."""
+    root = Path(root)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train = _folder_set(root / "train")
+        return Dataset(root.name, train, _folder_set(root / "test", train.classes))
+    return Dataset(root.name, _folder_set(root), None)
+
+
+def load_csv(path: str | Path) -> Dataset:
+    """A CSV with a ``path,label`` header; relative paths are taken from the CSV's folder."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise DataError(f"{path} has no rows; expected a header 'path,label' and one row per image.")
+    missing = {"path", "label"} - set(rows[0])
+    if missing:
+        raise DataError(f"{path} lacks the column(s) {', '.join(sorted(missing))}; its header is {list(rows[0])}.")
+    classes = tuple(sorted({r["label"] for r in rows}))
+    paths = [(path.parent / r["path"]) for r in rows]
+    labels = np.asarray([classes.index(r["label"]) for r in rows], dtype=np.int64)
+    return Dataset(path.stem, ImageSet(FileSource(paths), np.arange(len(paths)), labels, classes), None)
+
+
+def load_dataset(spec: str, data_dir: str | Path | None = None) -> Dataset:
+    """Resolve ``spec``: the built-in ``fashion-mnist``, an image folder, or a ``.csv`` file."""
+    if spec == "fashion-mnist":
+        dataset = load_fashion_mnist(data_dir)
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise DataError(f"Data path {spec!r} does not exist (expected a folder, a .csv file, or 'fashion-mnist').")
+        if path.is_dir():
+            dataset = load_image_folder(path)
+        elif path.suffix.lower() == ".csv":
+            dataset = load_csv(path)
+        else:
+            raise DataError(f"{spec!r} is a file but not a .csv; expected a folder root/<class>/<image> or a CSV.")
+    if len(dataset.train.classes) < 2:
+        raise DataError(f"{spec!r} has {len(dataset.train.classes)} class(es); classification needs at least two.")
+    return dataset
+
+
+# --------------------------------------------------------------------------------------------
+# Splitting.
+
+
+def per_class_subset(images: ImageSet, limit: int, rng: np.random.Generator | int = 0) -> ImageSet:
+    """At most ``limit`` random images of each class (seeded), in their original order."""
+    if limit < 1:
+        raise DataError(f"The per-class limit must be at least 1, got {limit}.")
+    rng = np.random.default_rng(rng)
+    taken = [rng.permutation(np.flatnonzero(images.labels == label))[:limit] for label in np.unique(images.labels)]
+    return images.subset(np.sort(np.concatenate(taken)))
+
+
+def split_dataset(
+    dataset: Dataset,
+    val_fraction: float = 0.1,
+    samples_per_class: int | None = None,
+    test_per_class: int | None = None,
+    seed: int = 0,
+) -> Splits:
+    """Deterministic stratified train/validation split of the training pool.
+
+    Each class gives ``val_fraction`` of its images (at least one) to validation. With
+    ``samples_per_class``, training keeps that many images per class and validation at most as
+    many. ``test_per_class`` subsamples the test split the same way.
+    """
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+    rng = np.random.default_rng(seed)
+    pool = dataset.train
+    counts = pool.counts()
+    too_small = [pool.classes[i] for i, n in enumerate(counts) if n < 2]
+    if too_small:
+        raise DataError(f"Classes {too_small} have fewer than 2 images: one is needed for training and one for validation.")
+    val_positions = []
+    for label, count in enumerate(counts):
+        positions = rng.permutation(np.flatnonzero(pool.labels == label))
+        val_positions.append(positions[: max(1, round(count * val_fraction))])
+    is_val = np.zeros(len(pool), dtype=bool)
+    is_val[np.concatenate(val_positions)] = True
+    train, val = pool.subset(np.flatnonzero(~is_val)), pool.subset(np.flatnonzero(is_val))
+    if samples_per_class is not None:
+        train = per_class_subset(train, samples_per_class, rng)
+        val = per_class_subset(val, samples_per_class, rng)
+    test = dataset.test
+    if test is not None and test_per_class is not None:
+        test = per_class_subset(test, test_per_class, rng)
+    return Splits(train, val, test)

@@ -1,0 +1,37 @@
+"""Exceptions raised by transferlab for problems a user can fix.
+
+The CLI turns every ``TransferlabError`` into one line on stderr and exit code 2. Each class
+also subclasses the matching built-in, so ``except ValueError`` keeps working for library users.
+"""
+
+
+class TransferlabError(Exception):
+    """Base class of every error transferlab raises on purpose."""
+
+
+class DataError(TransferlabError, ValueError):
+    """The data given cannot be used: missing, empty, malformed, or unreadable."""
+
+
+class BackboneError(TransferlabError, LookupError):
+    """A backbone name, checkpoint or cut point that cannot be resolved or loaded."""
+
+    def __str__(self) -> str:  # LookupError would otherwise quote the message like KeyError
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(TransferlabError, ValueError):
+    """A parameter outside its allowed values."""
+
+
+class BundleError(TransferlabError, ValueError):
+    """A saved model bundle that is missing, incomplete or inconsistent."""
+
+
+def check_choice(name: str, value: str, choices: list[str] | tuple[str, ...], where: str) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a ConfigError saying what was expected."""
+    if value not in choices:
+        raise ConfigError(
+            f"The {name!r} parameter of {where} must be one of {', '.join(choices)}. Got {value!r} instead."
+        )
+    return value

@@ -1,0 +1,151 @@
+"""Features of a frozen body, computed once per image and cached on disk.
+
+A cache entry is keyed by a fingerprint of everything that decides the features: the body's
+weights and cut, the resolution and normalization, and the exact images. It is written to a
+temporary folder and renamed into place, so an interrupted run never leaves a half entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import ImageSet
+from .errors import DataError
+from .images import resize_center_crop
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("TRANSFERLAB_CACHE", Path.home() / ".cache" / "transferlab"))
+
+
+@dataclass(frozen=True)
+class Features:
+    """Feature vectors of an image set; rows of unreadable images are zero and marked invalid."""
+
+    values: np.ndarray  # N x D float32
+    valid: np.ndarray  # N bool
+    skipped: tuple[str, ...]  # descriptions of the images that could not be read
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """Item i: (uint8 3 x R x R tensor, readable?) for image i of an ImageSet at resolution R."""
+
+    def __init__(self, images: ImageSet, resolution: int, strict: bool = False):
+        self.images = images
+        self.resolution = resolution
+        self.strict = strict
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
+        try:
+            pixels = resize_center_crop(self.images.open(i), self.resolution)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL raises all three for bad files
+            message = f"cannot read image {self.images.describe(i)}: {error}"
+            if self.strict:
+                raise DataError(message) from error
+            log.warning("skipping %s", message)
+            return torch.zeros(3, self.resolution, self.resolution, dtype=torch.uint8), False
+        return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), True
+
+
+def to_unit_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> float32 in [0, 1], channels-last in memory (faster convs on CPU)."""
+    return batch.float().div_(255).contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def compute_outputs(
+    model: nn.Module, images: ImageSet, resolution: int, batch_size: int = 64, strict: bool = False, desc: str = "features"
+) -> Features:
+    """Run ``model`` (images in [0, 1] -> vectors: features or logits) over every image once, in eval mode."""
+    model.eval().to(memory_format=torch.channels_last)
+    loader = torch.utils.data.DataLoader(DecodedImages(images, resolution, strict), batch_size=batch_size)
+    chunks, valid = [], []
+    with tqdm(total=len(images), desc=desc, unit="img", leave=False) as progress:
+        for pixels, ok in loader:
+            chunks.append(model(to_unit_float(pixels)).float().numpy())
+            valid.append(ok.numpy())
+            progress.update(len(ok))
+    valid_mask = np.concatenate(valid) if valid else np.zeros(0, dtype=bool)
+    values = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+    values[~valid_mask] = 0.0
+    skipped = tuple(images.describe(i) for i in np.flatnonzero(~valid_mask))
+    return Features(values, valid_mask, skipped)
+
+
+class FeatureCache:
+    """A folder of feature entries, one sub-folder per key."""
+
+    def __init__(self, root: str | Path = DEFAULT_CACHE_DIR / "features"):
+        self.root = Path(root)
+
+    @staticmethod
+    def key(model_fingerprint: str, images: ImageSet, resolution: int) -> str:
+        parts = {"model": model_fingerprint, "images": images.fingerprint(), "resolution": resolution, "version": 1}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+    def load(self, key: str) -> Features | None:
+        entry = self.root / key
+        try:
+            meta = json.loads((entry / "meta.json").read_text())
+            values = np.load(entry / "features.npy", mmap_mode="r")
+            valid = np.load(entry / "valid.npy")
+        except (OSError, ValueError):
+            return None
+        if values.shape[0] != meta["count"] or valid.shape[0] != meta["count"]:
+            log.warning("feature cache entry %s is inconsistent; recomputing", entry)
+            return None
+        return Features(np.asarray(values), valid, tuple(meta["skipped"]))
+
+    def save(self, key: str, features: Features) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}-"))
+        try:
+            np.save(staging / "features.npy", features.values)
+            np.save(staging / "valid.npy", features.valid)
+            meta = {"count": int(features.valid.shape[0]), "skipped": list(features.skipped)}
+            (staging / "meta.json").write_text(json.dumps(meta))
+            os.replace(staging, self.root / key)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (self.root / key).exists():
+                raise
+
+
+def cached_features(
+    model: nn.Module,
+    model_fingerprint: str,
+    images: ImageSet,
+    resolution: int,
+    cache: FeatureCache | None,
+    strict: bool = False,
+    desc: str = "features",
+) -> tuple[Features, bool]:
+    """Features of ``images`` from the cache when present, else computed and stored.
+
+    Returns the features and whether they came from the cache.
+    """
+    key = FeatureCache.key(model_fingerprint, images, resolution) if cache else None
+    if cache and (hit := cache.load(key)) is not None:
+        if strict and hit.skipped:
+            raise DataError(f"cannot read image {hit.skipped[0]} (cached as unreadable; --strict)")
+        log.info("%s: %d feature vectors from cache %s", desc, len(images), cache.root / key)
+        return hit, True
+    features = compute_outputs(model, images, resolution, strict=strict, desc=desc)
+    if cache:
+        cache.save(key, features)
+    return features, False

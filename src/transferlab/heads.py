@@ -1,0 +1,26 @@
+"""The new fully-connected head that replaces a network's classifier."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .inits import init_module
+
+DEFAULT_HEAD_INIT = "xavier-uniform"
+
+
+class LinearHead(nn.Module):
+    """Dropout (optional) then one Linear layer from the features to the new classes."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, features):
+        return self.fc(self.dropout(features))
+
+
+def make_head(in_features: int, num_classes: int, init: str = DEFAULT_HEAD_INIT, dropout: float = 0.0) -> LinearHead:
+    """A new head sized to ``num_classes``, its weights set by the named initializer."""
+    return init_module(LinearHead(in_features, num_classes, dropout), init)

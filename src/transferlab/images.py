@@ -1,0 +1,50 @@
+"""Decoding and resizing single images into what a network eats: uint8 RGB at one resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F, ...) to 8-bit RGB.
+
+    Transparent pixels are composited onto white; 16-bit and float images are scaled from
+    their own range instead of being clipped.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open a file fully (so corrupt data fails here), apply its EXIF rotation, return RGB."""
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+def resize_center_crop(image: Image.Image, resolution: int) -> np.ndarray:
+    """Resize the shorter side to ``resolution`` and crop the centre square: HxWx3 uint8."""
+    width, height = image.size
+    scale = resolution / min(width, height)
+    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+    return np.array(image.crop((left, top, left + resolution, top + resolution)), dtype=np.uint8)

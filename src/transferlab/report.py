@@ -1,0 +1,106 @@
+"""Plots (PNG) and a self-contained ``report.html`` for a run."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts[true, predicted]."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (labels, predictions), 1)
+    return counts
+
+
+def plot_curves(history: list[dict[str, float]]):
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for split in ("train", "val"):
+        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], label=split)
+        acc_ax.plot(epochs, [row[f"{split}_accuracy"] for row in history], label=split)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    for axis in (loss_ax, acc_ax):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_confusion(counts: np.ndarray, classes: tuple[str, ...], title: str = "Confusion matrix"):
+    size = max(4.0, 0.55 * len(classes) + 2)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    image = axis.imshow(counts, cmap="Blues")
+    axis.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true", title=title)
+    axis.set_xticklabels(classes, rotation=45, ha="right")
+    axis.set_yticklabels(classes)
+    if len(classes) <= 20:
+        threshold = counts.max() / 2 if counts.size else 0
+        for (row, col), value in np.ndenumerate(counts):
+            axis.text(col, row, str(value), ha="center", va="center", fontsize=8,
+                      color="white" if value > threshold else "black")  # fmt: skip
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    return figure
+
+
+def plot_samples(images: list[np.ndarray], true: list[str], predicted: list[str], probabilities: list[float]):
+    """A grid of images titled 'predicted (p)', green when right and red when wrong."""
+    columns = min(8, max(1, len(images)))
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 2.1 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, t, p, prob in zip(axes.flat, images, true, predicted, probabilities):
+        axis.imshow(image)
+        axis.set_title(f"{p} ({prob:.2f})\ntrue: {t}", fontsize=7, color="green" if p == t else "red")
+    figure.tight_layout()
+    return figure
+
+
+def save_figure(figure, path: Path) -> str:
+    """Save ``figure`` as PNG at ``path``; return it base64-encoded for embedding."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    path.write_bytes(buffer.getvalue())
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_report(path: Path, title: str, summary: dict, figures: dict[str, str], details: dict | None = None) -> Path:
+    """A single HTML file: a table of ``summary``, then each base64 PNG in ``figures`` by caption."""
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_format(v))}</td></tr>" for k, v in summary.items()
+    )
+    images = "".join(
+        f'<h2>{html.escape(caption)}</h2><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+        for caption, data in figures.items()
+    )
+    extra = f"<h2>Details</h2><pre>{html.escape(json.dumps(details, indent=2))}</pre>" if details else ""
+    path.write_text(
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:4px 10px;text-align:left}}
+img{{max-width:100%}}</style></head><body><h1>{html.escape(title)}</h1><table>{rows}</table>{images}{extra}
+</body></html>""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)

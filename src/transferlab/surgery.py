@@ -1,0 +1,89 @@
+"""Network surgery: normalize, body up to a cut, new head; freezing that really freezes."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .backbones import FINAL_CUT, Backbone, Preprocessing
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, for inputs in [0, 1]; part of the model so exports carry it."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class TransferModel(nn.Module):
+    """``head(body(normalize(x)))`` for images ``x`` in [0, 1], N x 3 x H x W.
+
+    In ``train()`` mode every BatchNorm layer whose parameters are all frozen stays in eval
+    mode, so frozen layers neither use batch statistics nor move their running statistics.
+    """
+
+    def __init__(self, body: nn.Module, head: nn.Module, preprocessing: Preprocessing):
+        super().__init__()
+        self.normalize = Normalize(preprocessing.mean, preprocessing.std)
+        self.body = body
+        self.head = head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def train(self, mode: bool = True) -> TransferModel:
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and is_frozen(module):
+                    module.eval()
+        return self
+
+
+def is_frozen(module: nn.Module) -> bool:
+    params = list(module.parameters())
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop gradients into every parameter of ``module`` (BatchNorm handled by TransferModel)."""
+    module.requires_grad_(False)
+    return module
+
+
+class TimmPrefix(nn.Module):
+    """A timm network kept only up to one of its ``feature_info`` stages, then average-pooled."""
+
+    def __init__(self, model: nn.Module, index: int):
+        super().__init__()
+        model.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
+        self.model = model
+        self.index = index
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stage = self.model.forward_intermediates(x, indices=[self.index], intermediates_only=True, stop_early=True)
+        return self.pool(stage[0])
+
+
+def body_at(backbone: Backbone, cut: str = FINAL_CUT) -> nn.Module:
+    """The part of the backbone up to ``cut``, ending in pooled features (N x channels).
+
+    The final cut is the network itself; an earlier cut is a pruned copy, so the backbone
+    object stays whole for other cuts.
+    """
+    backbone.cut(cut)  # validates the name
+    if cut == FINAL_CUT:
+        return backbone.model
+    index = [c.name for c in backbone.cut_points].index(cut)
+    return TimmPrefix(copy.deepcopy(backbone.model), index)
