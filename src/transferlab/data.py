@@ -132,8 +132,11 @@ class Splits:
 
 def _read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped): big-endian header, then uint8 data."""
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as error:
+        raise DataError(f"cannot read {path}: {error}") from error
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes.")
     ndim = raw[3]

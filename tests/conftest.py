@@ -1,0 +1,61 @@
+"""Shared fixtures: small generated image folders and a feature cache in a temp dir."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+def make_image(colour: tuple[int, int, int], rng: np.random.Generator, size: int = 40) -> Image.Image:
+    """A noisy image tinted with ``colour`` and a random bright square: easy but not trivial."""
+    pixels = rng.normal(0, 25, (size, size, 3)) + np.asarray(colour)
+    x, y = rng.integers(0, size // 2, 2)
+    pixels[y : y + size // 3, x : x + size // 3] += 50
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def write_folder(root: Path, per_class: int = 12, classes=tuple(COLOURS), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            make_image(COLOURS[name], rng).save(root / name / f"{name}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """3 classes x 12 PNG images of 40x40 pixels."""
+    return write_folder(tmp_path / "colours")
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(path))
+    return path
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_fashion_dir(tmp_path) -> Path:
+    """Fashion-MNIST's four IDX files with 10 x 6 training and 10 x 2 test images of noise."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "fmnist"
+    root.mkdir()
+    for prefix, per_class in (("train", 6), ("t10k", 2)):
+        labels = np.repeat(np.arange(10), per_class)
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (len(labels), 28, 28)))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from conftest import write_folder
+from transferlab.data import load_dataset, per_class_subset, split_dataset
+from transferlab.errors import DataError
+
+
+def test_image_folder(image_folder):
+    dataset = load_dataset(str(image_folder))
+    assert dataset.train.classes == ("blue", "green", "red")
+    assert len(dataset.train) == 36 and dataset.test is None
+    assert dataset.train.counts().tolist() == [12, 12, 12]
+
+
+def test_train_test_layout(tmp_path):
+    write_folder(tmp_path / "d" / "train", per_class=4)
+    write_folder(tmp_path / "d" / "test", per_class=2)
+    dataset = load_dataset(str(tmp_path / "d"))
+    assert len(dataset.train) == 12 and len(dataset.test) == 6
+
+
+def test_csv(image_folder, tmp_path):
+    rows = ["path,label"] + [f"{p.relative_to(image_folder)},{p.parent.name}" for p in sorted(image_folder.rglob("*.png"))]
+    (image_folder / "labels.csv").write_text("\n".join(rows))
+    dataset = load_dataset(str(image_folder / "labels.csv"))
+    assert len(dataset.train) == 36 and dataset.train.classes == ("blue", "green", "red")
+
+
+def test_csv_missing_column(tmp_path):
+    (tmp_path / "bad.csv").write_text("file,label\na.png,x\n")
+    with pytest.raises(DataError, match="lacks the column.*path"):
+        load_dataset(str(tmp_path / "bad.csv"))
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: root.mkdir(), "holds nothing"),
+        (lambda root: write_folder(root, classes=("red",)), "at least two"),
+        (lambda root: (write_folder(root), (root / "empty").mkdir()), "holds no images"),
+    ],
+    ids=["missing", "empty-folder", "one-class", "empty-class"],
+)
+def test_bad_folders(tmp_path, setup, message):
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(root))
+
+
+def test_split_is_stratified_disjoint_and_deterministic(image_folder):
+    dataset = load_dataset(str(image_folder))
+    a = split_dataset(dataset, val_fraction=0.25, seed=3)
+    b = split_dataset(dataset, val_fraction=0.25, seed=3)
+    assert np.array_equal(a.train.indices, b.train.indices)
+    assert a.val.counts().tolist() == [3, 3, 3] and a.train.counts().tolist() == [9, 9, 9]
+    assert not set(a.train.indices) & set(a.val.indices)
+    other = split_dataset(dataset, val_fraction=0.25, seed=4)
+    assert not np.array_equal(a.val.indices, other.val.indices)
+
+
+def test_samples_per_class(image_folder):
+    splits = split_dataset(load_dataset(str(image_folder)), samples_per_class=2)
+    assert splits.train.counts().tolist() == [2, 2, 2]
+    with pytest.raises(DataError, match="at least 1"):
+        per_class_subset(splits.train, 0)
+
+
+def test_fashion_mnist_from_data_dir(tiny_fashion_dir):
+    dataset = load_dataset("fashion-mnist", tiny_fashion_dir)
+    assert len(dataset.train) == 60 and len(dataset.test) == 20
+    assert dataset.train.classes[0] == "T-shirt/top" and dataset.train.open(0).size == (28, 28)
+
+
+def test_fashion_mnist_bad_dir(tmp_path, tiny_fashion_dir):
+    with pytest.raises(DataError, match="lacks Fashion-MNIST files"):
+        load_dataset("fashion-mnist", tmp_path / "nowhere")
+    (tiny_fashion_dir / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(DataError, match="cannot read"):
+        load_dataset("fashion-mnist", tiny_fashion_dir)
