@@ -240,8 +240,9 @@ def _torchvision_names() -> list[str]:
 
 
 def _unknown(name: str) -> BackboneError:
-    candidates = [*_REGISTRY, *_timm_names(), *_torchvision_names()]
-    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    registered = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.6)
+    others = difflib.get_close_matches(name, [*_timm_names(), *_torchvision_names()], n=5, cutoff=0.6)
+    close = list(dict.fromkeys([*registered, *others]))[:5]  # registered (offline) names first
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return BackboneError(f"Unknown backbone {name!r}.{hint} Run 'transferlab backbones' to list them.")
 

@@ -1,0 +1,131 @@
+"""End to end through the installed ``transferlab`` command, on small generated image folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_folder
+
+CLI = str(Path(sys.executable).parent / "transferlab")
+
+
+def run(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRANSFERLAB_CACHE": str(cache), "TQDM_DISABLE": "1"}
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("transferlab: error:") and expected in last, result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One head run on 3 colour classes, shared by the tests that read its outputs."""
+    root = tmp_path_factory.mktemp("e2e")
+    data = write_folder(root / "colours", per_class=12)
+    (data / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    result = run("train", str(data), "--strategy", "head", "--resolution", "64", "--epochs", "15", "--lr", "0.01",
+                 "--val-fraction", "0.25", "--out", str(root / "run"), cache=root / "cache")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return root, data, result
+
+
+def test_train_writes_model_metrics_and_report(trained):
+    root, _, result = trained
+    metrics = json.loads((root / "run" / "metrics.json").read_text())
+    assert metrics["strategy"] == "head" and metrics["classes"] == ["blue", "green", "red"]
+    assert metrics["num_train"] == 27 and metrics["num_val"] == 9
+    assert metrics["val_accuracy"] == 1.0  # colours are trivially separable with ImageNet features
+    assert metrics["skipped_files"] == 1 and metrics["skipped"][0].endswith("corrupt.jpg")
+    assert metrics["train_seconds"] > 0 and len(metrics["history"]) == 15
+    assert "corrupt.jpg" in result.stderr  # the warning names the file
+    assert "validation accuracy: 1.0000" in result.stdout
+    html = (root / "run" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "Confusion matrix" in html
+    assert {p.name for p in (root / "run" / "model").iterdir()} == {"bundle.json", "model.safetensors"}
+
+
+def test_predict_prints_top_k(trained):
+    root, data, _ = trained
+    images = [str(data / "red" / "red_000.png"), str(data / "blue" / "blue_001.png")]
+    result = run("predict", str(root / "run" / "model"), *images, "--top-k", "2", cache=root / "cache")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(images[0] + ": red ") and lines[1].startswith(images[1] + ": blue ")
+    assert len(lines[0].split(", ")) == 2
+    as_json = json.loads(run("predict", str(root / "run" / "model"), images[0], "--json", cache=root / "cache").stdout)
+    assert as_json[0]["top"][0][0] == "red" and sum(p for _, p in as_json[0]["top"]) <= 1.0 + 1e-6
+
+
+def test_evaluate_prints_accuracy_and_writes_confusion(trained, tmp_path):
+    root, _, _ = trained
+    fresh = write_folder(tmp_path / "more", per_class=5, seed=7)
+    result = run("evaluate", str(root / "run" / "model"), str(fresh), "--out", str(tmp_path / "ev"), cache=root / "cache")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert f"accuracy: {metrics['accuracy']:.4f} on 15 images" in result.stdout
+    confusion = metrics["confusion_matrix"]
+    assert [sum(row) for row in confusion] == [5, 5, 5]
+    assert sum(confusion[i][i] for i in range(3)) / 15 == pytest.approx(metrics["accuracy"]) and metrics["accuracy"] >= 0.8
+    assert (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
+
+
+def test_evaluate_refuses_other_classes(trained, tmp_path):
+    root, _, _ = trained
+    other = write_folder(tmp_path / "other", per_class=2, classes=("red", "green"))
+    result = run("evaluate", str(root / "run" / "model"), str(other), cache=root / "cache")
+    assert_one_line_error(result, "only in the model ['blue']")
+
+
+def test_predict_on_non_image(trained, tmp_path):
+    root, _, _ = trained
+    (tmp_path / "notes.jpg").write_text("hello")
+    assert_one_line_error(run("predict", str(root / "run" / "model"), str(tmp_path / "notes.jpg"), cache=root / "cache"),
+                          "notes.jpg")  # fmt: skip
+
+
+def test_strict_fails_on_corrupt_image(trained, tmp_path):
+    root, data, _ = trained
+    result = run("train", str(data), "--strict", "--resolution", "64", "--out", str(tmp_path / "o"), cache=root / "cache")
+    assert_one_line_error(result, "corrupt.jpg")
+
+
+@pytest.mark.parametrize(
+    "setup, expected",
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: root.mkdir(), "holds nothing"),
+        (lambda root: write_folder(root, per_class=2, classes=("red",)), "at least two"),
+        (lambda root: (write_folder(root, per_class=2), (root / "empty").mkdir()), "holds no images"),
+    ],
+    ids=["missing-path", "empty-folder", "one-class", "empty-class-folder"],
+)
+def test_bad_data_gives_one_line_and_exit_2(tmp_path, setup, expected):
+    setup(tmp_path / "data")
+    assert_one_line_error(run("train", str(tmp_path / "data"), cache=tmp_path / "cache"), expected)
+
+
+def test_unknown_backbone_lists_close_matches(image_folder, tmp_path):
+    result = run("train", str(image_folder), "--backbone", "efficientnet_lite", cache=tmp_path / "cache")
+    assert_one_line_error(result, "Did you mean: efficientnet_lite0")
+
+
+def test_debug_shows_traceback(tmp_path):
+    result = run("--debug", "train", str(tmp_path / "nope"), cache=tmp_path / "cache")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_backbones_listing():
+    result = run("backbones", cache=Path("/tmp"))
+    assert result.returncode == 0 and "efficientnet_lite0" in result.stdout and "offline" in result.stdout
+    cuts = run("backbones", "--cuts", "efficientnet_lite0", cache=Path("/tmp"))
+    assert "blocks.2" in cuts.stdout and "1280" in cuts.stdout
