@@ -12,6 +12,8 @@ from .backbones import list_backbones
 from .errors import TransferlabError
 from .heads import DEFAULT_HEAD_INIT
 from .inits import initializer_names
+from .lab import DEFAULT_INITS, LAB_MODELS, OPTIMIZERS, LabConfig, run_lab
+from .lab_report import markdown_table
 from .workflow import STRATEGIES, TrainConfig, evaluate, predict, train
 
 log = logging.getLogger("transferlab")
@@ -71,6 +73,19 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples-per-class", type=_positive_int, help="evaluate on a per-class subsample")
     _add_data_options(e)
 
+    lab = commands.add_parser("init-lab", help="train one network under many weight initializations and compare")
+    lab.add_argument("--dataset", default="fashion-mnist", help="28x28 grayscale data (default fashion-mnist)")
+    lab.add_argument("--inits", nargs="+", default=list(DEFAULT_INITS), help=f"from: {', '.join(initializer_names())}")
+    lab.add_argument("--model", default="mlp", choices=LAB_MODELS)
+    lab.add_argument("--epochs", type=_positive_int, default=2)
+    lab.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    lab.add_argument("--lr", type=float, default=1e-3)
+    lab.add_argument("--batch-size", type=_positive_int, default=100)
+    lab.add_argument("--seeds", type=_positive_int, default=3)
+    lab.add_argument("--train-samples", type=_positive_int, help="use only this many images of the training pool")
+    lab.add_argument("--out", default="runs/init-lab")
+    _add_data_options(lab)
+
     b = commands.add_parser("backbones", help="list what can be loaded, and from where")
     b.add_argument("--cuts", metavar="NAME", help="show the cut points of one backbone")
     return parser
@@ -102,6 +117,16 @@ def _run_evaluate(args) -> None:
           f"({metrics['skipped_files']} skipped); confusion matrix in {args.out}")  # fmt: skip
 
 
+def _run_init_lab(args) -> None:
+    config = LabConfig(inits=tuple(args.inits), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                       optimizer=args.optimizer, lr=args.lr, seeds=args.seeds, train_samples=args.train_samples,
+                       data=args.dataset, data_dir=args.data_dir, out=args.out)  # fmt: skip
+    metrics = run_lab(config)
+    print(markdown_table(metrics["results"]))
+    print(f"{len(config.inits)} inits x {config.seeds} seeds in {metrics['seconds']:.0f} s of training; "
+          f"plots, metrics.json and report.html in {args.out}")  # fmt: skip
+
+
 def _run_backbones(args) -> None:
     if args.cuts:
         from .backbones import build_backbone
@@ -118,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)
-    handler = {"train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate, "backbones": _run_backbones}
+    handler = {"train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate, "init-lab": _run_init_lab,
+               "backbones": _run_backbones}  # fmt: skip
     try:
         handler[args.command](args)
     except TransferlabError as error:

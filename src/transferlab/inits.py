@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .errors import check_choice
+from .errors import ConfigError, check_choice
 
 Initializer = Callable[[torch.Tensor], None]
 
@@ -58,13 +58,16 @@ INITIALIZERS: dict[str, Initializer] = {
 are handled by :func:`init_module`."""
 
 
+DATA_DEPENDENT = ("lsuv",)
+
+
 def initializer_names() -> list[str]:
-    return [*INITIALIZERS, "constant:VALUE", "default"]
+    return [*INITIALIZERS, "constant:VALUE", "default", *DATA_DEPENDENT]
 
 
 def resolve_initializer(name: str) -> Initializer | None:
     """The initializer called ``name``; ``None`` for ``default`` (keep PyTorch's own init)."""
-    if name == "default":
+    if name in ("default", *DATA_DEPENDENT):
         return None
     if name.startswith("constant:"):
         try:
@@ -74,20 +77,54 @@ def resolve_initializer(name: str) -> Initializer | None:
     return INITIALIZERS[check_choice("init", name, initializer_names(), "init_module()")]
 
 
-def init_module(module: nn.Module, name: str, zero_bias: bool = True) -> nn.Module:
+def _weighted_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+
+
+def init_module(module: nn.Module, name: str, zero_bias: bool = True, sample: torch.Tensor | None = None) -> nn.Module:
     """Initialize every Linear and Conv layer inside ``module`` with the initializer ``name``.
 
     ``default`` keeps each layer's ``reset_parameters`` (PyTorch's own scheme, biases included).
-    Any other initializer sets biases to zero unless ``zero_bias`` is False.
+    Any other initializer sets biases to zero unless ``zero_bias`` is False. ``lsuv`` is
+    data-dependent and needs ``sample``, a batch that ``module`` accepts.
     """
+    if name == "lsuv":
+        if sample is None:
+            raise ConfigError("The 'lsuv' initializer needs a batch of data (sample=...); it cannot size a head blind.")
+        return lsuv_(module, sample)
     init = resolve_initializer(name)
-    for layer in module.modules():
-        if not isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            continue
+    for layer in _weighted_layers(module):
         layer.reset_parameters()
         if init is not None:
             with torch.no_grad():
                 init(layer.weight)
         if init is not None and zero_bias and layer.bias is not None:
             nn.init.zeros_(layer.bias)
+    return module
+
+
+@torch.no_grad()
+def lsuv_(module: nn.Module, sample: torch.Tensor, tolerance: float = 0.05, max_iterations: int = 10) -> nn.Module:
+    """Layer-sequential unit-variance init (Mishkin & Matas, "All you need is a good init", ICLR 2016).
+
+    Orthonormal weights and zero biases first; then, layer by layer from the input, the weights
+    are divided by the standard deviation of that layer's output on ``sample`` until its
+    variance is within ``tolerance`` of 1.
+    """
+    init_module(module, "orthogonal")
+    was_training = module.training
+    module.eval()
+    for layer in _weighted_layers(module):
+        captured = {}
+        handle = layer.register_forward_hook(lambda _m, _i, output: captured.__setitem__("out", output))
+        try:
+            for _ in range(max_iterations):
+                module(sample)
+                std = captured["out"].std().item()
+                if abs(std**2 - 1.0) < tolerance or std == 0.0:
+                    break
+                layer.weight.div_(std)
+        finally:
+            handle.remove()
+    module.train(was_training)
     return module

@@ -77,11 +77,27 @@ def save_figure(figure, path: Path) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def write_report(path: Path, title: str, summary: dict, figures: dict[str, str], details: dict | None = None) -> Path:
-    """A single HTML file: a table of ``summary``, then each base64 PNG in ``figures`` by caption."""
+def html_table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(
+    path: Path,
+    title: str,
+    summary: dict,
+    figures: dict[str, str],
+    details: dict | None = None,
+    tables: dict[str, tuple[list[str], list[list]]] | None = None,
+) -> Path:
+    """A single HTML file: a table of ``summary``, the ``tables``, then each base64 PNG in ``figures``."""
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_format(v))}</td></tr>" for k, v in summary.items()
     )
+    rows += "</table>" + "".join(
+        f"<h2>{html.escape(caption)}</h2>{html_table(*table)}" for caption, table in (tables or {}).items()
+    ) + "<table>"
     images = "".join(
         f'<h2>{html.escape(caption)}</h2><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
         for caption, data in figures.items()
