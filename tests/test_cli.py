@@ -129,3 +129,27 @@ def test_backbones_listing():
     assert result.returncode == 0 and "efficientnet_lite0" in result.stdout and "offline" in result.stdout
     cuts = run("backbones", "--cuts", "efficientnet_lite0", cache=Path("/tmp"))
     assert "blocks.2" in cuts.stdout and "1280" in cuts.stdout
+
+
+@pytest.mark.parametrize("fmt, name", [("onnx", "model.onnx"), ("torchscript", "model.torchscript.pt")])
+def test_export_checks_parity(trained, tmp_path, fmt, name):
+    root, _, _ = trained
+    result = run("export", str(root / "run" / "model"), "--format", fmt, "--out", str(tmp_path / name), cache=root / "cache")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / name).stat().st_size > 100_000 and "largest logit difference" in result.stdout
+    difference = float(result.stdout.split("PyTorch ")[1])
+    assert difference <= 1e-4
+
+
+def test_pretrain_then_transfer_from_the_bundle(tmp_path):
+    data = write_folder(tmp_path / "d", per_class=8)
+    cache = tmp_path / "cache"
+    result = run("pretrain", str(data), "--arch", "cnn-small", "--classes", "0-1", "--epochs", "1", "--resolution", "28",
+                 "--out", str(tmp_path / "src"), cache=cache)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "src" / "metrics.json").read_text())["classes"] == ["blue", "green"]
+    result = run("train", str(data), "--backbone", str(tmp_path / "src" / "model"), "--epochs", "5",
+                 "--out", str(tmp_path / "t"), cache=cache)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["classes"] == ["blue", "green", "red"] and "transferlab bundle" in metrics["weights_source"]

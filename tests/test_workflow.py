@@ -1,5 +1,6 @@
 """The public API's train() on small data: outputs agree with the saved model run on images."""
 
+import dataclasses
 import json
 
 import pytest
@@ -41,7 +42,6 @@ def test_second_run_hits_the_cache_with_identical_results(run):
 
 def test_truncate_trains_a_head_on_an_early_stage(run, tmp_path):
     _, config, _ = run
-    import dataclasses
 
     metrics = tl.train(dataclasses.replace(config, strategy="truncate", cut="blocks.2", out=str(tmp_path / "t")))
     model, info = tl.load_bundle(tmp_path / "t" / "model")
@@ -50,7 +50,7 @@ def test_truncate_trains_a_head_on_an_early_stage(run, tmp_path):
 
 
 def test_config_validation():
-    with pytest.raises(tl.ConfigError, match="must be one of head, truncate. Got 'fine-tune'"):
+    with pytest.raises(tl.ConfigError, match="must be one of head, truncate, finetune, scratch. Got 'fine-tune'"):
         tl.TrainConfig(data="x", strategy="fine-tune")
     with pytest.raises(tl.ConfigError, match="truncate"):
         tl.TrainConfig(data="x", strategy="head", cut="blocks.2")
@@ -58,3 +58,63 @@ def test_config_validation():
         tl.TrainConfig(data="x", resolution=4)
     with pytest.raises(tl.ConfigError, match="init"):
         tl.TrainConfig(data="x", head_init="nope")
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    from conftest import write_folder
+
+    root = tmp_path_factory.mktemp("strategies")
+    write_folder(root / "d" / "train", per_class=16)
+    write_folder(root / "d" / "test", per_class=4, seed=5)
+    return root
+
+
+def _config(root, **changes):
+    base = tl.TrainConfig(data=str(root / "d"), out=str(root / "run"), resolution=32, val_fraction=0.25,
+                          cache_dir=str(root / "cache"), batch_size=16)  # fmt: skip
+    return dataclasses.replace(base, **changes)
+
+
+def test_finetune_probes_then_trains_everything(small_data):
+    metrics = tl.train(_config(small_data, strategy="finetune", epochs=2, probe_epochs=10, lr=1e-3,
+                               freeze_bn=True, out=str(small_data / "ft")))  # fmt: skip
+    assert len(metrics["probe_history"]) == 10 and len(metrics["history"]) == 2
+    assert metrics["test_accuracy"] >= 0.9 and metrics["num_test"] == 12
+    assert (small_data / "ft" / "checkpoint.pt").exists() and (small_data / "ft" / "history.csv").exists()
+    model, info = tl.load_bundle(small_data / "ft" / "model")
+    assert info.strategy == "finetune"
+    backbone = tl.build_backbone("efficientnet_lite0")
+    changed = any(not torch.equal(a, b) for a, b in zip(model.body.state_dict().values(), backbone.model.state_dict().values()))
+    assert changed, "fine-tuning must move the body's weights"
+
+
+def test_scratch_reinitializes_the_body(small_data):
+    metrics = tl.train(_config(small_data, strategy="scratch", backbone="cnn-small", epochs=3, lr=3e-3,
+                               out=str(small_data / "sc")))  # fmt: skip
+    assert metrics["weights_source"] == "kaiming-normal init" and len(metrics["history"]) <= 3
+    assert "features_seconds" not in metrics and metrics["network_seconds"] > 0
+
+
+def test_pretrained_bundle_is_a_backbone_with_its_cut_points(small_data):
+    source = small_data / "source"
+    tl.train(_config(small_data, strategy="scratch", backbone="cnn-small", epochs=2, classes="blue,red", out=str(source)))
+    backbone = tl.build_backbone(str(source / "model"))
+    assert backbone.arch == "transferlab:cnn-small" and "bundle" in backbone.weights_source
+    assert [c.name for c in backbone.cut_points] == ["stages.0", "stages.1", "stages.2", "final"]
+    metrics = tl.train(_config(small_data, backbone=str(source / "model"), strategy="truncate", cut="stages.1",
+                               out=str(small_data / "tr")))  # fmt: skip
+    assert metrics["cut"] == "stages.1" and metrics["classes"] == ["blue", "green", "red"]
+    _, info = tl.load_bundle(small_data / "tr" / "model")
+    assert info.num_features == 64
+
+
+def test_class_selection():
+    from transferlab.data import parse_classes
+
+    classes = ("a", "b", "c", "d", "e")
+    assert parse_classes("0-2", classes) == [0, 1, 2] and parse_classes("e,a", classes) == [4, 0]
+    with pytest.raises(tl.DataError, match="outside"):
+        parse_classes("3-7", classes)
+    with pytest.raises(tl.DataError, match="at least two"):
+        parse_classes("b", classes)

@@ -164,6 +164,50 @@ def _efficientnet_lite0(pretrained: bool) -> Backbone:
     )
 
 
+@register_backbone(
+    "cnn-small",
+    "small CNN for 28x28 images (3 stages, 128 features); train it with 'transferlab pretrain'",
+    "none: random init (use --strategy scratch, or pretrain it and pass --backbone DIR/model)",
+)
+def _cnn_small(pretrained: bool) -> Backbone:
+    from .models import CnnSmall
+
+    if pretrained:
+        raise BackboneError(
+            "'cnn-small' has no pretrained weights. Train it from scratch (--strategy scratch), or run "
+            "'transferlab pretrain DATA --arch cnn-small --out DIR' and transfer from --backbone DIR/model."
+        )
+    model = CnnSmall(num_classes=0)
+    return Backbone(
+        name="cnn-small",
+        arch="transferlab:cnn-small",
+        model=model,
+        preprocessing=Preprocessing(28, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        cut_points=_timm_cut_points(model),
+        weights_source="random init",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# A bundle written by transferlab (e.g. by `transferlab pretrain`) as the source network.
+
+
+def _from_bundle(directory: Path) -> Backbone:
+    from .bundle import load_bundle
+
+    model, info = load_bundle(directory)
+    if info.cut != FINAL_CUT:
+        raise BackboneError(f"{directory} was cut at {info.cut!r}; only a bundle with its whole body can be a backbone.")
+    return Backbone(
+        name=str(directory),
+        arch=info.arch,
+        model=model.body,
+        preprocessing=info.preprocessing,
+        cut_points=list(info.cut_points),
+        weights_source=f"transferlab bundle {directory} ({info.strategy} on {len(info.classes)} classes)",
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Any timm or torchvision model.
 
@@ -288,7 +332,9 @@ def build_backbone(name: str, pretrained: bool = True, weights: str | Path | Non
     """
     use_pretrained = pretrained and weights is None
     family, _, bare = name.rpartition(":")
-    if not family and name in _REGISTRY:
+    if (Path(name) / "bundle.json").is_file():
+        backbone = _from_bundle(Path(name)) if pretrained else _bundle_architecture(Path(name))
+    elif not family and name in _REGISTRY:
         backbone = _REGISTRY[name].build(use_pretrained)
     elif family == "timm" or (not family and bare in _timm_names()):
         backbone = _build_timm(bare, use_pretrained)
@@ -301,12 +347,24 @@ def build_backbone(name: str, pretrained: bool = True, weights: str | Path | Non
     return backbone
 
 
+def _bundle_architecture(directory: Path) -> Backbone:
+    """A bundle's architecture with fresh weights (for --no-pretrained / scratch)."""
+    from .bundle import read_info
+
+    info, _ = read_info(directory)
+    return Backbone(str(directory), info.arch, build_architecture(info.arch), info.preprocessing,
+                    list(info.cut_points), "random init")  # fmt: skip
+
+
 def build_architecture(arch: str) -> nn.Module:
-    """The network of ``arch`` ("timm:NAME" / "torchvision:NAME") without weights or classifier."""
+    """The network of ``arch`` ("timm:NAME", "torchvision:NAME", "transferlab:NAME") without
+    weights or classifier."""
     family, _, bare = arch.partition(":")
+    if family == "transferlab" and bare in _REGISTRY:
+        return _REGISTRY[bare].build(False).model
     build = {"timm": _build_timm, "torchvision": _build_torchvision}.get(family)
     if build is None:
-        raise BackboneError(f"Unknown architecture family in {arch!r}; expected 'timm:' or 'torchvision:'.")
+        raise BackboneError(f"Unknown architecture family in {arch!r}; expected 'timm:', 'torchvision:' or 'transferlab:'.")
     return build(bare, False).model
 
 
@@ -322,4 +380,6 @@ def list_backbones() -> list[dict[str, str]]:
         }
     )
     rows.append({"name": "<name> --weights FILE", "description": "any of the above with your own state dict", "weights": "local file"})
+    rows.append({"name": "DIR/model", "description": "a model trained by transferlab (e.g. 'transferlab pretrain')",
+                 "weights": "local bundle"})  # fmt: skip
     return rows

@@ -7,9 +7,12 @@ import json
 import logging
 import sys
 
-from . import __version__
+import torch
+
+from . import __version__, distributed
 from .backbones import list_backbones
 from .errors import TransferlabError
+from .export import FORMATS, export_bundle
 from .heads import DEFAULT_HEAD_INIT
 from .inits import initializer_names
 from .lab import DEFAULT_INITS, LAB_MODELS, OPTIMIZERS, LabConfig, run_lab
@@ -45,20 +48,45 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cut", help="cut point (stage name) for truncate; see 'transferlab backbones --cuts NAME'")
     t.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     t.add_argument("--resolution", type=int, help="input size in pixels (default: the backbone's)")
+    t.add_argument("--classes", help="train on some classes only: indices/ranges '0-4' or names 'Bag,Sandal'")
     t.add_argument("--samples-per-class", type=_positive_int, help="subsample training (and validation) per class")
     t.add_argument("--test-per-class", type=_positive_int, help="subsample the test split per class")
     t.add_argument("--val-fraction", type=float, default=0.1, help="share of each class held out (default 0.1)")
-    t.add_argument("--epochs", type=_positive_int, default=40)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--epochs", type=_positive_int, help="default: 40 (head, truncate), 8 (finetune), 15 (scratch)")
+    t.add_argument("--lr", type=float, help="default: 1e-3 (head, truncate), 3e-4 (finetune), 2e-3 (scratch)")
     t.add_argument("--batch-size", type=_positive_int, default=64)
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--head-init", default=DEFAULT_HEAD_INIT, help=f"one of: {', '.join(initializer_names())}")
     t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--probe-epochs", type=_positive_int, default=40, help="finetune: linear-probe epochs first")
+    t.add_argument("--layer-decay", type=float, default=0.85, help="finetune: lr factor per layer group downwards")
+    t.add_argument("--warmup-epochs", type=float, default=1.0)
+    t.add_argument("--patience", type=_positive_int, default=3, help="early stopping: epochs without val-loss gain")
+    t.add_argument("--augment", action="store_true", help="random resized crop and flip (finetune, scratch)")
+    t.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed while fine-tuning")
+    t.add_argument("--gradual-unfreeze", action="store_true", help="unfreeze the body top-down over half the epochs")
+    t.add_argument("--init", default="kaiming-normal", help="scratch: initializer of the body's layers")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/checkpoint.pt")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/transferlab/features)")
     t.add_argument("--no-cache", dest="use_cache", action="store_false", help="recompute features, write none")
     t.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
     _add_data_options(t)
+
+    pre = commands.add_parser("pretrain", help="train a source network from scratch; transfer from it later")
+    pre.add_argument("data")
+    pre.add_argument("--arch", required=True, help="architecture, e.g. cnn-small or timm:resnet18")
+    pre.add_argument("--out", required=True, help="output folder; its model/ is a --backbone for later runs")
+    pre.add_argument("--classes", help="train on some classes only, e.g. 0-4")
+    pre.add_argument("--epochs", type=_positive_int)
+    pre.add_argument("--lr", type=float)
+    pre.add_argument("--batch-size", type=_positive_int, default=128)
+    pre.add_argument("--resolution", type=int)
+    pre.add_argument("--samples-per-class", type=_positive_int)
+    pre.add_argument("--augment", action="store_true")
+    pre.add_argument("--resume", action="store_true")
+    pre.add_argument("--seed", type=int, default=0)
+    _add_data_options(pre)
 
     p = commands.add_parser("predict", help="top-k classes for image files")
     p.add_argument("model", help="a model folder written by 'train' (OUT/model)")
@@ -72,6 +100,11 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="evaluation", help="folder for metrics.json, confusion.png, report.html")
     e.add_argument("--samples-per-class", type=_positive_int, help="evaluate on a per-class subsample")
     _add_data_options(e)
+
+    x = commands.add_parser("export", help="export a model to ONNX or TorchScript (checked for parity)")
+    x.add_argument("model")
+    x.add_argument("--format", required=True, choices=FORMATS)
+    x.add_argument("--out", help="output file (default: inside the model folder)")
 
     lab = commands.add_parser("init-lab", help="train one network under many weight initializations and compare")
     lab.add_argument("--dataset", default="fashion-mnist", help="28x28 grayscale data (default fashion-mnist)")
@@ -93,13 +126,26 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _run_train(args) -> None:
     options = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
-    metrics = train(TrainConfig(**options))
+    _print_summary(args, train(TrainConfig(**options)))
+
+
+def _print_summary(args, metrics: dict) -> None:
+    if not distributed.is_main():
+        return
     print(f"strategy {metrics['strategy']} on {args.data}: {metrics['num_train']} training images, "
           f"{metrics['skipped_files']} skipped, feature cache {metrics['feature_cache']}")  # fmt: skip
     print(f"validation accuracy: {metrics['val_accuracy']:.4f}")
     if "test_accuracy" in metrics:
         print(f"test accuracy: {metrics['test_accuracy']:.4f} ({metrics['num_test']} images)")
     print(f"time: {metrics['train_seconds']:.1f} s; model, metrics.json and report.html in {args.out}")
+
+
+def _run_pretrain(args) -> None:
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "arch")}
+    metrics = train(TrainConfig(strategy="scratch", backbone=args.arch, **options))
+    _print_summary(args, metrics)
+    if distributed.is_main():
+        print(f"transfer from it with: transferlab train DATA --backbone {args.out}/model")
 
 
 def _run_predict(args) -> None:
@@ -115,6 +161,11 @@ def _run_evaluate(args) -> None:
     metrics = evaluate(args.model, args.data, args.out, args.data_dir, args.samples_per_class)
     print(f"accuracy: {metrics['accuracy']:.4f} on {metrics['num_images']} images "
           f"({metrics['skipped_files']} skipped); confusion matrix in {args.out}")  # fmt: skip
+
+
+def _run_export(args) -> None:
+    path, difference = export_bundle(args.model, args.format, args.out)
+    print(f"wrote {path}; largest logit difference from PyTorch {difference:.2e}")
 
 
 def _run_init_lab(args) -> None:
@@ -143,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)
-    handler = {"train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate, "init-lab": _run_init_lab,
+    handler = {"train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate, "export": _run_export,
+               "init-lab": _run_init_lab,
                "backbones": _run_backbones}  # fmt: skip
     try:
+        if args.command in ("train", "pretrain"):
+            distributed.init_from_env()
         handler[args.command](args)
     except TransferlabError as error:
         if args.debug:
@@ -155,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("transferlab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 

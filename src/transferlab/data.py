@@ -270,7 +270,43 @@ def load_dataset(spec: str, data_dir: str | Path | None = None) -> Dataset:
 
 
 # --------------------------------------------------------------------------------------------
-# Splitting.
+# Choosing classes and splitting.
+
+
+def parse_classes(spec: str, classes: tuple[str, ...]) -> list[int]:
+    """Class indices from ``spec``: indices and ranges ("0-4", "0,2,5-7") or names ("Bag,Sandal")."""
+    chosen: list[int] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part in classes:
+            chosen.append(classes.index(part))
+            continue
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise DataError(f"Class {part!r} is neither a class name nor an index; classes: {list(classes)}.") from None
+        if not 0 <= first <= last < len(classes):
+            raise DataError(f"Class range {part!r} is outside 0-{len(classes) - 1}.")
+        chosen += range(first, last + 1)
+    chosen = list(dict.fromkeys(chosen))
+    if len(chosen) < 2:
+        raise DataError(f"--classes {spec!r} selects {len(chosen)} class(es); classification needs at least two.")
+    return chosen
+
+
+def _keep_classes(images: ImageSet, chosen: list[int]) -> ImageSet:
+    remap = np.full(len(images.classes), -1)
+    remap[chosen] = np.arange(len(chosen))
+    positions = np.flatnonzero(np.isin(images.labels, chosen))
+    return ImageSet(images.source, images.indices[positions], remap[images.labels[positions]],
+                    tuple(images.classes[c] for c in chosen))  # fmt: skip
+
+
+def select_classes(dataset: Dataset, spec: str) -> Dataset:
+    """The dataset restricted to the classes ``spec`` names (see :func:`parse_classes`), relabelled 0..k-1."""
+    chosen = parse_classes(spec, dataset.train.classes)
+    test = _keep_classes(dataset.test, chosen) if dataset.test is not None else None
+    return Dataset(dataset.name, _keep_classes(dataset.train, chosen), test)
 
 
 def per_class_subset(images: ImageSet, limit: int, rng: np.random.Generator | int = 0) -> ImageSet:

@@ -35,3 +35,7 @@ def check_choice(name: str, value: str, choices: list[str] | tuple[str, ...], wh
             f"The {name!r} parameter of {where} must be one of {', '.join(choices)}. Got {value!r} instead."
         )
     return value
+
+
+class TrainingDiverged(TransferlabError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data import ImageSet
 from .errors import DataError
 from .images import resize_center_crop
@@ -67,17 +68,25 @@ def to_unit_float(batch: torch.Tensor) -> torch.Tensor:
     return batch.float().div_(255).contiguous(memory_format=torch.channels_last)
 
 
-@torch.inference_mode()
 def compute_outputs(
-    model: nn.Module, images: ImageSet, resolution: int, batch_size: int = 64, strict: bool = False, desc: str = "features"
+    model: nn.Module | None,
+    images: ImageSet,
+    resolution: int,
+    batch_size: int = 64,
+    strict: bool = False,
+    desc: str = "features",
 ) -> Features:
-    """Run ``model`` (images in [0, 1] -> vectors: features or logits) over every image once, in eval mode."""
-    model.eval().to(memory_format=torch.channels_last)
+    """Run ``model`` (images in [0, 1] -> vectors: features or logits) over every image once, in eval mode.
+
+    With ``model=None`` the values are the decoded uint8 pixels (N x 3 x R x R) themselves.
+    """
+    if model is not None:  # outside inference mode: converted parameters must stay trainable tensors
+        model.eval().to(memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(DecodedImages(images, resolution, strict), batch_size=batch_size)
     chunks, valid = [], []
-    with tqdm(total=len(images), desc=desc, unit="img", leave=False) as progress:
+    with torch.inference_mode(), tqdm(total=len(images), desc=desc, unit="img", leave=False) as progress:
         for pixels, ok in loader:
-            chunks.append(model(to_unit_float(pixels)).float().numpy())
+            chunks.append(pixels.numpy() if model is None else model(to_unit_float(pixels)).float().numpy())
             valid.append(ok.numpy())
             progress.update(len(ok))
     valid_mask = np.concatenate(valid) if valid else np.zeros(0, dtype=bool)
@@ -127,7 +136,7 @@ class FeatureCache:
 
 
 def cached_features(
-    model: nn.Module,
+    model: nn.Module | None,
     model_fingerprint: str,
     images: ImageSet,
     resolution: int,
@@ -137,15 +146,27 @@ def cached_features(
 ) -> tuple[Features, bool]:
     """Features of ``images`` from the cache when present, else computed and stored.
 
-    Returns the features and whether they came from the cache.
+    ``model=None`` caches the decoded pixels instead (see :func:`compute_outputs`). Returns the
+    features and whether they came from the cache.
     """
     key = FeatureCache.key(model_fingerprint, images, resolution) if cache else None
     if cache and (hit := cache.load(key)) is not None:
         if strict and hit.skipped:
             raise DataError(f"cannot read image {hit.skipped[0]} (cached as unreadable; --strict)")
-        log.info("%s: %d feature vectors from cache %s", desc, len(images), cache.root / key)
+        log.info("%s: %d images from cache %s", desc, len(images), cache.root / key)
         return hit, True
-    features = compute_outputs(model, images, resolution, strict=strict, desc=desc)
-    if cache:
+    features = _compute_sharded(model, images, resolution, strict, desc)
+    if cache and distributed.is_main():
         cache.save(key, features)
+    distributed.barrier()
     return features, False
+
+
+def _compute_sharded(model: nn.Module | None, images: ImageSet, resolution: int, strict: bool, desc: str) -> Features:
+    """compute_outputs, with each process of a torchrun group doing its share of the images."""
+    if distributed.world_size() == 1:
+        return compute_outputs(model, images, resolution, strict=strict, desc=desc)
+    part = compute_outputs(model, images.subset(distributed.shard(len(images))), resolution, strict=strict, desc=desc)
+    values = distributed.gather_rows(np.asarray(part.values), len(images))
+    valid = distributed.gather_rows(part.valid, len(images))
+    return Features(values, valid, tuple(images.describe(i) for i in np.flatnonzero(~valid)))

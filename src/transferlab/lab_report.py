@@ -23,7 +23,7 @@ def plot_losses(results, inits, zoom: bool = False):
     colours = plt.get_cmap("tab20")
     for k, init in enumerate(inits):
         losses = _mean_losses(results, init)
-        if zoom and not np.all(np.isfinite(losses)) or zoom and losses.max() > EXPLODING_LOSS:
+        if zoom and not (np.all(np.isfinite(losses)) and losses.max() <= EXPLODING_LOSS):
             continue
         axis.plot(np.arange(1, len(losses) + 1), losses, label=init, color=colours(k % 20), linewidth=1)
     axis.set(xlabel="batch", ylabel="training loss (cross-entropy)",
@@ -53,35 +53,36 @@ def plot_accuracy(summary):
 
 
 def plot_scales(results, inits):
-    """Activation and gradient std per layer at initialization, log scale, one line per init."""
-    figure, (act_ax, grad_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    """Activation and gradient std per layer (log scale), at initialization and after training."""
+    figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     colours = plt.get_cmap("tab20")
-    for k, init in enumerate(inits):
-        stats = next(r for r in results if r.init == init).at_init
-        layers = [s["layer"] for s in stats]
-        floor = 1e-12  # zeros would vanish from a log plot; draw them at the floor
-        act_ax.plot(layers, [max(s["activation_std"], floor) for s in stats], "o-", label=init, color=colours(k % 20))
-        grad_ax.plot(layers, [max(s["gradient_std"], floor) for s in stats], "o-", label=init, color=colours(k % 20))
-    act_ax.set(yscale="log", xlabel="layer", ylabel="std of layer output", title="Activations at initialization")
-    grad_ax.set(yscale="log", xlabel="layer", ylabel="std of weight gradient", title="Gradients at initialization")
-    for axis in (act_ax, grad_ax):
-        axis.grid(alpha=0.3)
-    grad_ax.legend(fontsize=7, ncol=2)
+    floor = 1e-12  # zeros would vanish from a log plot; draw them at the floor
+    for row, phase in enumerate(("at_init", "after_training")):
+        for col, key in enumerate(("activation_std", "gradient_std")):
+            axis = axes[row, col]
+            for k, init in enumerate(inits):
+                stats = getattr(next(r for r in results if r.init == init), phase)
+                values = [max(s[key], floor) for s in stats]
+                axis.plot([s["layer"] for s in stats], values, "o-", label=init, color=colours(k % 20))
+            what = "layer output" if key == "activation_std" else "weight gradient"
+            axis.set(yscale="log", xlabel="layer", ylabel=f"std of {what}",
+                     title=f"{what.capitalize()}s {phase.replace('_', ' ')} (seed 0)")  # fmt: skip
+            axis.grid(alpha=0.3)
+    axes[0, 1].legend(fontsize=7, ncol=2)
     figure.tight_layout()
     return figure
 
 
 def plot_symmetry(summary):
-    """Fraction of distinct units in each hidden layer, at initialization and after training."""
+    """Mean cosine similarity between the units of each hidden layer, at init and after training."""
     inits = list(summary)
     figure, axis = plt.subplots(figsize=(10, 4))
     width = 0.4
-    for offset, key, label in ((-width / 2, "distinct_units_at_init", "at init"), (width / 2, "distinct_units_after", "after training")):
-        fractions = [np.mean(np.array(summary[i][key][:-1]) / np.array(summary[i]["units"][:-1])) for i in inits]
-        axis.bar(np.arange(len(inits)) + offset, fractions, width, label=label)
+    for offset, key, label in ((-width / 2, "mean_cosine_at_init", "at init"), (width / 2, "mean_cosine_after", "after training")):
+        axis.bar(np.arange(len(inits)) + offset, [np.mean(summary[i][key][:-1]) for i in inits], width, label=label)
     axis.set_xticks(range(len(inits)), inits, rotation=30)
-    axis.set(ylabel="distinct units / units (hidden layers)", ylim=(0, 1.05),
-             title="Symmetry: constant inits leave every hidden unit identical")  # fmt: skip
+    axis.set(ylabel="mean cosine between hidden units", ylim=(-0.05, 1.05),
+             title="Symmetry: 1 means every hidden unit is the same unit")  # fmt: skip
     axis.legend()
     figure.tight_layout()
     return figure
@@ -92,15 +93,22 @@ def table_rows(summary) -> tuple[list[str], list[list]]:
               "distinct hidden units, init -> trained", "mean cosine of hidden units, init -> trained"]  # fmt: skip
     rows = [
         [init, s["val_accuracy_mean"], s["val_accuracy_std"], s["val_accuracy_dropout_mean"], s["final_loss_mean"],
-         f"{s['distinct_units_at_init'][:-1]} -> {s['distinct_units_after'][:-1]} of {s['units'][:-1]}",
-         _cosines(s["mean_cosine_at_init"][:-1]) + " -> " + _cosines(s["mean_cosine_after"][:-1])]
+         f"{_compact(s['distinct_units_at_init'][:-1])} -> {_compact(s['distinct_units_after'][:-1])}"
+         f" of {_compact(s['units'][:-1])}",
+         f"{_compact(s['mean_cosine_at_init'][:-1])} -> {_compact(s['mean_cosine_after'][:-1])}"]
         for init, s in summary.items()
     ]  # fmt: skip
     return header, rows
 
 
-def _cosines(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+def _compact(values: list) -> str:
+    """Per-layer values as text: '[1, 1]'; a long list as its range over the layers."""
+    text = [f"{v:.2f}".replace("-0.00", "0.00") if isinstance(v, float) else str(v) for v in values]
+    if len(text) <= 3:
+        return "[" + ", ".join(text) + "]"
+    low, high = min(values), max(values)
+    fmt = (lambda v: f"{v:.2f}".replace("-0.00", "0.00")) if isinstance(values[0], float) else str
+    return f"{fmt(low)}..{fmt(high)} ({len(values)} layers)" if fmt(low) != fmt(high) else f"{fmt(low)} ({len(values)} layers)"
 
 
 def markdown_table(summary) -> str:

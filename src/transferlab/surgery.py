@@ -27,10 +27,15 @@ class TransferModel(nn.Module):
 
     In ``train()`` mode every BatchNorm layer whose parameters are all frozen stays in eval
     mode, so frozen layers neither use batch statistics nor move their running statistics.
+    With ``freeze_bn`` set, every BatchNorm layer does (its scale and shift still train): the
+    policy for fine-tuning with small batches.
     """
+
+    freeze_bn: bool = False
 
     def __init__(self, body: nn.Module, head: nn.Module, preprocessing: Preprocessing):
         super().__init__()
+        self.preprocessing = preprocessing
         self.normalize = Normalize(preprocessing.mean, preprocessing.std)
         self.body = body
         self.head = head
@@ -45,7 +50,7 @@ class TransferModel(nn.Module):
         super().train(mode)
         if mode:
             for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and is_frozen(module):
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and (self.freeze_bn or is_frozen(module)):
                     module.eval()
         return self
 

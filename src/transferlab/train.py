@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import trange
+from tqdm.auto import tqdm, trange
 
-from .errors import ConfigError
+from . import distributed
+from .errors import ConfigError, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -82,4 +86,209 @@ def fit_head(
     head.load_state_dict(best_state)
     best = min(history, key=lambda r: r["val_loss"])
     log.info("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], settings.epochs, best["val_accuracy"])
+    return history
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-network training (finetune, scratch, pretrain): checkpoints, resume, early stopping.
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class NetworkTraining:
+    """Settings for training a whole network on images.
+
+    ``layer_decay``: each layer group below the head gets ``lr * layer_decay**depth`` (1.0: one
+    rate for all). ``gradual_unfreeze``: start with the top groups trainable and unfreeze the rest
+    over the first half of the epochs. ``freeze_bn``: keep every BatchNorm's statistics fixed.
+    """
+
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    layer_decay: float = 0.85
+    patience: int = 3
+    augment: bool = False
+    freeze_bn: bool = False
+    gradual_unfreeze: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ConfigError("epochs, batch_size and patience must each be at least 1.")
+        if not self.lr > 0 or not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"lr must be positive and layer_decay in (0, 1]; got {self.lr} and {self.layer_decay}.")
+
+
+def layer_groups(model: nn.Module, settings: NetworkTraining) -> list[dict]:
+    """Optimizer parameter groups: head at ``lr``, body groups scaled by ``layer_decay**depth``.
+
+    Uses timm's per-block grouping (``param_groups_layer_decay``) where the body has timm's
+    ``group_matcher``; otherwise the whole body is one group at ``lr * layer_decay``.
+    """
+    from timm.optim import param_groups_layer_decay
+
+    body = model.body if hasattr(model.body, "group_matcher") else getattr(model.body, "model", model.body)
+    if hasattr(body, "group_matcher") and settings.layer_decay < 1:
+        groups = param_groups_layer_decay(body, settings.weight_decay, layer_decay=settings.layer_decay)
+        groups = [g for g in groups if g["params"]]
+    else:
+        groups = [{"params": list(body.parameters()), "weight_decay": settings.weight_decay,
+                   "lr_scale": settings.layer_decay}]  # fmt: skip
+    groups.append({"params": list(model.head.parameters()), "weight_decay": settings.weight_decay, "lr_scale": 1.0})
+    for group in groups:
+        group["lr"] = settings.lr * group["lr_scale"]
+    return groups
+
+
+def _schedule(settings: NetworkTraining, steps_per_epoch: int):
+    """Linear warm-up, then cosine decay to zero, as a factor per optimizer step."""
+    total = settings.epochs * steps_per_epoch
+    warmup = min(total - 1, int(settings.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def augment_batch(pixels: torch.Tensor) -> torch.Tensor:
+    """Light augmentation on uint8 N x 3 x R x R: random resized crop (scale 0.6-1), horizontal flip."""
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as TF
+
+    size = pixels.shape[-1]
+    out = torch.empty_like(pixels)
+    for i, image in enumerate(pixels):
+        top, left, height, width = v2.RandomResizedCrop.get_params(image, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3))
+        image = TF.resized_crop(image, top, left, height, width, [size, size], antialias=True)
+        out[i] = TF.horizontal_flip(image) if torch.rand(()) < 0.5 else image
+    return out
+
+
+def _set_unfrozen(groups: list[dict], epoch: int, settings: NetworkTraining) -> None:
+    """Gradual unfreezing: the top share of body groups that is trainable in ``epoch``."""
+    body = groups[:-1]
+    if settings.gradual_unfreeze:
+        ramp = max(1, settings.epochs // 2)
+        keep = math.ceil(len(body) * min(1.0, (epoch + 1) / ramp))
+    else:
+        keep = len(body)
+    for k, group in enumerate(body):
+        for p in group["params"]:
+            p.requires_grad_(k >= len(body) - keep)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits of ``model`` in eval mode over uint8 images, batch by batch."""
+    from .features import to_unit_float
+
+    model.eval()
+    return torch.cat([model(to_unit_float(chunk)) for chunk in pixels.split(batch_size)]) if len(pixels) else torch.zeros(0)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` to a temporary file and rename it: the previous checkpoint survives any failure."""
+    partial = path.with_suffix(".tmp")
+    try:
+        torch.save(state, partial)
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OSError(f"could not write checkpoint {path} ({error}); the previous checkpoint is intact") from error
+
+
+def fit_network(
+    model: nn.Module,
+    groups: list[dict],
+    train_pixels: torch.Tensor,
+    train_y: torch.Tensor,
+    val_pixels: torch.Tensor,
+    val_y: torch.Tensor,
+    settings: NetworkTraining,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+) -> list[dict[str, float]]:
+    """Train ``model`` on uint8 images with AdamW, warm-up + cosine, early stopping on val loss.
+
+    Every epoch reseeds from ``settings.seed`` (data order, augmentation, dropout), and a
+    checkpoint (model, optimizer, scheduler, history, best weights) is written atomically after
+    each epoch, so ``resume=True`` continues an interrupted run to the same result. The model
+    ends with the weights of its best validation epoch.
+    """
+    from .features import to_unit_float
+
+    world = distributed.world_size()
+    per_process_batch = max(1, settings.batch_size // world)
+    usable = len(train_pixels) - len(train_pixels) % world  # every process takes the same number of steps
+    steps = math.ceil(usable // world / per_process_batch)
+    optimizer = torch.optim.AdamW(groups)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings, steps))
+    model.to(memory_format=torch.channels_last)
+    if hasattr(model, "freeze_bn"):
+        model.freeze_bn = settings.freeze_bn
+    history, best_loss, best_state, start, stale = [], float("inf"), None, 0, 0
+    net = distributed.wrap(model)
+    path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir else None
+    if checkpoint_dir and distributed.is_main():
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if resume and path and path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best_loss, best_state, stale = state["history"], state["best_loss"], state["best_state"], state["stale"]
+        start = state["epoch"] + 1
+        log.info("resuming from %s after epoch %d", path, start)
+    for epoch in range(start, settings.epochs):
+        if stale >= settings.patience:
+            break
+        torch.manual_seed(settings.seed * 100_003 + epoch)
+        _set_unfrozen(groups, epoch, settings)
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        order = torch.randperm(len(train_pixels))[:usable][distributed.rank() :: world]
+        with tqdm(order.split(per_process_batch), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch",
+                  leave=False, disable=None if distributed.is_main() else True) as bar:  # fmt: skip
+            for step, batch in enumerate(bar):
+                pixels = train_pixels[batch]
+                logits = net(to_unit_float(augment_batch(pixels) if settings.augment else pixels))
+                loss = nn.functional.cross_entropy(logits, train_y[batch])
+                if not torch.isfinite(loss):
+                    where = f"the last good checkpoint is {path}" if path and path.exists() else "no checkpoint was written yet"
+                    raise TrainingDiverged(
+                        f"The loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; {where}. Try a lower --lr."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total_loss += loss.item() * len(batch)
+                correct += (logits.argmax(1) == train_y[batch]).sum().item()
+                seen += len(batch)
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        val_loss, val_acc = evaluate_logits(predict_logits(model, val_pixels), val_y)
+        history.append({"epoch": epoch + 1, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+                        "val_loss": val_loss, "val_accuracy": val_acc})  # fmt: skip
+        log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.4f", epoch + 1, total_loss / seen, val_loss, val_acc)
+        if val_loss < best_loss:
+            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+        if path and distributed.is_main():
+            _save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+                                    "best_loss": best_loss, "best_state": best_state, "stale": stale})  # fmt: skip
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    for group in groups:
+        for p in group["params"]:
+            p.requires_grad_(True)
     return history

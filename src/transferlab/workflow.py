@@ -6,6 +6,7 @@ folder with a ``metrics.json`` holds a finished run.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -18,20 +19,29 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .backbones import FINAL_CUT, build_backbone
 from .bundle import BundleInfo, load_bundle, save_bundle
-from .data import FileSource, ImageSet, load_dataset, per_class_subset, split_dataset
+from .data import FileSource, ImageSet, load_dataset, per_class_subset, select_classes, split_dataset
 from .errors import ConfigError, DataError, check_choice
 from .features import DecodedImages, FeatureCache, Features, cached_features, compute_outputs, to_unit_float
 from .heads import DEFAULT_HEAD_INIT, make_head
-from .inits import resolve_initializer
+from .inits import init_module, resolve_initializer
 from .report import confusion_matrix, plot_confusion, plot_curves, plot_samples, save_figure, write_report
 from .surgery import TransferModel, body_at, freeze
-from .train import HeadTraining, evaluate_logits, fit_head
+from .train import HeadTraining, NetworkTraining, evaluate_logits, fit_head, fit_network, layer_groups, predict_logits
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("head", "truncate")
+FEATURE_STRATEGIES = ("head", "truncate")  # a frozen body: the head trains on cached features
+NETWORK_STRATEGIES = ("finetune", "scratch")  # the whole network trains on (cached, decoded) images
+STRATEGIES = (*FEATURE_STRATEGIES, *NETWORK_STRATEGIES)
+STRATEGY_DEFAULTS = {  # epochs and learning rate when the config leaves them unset
+    "head": (40, 1e-3),
+    "truncate": (40, 1e-3),
+    "finetune": (8, 3e-4),
+    "scratch": (15, 2e-3),
+}
 SAMPLE_GRID_SIZE = 16
 
 
@@ -45,17 +55,27 @@ class TrainConfig:
     backbone: str = "efficientnet_lite0"
     weights: str | None = None
     pretrained: bool = True
-    cut: str | None = None  # None: the final cut for head, the middle stage for truncate
+    cut: str | None = None  # None: the final cut, or the middle stage for truncate
     resolution: int | None = None  # None: the backbone's own
+    classes: str | None = None  # a subset of the data's classes: "0-4", "Bag,Sandal"
     samples_per_class: int | None = None
     test_per_class: int | None = None
     val_fraction: float = 0.1
-    epochs: int = 40
-    lr: float = 1e-3
+    epochs: int | None = None  # None: the strategy's default (STRATEGY_DEFAULTS)
+    lr: float | None = None
     batch_size: int = 64
     weight_decay: float = 1e-4
     head_init: str = DEFAULT_HEAD_INIT
     dropout: float = 0.0
+    probe_epochs: int = 40  # finetune: epochs of the linear probe before unfreezing
+    layer_decay: float = 0.85
+    warmup_epochs: float = 1.0
+    patience: int = 3
+    augment: bool = False
+    freeze_bn: bool = False
+    gradual_unfreeze: bool = False
+    init: str = "kaiming-normal"  # scratch: initializer of every body layer
+    resume: bool = False
     seed: int = 0
     data_dir: str | None = None
     cache_dir: str | None = None  # None: ~/.cache/transferlab/features
@@ -65,57 +85,141 @@ class TrainConfig:
     def __post_init__(self):
         check_choice("strategy", self.strategy, STRATEGIES, "train()")
         resolve_initializer(self.head_init)
+        resolve_initializer(self.init)
         if self.resolution is not None and not 16 <= self.resolution <= 1024:
             raise ConfigError(f"resolution must be between 16 and 1024 pixels, got {self.resolution}.")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.strategy == "head" and self.cut not in (None, FINAL_CUT):
-            raise ConfigError(f"strategy 'head' keeps the whole body (cut 'final'); use --strategy truncate for --cut {self.cut}.")
+        if self.strategy != "truncate" and self.cut not in (None, FINAL_CUT):
+            raise ConfigError(
+                f"strategy {self.strategy!r} keeps the whole body (cut 'final'); use --strategy truncate for --cut {self.cut}."
+            )
+        self.head_training()  # validates epochs, lr, batch size
+        if self.strategy in NETWORK_STRATEGIES:
+            self.network_training()
+
+    @property
+    def resolved_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else STRATEGY_DEFAULTS[self.strategy][0]
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else STRATEGY_DEFAULTS[self.strategy][1]
 
     def head_training(self) -> HeadTraining:
-        return HeadTraining(self.epochs, self.lr, self.batch_size, self.weight_decay, self.seed)
+        epochs = self.resolved_epochs if self.strategy in FEATURE_STRATEGIES else self.probe_epochs
+        lr = self.resolved_lr if self.strategy in FEATURE_STRATEGIES else STRATEGY_DEFAULTS["head"][1]
+        return HeadTraining(epochs, lr, self.batch_size, self.weight_decay, self.seed)
+
+    def network_training(self) -> NetworkTraining:
+        return NetworkTraining(
+            epochs=self.resolved_epochs, lr=self.resolved_lr, batch_size=self.batch_size,
+            weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs,
+            layer_decay=self.layer_decay if self.strategy == "finetune" else 1.0, patience=self.patience,
+            augment=self.augment, freeze_bn=self.freeze_bn, gradual_unfreeze=self.gradual_unfreeze, seed=self.seed,
+        )  # fmt: skip
 
 
 def _default_cut(strategy: str, cut_points: list) -> str:
-    if strategy == "head":
-        return FINAL_CUT
-    return cut_points[(len(cut_points) - 1) // 2].name  # truncate: the middle stage
+    if strategy == "truncate":
+        return cut_points[(len(cut_points) - 1) // 2].name  # the middle stage
+    return FINAL_CUT
 
 
-def _kept(features: Features, images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(features.values[features.valid]), images.labels[features.valid]
+def _kept(values: Features, images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of readable images and their labels, as tensors."""
+    return torch.as_tensor(np.asarray(values.values[values.valid])), torch.as_tensor(images.labels[values.valid])
 
 
-def _sample_figure(model_head: nn.Module, features: Features, images: ImageSet, seed: int):
-    """Grid of predictions on a fixed random sample of readable images."""
+def _sample_figure(logits: torch.Tensor, valid: np.ndarray, images: ImageSet, seed: int):
+    """Grid of predictions on a fixed random sample of readable images (``logits``: readable rows)."""
     rng = np.random.default_rng(seed)
-    readable = np.flatnonzero(features.valid)
-    chosen = np.sort(rng.permutation(readable)[:SAMPLE_GRID_SIZE])
-    with torch.no_grad():
-        probabilities = torch.softmax(model_head(torch.as_tensor(features.values[chosen])), 1)
-    confidence, predicted = probabilities.max(1)
+    chosen = np.sort(rng.permutation(int(valid.sum()))[:SAMPLE_GRID_SIZE])
+    positions = np.flatnonzero(valid)[chosen]
+    confidence, predicted = torch.softmax(logits[chosen], 1).max(1)
     classes = images.classes
     return plot_samples(
-        [np.asarray(images.open(i)) for i in chosen],
-        [classes[images.labels[i]] for i in chosen],
+        [np.asarray(images.open(i)) for i in positions],
+        [classes[images.labels[i]] for i in positions],
         [classes[p] for p in predicted.tolist()],
         confidence.tolist(),
     )
 
 
+def _splits_present(splits) -> dict[str, ImageSet]:
+    return {name: images for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+            if images is not None}  # fmt: skip
+
+
+def _cached_all(model, fingerprint, splits, resolution, cache, strict, what) -> tuple[dict[str, Features], list[bool]]:
+    """Cached outputs of ``model`` (features; ``None``: pixels) for every split."""
+    results, hits = {}, []
+    for split, images in _splits_present(splits).items():
+        results[split], hit = cached_features(model, fingerprint, images, resolution, cache, strict, desc=f"{what} {split}")
+        hits.append(hit)
+    return results, hits
+
+
+def _train_head_on_features(model, body_fingerprint, splits, cache, config, timings, cache_hits):
+    """Features of the frozen body (cached), then the head on them. Returns outputs, logits, history."""
+    tick = time.perf_counter()
+    resolution = model.preprocessing.resolution
+    fingerprint = hashlib.sha256(body_fingerprint.encode()).hexdigest()[:24]
+    extractor = nn.Sequential(model.normalize, model.body)
+    outputs, hits = _cached_all(extractor, fingerprint, splits, resolution, cache, config.strict, "features")
+    cache_hits += hits
+    timings["features_seconds"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    (train_x, train_y), (val_x, val_y) = _kept(outputs["train"], splits.train), _kept(outputs["val"], splits.val)
+    if len(torch.unique(train_y)) < len(splits.train.classes):
+        raise DataError("After skipping unreadable images some class has no training image left.")
+    history = fit_head(model.head, train_x.numpy(), train_y.numpy(), val_x.numpy(), val_y.numpy(), config.head_training())
+    timings["head_seconds"] = time.perf_counter() - tick
+    model.head.eval()
+    present = _splits_present(splits)
+    with torch.no_grad():
+        logits = {split: model.head(_kept(outputs[split], present[split])[0]) for split in outputs}
+    return outputs, logits, history
+
+
+def _train_network(model, splits, cache, config, out, timings, cache_hits):
+    """Decoded images (cached), then the whole network. Returns outputs, logits, history."""
+    tick = time.perf_counter()
+    outputs, hits = _cached_all(None, "pixels", splits, model.preprocessing.resolution, cache, config.strict, "decode")
+    cache_hits += hits
+    timings["decode_seconds"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    model.body.requires_grad_(True)
+    if config.strategy == "scratch":
+        init_module(model.body, config.init)
+    settings = config.network_training()
+    (train_x, train_y), (val_x, val_y) = _kept(outputs["train"], splits.train), _kept(outputs["val"], splits.val)
+    history = fit_network(model, layer_groups(model, settings), train_x, train_y, val_x, val_y, settings,
+                          checkpoint_dir=out, resume=config.resume)  # fmt: skip
+    timings["network_seconds"] = time.perf_counter() - tick
+    present = _splits_present(splits)
+    logits = {split: predict_logits(model, _kept(outputs[split], present[split])[0]) for split in outputs}
+    return outputs, logits, history
+
+
 def train(config: TrainConfig) -> dict:
     """Train a transfer model as ``config`` says; write model, metrics and report into ``config.out``.
 
-    Returns the metrics (also saved as ``metrics.json``).
+    ``head``/``truncate`` train a new head on cached features of the frozen body. ``finetune``
+    trains that head first (linear probe), then the whole network with layer-wise learning
+    rates. ``scratch`` re-initializes the body and trains everything. Returns the metrics (also
+    saved as ``metrics.json``).
     """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     out = Path(config.out)
-    splits = split_dataset(
-        load_dataset(config.data, config.data_dir),
-        config.val_fraction, config.samples_per_class, config.test_per_class, config.seed,
-    )  # fmt: skip
-    backbone = build_backbone(config.backbone, config.pretrained, config.weights)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(config.data, config.data_dir)
+    if config.classes:
+        dataset = select_classes(dataset, config.classes)
+    splits = split_dataset(dataset, config.val_fraction, config.samples_per_class, config.test_per_class, config.seed)
+    pretrained = config.pretrained and config.strategy != "scratch"
+    backbone = build_backbone(config.backbone, pretrained, config.weights if pretrained else None)
     cut = config.cut or _default_cut(config.strategy, backbone.cut_points)
     preprocessing = dataclasses.replace(
         backbone.preprocessing, resolution=config.resolution or backbone.preprocessing.resolution
@@ -123,75 +227,69 @@ def train(config: TrainConfig) -> dict:
     classes = splits.train.classes
     head = make_head(backbone.cut(cut).channels, len(classes), config.head_init, config.dropout)
     model = TransferModel(freeze(body_at(backbone, cut)), head, preprocessing)
-    extractor = nn.Sequential(model.normalize, model.body)
-    fingerprint = hashlib.sha256(
-        f"{backbone.weights_fingerprint()}|{cut}|{preprocessing.mean}|{preprocessing.std}".encode()
-    ).hexdigest()[:24]
-    cache = FeatureCache(config.cache_dir) if config.cache_dir else FeatureCache()
-    features, cache_hits = {}, []
-    extraction_started = time.perf_counter()
-    for split, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-        if images is not None:
-            features[split], hit = cached_features(
-                extractor, fingerprint, images, preprocessing.resolution,
-                cache if config.use_cache else None, config.strict, desc=f"features {split}",
-            )  # fmt: skip
-            cache_hits.append(hit)
-    features_seconds = time.perf_counter() - extraction_started
+    cache = (FeatureCache(config.cache_dir) if config.cache_dir else FeatureCache()) if config.use_cache else None
+    timings, cache_hits, history, probe_history = {}, [], [], None
 
-    head_started = time.perf_counter()
-    train_x, train_y = _kept(features["train"], splits.train)
-    val_x, val_y = _kept(features["val"], splits.val)
-    if len(np.unique(train_y)) < len(classes):
-        raise DataError("After skipping unreadable images some class has no training image left.")
-    history = fit_head(head, train_x, train_y, val_x, val_y, config.head_training())
-    head_seconds = time.perf_counter() - head_started
-    head.eval()
-
-    eval_split = "test" if "test" in features else "val"
-    eval_x, eval_y = _kept(features[eval_split], splits.test if eval_split == "test" else splits.val)
-    with torch.no_grad():
-        eval_logits = head(torch.as_tensor(eval_x))
-    eval_loss, eval_accuracy = evaluate_logits(eval_logits, torch.as_tensor(eval_y))
-    with torch.no_grad():
-        val_loss, val_accuracy = evaluate_logits(head(torch.as_tensor(val_x)), torch.as_tensor(val_y))
-
+    if config.strategy != "scratch":
+        body_fingerprint = f"{backbone.weights_fingerprint()}|{cut}|{preprocessing.mean}|{preprocessing.std}"
+        outputs, logits, history = _train_head_on_features(model, body_fingerprint, splits, cache, config, timings,
+                                                           cache_hits)  # fmt: skip
+    if config.strategy in NETWORK_STRATEGIES:
+        probe_history = history if config.strategy == "finetune" else None
+        outputs, logits, history = _train_network(model, splits, cache, config, out, timings, cache_hits)
+    present = _splits_present(splits)
+    labels = {split: _kept(outputs[split], present[split])[1] for split in outputs}
     info = BundleInfo(
         classes=classes, preprocessing=preprocessing, backbone=config.backbone, arch=backbone.arch, cut=cut,
         cut_points=tuple(backbone.cut_points), num_features=backbone.cut(cut).channels,
         head_dropout=config.dropout, head_init=config.head_init, strategy=config.strategy,
     )  # fmt: skip
-    save_bundle(out / "model", model, info)
+    if distributed.is_main():
+        save_bundle(out / "model", model.eval(), info)
 
-    skipped = sorted({name for f in features.values() for name in f.skipped})
+    eval_split = "test" if "test" in logits else "val"
+    val_loss, val_accuracy = evaluate_logits(logits["val"], labels["val"])
+    eval_loss, eval_accuracy = evaluate_logits(logits[eval_split], labels[eval_split])
+    skipped = sorted({name for f in outputs.values() for name in f.skipped})
     metrics = {
         "strategy": config.strategy,
         "backbone": config.backbone,
-        "weights_source": backbone.weights_source,
+        "weights_source": backbone.weights_source if config.strategy != "scratch" else f"{config.init} init",
         "cut": cut,
         "resolution": preprocessing.resolution,
         "val_accuracy": val_accuracy,
         "val_loss": val_loss,
         **({"test_accuracy": eval_accuracy, "test_loss": eval_loss} if eval_split == "test" else {}),
-        "num_train": int(len(train_y)),
-        "num_val": int(len(val_y)),
-        "num_test": int(len(eval_y)) if eval_split == "test" else 0,
+        "num_train": int(len(labels["train"])),
+        "num_val": int(len(labels["val"])),
+        "num_test": int(len(labels["test"])) if "test" in labels else 0,
         "classes": list(classes),
         "skipped_files": len(skipped),
         "skipped": skipped,
         "feature_cache": "hit" if all(cache_hits) else ("partial" if any(cache_hits) else "miss"),
-        "features_seconds": features_seconds,
-        "head_seconds": head_seconds,
+        **timings,
         "train_seconds": time.perf_counter() - started,
+        "processes": distributed.world_size(),
         "config": dataclasses.asdict(config),
         "history": history,
+        **({"probe_history": probe_history} if probe_history is not None else {}),
     }
-    _write_train_report(out, metrics, history, eval_logits, eval_y, classes, eval_split,
-                        _sample_figure(head, features[eval_split], splits.test if eval_split == "test" else splits.val,
-                                       config.seed))  # fmt: skip
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("wrote %s", out)
+    if distributed.is_main():
+        figure = _sample_figure(logits[eval_split], outputs[eval_split].valid, present[eval_split], config.seed)
+        _write_train_report(out, metrics, history, logits[eval_split], labels[eval_split].numpy(), classes,
+                            eval_split, figure)  # fmt: skip
+        _write_history_csv(out / "history.csv", history)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("wrote %s", out)
+    distributed.barrier()
     return metrics
+
+
+def _write_history_csv(path: Path, history: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def _write_train_report(out: Path, metrics: dict, history, eval_logits, eval_y, classes, eval_split, samples_figure):

@@ -1,0 +1,70 @@
+"""Export a trained bundle to ONNX or TorchScript, checked against the PyTorch model."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bundle import load_bundle
+from .errors import ConfigError, TransferlabError, check_choice
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "torchscript")
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportError(TransferlabError, RuntimeError):
+    """The exported model does not reproduce the PyTorch model's outputs."""
+
+
+def _reference(model: torch.nn.Module, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, resolution, resolution, generator=generator)
+    with torch.no_grad():
+        return images, model(images)
+
+
+def _export_onnx(model, images, path: Path) -> np.ndarray:
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ConfigError("ONNX export needs onnx and onnxruntime: pip install 'transferlab[export]'.") from error
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow in timm code
+        torch.onnx.export(model, (images,), str(path), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)  # fmt: skip
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"images": images.numpy()})[0]
+
+
+def _export_torchscript(model, images, path: Path) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, images)
+    traced.save(str(path))
+    with torch.no_grad():
+        return torch.jit.load(str(path))(images).numpy()
+
+
+def export_bundle(model_dir: str | Path, fmt: str, out: str | Path | None = None) -> tuple[Path, float]:
+    """Write ``model.onnx`` or ``model.torchscript.pt`` (inputs: N x 3 x R x R in [0, 1]).
+
+    Returns the file and the largest absolute difference of its logits from PyTorch's on a
+    fixed random batch; raises ExportError above ``PARITY_TOLERANCE``.
+    """
+    check_choice("format", fmt, FORMATS, "export")
+    model, info = load_bundle(model_dir)
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    path = Path(out) if out else Path(model_dir) / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
+    images, expected = _reference(model, info.preprocessing.resolution)
+    exported = (_export_onnx if fmt == "onnx" else _export_torchscript)(model, images, path)
+    difference = float(np.abs(exported - expected.numpy()).max())
+    if difference > PARITY_TOLERANCE:
+        raise ExportError(f"{path}: logits differ from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE}).")
+    log.info("exported %s (max |difference| %.2e)", path, difference)
+    return path, difference

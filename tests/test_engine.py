@@ -1,0 +1,134 @@
+"""The whole-network training engine: layer-wise rates, BatchNorm policy, checkpoints, divergence."""
+
+import pytest
+import torch
+from torch import nn
+
+from transferlab.backbones import build_backbone
+from transferlab.errors import TrainingDiverged
+from transferlab.heads import make_head
+from transferlab.surgery import TransferModel, body_at
+from transferlab.train import CHECKPOINT_FILE, NetworkTraining, _set_unfrozen, fit_network, layer_groups
+
+
+def _cnn_model():
+    backbone = build_backbone("cnn-small", pretrained=False)
+    return TransferModel(body_at(backbone), make_head(backbone.num_features, 3), backbone.preprocessing)
+
+
+def _data(n=48, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    pixels = (torch.rand(n, 3, 16, 16, generator=generator) * 60).to(torch.uint8)
+    pixels[y == 0, 0] += 150  # a red, a green and a blue class
+    pixels[y == 1, 1] += 150
+    pixels[y == 2, 2] += 150
+    return pixels, y
+
+
+def test_layer_decay_gives_earlier_blocks_smaller_rates():
+    backbone = build_backbone("efficientnet_lite0")
+    model = TransferModel(body_at(backbone), make_head(1280, 3), backbone.preprocessing)
+    groups = layer_groups(model, NetworkTraining(lr=1e-3, layer_decay=0.8))
+    rates = [g["lr"] for g in groups]
+    assert rates[-1] == pytest.approx(1e-3)  # the head
+    assert rates == sorted(rates) and rates[0] < 1e-3 * 0.8**10
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_gradual_unfreezing_opens_the_body_top_down():
+    model = _cnn_model()
+    groups = [{"params": [p]} for p in model.body.parameters()] + [{"params": list(model.head.parameters())}]
+    _set_unfrozen(groups, 0, NetworkTraining(epochs=4, gradual_unfreeze=True))
+    trainable = [p.requires_grad for g in groups[:-1] for p in g["params"]]
+    assert not trainable[0] and trainable[-1] and sum(trainable) == len(trainable) // 2
+    _set_unfrozen(groups, 1, NetworkTraining(epochs=4, gradual_unfreeze=True))
+    assert all(p.requires_grad for g in groups for p in g["params"])
+
+
+def test_freeze_bn_keeps_statistics_while_weights_train():
+    model = _cnn_model()
+    model.freeze_bn = True
+    before = model.body.stages[0][1].running_mean.clone()
+    model.train()
+    model(torch.rand(8, 3, 16, 16)).sum().backward()
+    assert torch.equal(before, model.body.stages[0][1].running_mean)
+    assert model.body.stages[0][1].weight.grad is not None
+
+
+def test_training_learns_and_resume_reproduces_an_uninterrupted_run(tmp_path):
+    pixels, y = _data()
+    settings = NetworkTraining(epochs=4, lr=3e-3, batch_size=16, patience=10)
+
+    def run(directory, resume=False):
+        torch.manual_seed(0)
+        model = _cnn_model()
+        history = fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings,
+                              directory, resume)  # fmt: skip
+        return model, history
+
+    _, full = run(tmp_path / "a")
+    assert full[-1]["train_loss"] < full[0]["train_loss"] and full[-1]["val_accuracy"] == 1.0
+    # An interrupted run: stopped inside epoch 2, then resumed from the epoch-1 checkpoint.
+    torch.manual_seed(0)
+    part_model = _cnn_model()
+    groups = layer_groups(part_model, settings)
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt_after(part_model, groups, pixels, y, settings, tmp_path / "b", batches=5)
+    _, resumed = run(tmp_path / "b", resume=True)
+    assert resumed == full
+
+
+def _interrupt_after(model, groups, pixels, y, settings, directory, batches):
+    """Run fit_network but raise KeyboardInterrupt inside epoch 2 (after ``batches`` forward passes)."""
+    calls = {"n": 0}
+    original = model.forward
+
+    def forward(x):
+        calls["n"] += 1
+        if calls["n"] > batches:
+            raise KeyboardInterrupt
+        return original(x)
+
+    model.forward = forward
+    fit_network(model, groups, pixels, y, pixels[:12], y[:12], settings, directory)
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+    pixels, y = _data()
+    model = _cnn_model()
+    calls = {"n": 0}
+    original = model.head.forward
+
+    def head(features):  # becomes NaN in the second epoch (3 train batches + 1 val pass per epoch)
+        calls["n"] += 1
+        out = original(features)
+        return out * float("nan") if calls["n"] > 5 else out
+
+    model.head.forward = head
+    settings = NetworkTraining(epochs=3, batch_size=16)
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2.*last good checkpoint"):
+        fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings, tmp_path)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert state["epoch"] == 0
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    pixels, y = _data()
+    model = _cnn_model()
+    settings = NetworkTraining(epochs=2, batch_size=16)
+    real_save = torch.save
+    saves = {"n": 0}
+
+    def failing_save(obj, path, *args, **kwargs):
+        saves["n"] += 1
+        if saves["n"] == 2:
+            real_save(obj, path, *args, **kwargs)  # a partial file exists when the disk fills up
+            raise OSError(28, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="previous checkpoint is intact"):
+        fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings, tmp_path)
+    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["epoch"] == 0
+    assert not (tmp_path / "checkpoint.tmp").exists()
