@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test data install clean
+.PHONY: demo test bench data install clean
 
 $(BIN)/transferlab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ demo: install data
 
 test: install data
 	$(BIN)/python -m pytest -q
+
+# Speed benchmarks (ratios measured side by side); about 10 minutes on 2 cores.
+bench: install data
+	@echo "# Benchmark results" > benchmarks/results.md
+	@echo "" >> benchmarks/results.md
+	@echo "Command: \`make bench\` ($$(date -u +%Y-%m-%d), $$(nproc) cores)." >> benchmarks/results.md
+	@echo "" >> benchmarks/results.md
+	TQDM_DISABLE=1 $(BIN)/python benchmarks/speed.py --markdown benchmarks/results.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

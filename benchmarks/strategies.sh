@@ -20,3 +20,5 @@ run head-100 --strategy head --samples-per-class 100
 run finetune-100 --strategy finetune --samples-per-class 100
 run head-10 --strategy head --samples-per-class 10
 run scratch-10 --strategy scratch --samples-per-class 10
+run finetune-100-freeze-bn --strategy finetune --samples-per-class 100 --freeze-bn
+run finetune-100-freeze-bn-augment --strategy finetune --samples-per-class 100 --freeze-bn --augment

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import torch
 
@@ -41,7 +42,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser("train", help="train a new head (and more) on your classes")
     t.add_argument("data", help="'fashion-mnist', a folder root/<class>/<image>, or a CSV of path,label")
-    t.add_argument("--strategy", default="head", choices=STRATEGIES)
+    t.add_argument("--strategy", default="head", choices=[*STRATEGIES, "auto"], help="auto: measure, then choose")
+    t.add_argument("--plan", help="with --strategy auto: carry out this saved plan.json")
     t.add_argument("--backbone", default="efficientnet_lite0", help="registered, timm or torchvision name")
     t.add_argument("--weights", help="state-dict file to load into the backbone instead of its pretrained weights")
     t.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random backbone weights")
@@ -100,6 +102,18 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="evaluation", help="folder for metrics.json, confusion.png, report.html")
     e.add_argument("--samples-per-class", type=_positive_int, help="evaluate on a per-class subsample")
     _add_data_options(e)
+
+    a = commands.add_parser("advise", help="measure the data against a backbone and print the plan")
+    a.add_argument("data")
+    a.add_argument("--backbone", default="efficientnet_lite0")
+    a.add_argument("--weights")
+    a.add_argument("--classes")
+    a.add_argument("--sample-per-class", type=_positive_int, default=50, help="images per class to measure on")
+    a.add_argument("--resolution", type=int)
+    a.add_argument("--out", default="runs/advise", help="folder for plan.json")
+    a.add_argument("--cache-dir")
+    a.add_argument("--seed", type=int, default=0)
+    _add_data_options(a)
 
     x = commands.add_parser("export", help="export a model to ONNX or TorchScript (checked for parity)")
     x.add_argument("model")
@@ -163,6 +177,18 @@ def _run_evaluate(args) -> None:
           f"({metrics['skipped_files']} skipped); confusion matrix in {args.out}")  # fmt: skip
 
 
+def _run_advise(args) -> None:
+    from .advise import advise, evidence_table
+
+    plan = advise(args.data, args.backbone, args.weights, args.classes, args.sample_per_class, args.resolution,
+                  args.data_dir, args.cache_dir, args.seed)  # fmt: skip
+    path = plan.save(Path(args.out) / "plan.json")
+    print(evidence_table(plan))
+    print(f"\nplan: {plan.strategy} (cut {plan.cut}), lr {plan.lr}, {plan.epochs} epochs, {plan.resolution} px")
+    print(plan.explanation)
+    print(f"saved {path}; run it with: transferlab train {args.data} --strategy auto --plan {path}")
+
+
 def _run_export(args) -> None:
     path, difference = export_bundle(args.model, args.format, args.out)
     print(f"wrote {path}; largest logit difference from PyTorch {difference:.2e}")
@@ -194,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)
-    handler = {"train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate, "export": _run_export,
+    handler = {"train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate, "advise": _run_advise,
+               "export": _run_export,
                "init-lab": _run_init_lab,
                "backbones": _run_backbones}  # fmt: skip
     try:

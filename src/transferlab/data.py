@@ -235,18 +235,38 @@ def load_image_folder(root: str | Path) -> Dataset:
 
 
 def load_csv(path: str | Path) -> Dataset:
-    """A CSV with a ``path,label`` header; relative paths are taken from the CSV's folder."""
+    """A CSV with a ``path,label`` header; relative paths are taken from the CSV's folder.
+
+    Every path must stay inside that folder (``..`` that escapes it is refused). Repeated rows
+    are dropped with a warning; one path under two labels is an error.
+    """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    root = path.parent.resolve()
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{path} is not a readable UTF-8 CSV: {error}") from error
     if not rows:
         raise DataError(f"{path} has no rows; expected a header 'path,label' and one row per image.")
     missing = {"path", "label"} - set(rows[0])
     if missing:
         raise DataError(f"{path} lacks the column(s) {', '.join(sorted(missing))}; its header is {list(rows[0])}.")
-    classes = tuple(sorted({r["label"] for r in rows}))
-    paths = [(path.parent / r["path"]) for r in rows]
-    labels = np.asarray([classes.index(r["label"]) for r in rows], dtype=np.int64)
+    labels_of: dict[Path, str] = {}
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        image, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not image or not label:
+            raise DataError(f"{path}, line {number}: empty path or label.")
+        resolved = (root / image).resolve()
+        if not resolved.is_relative_to(root):
+            raise DataError(f"{path}, line {number}: {image!r} points outside the CSV's folder {root}; refused.")
+        if labels_of.setdefault(resolved, label) != label:
+            raise DataError(f"{path}, line {number}: {image!r} is labelled both {labels_of[resolved]!r} and {label!r}.")
+    if len(labels_of) < len(rows):
+        log.warning("%s: dropped %d repeated row(s)", path, len(rows) - len(labels_of))
+    classes = tuple(sorted(set(labels_of.values())))
+    paths = list(labels_of)
+    labels = np.asarray([classes.index(labels_of[p]) for p in paths], dtype=np.int64)
     return Dataset(path.stem, ImageSet(FileSource(paths), np.arange(len(paths)), labels, classes), None)
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .data import ImageSet
 from .errors import DataError
-from .images import resize_center_crop
+from .images import UNREADABLE, resize_center_crop
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class DecodedImages(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
         try:
             pixels = resize_center_crop(self.images.open(i), self.resolution)
-        except (OSError, ValueError, SyntaxError) as error:  # PIL raises all three for bad files
+        except UNREADABLE as error:
             message = f"cannot read image {self.images.describe(i)}: {error}"
             if self.strict:
                 raise DataError(message) from error
@@ -68,6 +69,40 @@ def to_unit_float(batch: torch.Tensor) -> torch.Tensor:
     return batch.float().div_(255).contiguous(memory_format=torch.channels_last)
 
 
+class _RowWriter:
+    """Rows that arrive in chunks, kept in memory or streamed into a ``.npy`` file.
+
+    Streaming keeps memory flat however many images there are: each chunk is written and
+    dropped, and the finished file is memory-mapped read-only.
+    """
+
+    def __init__(self, count: int, path: Path | None = None):
+        self.count, self.path, self.filled = count, path, 0
+        self.array: np.ndarray | None = None
+        self.handle = None
+
+    def add(self, chunk: np.ndarray) -> None:
+        if self.array is None and self.handle is None:
+            shape = (self.count, *chunk.shape[1:])
+            if self.path is None:
+                self.array = np.empty(shape, dtype=chunk.dtype)
+            else:
+                self.handle = open(self.path, "wb")
+                header = {"descr": np.lib.format.dtype_to_descr(chunk.dtype), "fortran_order": False, "shape": shape}
+                np.lib.format.write_array_header_1_0(self.handle, header)
+        if self.array is not None:
+            self.array[self.filled : self.filled + len(chunk)] = chunk
+        else:
+            self.handle.write(np.ascontiguousarray(chunk).tobytes())
+        self.filled += len(chunk)
+
+    def finish(self, empty_shape: tuple[int, ...]) -> np.ndarray:
+        if self.handle is not None:
+            self.handle.close()
+            return np.load(self.path, mmap_mode="r")
+        return self.array if self.array is not None else np.zeros(empty_shape, dtype=np.float32)
+
+
 def compute_outputs(
     model: nn.Module | None,
     images: ImageSet,
@@ -75,25 +110,28 @@ def compute_outputs(
     batch_size: int = 64,
     strict: bool = False,
     desc: str = "features",
+    sink: Path | None = None,
 ) -> Features:
     """Run ``model`` (images in [0, 1] -> vectors: features or logits) over every image once, in eval mode.
 
-    With ``model=None`` the values are the decoded uint8 pixels (N x 3 x R x R) themselves.
+    With ``model=None`` the values are the decoded uint8 pixels (N x 3 x R x R) themselves. With
+    ``sink``, the values stream into that ``.npy`` file instead of memory. Rows of unreadable
+    images are zero.
     """
     if model is not None:  # outside inference mode: converted parameters must stay trainable tensors
         model.eval().to(memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(DecodedImages(images, resolution, strict), batch_size=batch_size)
-    chunks, valid = [], []
+    writer, valid = _RowWriter(len(images), sink), np.zeros(len(images), dtype=bool)
     with torch.inference_mode(), tqdm(total=len(images), desc=desc, unit="img", leave=False) as progress:
         for pixels, ok in loader:
-            chunks.append(pixels.numpy() if model is None else model(to_unit_float(pixels)).float().numpy())
-            valid.append(ok.numpy())
+            chunk = pixels.numpy() if model is None else model(to_unit_float(pixels)).float().numpy()
+            chunk[~ok.numpy()] = 0
+            valid[writer.filled : writer.filled + len(ok)] = ok.numpy()
+            writer.add(chunk)
             progress.update(len(ok))
-    valid_mask = np.concatenate(valid) if valid else np.zeros(0, dtype=bool)
-    values = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
-    values[~valid_mask] = 0.0
-    skipped = tuple(images.describe(i) for i in np.flatnonzero(~valid_mask))
-    return Features(values, valid_mask, skipped)
+    values = writer.finish((0, 0))
+    skipped = tuple(images.describe(i) for i in np.flatnonzero(~valid))
+    return Features(values, valid, skipped)
 
 
 class FeatureCache:
@@ -120,11 +158,27 @@ class FeatureCache:
             return None
         return Features(np.asarray(values), valid, tuple(meta["skipped"]))
 
-    def save(self, key: str, features: Features) -> None:
+    def _remove_abandoned_staging(self) -> None:
+        """Staging folders of processes that died mid-write (e.g. SIGKILL) are deleted."""
+        for staging in self.root.glob(".*-*-*"):
+            try:
+                os.kill(int(staging.name.split("-")[1]), 0)
+            except (ValueError, IndexError):
+                continue
+            except ProcessLookupError:
+                log.info("removing %s, left by a process that was killed while writing", staging)
+                shutil.rmtree(staging, ignore_errors=True)
+            except PermissionError:
+                continue  # alive, another user's
+
+    def write(self, key: str, fill: Callable[[Path], Features]) -> Features:
+        """Create entry ``key``: ``fill(path)`` writes ``features.npy`` at ``path`` and returns the
+        features; the entry appears under its key only once complete (staging folder, rename)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}-"))
+        self._remove_abandoned_staging()
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}-{os.getpid()}-"))
         try:
-            np.save(staging / "features.npy", features.values)
+            features = fill(staging / "features.npy")
             np.save(staging / "valid.npy", features.valid)
             meta = {"count": int(features.valid.shape[0]), "skipped": list(features.skipped)}
             (staging / "meta.json").write_text(json.dumps(meta))
@@ -133,6 +187,14 @@ class FeatureCache:
             shutil.rmtree(staging, ignore_errors=True)
             if not (self.root / key).exists():
                 raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return self.load(key) or features
+
+    def save(self, key: str, features: Features) -> None:
+        """Store features computed elsewhere (e.g. gathered from several processes)."""
+        self.write(key, lambda path: (np.save(path, features.values), features)[1])
 
 
 def cached_features(
@@ -155,6 +217,11 @@ def cached_features(
             raise DataError(f"cannot read image {hit.skipped[0]} (cached as unreadable; --strict)")
         log.info("%s: %d images from cache %s", desc, len(images), cache.root / key)
         return hit, True
+    if distributed.world_size() == 1:
+        if cache is None:
+            return compute_outputs(model, images, resolution, strict=strict, desc=desc), False
+        fill = lambda path: compute_outputs(model, images, resolution, strict=strict, desc=desc, sink=path)  # noqa: E731
+        return cache.write(key, fill), False
     features = _compute_sharded(model, images, resolution, strict, desc)
     if cache and distributed.is_main():
         cache.save(key, features)
@@ -164,8 +231,6 @@ def cached_features(
 
 def _compute_sharded(model: nn.Module | None, images: ImageSet, resolution: int, strict: bool, desc: str) -> Features:
     """compute_outputs, with each process of a torchrun group doing its share of the images."""
-    if distributed.world_size() == 1:
-        return compute_outputs(model, images, resolution, strict=strict, desc=desc)
     part = compute_outputs(model, images.subset(distributed.shard(len(images))), resolution, strict=strict, desc=desc)
     values = distributed.gather_rows(np.asarray(part.values), len(images))
     valid = distributed.gather_rows(part.valid, len(images))

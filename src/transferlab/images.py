@@ -7,6 +7,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+# What opening a bad file raises: OSError (truncated, unreadable, not an image), ValueError and
+# SyntaxError (malformed headers), DecompressionBombError (more pixels than PIL allows).
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
 
@@ -33,7 +37,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """Open a file fully (so corrupt data fails here), apply its EXIF rotation, return RGB."""
+    """Open a file fully (so corrupt data fails here), apply its EXIF rotation, return RGB.
+
+    Images over PIL's pixel limit (``Image.MAX_IMAGE_PIXELS``, about 179 million at twice the
+    warning level) are refused before any pixel is decoded: a decompression bomb cannot exhaust
+    memory.
+    """
     with Image.open(path) as image:
         image.load()
         return to_rgb(ImageOps.exif_transpose(image))

@@ -85,7 +85,7 @@ def fit_head(
             best_loss, best_state = val_loss, copy.deepcopy(head.state_dict())
     head.load_state_dict(best_state)
     best = min(history, key=lambda r: r["val_loss"])
-    log.info("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], settings.epochs, best["val_accuracy"])
+    log.debug("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], settings.epochs, best["val_accuracy"])
     return history
 
 

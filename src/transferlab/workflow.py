@@ -28,6 +28,7 @@ from .features import DecodedImages, FeatureCache, Features, cached_features, co
 from .heads import DEFAULT_HEAD_INIT, make_head
 from .inits import init_module, resolve_initializer
 from .report import confusion_matrix, plot_confusion, plot_curves, plot_samples, save_figure, write_report
+from .runlock import OutputLock
 from .surgery import TransferModel, body_at, freeze
 from .train import HeadTraining, NetworkTraining, evaluate_logits, fit_head, fit_network, layer_groups, predict_logits
 
@@ -76,6 +77,8 @@ class TrainConfig:
     gradual_unfreeze: bool = False
     init: str = "kaiming-normal"  # scratch: initializer of every body layer
     resume: bool = False
+    plan: str | None = None  # auto: a saved plan.json to carry out instead of advising again
+    advise_sample_per_class: int = 50
     seed: int = 0
     data_dir: str | None = None
     cache_dir: str | None = None  # None: ~/.cache/transferlab/features
@@ -83,7 +86,9 @@ class TrainConfig:
     strict: bool = False
 
     def __post_init__(self):
-        check_choice("strategy", self.strategy, STRATEGIES, "train()")
+        check_choice("strategy", self.strategy, (*STRATEGIES, "auto"), "train()")
+        if self.plan and self.strategy != "auto":
+            raise ConfigError("--plan goes with --strategy auto.")
         resolve_initializer(self.head_init)
         resolve_initializer(self.init)
         if self.resolution is not None and not 16 <= self.resolution <= 1024:
@@ -94,6 +99,8 @@ class TrainConfig:
             raise ConfigError(
                 f"strategy {self.strategy!r} keeps the whole body (cut 'final'); use --strategy truncate for --cut {self.cut}."
             )
+        if self.strategy == "auto":
+            return
         self.head_training()  # validates epochs, lr, batch size
         if self.strategy in NETWORK_STRATEGIES:
             self.network_training()
@@ -175,6 +182,8 @@ def _train_head_on_features(model, body_fingerprint, splits, cache, config, timi
         raise DataError("After skipping unreadable images some class has no training image left.")
     history = fit_head(model.head, train_x.numpy(), train_y.numpy(), val_x.numpy(), val_y.numpy(), config.head_training())
     timings["head_seconds"] = time.perf_counter() - tick
+    best = min(history, key=lambda r: r["val_loss"])
+    log.info("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], len(history), best["val_accuracy"])
     model.head.eval()
     present = _splits_present(splits)
     with torch.no_grad():
@@ -208,8 +217,33 @@ def train(config: TrainConfig) -> dict:
     ``head``/``truncate`` train a new head on cached features of the frozen body. ``finetune``
     trains that head first (linear probe), then the whole network with layer-wise learning
     rates. ``scratch`` re-initializes the body and trains everything. Returns the metrics (also
-    saved as ``metrics.json``).
+    saved as ``metrics.json``). A second run on the same ``out`` at the same time is refused.
     """
+    plan = _plan_for(config) if config.strategy == "auto" else None
+    if plan is not None:
+        from .advise import apply_plan
+
+        config = apply_plan(config, plan)
+    if not distributed.is_main():
+        return _train(config, plan)
+    with OutputLock(config.out):
+        return _train(config, plan)
+
+
+def _plan_for(config: TrainConfig):
+    """The saved plan ``config.plan``, or a new one from the advisor."""
+    from .advise import Plan, advise
+
+    if config.plan:
+        try:
+            return Plan.from_json(json.loads(Path(config.plan).read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise ConfigError(f"Cannot read the plan {config.plan!r}: {error}") from error
+    return advise(config.data, config.backbone, config.weights, config.classes, config.advise_sample_per_class,
+                  config.resolution, config.data_dir, config.cache_dir, config.seed)  # fmt: skip
+
+
+def _train(config: TrainConfig, plan=None) -> dict:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     out = Path(config.out)
@@ -273,12 +307,15 @@ def train(config: TrainConfig) -> dict:
         "config": dataclasses.asdict(config),
         "history": history,
         **({"probe_history": probe_history} if probe_history is not None else {}),
+        **({"plan": plan.to_json()} if plan is not None else {}),
     }
     if distributed.is_main():
         figure = _sample_figure(logits[eval_split], outputs[eval_split].valid, present[eval_split], config.seed)
         _write_train_report(out, metrics, history, logits[eval_split], labels[eval_split].numpy(), classes,
                             eval_split, figure)  # fmt: skip
         _write_history_csv(out / "history.csv", history)
+        if plan is not None:
+            plan.save(out / "plan.json")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log.info("wrote %s", out)
     distributed.barrier()

@@ -1,0 +1,205 @@
+"""Speed and memory benchmarks: transferlab's paths against references, measured side by side.
+
+Each benchmark runs transferlab and its reference in this one process (or in child processes for
+peak memory) and prints the ratio; ``--markdown FILE`` appends a table. Absolute times on a
+shared 2-core machine drift by +-30%; the ratios are what to read.
+
+    python benchmarks/speed.py [--only head-cache,extraction,finetune-step,memory] [--markdown FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import transferlab as tl
+from transferlab.features import DecodedImages, FeatureCache, cached_features, to_unit_float
+from transferlab.heads import make_head
+from transferlab.surgery import TransferModel, body_at, freeze
+from transferlab.train import HeadTraining, NetworkTraining, evaluate_logits, fit_head, fit_network, layer_groups
+
+ROWS: list[tuple[str, str, str, str, str]] = []
+
+
+def report(name: str, ours: str, reference: str, ratio: float, goal: str) -> None:
+    ROWS.append((name, ours, reference, f"{ratio:.2f}", goal))
+    print(f"{name}: transferlab {ours} | reference {reference} | ratio {ratio:.2f} (goal {goal})", flush=True)
+
+
+def fashion_splits(per_class: int):
+    dataset = tl.load_dataset("fashion-mnist")
+    return tl.split_dataset(dataset, samples_per_class=per_class, seed=0)
+
+
+def lite0_model(num_classes: int = 10) -> TransferModel:
+    backbone = tl.build_backbone("efficientnet_lite0")
+    torch.manual_seed(0)
+    return TransferModel(freeze(body_at(backbone)), make_head(1280, num_classes), backbone.preprocessing)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def bench_head_cache(resolution: int = 112, epochs: int = 10) -> None:
+    """head for 10 epochs: features cached once vs. the frozen backbone run in every epoch."""
+    splits = fashion_splits(100)
+    settings = HeadTraining(epochs=epochs)
+
+    model = lite0_model()
+    extractor = nn.Sequential(model.normalize, model.body)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        start = time.perf_counter()
+        cache = FeatureCache(cache_dir)
+        train, _ = cached_features(extractor, "bench", splits.train, resolution, cache)
+        val, _ = cached_features(extractor, "bench", splits.val, resolution, cache)
+        history = fit_head(model.head, train.values, splits.train.labels, val.values, splits.val.labels, settings)
+        ours = time.perf_counter() - start
+    ours_acc = min(history, key=lambda r: r["val_loss"])["val_accuracy"]
+
+    # The usual loop (PyTorch fine-tuning tutorial, Keras, fastai): every epoch decodes every image
+    # and runs the frozen backbone again; same head, optimizer, schedule and best-epoch choice.
+    model = lite0_model()
+    model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    generator = torch.Generator().manual_seed(0)
+    train_set, val_set = DecodedImages(splits.train, resolution), DecodedImages(splits.val, resolution)
+    best = (float("inf"), 0.0)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for batch_indices in torch.randperm(len(train_set), generator=generator).split(settings.batch_size):
+            pixels = torch.stack([train_set[i][0] for i in batch_indices])
+            labels = torch.as_tensor(splits.train.labels[batch_indices.numpy()])
+            loss = nn.functional.cross_entropy(model(to_unit_float(pixels)), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        model.eval()
+        with torch.no_grad():
+            logits = torch.cat([model(to_unit_float(p)) for p, _ in torch.utils.data.DataLoader(val_set, batch_size=64)])
+        val_loss, val_acc = evaluate_logits(logits, torch.as_tensor(splits.val.labels))
+        best = min(best, (val_loss, val_acc))
+    reference = time.perf_counter() - start
+    report(f"head, {epochs} epochs, 1000+1000 images at {resolution} px", f"{ours:.1f} s (val acc {ours_acc:.4f})",
+           f"{reference:.1f} s (val acc {best[1]:.4f})", reference / ours, ">= 8, accuracy within 0.01")
+
+
+def bench_extraction(resolution: int, count: int = 1000) -> None:
+    """Feature extraction end to end (decode, resize, normalize, forward, write cache) vs. bare forward."""
+    images = tl.per_class_subset(tl.load_dataset("fashion-mnist").test, count // 10)
+    model = lite0_model()
+    extractor = nn.Sequential(model.normalize, model.body)
+    batches = [torch.stack([DecodedImages(images, resolution)[i][0] for i in range(s, min(s + 64, len(images)))])
+               for s in range(0, len(images), 64)]  # fmt: skip
+    tensors = [to_unit_float(b) for b in batches]
+    extractor.eval().to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        extractor(tensors[0])  # warm-up for both
+        start = time.perf_counter()
+        for x in tensors:
+            extractor(x)
+        bare = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as cache_dir:
+        start = time.perf_counter()
+        cached_features(extractor, "bench", images, resolution, FeatureCache(cache_dir))
+        ours = time.perf_counter() - start
+    report(f"feature extraction, {count} images at {resolution} px", f"{count / ours:.0f} img/s",
+           f"{count / bare:.0f} img/s (forward only)", bare / ours, ">= 0.85")
+
+
+def bench_finetune_step(resolution: int = 112, count: int = 512, batch_size: int = 32) -> None:
+    """One fine-tuning epoch of the engine vs. a bare forward+backward+AdamW loop on tensors in memory."""
+    splits = fashion_splits(count // 10)
+    pixels = torch.stack([DecodedImages(splits.train, resolution)[i][0] for i in range(len(splits.train))])
+    labels = torch.as_tensor(splits.train.labels)
+    settings = NetworkTraining(epochs=1, batch_size=batch_size, layer_decay=1.0)
+
+    model = lite0_model()
+    model.body.requires_grad_(True)
+    start = time.perf_counter()
+    fit_network(model, layer_groups(model, settings), pixels, labels, pixels[:1], labels[:1], settings)
+    ours = time.perf_counter() - start
+
+    model = lite0_model()
+    model.body.requires_grad_(True)
+    model.train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    inputs = [to_unit_float(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
+    targets = [labels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
+    start = time.perf_counter()
+    for x, y in zip(inputs, targets):
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    bare = time.perf_counter() - start
+    report(f"fine-tuning, {count} images at {resolution} px, batch {batch_size}", f"{count / ours:.1f} img/s",
+           f"{count / bare:.1f} img/s (bare loop)", bare / ours, ">= 0.9")
+
+
+def _extract_in_child(count: int, resolution: int) -> dict:
+    code = f"""
+import json, resource, tempfile, time
+import transferlab as tl
+from torch import nn
+from benchmarks.speed import lite0_model
+from transferlab.features import FeatureCache, cached_features
+images = tl.load_dataset("fashion-mnist").train.subset(list(range({count})))
+model = lite0_model()
+with tempfile.TemporaryDirectory() as d:
+    start = time.perf_counter()
+    cached_features(nn.Sequential(model.normalize, model.body), "bench", images, {resolution}, FeatureCache(d))
+    seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1], env={"TQDM_DISABLE": "1", "PATH": ""})  # fmt: skip
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(resolution: int = 32) -> None:
+    """Peak resident memory and time of extracting 6,000 vs 60,000 images (streamed to the cache)."""
+    small, large = _extract_in_child(6000, resolution), _extract_in_child(60000, resolution)
+    report(f"extraction peak memory, 60,000 vs 6,000 images at {resolution} px", f"{large['peak_mb']:.0f} MB",
+           f"{small['peak_mb']:.0f} MB", large["peak_mb"] / small["peak_mb"], "<= 1.5")
+    report(f"extraction time, 60,000 vs 6,000 images at {resolution} px", f"{large['seconds']:.1f} s",
+           f"{small['seconds']:.1f} s", large["seconds"] / small["seconds"], "about 10")
+
+
+BENCHMARKS = {
+    "head-cache": bench_head_cache,
+    "extraction": lambda: (bench_extraction(112), bench_extraction(224, count=500)),
+    "finetune-step": bench_finetune_step,
+    "memory": bench_memory,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default=",".join(BENCHMARKS))
+    parser.add_argument("--markdown", help="append a table of the results to this file")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    for name in args.only.split(","):
+        BENCHMARKS[name]()
+    if args.markdown:
+        lines = ["| benchmark | transferlab | reference | ratio | goal |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in ROWS]
+        with open(args.markdown, "a") as handle:
+            handle.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""One run at a time per output folder: an advisory ``flock`` on ``OUT/.transferlab.lock``.
+
+The kernel drops the lock when its process ends, however it ends (SIGKILL included), so a
+killed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from .errors import TransferlabError
+
+
+class OutputInUse(TransferlabError, RuntimeError):
+    """Another transferlab run is writing to the same output folder."""
+
+
+class OutputLock:
+    """Context manager holding the lock of ``directory`` (created if missing)."""
+
+    def __init__(self, directory: str | Path):
+        self.path = Path(directory) / ".transferlab.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputInUse(
+                f"{self.path.parent} is in use by another transferlab run (pid {owner}); "
+                "wait for it to finish or choose another --out."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
