@@ -14,11 +14,13 @@ $(BIN)/transferlab: pyproject.toml
 
 install: $(BIN)/transferlab
 
-# Fashion-MNIST's original IDX files from Debian's package (no download at run time).
+# Fashion-MNIST's original IDX files from Debian's package (no download at run time), and
+# tcmalloc, which the CLI preloads (measured faster: see benchmarks/results.md).
+TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 data:
-	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ ! -f $(TCMALLOC) ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist libtcmalloc-minimal4; \
 	fi
 
 demo: install data

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import transferlab as tl
 from transferlab.features import DecodedImages, FeatureCache, cached_features, to_unit_float
 from transferlab.heads import make_head
 from transferlab.surgery import TransferModel, body_at, freeze
-from transferlab.train import HeadTraining, NetworkTraining, evaluate_logits, fit_head, fit_network, layer_groups
+from transferlab.loops import HeadTraining, NetworkTraining, evaluate_logits, fit_head, fit_network, layer_groups
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
@@ -151,7 +150,7 @@ def bench_finetune_step(resolution: int = 112, count: int = 512, batch_size: int
 
 def _extract_in_child(count: int, resolution: int) -> dict:
     code = f"""
-import json, resource, tempfile, time
+import json, tempfile, time
 import transferlab as tl
 from torch import nn
 from benchmarks.speed import lite0_model
@@ -162,7 +161,9 @@ with tempfile.TemporaryDirectory() as d:
     start = time.perf_counter()
     cached_features(nn.Sequential(model.normalize, model.body), "bench", images, {resolution}, FeatureCache(d))
     seconds = time.perf_counter() - start
-print(json.dumps({{"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+# VmHWM, not ru_maxrss: ru_maxrss survives execve and would report the parent's peak.
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"seconds": seconds, "peak_mb": peak_kb / 1024}}))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1], env={"TQDM_DISABLE": "1", "PATH": ""})  # fmt: skip
@@ -178,11 +179,101 @@ def bench_memory(resolution: int = 32) -> None:
            f"{small['seconds']:.1f} s", large["seconds"] / small["seconds"], "about 10")
 
 
+ALLOCATORS = {
+    "glibc malloc (default)": {},
+    "glibc, mmap off + no trim": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"},
+    "jemalloc (libjemalloc2)": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},
+    "tcmalloc (libtcmalloc-minimal4)": {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"},
+}
+_ALLOCATOR_PROBE = """
+import json, time, torch
+from torch import nn
+from benchmarks.speed import lite0_model
+from transferlab.features import to_unit_float
+model = lite0_model()
+model.body.requires_grad_(True)
+model.to(memory_format=torch.channels_last)
+x = to_unit_float((torch.rand(256, 3, 112, 112) * 255).to(torch.uint8))
+y = torch.arange(256) % 10
+with torch.inference_mode():
+    model.eval()(x[:64])
+    start = time.perf_counter()
+    for chunk in x.split(64):
+        model(chunk)
+    inference = 256 / (time.perf_counter() - start)
+model.train()
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+steps = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+for i, (xb, yb) in enumerate([steps[0]] + steps):
+    if i == 1:
+        start = time.perf_counter()
+    loss = nn.functional.cross_entropy(model(xb), yb)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+print(json.dumps({"inference": inference, "training": 256 / (time.perf_counter() - start)}))
+"""
+
+
+def bench_allocator() -> None:
+    """EfficientNet-Lite0 at 112 px, inference and training steps, under each allocator (child processes)."""
+    import os
+
+    results = {}
+    for name, env in ALLOCATORS.items():
+        preload = env.get("LD_PRELOAD")
+        if preload and not Path(preload).exists():
+            print(f"{name}: not installed, skipped")
+            continue
+        result = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).resolve().parents[1], env={**os.environ, **env})  # fmt: skip
+        results[name] = json.loads(result.stdout.strip().splitlines()[-1])
+    base = results["glibc malloc (default)"]
+    for name, r in results.items():
+        if r is base:
+            continue
+        report(f"allocator: {name} vs glibc default, 112 px", f"{r['inference']:.0f} / {r['training']:.1f} img/s",
+               f"{base['inference']:.0f} / {base['training']:.1f} img/s",
+               r["training"] / base["training"], "inference / training; ratio of training, > 1 is faster")  # fmt: skip
+
+
+def bench_onnxruntime(resolution: int = 112, batches: int = 8) -> None:
+    """Inference of the whole transfer model: ONNX Runtime (CPU) vs. PyTorch (inference_mode, channels-last)."""
+    import onnxruntime
+
+    model = lite0_model().eval()
+    x = torch.rand(64, 3, resolution, resolution)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "model.onnx"
+        torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}}, dynamo=False)  # fmt: skip
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feed = {"images": x.numpy()}
+        session.run(None, feed)
+        start = time.perf_counter()
+        for _ in range(batches):
+            session.run(None, feed)
+        ort = time.perf_counter() - start
+    model.to(memory_format=torch.channels_last)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model(xc)
+        start = time.perf_counter()
+        for _ in range(batches):
+            model(xc)
+        pytorch = time.perf_counter() - start
+    n = 64 * batches
+    report(f"inference engine, {resolution} px: ONNX Runtime vs PyTorch", f"{n / ort:.0f} img/s (ONNX Runtime)",
+           f"{n / pytorch:.0f} img/s (PyTorch)", pytorch / ort, "> 1 means ONNX Runtime is faster")
+
+
 BENCHMARKS = {
     "head-cache": bench_head_cache,
     "extraction": lambda: (bench_extraction(112), bench_extraction(224, count=500)),
     "finetune-step": bench_finetune_step,
     "memory": bench_memory,
+    "allocator": bench_allocator,
+    "onnxruntime": bench_onnxruntime,
 }
 
 

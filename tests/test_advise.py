@@ -3,7 +3,7 @@ import json
 import pytest
 
 import transferlab as tl
-from transferlab.advise import SMALL_DATA_THRESHOLD, CutEvidence, Plan, advise, decide, evidence_table
+from transferlab.advisor import SMALL_DATA_THRESHOLD, CutEvidence, Plan, advise, decide, evidence_table
 
 
 def _evidence(probes):

@@ -12,6 +12,8 @@ import pytest
 
 from conftest import write_folder
 
+from transferlab.runtime import TCMALLOC_PATHS
+
 CLI = str(Path(sys.executable).parent / "transferlab")
 
 
@@ -47,6 +49,8 @@ def test_train_writes_model_metrics_and_report(trained):
     assert metrics["val_accuracy"] == 1.0  # colours are trivially separable with ImageNet features
     assert metrics["skipped_files"] == 1 and metrics["skipped"][0].endswith("corrupt.jpg")
     assert metrics["train_seconds"] > 0 and len(metrics["history"]) == 15
+    tcmalloc_installed = any(Path(p).exists() for p in TCMALLOC_PATHS)
+    assert metrics["allocator"] == ("tcmalloc" if tcmalloc_installed else "glibc")
     assert "corrupt.jpg" in result.stderr  # the warning names the file
     assert "validation accuracy: 1.0000" in result.stdout
     html = (root / "run" / "report.html").read_text()
@@ -153,3 +157,11 @@ def test_pretrain_then_transfer_from_the_bundle(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert metrics["classes"] == ["blue", "green", "red"] and "transferlab bundle" in metrics["weights_source"]
+
+
+def test_allocator_preload_can_be_declined(image_folder, tmp_path):
+    env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "TRANSFERLAB_CACHE": str(tmp_path / "c"), "TQDM_DISABLE": "1"}
+    result = subprocess.run([CLI, "train", str(image_folder), "--resolution", "32", "--epochs", "2", "--out",
+                             str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["allocator"] == "glibc"

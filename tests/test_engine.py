@@ -8,7 +8,7 @@ from transferlab.backbones import build_backbone
 from transferlab.errors import TrainingDiverged
 from transferlab.heads import make_head
 from transferlab.surgery import TransferModel, body_at
-from transferlab.train import CHECKPOINT_FILE, NetworkTraining, _set_unfrozen, fit_network, layer_groups
+from transferlab.loops import CHECKPOINT_FILE, NetworkTraining, _set_unfrozen, fit_network, layer_groups
 
 
 def _cnn_model():

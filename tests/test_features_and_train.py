@@ -9,7 +9,7 @@ from transferlab.data import load_dataset
 from transferlab.errors import ConfigError, DataError
 from transferlab.features import FeatureCache, cached_features
 from transferlab.heads import make_head
-from transferlab.train import HeadTraining, fit_head
+from transferlab.loops import HeadTraining, fit_head
 
 
 class MeanColour(nn.Module):

@@ -224,3 +224,27 @@ def test_stress_5000_images_with_5_percent_corrupt(tmp_path):
     assert results["messy"]["skipped_files"] == 250 and results["clean"]["skipped_files"] == 0
     assert results["messy"]["num_train"] + results["messy"]["num_val"] == 5001 - 250
     assert abs(results["messy"]["val_accuracy"] - results["clean"]["val_accuracy"]) <= 0.01
+
+
+@pytest.mark.slow
+def test_sigkill_during_feature_extraction_leaves_no_corrupt_cache(tmp_path):
+    import signal
+    import time
+
+    data = write_folder(tmp_path / "d", per_class=150)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "TRANSFERLAB_CACHE": str(cache), "TQDM_DISABLE": "1"}
+    command = [CLI, "train", str(data), "--resolution", "96", "--epochs", "3", "--out", str(tmp_path / "run")]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((cache / "features").glob(".*")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # features stream into a staging folder while they are computed
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert list((cache / "features").glob(".*")), "the kill came after extraction"
+    assert not [p for p in (cache / "features").iterdir() if not p.name.startswith(".")], "no entry may look complete"
+    result = run(*command[1:], cache=cache)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not list((cache / "features").glob(".*")), "the killed run's staging folder is removed"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_train"] == 405

@@ -50,7 +50,7 @@ def test_truncate_trains_a_head_on_an_early_stage(run, tmp_path):
 
 
 def test_config_validation():
-    with pytest.raises(tl.ConfigError, match="must be one of head, truncate, finetune, scratch. Got 'fine-tune'"):
+    with pytest.raises(tl.ConfigError, match="must be one of head, truncate, finetune, scratch, auto. Got 'fine-tune'"):
         tl.TrainConfig(data="x", strategy="fine-tune")
     with pytest.raises(tl.ConfigError, match="truncate"):
         tl.TrainConfig(data="x", strategy="head", cut="blocks.2")

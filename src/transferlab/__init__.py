@@ -1,24 +1,40 @@
-"""transferlab: transfer learning on images, with the choice of strategy made from measurements."""
+"""transferlab: transfer learning on images, with the choice of strategy made from measurements.
+
+The public API is re-exported here explicitly and imported on first use (PEP 562), so that
+``import transferlab`` stays cheap: the CLI decides on its memory allocator before torch loads.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .backbones import Backbone, CutPoint, Preprocessing, build_backbone, list_backbones, register_backbone
-from .bundle import BundleInfo, load_bundle, save_bundle
-from .data import Dataset, ImageSet, Splits, load_dataset, per_class_subset, split_dataset
-from .errors import BackboneError, BundleError, ConfigError, DataError, TransferlabError
-from .features import FeatureCache, cached_features, compute_outputs
-from .heads import LinearHead, make_head
-from .inits import INITIALIZERS, init_module, initializer_names, lsuv_
-from .lab import LabConfig, layer_statistics, run_lab, unit_symmetry
-from .surgery import TransferModel, body_at, freeze
-from .train import HeadTraining, fit_head
-from .workflow import STRATEGIES, TrainConfig, evaluate, predict, train
+_EXPORTS = {
+    "advisor": ["Plan", "advise"],
+    "backbones": ["Backbone", "CutPoint", "Preprocessing", "build_backbone", "list_backbones", "register_backbone"],
+    "bundle": ["BundleInfo", "load_bundle", "save_bundle"],
+    "data": ["Dataset", "ImageSet", "Splits", "load_dataset", "per_class_subset", "split_dataset"],
+    "errors": ["BackboneError", "BundleError", "ConfigError", "DataError", "TransferlabError"],
+    "export": ["export_bundle"],
+    "features": ["FeatureCache", "cached_features", "compute_outputs"],
+    "heads": ["LinearHead", "make_head"],
+    "inits": ["INITIALIZERS", "init_module", "initializer_names", "lsuv_"],
+    "lab": ["LabConfig", "layer_statistics", "run_lab", "unit_symmetry"],
+    "signals": ["BatchNormGap", "logme", "probe_accuracy"],
+    "surgery": ["TransferModel", "body_at", "freeze"],
+    "loops": ["HeadTraining", "NetworkTraining", "fit_head", "fit_network"],
+    "workflow": ["STRATEGIES", "TrainConfig", "evaluate", "predict", "train"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
 
-__all__ = [
-    "Backbone", "BackboneError", "BundleError", "BundleInfo", "ConfigError", "CutPoint", "DataError", "Dataset",
-    "FeatureCache", "HeadTraining", "INITIALIZERS", "ImageSet", "LabConfig", "LinearHead", "Preprocessing", "STRATEGIES",
-    "Splits", "TrainConfig", "TransferModel", "TransferlabError", "body_at", "build_backbone", "cached_features",
-    "compute_outputs", "evaluate", "fit_head", "freeze", "init_module", "initializer_names", "layer_statistics", "list_backbones", "lsuv_",
-    "load_bundle", "load_dataset", "make_head", "per_class_subset", "predict", "register_backbone", "run_lab",
-    "save_bundle", "split_dataset", "train", "unit_symmetry",
-]  # fmt: skip
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -178,7 +178,7 @@ def _run_evaluate(args) -> None:
 
 
 def _run_advise(args) -> None:
-    from .advise import advise, evidence_table
+    from .advisor import advise, evidence_table
 
     plan = advise(args.data, args.backbone, args.weights, args.classes, args.sample_per_class, args.resolution,
                   args.data_dir, args.cache_dir, args.seed)  # fmt: skip

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .heads import make_head
-from .train import HeadTraining, evaluate_logits, fit_head
+from .loops import HeadTraining, evaluate_logits, fit_head
 
 
 def logme(features: np.ndarray, labels: np.ndarray, iterations: int = 11) -> float:

@@ -29,8 +29,9 @@ from .heads import DEFAULT_HEAD_INIT, make_head
 from .inits import init_module, resolve_initializer
 from .report import confusion_matrix, plot_confusion, plot_curves, plot_samples, save_figure, write_report
 from .runlock import OutputLock
+from .runtime import allocator_in_use
 from .surgery import TransferModel, body_at, freeze
-from .train import HeadTraining, NetworkTraining, evaluate_logits, fit_head, fit_network, layer_groups, predict_logits
+from .loops import HeadTraining, NetworkTraining, evaluate_logits, fit_head, fit_network, layer_groups, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def train(config: TrainConfig) -> dict:
     """
     plan = _plan_for(config) if config.strategy == "auto" else None
     if plan is not None:
-        from .advise import apply_plan
+        from .advisor import apply_plan
 
         config = apply_plan(config, plan)
     if not distributed.is_main():
@@ -232,7 +233,7 @@ def train(config: TrainConfig) -> dict:
 
 def _plan_for(config: TrainConfig):
     """The saved plan ``config.plan``, or a new one from the advisor."""
-    from .advise import Plan, advise
+    from .advisor import Plan, advise
 
     if config.plan:
         try:
@@ -304,6 +305,7 @@ def _train(config: TrainConfig, plan=None) -> dict:
         **timings,
         "train_seconds": time.perf_counter() - started,
         "processes": distributed.world_size(),
+        "allocator": allocator_in_use(),
         "config": dataclasses.asdict(config),
         "history": history,
         **({"probe_history": probe_history} if probe_history is not None else {}),

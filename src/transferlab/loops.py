@@ -57,8 +57,8 @@ def fit_head(
     Returns the history: one dict per epoch with train/val loss and accuracy.
     """
     generator = torch.Generator().manual_seed(settings.seed)
-    xs, ys = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y)
-    vx, vy = torch.as_tensor(val_x, dtype=torch.float32), torch.as_tensor(val_y)
+    xs, ys = torch.tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y)  # a copy: inputs may be read-only maps
+    vx, vy = torch.tensor(val_x, dtype=torch.float32), torch.as_tensor(val_y)
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
     history, best_loss, best_state = [], float("inf"), None
