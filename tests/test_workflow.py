@@ -118,3 +118,16 @@ def test_class_selection():
         parse_classes("3-7", classes)
     with pytest.raises(tl.DataError, match="at least two"):
         parse_classes("b", classes)
+
+
+def test_onnxruntime_engine_gives_the_same_features_and_predictions(run, tmp_path):
+    root, config, metrics = run
+    ort = tl.train(dataclasses.replace(config, engine="onnxruntime", out=str(tmp_path / "ort")))
+    assert ort["feature_cache"] == "miss"  # its own cache entries: the engines differ in the last digits
+    assert abs(ort["val_loss"] - metrics["val_loss"]) < 1e-3 and ort["val_accuracy"] == metrics["val_accuracy"]
+    image = next((root / "colours" / "red").iterdir())
+    by_torch = tl.predict(root / "run" / "model", [image], top_k=3)[0]["top"]
+    by_ort = tl.predict(root / "run" / "model", [image], top_k=3, engine="onnxruntime")[0]["top"]
+    assert [c for c, _ in by_torch] == [c for c, _ in by_ort]
+    assert all(abs(a - b) < 1e-4 for (_, a), (_, b) in zip(by_torch, by_ort))
+    assert (root / "run" / "model" / "model.onnx").exists()

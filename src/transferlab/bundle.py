@@ -66,6 +66,8 @@ def save_bundle(directory: str | Path, model: TransferModel, info: BundleInfo) -
     """Write the bundle into ``directory`` (created); files are renamed into place when complete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    for stale in ("model.onnx", "model.torchscript.pt"):  # exports of an earlier model in this folder
+        (directory / stale).unlink(missing_ok=True)
     weights = directory / WEIGHTS_FILE
     safetensors.torch.save_model(model, str(weights) + ".tmp")
     os.replace(str(weights) + ".tmp", weights)

@@ -18,7 +18,7 @@ from .heads import DEFAULT_HEAD_INIT
 from .inits import initializer_names
 from .lab import DEFAULT_INITS, LAB_MODELS, OPTIMIZERS, LabConfig, run_lab
 from .lab_report import markdown_table
-from .workflow import STRATEGIES, TrainConfig, evaluate, predict, train
+from .workflow import ENGINES, STRATEGIES, TrainConfig, evaluate, predict, train
 
 log = logging.getLogger("transferlab")
 
@@ -73,6 +73,7 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/transferlab/features)")
     t.add_argument("--no-cache", dest="use_cache", action="store_false", help="recompute features, write none")
     t.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
+    t.add_argument("--engine", default="pytorch", choices=ENGINES, help="feature extraction engine")
     _add_data_options(t)
 
     pre = commands.add_parser("pretrain", help="train a source network from scratch; transfer from it later")
@@ -95,6 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", type=_positive_int, default=3)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--engine", default="pytorch", choices=ENGINES)
 
     e = commands.add_parser("evaluate", help="accuracy and confusion matrix of a model on labelled data")
     e.add_argument("model")
@@ -163,7 +165,7 @@ def _run_pretrain(args) -> None:
 
 
 def _run_predict(args) -> None:
-    results = predict(args.model, args.images, args.top_k)
+    results = predict(args.model, args.images, args.top_k, args.engine)
     if args.json:
         print(json.dumps(results, indent=2))
         return

@@ -24,7 +24,8 @@ from .backbones import FINAL_CUT, build_backbone
 from .bundle import BundleInfo, load_bundle, save_bundle
 from .data import FileSource, ImageSet, load_dataset, per_class_subset, select_classes, split_dataset
 from .errors import ConfigError, DataError, check_choice
-from .features import DecodedImages, FeatureCache, Features, cached_features, compute_outputs, to_unit_float
+from .export import onnx_runner
+from .features import DEFAULT_CACHE_DIR, DecodedImages, FeatureCache, Features, cached_features, compute_outputs, to_unit_float
 from .heads import DEFAULT_HEAD_INIT, make_head
 from .inits import init_module, resolve_initializer
 from .report import confusion_matrix, plot_confusion, plot_curves, plot_samples, save_figure, write_report
@@ -45,6 +46,7 @@ STRATEGY_DEFAULTS = {  # epochs and learning rate when the config leaves them un
     "scratch": (15, 2e-3),
 }
 SAMPLE_GRID_SIZE = 16
+ENGINES = ("pytorch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,11 @@ class TrainConfig:
     cache_dir: str | None = None  # None: ~/.cache/transferlab/features
     use_cache: bool = True
     strict: bool = False
+    engine: str = "pytorch"  # feature extraction: "pytorch" or "onnxruntime"
 
     def __post_init__(self):
         check_choice("strategy", self.strategy, (*STRATEGIES, "auto"), "train()")
+        check_choice("engine", self.engine, ENGINES, "train()")
         if self.plan and self.strategy != "auto":
             raise ConfigError("--plan goes with --strategy auto.")
         resolve_initializer(self.head_init)
@@ -172,8 +176,11 @@ def _train_head_on_features(model, body_fingerprint, splits, cache, config, timi
     """Features of the frozen body (cached), then the head on them. Returns outputs, logits, history."""
     tick = time.perf_counter()
     resolution = model.preprocessing.resolution
-    fingerprint = hashlib.sha256(body_fingerprint.encode()).hexdigest()[:24]
+    fingerprint = hashlib.sha256(f"{body_fingerprint}|{config.engine}".encode()).hexdigest()[:24]
     extractor = nn.Sequential(model.normalize, model.body)
+    if config.engine == "onnxruntime":
+        cache_root = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
+        extractor = onnx_runner(extractor, resolution, cache_root / "onnx" / f"{fingerprint}-{resolution}.onnx")
     outputs, hits = _cached_all(extractor, fingerprint, splits, resolution, cache, config.strict, "features")
     cache_hits += hits
     timings["features_seconds"] = time.perf_counter() - tick
@@ -357,11 +364,14 @@ def _decode_for_model(paths: list[str | Path], resolution: int) -> torch.Tensor:
     return torch.stack([decoded[i][0] for i in range(len(paths))])
 
 
-def predict(model_dir: str | Path, images: list[str | Path], top_k: int = 3) -> list[dict]:
-    """Top-``k`` classes with probabilities for each image file."""
+def predict(model_dir: str | Path, images: list[str | Path], top_k: int = 3, engine: str = "pytorch") -> list[dict]:
+    """Top-``k`` classes with probabilities for each image file; ``engine`` runs PyTorch or ONNX Runtime."""
     if top_k < 1:
         raise ConfigError(f"top_k must be at least 1, got {top_k}.")
+    check_choice("engine", engine, ENGINES, "predict()")
     model, info = load_bundle(model_dir)
+    if engine == "onnxruntime":  # exported once next to the bundle
+        model = onnx_runner(model, info.preprocessing.resolution, Path(model_dir) / "model.onnx")
     pixels = _decode_for_model(images, info.preprocessing.resolution)
     with torch.inference_mode():
         probabilities = torch.softmax(model.to(memory_format=torch.channels_last)(to_unit_float(pixels)), 1)
