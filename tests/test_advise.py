@@ -61,3 +61,26 @@ def test_auto_carries_out_a_saved_plan(advised, tmp_path):
 def test_plan_only_with_auto(tmp_path):
     with pytest.raises(tl.ConfigError, match="--plan goes with --strategy auto"):
         tl.TrainConfig(data="x", strategy="head", plan="p.json")
+
+
+def test_samples_per_class_sets_the_data_size(tiny_fashion_dir, tmp_path):
+    plan = advise("fashion-mnist", data_dir=str(tiny_fashion_dir), sample_per_class=4, resolution=32,
+                  cache_dir=str(tmp_path / "c"), samples_per_class=3)  # fmt: skip
+    assert plan.images_per_class == 3 and plan.small
+
+
+@pytest.mark.slow
+def test_quick_study_runs_every_strategy_and_scores_the_advisor(tmp_path):
+    from transferlab.study import run_study
+
+    summary = run_study(quick=True, out=tmp_path / "study", cache_dir=str(tmp_path / "cache"))
+    assert len(summary["cells"]) == 4
+    for cell in summary["cells"]:
+        runs = cell["runs"]
+        assert {"head@final", "finetune@final", "scratch@final"} <= set(runs)
+        assert cell["pick"] in runs and cell["best"] == max(runs, key=lambda k: runs[k]["test_accuracy"])
+        expected = 100 * (runs[cell["best"]]["test_accuracy"] - runs[cell["pick"]]["test_accuracy"])
+        assert cell["regret_points"] == pytest.approx(expected) and cell["regret_points"] >= 0
+        assert 0 < cell["advise_cost_fraction"] < 1
+    assert list(summary["depth_curve"]) == ["stages.0", "stages.1", "stages.2", "final"]
+    assert (tmp_path / "study" / "report.html").exists() and (tmp_path / "study" / "depth.png").exists()

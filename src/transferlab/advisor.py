@@ -211,8 +211,13 @@ def advise(
     data_dir: str | None = None,
     cache_dir: str | None = None,
     seed: int = 0,
+    samples_per_class: int | None = None,
 ) -> Plan:
-    """Measure ``data`` against ``backbone`` and return the plan (see the module's docstring)."""
+    """Measure ``data`` against ``backbone`` and return the plan (see the module's docstring).
+
+    ``samples_per_class``: the training will use at most this many images per class, so the data
+    counts as that size.
+    """
     dataset = load_dataset(data, data_dir)
     if classes:
         dataset = select_classes(dataset, classes)
@@ -223,7 +228,7 @@ def advise(
     size = _resolution(net, sample, resolution)
     cache = FeatureCache(cache_dir) if cache_dir else FeatureCache()
     evidence = measure(net, sample, size, cache)
-    per_class = int(np.median(counts))
+    per_class = int(np.median(np.minimum(counts, samples_per_class or counts.max())))
     strategy, cut, small, similar = decide(per_class, evidence)
     final, best = evidence[-1], _best(evidence)
     epochs, lr = STRATEGY_DEFAULTS[strategy]

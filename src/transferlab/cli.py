@@ -117,6 +117,11 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     _add_data_options(a)
 
+    st = commands.add_parser("study", help="every strategy on controlled cells against the advisor's pick")
+    st.add_argument("--quick", action="store_true", help="the CI-sized study (minutes instead of an hour)")
+    st.add_argument("--out", default="runs/study")
+    st.add_argument("--cache-dir")
+
     x = commands.add_parser("export", help="export a model to ONNX or TorchScript (checked for parity)")
     x.add_argument("model")
     x.add_argument("--format", required=True, choices=FORMATS)
@@ -191,6 +196,16 @@ def _run_advise(args) -> None:
     print(f"saved {path}; run it with: transferlab train {args.data} --strategy auto --plan {path}")
 
 
+def _run_study(args) -> None:
+    from .study import markdown_table, run_study
+
+    summary = run_study(args.quick, args.out, args.cache_dir)
+    print(markdown_table(summary["cells"]))
+    print(f"mean regret {summary['mean_regret_points']:.2f} points, worst {summary['worst_regret_points']:.2f}; "
+          f"advisor cost at most {summary['worst_advise_cost_fraction']:.1%} of brute force; "
+          f"{summary['seconds']:.0f} s; report in {args.out}")  # fmt: skip
+
+
 def _run_export(args) -> None:
     path, difference = export_bundle(args.model, args.format, args.out)
     print(f"wrote {path}; largest logit difference from PyTorch {difference:.2e}")
@@ -223,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)
     handler = {"train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate, "advise": _run_advise,
+               "study": _run_study,
                "export": _run_export,
                "init-lab": _run_init_lab,
                "backbones": _run_backbones}  # fmt: skip

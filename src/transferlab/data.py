@@ -270,10 +270,29 @@ def load_csv(path: str | Path) -> Dataset:
     return Dataset(path.stem, ImageSet(FileSource(paths), np.arange(len(paths)), labels, classes), None)
 
 
+def load_digits(test_fraction: float = 0.3) -> Dataset:
+    """scikit-learn's bundled handwritten digits (1,797 images of 8x8, 16 grey levels), with a
+    fixed stratified test split: a small dataset far from both ImageNet and Fashion-MNIST."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    labels = digits.target.astype(np.int64)
+    everything = ImageSet(ArraySource(pixels, "digits"), np.arange(len(labels)), labels, tuple(str(d) for d in range(10)))
+    rng = np.random.default_rng(0)
+    test = np.zeros(len(labels), dtype=bool)
+    for digit in range(10):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        test[members[: round(len(members) * test_fraction)]] = True
+    return Dataset("digits", everything.subset(np.flatnonzero(~test)), everything.subset(np.flatnonzero(test)))
+
+
 def load_dataset(spec: str, data_dir: str | Path | None = None) -> Dataset:
-    """Resolve ``spec``: the built-in ``fashion-mnist``, an image folder, or a ``.csv`` file."""
+    """Resolve ``spec``: built-in ``fashion-mnist`` or ``digits``, an image folder, or a ``.csv`` file."""
     if spec == "fashion-mnist":
         dataset = load_fashion_mnist(data_dir)
+    elif spec == "digits":
+        dataset = load_digits()
     else:
         path = Path(spec)
         if not path.exists():

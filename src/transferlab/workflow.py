@@ -100,9 +100,10 @@ class TrainConfig:
             raise ConfigError(f"resolution must be between 16 and 1024 pixels, got {self.resolution}.")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.strategy != "truncate" and self.cut not in (None, FINAL_CUT):
+        if self.strategy in ("head", "scratch") and self.cut not in (None, FINAL_CUT):
             raise ConfigError(
-                f"strategy {self.strategy!r} keeps the whole body (cut 'final'); use --strategy truncate for --cut {self.cut}."
+                f"strategy {self.strategy!r} keeps the whole body (cut 'final'); use --strategy truncate "
+                f"(or finetune) for --cut {self.cut}."
             )
         if self.strategy == "auto":
             return
@@ -248,7 +249,7 @@ def _plan_for(config: TrainConfig):
         except (OSError, ValueError, TypeError, KeyError) as error:
             raise ConfigError(f"Cannot read the plan {config.plan!r}: {error}") from error
     return advise(config.data, config.backbone, config.weights, config.classes, config.advise_sample_per_class,
-                  config.resolution, config.data_dir, config.cache_dir, config.seed)  # fmt: skip
+                  config.resolution, config.data_dir, config.cache_dir, config.seed, config.samples_per_class)  # fmt: skip
 
 
 def _train(config: TrainConfig, plan=None) -> dict:

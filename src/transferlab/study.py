@@ -1,0 +1,197 @@
+"""The transfer study: every strategy (and ``truncate`` at every cut) on controlled cells, against
+the advisor's pick.
+
+A cell is a source network and a target dataset at a size. Similarity is controlled: ImageNet
+EfficientNet-Lite0 and a ``cnn-small`` pretrained here on Fashion-MNIST's upper-body classes,
+transferred to Fashion-MNIST (all classes, or the five others) and to scikit-learn's digits.
+For each cell: test accuracy of every run, the advisor's pick, its regret (best minus picked, in
+points) and the advisor's cost as a fraction of running everything. Also: a transfer-by-depth
+curve (frozen vs fine-tuned at each cut) in the manner of Yosinski et al., "How transferable are
+features in deep neural networks?", NeurIPS 2014.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .advisor import advise
+from .backbones import FINAL_CUT, build_backbone
+from .report import save_figure, write_report
+from .workflow import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+UPPER_BODY = "0,2,3,4,6"  # T-shirt/top, Pullover, Dress, Coat, Shirt
+OTHER_FIVE = "1,5,7,8,9"  # Trouser, Sandal, Sneaker, Bag, Ankle boot
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Sizes and budgets; ``quick`` is the CI-sized version."""
+
+    sizes: tuple[int, ...]
+    digits_sizes: tuple[int | None, ...]
+    resolution: int  # for the EfficientNet-Lite0 cells
+    head_epochs: int
+    network_epochs: int
+    test_per_class: int
+    pretrain_per_class: int
+    pretrain_epochs: int
+    advise_sample: int
+
+
+QUICK = StudySettings((10,), (10,), 32, 20, 2, 30, 300, 3, 10)
+FULL = StudySettings((10, 100, 1000), (10, None), 64, 40, 5, 300, 6000, 8, 50)
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    backbone: str
+    data: str
+    classes: str | None
+    per_class: int | None  # None: all images
+    resolution: int
+
+
+def _cells(settings: StudySettings, source_bundle: str) -> list[Cell]:
+    lite, cnn = "efficientnet_lite0", source_bundle
+    cells = [Cell(f"imagenet->fmnist10@{n}", lite, "fashion-mnist", None, n, settings.resolution) for n in settings.sizes]
+    cells += [Cell(f"fmnist-upper->fmnist-other5@{n}", cnn, "fashion-mnist", OTHER_FIVE, n, 28) for n in settings.sizes]
+    for n in settings.digits_sizes:
+        size = n or "all"
+        cells += [Cell(f"imagenet->digits@{size}", lite, "digits", None, n, settings.resolution),
+                  Cell(f"fmnist-upper->digits@{size}", cnn, "digits", None, n, 28)]  # fmt: skip
+    return cells
+
+
+def _runs(cell: Cell) -> list[tuple[str, str]]:
+    """(strategy, cut) of every run of a cell: head, truncate at each stage, finetune, scratch."""
+    stages = [c.name for c in build_backbone(cell.backbone, pretrained=False).cut_points[:-1]]
+    return [("head", FINAL_CUT), *[("truncate", s) for s in stages], ("finetune", FINAL_CUT), ("scratch", FINAL_CUT)]
+
+
+def _config(cell: Cell, strategy: str, cut: str, settings: StudySettings, out: Path, cache: str | None) -> TrainConfig:
+    network = strategy in ("finetune", "scratch")
+    return TrainConfig(
+        data=cell.data, classes=cell.classes, backbone=cell.backbone, strategy=strategy,
+        cut=None if cut == FINAL_CUT else cut, resolution=cell.resolution, samples_per_class=cell.per_class,
+        test_per_class=settings.test_per_class, epochs=settings.network_epochs if network else settings.head_epochs,
+        freeze_bn=strategy == "finetune", probe_epochs=settings.head_epochs, batch_size=32,
+        out=str(out / f"{strategy}-{cut}"), cache_dir=cache,
+    )  # fmt: skip
+
+
+def run_cell(cell: Cell, settings: StudySettings, out: Path, cache: str | None) -> dict:
+    started = time.perf_counter()
+    plan = advise(cell.data, cell.backbone, classes=cell.classes, sample_per_class=settings.advise_sample,
+                  resolution=cell.resolution, cache_dir=cache, samples_per_class=cell.per_class)  # fmt: skip
+    advise_seconds = time.perf_counter() - started
+    results = {}
+    for strategy, cut in _runs(cell):
+        tick = time.perf_counter()
+        metrics = train(_config(cell, strategy, cut, settings, out / cell.name, cache))
+        results[f"{strategy}@{cut}"] = {"test_accuracy": metrics["test_accuracy"], "seconds": time.perf_counter() - tick}
+    best = max(results, key=lambda k: results[k]["test_accuracy"])
+    pick = f"{plan.strategy}@{plan.cut}"
+    brute_force = sum(r["seconds"] for r in results.values())
+    return {
+        "cell": dataclasses.asdict(cell), "runs": results, "best": best, "pick": pick,
+        "regret_points": 100 * (results[best]["test_accuracy"] - results[pick]["test_accuracy"]),
+        "advise_seconds": advise_seconds, "advise_cost_fraction": advise_seconds / brute_force,
+        "plan": plan.to_json(),
+    }  # fmt: skip
+
+
+def depth_curve(cell: Cell, settings: StudySettings, out: Path, cache: str | None) -> dict:
+    """Test accuracy at each cut, frozen (truncate) and fine-tuned from that cut."""
+    curve = {}
+    for cut in [c.name for c in build_backbone(cell.backbone, pretrained=False).cut_points]:
+        frozen = train(_config(cell, "truncate" if cut != FINAL_CUT else "head", cut, settings, out / "depth", cache))
+        tuned = train(_config(cell, "finetune", cut, settings, out / "depth", cache))
+        curve[cut] = {"frozen": frozen["test_accuracy"], "fine_tuned": tuned["test_accuracy"]}
+    return curve
+
+
+def _plot_cells(cells: list[dict]):
+    figure, axis = plt.subplots(figsize=(11, 0.5 + 0.45 * len(cells) * 4))
+    labels, positions = [], []
+    y = 0
+    for cell in cells:
+        for name, run in cell["runs"].items():
+            colour = "tab:green" if name == cell["pick"] else ("tab:orange" if name == cell["best"] else "tab:blue")
+            axis.barh(y, run["test_accuracy"], color=colour)
+            labels.append(f"{cell['cell']['name']}  {name}")
+            positions.append(y)
+            y += 1
+        y += 1
+    axis.set_yticks(positions, labels, fontsize=7)
+    axis.invert_yaxis()
+    axis.set(xlabel="test accuracy", title="Every run per cell (green: advisor's pick, orange: best)")
+    figure.tight_layout()
+    return figure
+
+
+def _plot_depth(curve: dict, title: str):
+    figure, axis = plt.subplots(figsize=(7, 4))
+    cuts = list(curve)
+    axis.plot(cuts, [curve[c]["frozen"] for c in cuts], "o-", label="frozen (truncate / head)")
+    axis.plot(cuts, [curve[c]["fine_tuned"] for c in cuts], "s-", label="fine-tuned from that cut")
+    axis.set(xlabel="cut point", ylabel="test accuracy", title=title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def markdown_table(cells: list[dict]) -> str:
+    lines = ["| cell | best | advisor's pick | regret (points) | advisor cost / brute force |", "|---|---|---|---|---|"]
+    for c in cells:
+        best, pick = c["best"], c["pick"]
+        lines.append(
+            f"| {c['cell']['name']} | {best} {c['runs'][best]['test_accuracy']:.4f} | {pick} "
+            f"{c['runs'][pick]['test_accuracy']:.4f} | {c['regret_points']:.2f} | {c['advise_cost_fraction']:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: str | None = None) -> dict:
+    """Pretrain the cnn-small source, run every cell and the depth curve, write study.json and report.html."""
+    settings = QUICK if quick else FULL
+    out = Path(out)
+    started = time.perf_counter()
+    source = out / "source-cnn-small"
+    if not (source / "model" / "bundle.json").exists():
+        train(TrainConfig(data="fashion-mnist", classes=UPPER_BODY, backbone="cnn-small", strategy="scratch",
+                          samples_per_class=settings.pretrain_per_class, epochs=settings.pretrain_epochs,
+                          batch_size=128, out=str(source), cache_dir=cache_dir))  # fmt: skip
+    cells = [run_cell(cell, settings, out, cache_dir) for cell in _cells(settings, str(source / "model"))]
+    depth_cell = Cell("depth", str(source / "model"), "fashion-mnist", OTHER_FIVE, settings.sizes[-1], 28)
+    curve = depth_curve(depth_cell, settings, out, cache_dir)
+    regrets = [c["regret_points"] for c in cells]
+    summary = {
+        "quick": quick, "cells": cells, "depth_curve": curve,
+        "mean_regret_points": float(np.mean(regrets)), "worst_regret_points": float(np.max(regrets)),
+        "worst_advise_cost_fraction": float(max(c["advise_cost_fraction"] for c in cells)),
+        "seconds": time.perf_counter() - started,
+    }  # fmt: skip
+    figures = {
+        "Every run per cell": save_figure(_plot_cells(cells), out / "cells.png"),
+        "Transfer by depth": save_figure(_plot_depth(curve, f"cnn-small (upper body) -> other five, {settings.sizes[-1]}/class"),
+                                         out / "depth.png"),
+    }  # fmt: skip
+    header = ["cell", "best", "pick", "regret (points)", "advise cost"]
+    rows = [[c["cell"]["name"], c["best"], c["pick"], c["regret_points"], c["advise_cost_fraction"]] for c in cells]
+    write_report(out / "report.html", "transferlab study" + (" (quick)" if quick else ""),
+                 {k: v for k, v in summary.items() if k not in ("cells", "depth_curve")}, figures,
+                 tables={"Cells": (header, rows)})  # fmt: skip
+    (out / "study.json").write_text(json.dumps(summary, indent=2))
+    return summary
