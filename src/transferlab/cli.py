@@ -111,6 +111,7 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--weights")
     a.add_argument("--classes")
     a.add_argument("--sample-per-class", type=_positive_int, default=50, help="images per class to measure on")
+    a.add_argument("--samples-per-class", type=_positive_int, help="the training will use this many per class")
     a.add_argument("--resolution", type=int)
     a.add_argument("--out", default="runs/advise", help="folder for plan.json")
     a.add_argument("--cache-dir")
@@ -188,7 +189,7 @@ def _run_advise(args) -> None:
     from .advisor import advise, evidence_table
 
     plan = advise(args.data, args.backbone, args.weights, args.classes, args.sample_per_class, args.resolution,
-                  args.data_dir, args.cache_dir, args.seed)  # fmt: skip
+                  args.data_dir, args.cache_dir, args.seed, args.samples_per_class)  # fmt: skip
     path = plan.save(Path(args.out) / "plan.json")
     print(evidence_table(plan))
     print(f"\nplan: {plan.strategy} (cut {plan.cut}), lr {plan.lr}, {plan.epochs} epochs, {plan.resolution} px")
@@ -197,10 +198,10 @@ def _run_advise(args) -> None:
 
 
 def _run_study(args) -> None:
-    from .study import markdown_table, run_study
+    from .study import cells_table, run_study
 
     summary = run_study(args.quick, args.out, args.cache_dir)
-    print(markdown_table(summary["cells"]))
+    print(cells_table(summary["cells"]))
     print(f"mean regret {summary['mean_regret_points']:.2f} points, worst {summary['worst_regret_points']:.2f}; "
           f"advisor cost at most {summary['worst_advise_cost_fraction']:.1%} of brute force; "
           f"{summary['seconds']:.0f} s; report in {args.out}")  # fmt: skip
@@ -237,11 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)
-    handler = {"train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate, "advise": _run_advise,
-               "study": _run_study,
-               "export": _run_export,
-               "init-lab": _run_init_lab,
-               "backbones": _run_backbones}  # fmt: skip
+    handler = {
+        "train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate,
+        "advise": _run_advise, "study": _run_study, "export": _run_export, "init-lab": _run_init_lab,
+        "backbones": _run_backbones,
+    }  # fmt: skip
     try:
         if args.command in ("train", "pretrain"):
             distributed.init_from_env()

@@ -152,7 +152,7 @@ def _plot_depth(curve: dict, title: str):
     return figure
 
 
-def markdown_table(cells: list[dict]) -> str:
+def cells_table(cells: list[dict]) -> str:
     lines = ["| cell | best | advisor's pick | regret (points) | advisor cost / brute force |", "|---|---|---|---|---|"]
     for c in cells:
         best, pick = c["best"], c["pick"]
