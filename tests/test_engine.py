@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 from transferlab.backbones import build_backbone
 from transferlab.errors import TrainingDiverged

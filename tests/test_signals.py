@@ -1,7 +1,6 @@
 """Each similarity signal orders constructed cases correctly: matching data vs. noise."""
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 

@@ -116,7 +116,7 @@ def lsuv_(module: nn.Module, sample: torch.Tensor, tolerance: float = 0.05, max_
     module.eval()
     for layer in _weighted_layers(module):
         captured = {}
-        handle = layer.register_forward_hook(lambda _m, _i, output: captured.__setitem__("out", output))
+        handle = layer.register_forward_hook(lambda _m, _i, output, store=captured: store.__setitem__("out", output))
         try:
             for _ in range(max_iterations):
                 module(sample)
