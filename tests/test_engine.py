@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from transferlab.backbones import build_backbone
-from transferlab.errors import TrainingDiverged
+from transferlab.errors import ConfigError, TrainingDiverged
 from transferlab.heads import make_head
 from transferlab.surgery import TransferModel, body_at
 from transferlab.loops import CHECKPOINT_FILE, NetworkTraining, _set_unfrozen, fit_network, layer_groups
@@ -76,6 +76,10 @@ def test_training_learns_and_resume_reproduces_an_uninterrupted_run(tmp_path):
         _interrupt_after(part_model, groups, pixels, y, settings, tmp_path / "b", batches=5)
     _, resumed = run(tmp_path / "b", resume=True)
     assert resumed == full
+    other = NetworkTraining(epochs=5, lr=3e-3, batch_size=16, patience=10)
+    model = _cnn_model()
+    with pytest.raises(ConfigError, match="other settings"):
+        fit_network(model, layer_groups(model, other), pixels, y, pixels[:12], y[:12], other, tmp_path / "b", True)
 
 
 def _interrupt_after(model, groups, pixels, y, settings, directory, batches):

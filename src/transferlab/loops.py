@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -241,6 +242,11 @@ def fit_network(
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     if resume and path and path.exists():
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("settings") != dataclasses.asdict(settings):
+            raise ConfigError(
+                f"{path} was written by a run with other settings ({state.get('settings')}); resume with the same "
+                "options, or start afresh without --resume."
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -285,7 +291,8 @@ def fit_network(
         if path and distributed.is_main():
             _save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                                    "best_loss": best_loss, "best_state": best_state, "stale": stale})  # fmt: skip
+                                    "best_loss": best_loss, "best_state": best_state, "stale": stale,
+                                    "settings": dataclasses.asdict(settings)})  # fmt: skip
     if best_state is not None:
         model.load_state_dict(best_state)
     for group in groups:
