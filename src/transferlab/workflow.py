@@ -144,6 +144,11 @@ def _kept(values: Features, images: ImageSet) -> tuple[torch.Tensor, torch.Tenso
     return torch.as_tensor(np.asarray(values.values[values.valid])), torch.as_tensor(images.labels[values.valid])
 
 
+def _kept_all(outputs: dict[str, Features], splits) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    present = _splits_present(splits)
+    return {split: _kept(values, present[split]) for split, values in outputs.items()}
+
+
 def _sample_figure(logits: torch.Tensor, valid: np.ndarray, images: ImageSet, seed: int):
     """Grid of predictions on a fixed random sample of readable images (``logits``: readable rows)."""
     rng = np.random.default_rng(seed)
@@ -174,7 +179,9 @@ def _cached_all(model, fingerprint, splits, resolution, cache, strict, what) -> 
 
 
 def _train_head_on_features(model, body_fingerprint, splits, cache, config, timings, cache_hits):
-    """Features of the frozen body (cached), then the head on them. Returns outputs, logits, history."""
+    """Features of the frozen body (cached), then the head on them.
+
+    Returns the outputs, the readable rows with labels per split, the logits and the history."""
     tick = time.perf_counter()
     resolution = model.preprocessing.resolution
     fingerprint = hashlib.sha256(f"{body_fingerprint}|{config.engine}".encode()).hexdigest()[:24]
@@ -186,7 +193,8 @@ def _train_head_on_features(model, body_fingerprint, splits, cache, config, timi
     cache_hits += hits
     timings["features_seconds"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    (train_x, train_y), (val_x, val_y) = _kept(outputs["train"], splits.train), _kept(outputs["val"], splits.val)
+    kept = _kept_all(outputs, splits)
+    (train_x, train_y), (val_x, val_y) = kept["train"], kept["val"]
     if len(torch.unique(train_y)) < len(splits.train.classes):
         raise DataError("After skipping unreadable images some class has no training image left.")
     history = fit_head(model.head, train_x.numpy(), train_y.numpy(), val_x.numpy(), val_y.numpy(), config.head_training())
@@ -194,14 +202,13 @@ def _train_head_on_features(model, body_fingerprint, splits, cache, config, timi
     best = min(history, key=lambda r: r["val_loss"])
     log.info("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], len(history), best["val_accuracy"])
     model.head.eval()
-    present = _splits_present(splits)
     with torch.no_grad():
-        logits = {split: model.head(_kept(outputs[split], present[split])[0]) for split in outputs}
-    return outputs, logits, history
+        logits = {split: model.head(x) for split, (x, _) in kept.items()}
+    return outputs, kept, logits, history
 
 
 def _train_network(model, splits, cache, config, out, timings, cache_hits):
-    """Decoded images (cached), then the whole network. Returns outputs, logits, history."""
+    """Decoded images (cached), then the whole network. Returns what _train_head_on_features does."""
     tick = time.perf_counter()
     outputs, hits = _cached_all(None, "pixels", splits, model.preprocessing.resolution, cache, config.strict, "decode")
     cache_hits += hits
@@ -211,13 +218,13 @@ def _train_network(model, splits, cache, config, out, timings, cache_hits):
     if config.strategy == "scratch":
         init_module(model.body, config.init)
     settings = config.network_training()
-    (train_x, train_y), (val_x, val_y) = _kept(outputs["train"], splits.train), _kept(outputs["val"], splits.val)
+    kept = _kept_all(outputs, splits)  # one in-memory copy of the readable images per split
+    (train_x, train_y), (val_x, val_y) = kept["train"], kept["val"]
     history = fit_network(model, layer_groups(model, settings), train_x, train_y, val_x, val_y, settings,
                           checkpoint_dir=out, resume=config.resume)  # fmt: skip
     timings["network_seconds"] = time.perf_counter() - tick
-    present = _splits_present(splits)
-    logits = {split: predict_logits(model, _kept(outputs[split], present[split])[0]) for split in outputs}
-    return outputs, logits, history
+    logits = {split: predict_logits(model, x) for split, (x, _) in kept.items()}
+    return outputs, kept, logits, history
 
 
 def train(config: TrainConfig) -> dict:
@@ -275,13 +282,13 @@ def _train(config: TrainConfig, plan=None) -> dict:
 
     if config.strategy != "scratch":
         body_fingerprint = f"{backbone.weights_fingerprint()}|{cut}|{preprocessing.mean}|{preprocessing.std}"
-        outputs, logits, history = _train_head_on_features(model, body_fingerprint, splits, cache, config, timings,
-                                                           cache_hits)  # fmt: skip
+        outputs, kept, logits, history = _train_head_on_features(model, body_fingerprint, splits, cache, config,
+                                                                 timings, cache_hits)  # fmt: skip
     if config.strategy in NETWORK_STRATEGIES:
         probe_history = history if config.strategy == "finetune" else None
-        outputs, logits, history = _train_network(model, splits, cache, config, out, timings, cache_hits)
+        outputs, kept, logits, history = _train_network(model, splits, cache, config, out, timings, cache_hits)
     present = _splits_present(splits)
-    labels = {split: _kept(outputs[split], present[split])[1] for split in outputs}
+    labels = {split: y for split, (_, y) in kept.items()}
     info = BundleInfo(
         classes=classes, preprocessing=preprocessing, backbone=config.backbone, arch=backbone.arch, cut=cut,
         cut_points=tuple(backbone.cut_points), num_features=backbone.cut(cut).channels,
