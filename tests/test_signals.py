@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from transferlab import signals
 from transferlab.signals import BatchNormGap, logme, probe_accuracy
 
 
@@ -27,6 +28,22 @@ def test_probe_accuracy_separates_signal_from_noise():
     noise = np.random.default_rng(1).normal(0, 1, features.shape).astype(np.float32)
     assert probe_accuracy(features, labels) > 0.9
     assert probe_accuracy(noise, labels) < 0.5
+
+
+def test_probe_accuracy_is_the_exact_leave_one_out_accuracy(monkeypatch):
+    rng = np.random.default_rng(3)
+    labels = np.arange(60) % 4
+    features = rng.normal(0, 0.5, (4, 20))[labels] + rng.normal(0, 1, (60, 20))  # overlapping classes
+    x = np.hstack([features - features.mean(0), np.ones((60, 1))])
+    penalty = 0.1 * np.mean(np.linalg.svd(x, compute_uv=False) ** 2)
+    hits = 0
+    for i in range(60):  # refit without sample i, then score it
+        rest = np.arange(60) != i
+        weights = np.linalg.solve(x[rest].T @ x[rest] + penalty * np.eye(21), x[rest].T @ np.eye(4)[labels[rest]])
+        hits += int((x[i] @ weights).argmax() == labels[i])
+    monkeypatch.setattr(signals, "RIDGE_PENALTIES", (0.1,))
+    assert 0.5 < hits / 60 < 1
+    assert probe_accuracy(features, labels) == hits / 60
 
 
 def test_batchnorm_gap_is_small_on_the_source_distribution_and_large_on_noise():

@@ -205,6 +205,10 @@ def _run_study(args) -> None:
     print(f"mean regret {summary['mean_regret_points']:.2f} points, worst {summary['worst_regret_points']:.2f}; "
           f"advisor cost at most {summary['worst_advise_cost_fraction']:.1%} of brute force; "
           f"{summary['seconds']:.0f} s; report in {args.out}")  # fmt: skip
+    held_out = summary["held_out_regret_points"]
+    print(f"thresholds calibrated on these cells: {summary['calibrated_thresholds']} (mean regret "
+          f"{summary['calibrated_mean_regret_points']:.2f}); calibrated leaving each cell out, the cells' regrets "
+          f"average {summary['held_out_mean_regret_points']:.2f}, worst {max(held_out):.2f}")  # fmt: skip
 
 
 def _run_export(args) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .inits import init_module
@@ -19,6 +20,13 @@ class LinearHead(nn.Module):
 
     def forward(self, features):
         return self.fc(self.dropout(features))
+
+    @torch.no_grad()
+    def absorb_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Fold ``(x - mean) / std`` into the Linear layer: trained on standardized features, the
+        head then takes raw ones (exact at inference, where dropout is the identity)."""
+        self.fc.bias -= self.fc.weight @ (mean / std)
+        self.fc.weight /= std
 
 
 def make_head(in_features: int, num_classes: int, init: str = DEFAULT_HEAD_INIT, dropout: float = 0.0) -> LinearHead:

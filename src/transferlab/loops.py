@@ -17,19 +17,29 @@ from tqdm.auto import tqdm, trange
 
 from . import distributed
 from .errors import ConfigError, TrainingDiverged
+from .heads import LinearHead
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class HeadTraining:
-    """Optimizer settings for training a head on features."""
+    """Optimizer settings for training a head on features.
+
+    ``min_steps``: on small data ``epochs`` passes are few optimizer steps (10 images per class,
+    batches of 32: 4 a pass), too few for the head to converge; the epochs are then raised to
+    take at least this many steps.
+    """
 
     epochs: int = 40
     lr: float = 1e-3
     batch_size: int = 64
     weight_decay: float = 1e-4
     seed: int = 0
+    min_steps: int = 500
+
+    def epochs_for(self, samples: int) -> int:
+        return max(self.epochs, math.ceil(self.min_steps / math.ceil(samples / self.batch_size)))
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -46,24 +56,34 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, 
 
 
 def fit_head(
-    head: nn.Module,
+    head: LinearHead,
     train_x: np.ndarray,
     train_y: np.ndarray,
     val_x: np.ndarray,
     val_y: np.ndarray,
     settings: HeadTraining = HeadTraining(),
 ) -> list[dict[str, float]]:
-    """Train ``head`` with AdamW on feature vectors; keep the weights of the best validation loss.
+    """Train ``head`` with AdamW on standardized feature vectors; keep the weights of the best
+    validation loss, with the standardization folded in so that the head takes raw features.
 
+    Without the standardization a head underfits features of small scale: measured on a
+    ``cnn-small`` body over scikit-learn's digits, train accuracy 0.72 after 40 epochs.
     Returns the history: one dict per epoch with train/val loss and accuracy.
     """
     generator = torch.Generator().manual_seed(settings.seed)
     xs, ys = torch.tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y)  # a copy: inputs may be read-only maps
-    vx, vy = torch.tensor(val_x, dtype=torch.float32), torch.as_tensor(val_y)
+    mean = xs.mean(0)
+    std = (xs - mean).square().mean().sqrt().clamp_min(1e-12).expand_as(mean)  # one scale for all features
+    xs = (xs - mean) / std
+    vx, vy = (torch.tensor(val_x, dtype=torch.float32) - mean) / std, torch.as_tensor(val_y)
+    epochs = settings.epochs_for(len(xs))
+    if epochs > settings.epochs:
+        log.info("head: %d epochs on %d samples are too few steps; training %d epochs (%d steps at least)",
+                 settings.epochs, len(xs), epochs, settings.min_steps)  # fmt: skip
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     history, best_loss, best_state = [], float("inf"), None
-    for epoch in (bar := trange(settings.epochs, desc="head", unit="epoch", leave=False)):
+    for epoch in (bar := trange(epochs, desc="head", unit="epoch", leave=False)):
         head.train()
         total_loss, correct = 0.0, 0
         for batch in torch.randperm(len(xs), generator=generator).split(settings.batch_size):
@@ -85,8 +105,9 @@ def fit_head(
         if val_loss < best_loss:
             best_loss, best_state = val_loss, copy.deepcopy(head.state_dict())
     head.load_state_dict(best_state)
+    head.absorb_standardization(mean, std)
     best = min(history, key=lambda r: r["val_loss"])
-    log.debug("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], settings.epochs, best["val_accuracy"])
+    log.debug("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], epochs, best["val_accuracy"])
     return history
 
 

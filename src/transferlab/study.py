@@ -13,6 +13,7 @@ features in deep neural networks?", NeurIPS 2014.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .advisor import advise
+from .advisor import CutEvidence, Thresholds, advise, decide
 from .backbones import FINAL_CUT, build_backbone
 from .report import save_figure, write_report
 from .workflow import TrainConfig, train
@@ -90,16 +91,29 @@ def _config(cell: Cell, strategy: str, cut: str, settings: StudySettings, out: P
     )  # fmt: skip
 
 
+def _run(config: TrainConfig) -> dict:
+    """Test accuracy and seconds of ``train(config)``, or the recorded result of this exact run
+    from an earlier, interrupted or finished, study (the record sits in the run's folder)."""
+    record = Path(config.out) / "study-run.json"
+    key = json.loads(json.dumps(dataclasses.asdict(config)))
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("config") == key:
+            log.info("Reusing the finished run %s", config.out)
+            return saved["result"]
+    started = time.perf_counter()
+    metrics = train(config)
+    result = {"test_accuracy": metrics["test_accuracy"], "seconds": time.perf_counter() - started}
+    record.write_text(json.dumps({"config": key, "result": result}))
+    return result
+
+
 def run_cell(cell: Cell, settings: StudySettings, out: Path, cache: str | None) -> dict:
     started = time.perf_counter()
     plan = advise(cell.data, cell.backbone, classes=cell.classes, sample_per_class=settings.advise_sample,
                   resolution=cell.resolution, cache_dir=cache, samples_per_class=cell.per_class)  # fmt: skip
     advise_seconds = time.perf_counter() - started
-    results = {}
-    for strategy, cut in _runs(cell):
-        tick = time.perf_counter()
-        metrics = train(_config(cell, strategy, cut, settings, out / cell.name, cache))
-        results[f"{strategy}@{cut}"] = {"test_accuracy": metrics["test_accuracy"], "seconds": time.perf_counter() - tick}
+    results = {f"{s}@{c}": _run(_config(cell, s, c, settings, out / cell.name, cache)) for s, c in _runs(cell)}
     best = max(results, key=lambda k: results[k]["test_accuracy"])
     pick = f"{plan.strategy}@{plan.cut}"
     brute_force = sum(r["seconds"] for r in results.values())
@@ -111,12 +125,52 @@ def run_cell(cell: Cell, settings: StudySettings, out: Path, cache: str | None) 
     }  # fmt: skip
 
 
+CANDIDATES = {  # the values calibration tries for each threshold, in increasing order
+    "small_data": (1, 20, 50, 100, 200, 500, 1000, 2000),  # 1: nothing is small
+    "scratch": (20, 50, 100, 200, 500, 1000, 2000, 10**9),  # 10**9: never scratch
+    "transfer_gain": (0.0, 0.02, 0.05, 0.1, 0.2, 0.5),
+    "similarity_margin": (0.0, 0.02, 0.05, 0.1, 0.2),
+}
+
+
+def pick_regret(cell: dict, thresholds: Thresholds) -> float:
+    """Regret (points) of the pick ``thresholds`` make from a studied cell's recorded evidence."""
+    plan = cell["plan"]
+    evidence = [CutEvidence(**e) for e in plan["evidence"]]
+    strategy, cut, _, _ = decide(plan["images_per_class"], evidence, thresholds)
+    runs = cell["runs"]
+    return 100 * (runs[cell["best"]]["test_accuracy"] - runs[f"{strategy}@{cut}"]["test_accuracy"])
+
+
+def calibrate(cells: list[dict]) -> Thresholds:
+    """The candidate thresholds with the lowest mean regret over ``cells``, then the lowest worst
+    regret. Where the cells leave a threshold free (several values give the same regrets), it is
+    set to the middle of those values rather than at an edge the data did not test."""
+
+    def score(thresholds):
+        regrets = [pick_regret(cell, thresholds) for cell in cells]
+        return np.mean(regrets), max(regrets)
+
+    best = min((Thresholds(*values) for values in itertools.product(*CANDIDATES.values())), key=score)
+    target = score(best)
+    for name, values in CANDIDATES.items():
+        tied = [v for v in values if score(dataclasses.replace(best, **{name: v})) == target]
+        best = dataclasses.replace(best, **{name: tied[len(tied) // 2]})
+    return best
+
+
+def held_out_regrets(cells: list[dict]) -> list[float]:
+    """Each cell's regret with thresholds calibrated on the other cells only (leave one cell out):
+    what the calibration is worth on a case it has not seen."""
+    return [pick_regret(cell, calibrate(cells[:i] + cells[i + 1 :])) for i, cell in enumerate(cells)]
+
+
 def depth_curve(cell: Cell, settings: StudySettings, out: Path, cache: str | None) -> dict:
     """Test accuracy at each cut, frozen (truncate) and fine-tuned from that cut."""
     curve = {}
     for cut in [c.name for c in build_backbone(cell.backbone, pretrained=False).cut_points]:
-        frozen = train(_config(cell, "truncate" if cut != FINAL_CUT else "head", cut, settings, out / "depth", cache))
-        tuned = train(_config(cell, "finetune", cut, settings, out / "depth", cache))
+        frozen = _run(_config(cell, "truncate" if cut != FINAL_CUT else "head", cut, settings, out / "depth", cache))
+        tuned = _run(_config(cell, "finetune", cut, settings, out / "depth", cache))
         curve[cut] = {"frozen": frozen["test_accuracy"], "fine_tuned": tuned["test_accuracy"]}
     return curve
 
@@ -152,6 +206,23 @@ def _plot_depth(curve: dict, title: str):
     return figure
 
 
+def _plot_frozen_by_depth(cells: list[dict]):
+    """Frozen transfer (truncate at each cut, head at the final one) of every cell against depth."""
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for axis, source in zip(axes, ("imagenet", "fmnist-upper")):
+        for cell in (c for c in cells if c["cell"]["name"].startswith(source + "->")):
+            frozen = {name.split("@")[1]: run["test_accuracy"] for name, run in cell["runs"].items() if name.startswith("truncate@")}
+            frozen[FINAL_CUT] = cell["runs"][f"head@{FINAL_CUT}"]["test_accuracy"]
+            axis.plot(list(frozen), list(frozen.values()), "o-", label=cell["cell"]["name"].split("->")[1])
+        axis.set(xlabel="cut point", title=f"frozen transfer from {source}")
+        axis.tick_params(axis="x", labelrotation=45)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    axes[0].set_ylabel("test accuracy")
+    figure.tight_layout()
+    return figure
+
+
 def cells_table(cells: list[dict]) -> str:
     lines = ["| cell | best | advisor's pick | regret (points) | advisor cost / brute force |", "|---|---|---|---|---|"]
     for c in cells:
@@ -176,10 +247,14 @@ def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: st
     cells = [run_cell(cell, settings, out, cache_dir) for cell in _cells(settings, str(source / "model"))]
     depth_cell = Cell("depth", str(source / "model"), "fashion-mnist", OTHER_FIVE, settings.sizes[-1], 28)
     curve = depth_curve(depth_cell, settings, out, cache_dir)
-    regrets = [c["regret_points"] for c in cells]
+    regrets, held_out = [c["regret_points"] for c in cells], held_out_regrets(cells)
+    calibrated = calibrate(cells)
     summary = {
         "quick": quick, "cells": cells, "depth_curve": curve,
         "mean_regret_points": float(np.mean(regrets)), "worst_regret_points": float(np.max(regrets)),
+        "shipped_thresholds": dataclasses.asdict(Thresholds()), "calibrated_thresholds": dataclasses.asdict(calibrated),
+        "calibrated_mean_regret_points": float(np.mean([pick_regret(c, calibrated) for c in cells])),
+        "held_out_regret_points": held_out, "held_out_mean_regret_points": float(np.mean(held_out)),
         "worst_advise_cost_fraction": float(max(c["advise_cost_fraction"] for c in cells)),
         "seconds": time.perf_counter() - started,
     }  # fmt: skip
@@ -187,6 +262,7 @@ def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: st
         "Every run per cell": save_figure(_plot_cells(cells), out / "cells.png"),
         "Transfer by depth": save_figure(_plot_depth(curve, f"cnn-small (upper body) -> other five, {settings.sizes[-1]}/class"),
                                          out / "depth.png"),
+        "Frozen transfer by depth, every cell": save_figure(_plot_frozen_by_depth(cells), out / "frozen-depth.png"),
     }  # fmt: skip
     header = ["cell", "best", "pick", "regret (points)", "advise cost"]
     rows = [[c["cell"]["name"], c["best"], c["pick"], c["regret_points"], c["advise_cost_fraction"]] for c in cells]
