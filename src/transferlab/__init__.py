@@ -9,7 +9,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "advisor": ["Plan", "advise"],
+    "advisor": ["Plan", "Thresholds", "advise", "decide", "random_twin", "transfer_gain"],
     "backbones": ["Backbone", "CutPoint", "Preprocessing", "build_backbone", "list_backbones", "register_backbone"],
     "bundle": ["BundleInfo", "load_bundle", "save_bundle"],
     "data": ["Dataset", "ImageSet", "Splits", "load_dataset", "per_class_subset", "split_dataset"],
@@ -20,6 +20,7 @@ _EXPORTS = {
     "inits": ["INITIALIZERS", "init_module", "initializer_names", "lsuv_"],
     "lab": ["LabConfig", "layer_statistics", "run_lab", "unit_symmetry"],
     "signals": ["BatchNormGap", "logme", "probe_accuracy"],
+    "study": ["calibrate", "held_out_regrets", "run_study"],
     "surgery": ["TransferModel", "body_at", "freeze"],
     "loops": ["HeadTraining", "NetworkTraining", "fit_head", "fit_network"],
     "workflow": ["STRATEGIES", "TrainConfig", "evaluate", "predict", "train"],

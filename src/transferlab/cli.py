@@ -119,7 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_data_options(a)
 
     st = commands.add_parser("study", help="every strategy on controlled cells against the advisor's pick")
-    st.add_argument("--quick", action="store_true", help="the CI-sized study (minutes instead of an hour)")
+    st.add_argument("--quick", action="store_true", help="the CI-sized study (about a minute instead of half an hour)")
     st.add_argument("--out", default="runs/study")
     st.add_argument("--cache-dir")
 

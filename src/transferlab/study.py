@@ -5,9 +5,10 @@ A cell is a source network and a target dataset at a size. Similarity is control
 EfficientNet-Lite0 and a ``cnn-small`` pretrained here on Fashion-MNIST's upper-body classes,
 transferred to Fashion-MNIST (all classes, or the five others) and to scikit-learn's digits.
 For each cell: test accuracy of every run, the advisor's pick, its regret (best minus picked, in
-points) and the advisor's cost as a fraction of running everything. Also: a transfer-by-depth
-curve (frozen vs fine-tuned at each cut) in the manner of Yosinski et al., "How transferable are
-features in deep neural networks?", NeurIPS 2014.
+points) and the advisor's cost as a fraction of running everything. ``calibrate`` sets the
+advisor's thresholds from the studied cells, ``held_out_regrets`` scores that calibration on cells
+it did not see. Also: a transfer-by-depth curve (frozen vs fine-tuned at each cut) in the manner
+of Yosinski et al., "How transferable are features in deep neural networks?", NeurIPS 2014.
 """
 
 from __future__ import annotations
