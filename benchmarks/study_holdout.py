@@ -20,7 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.study import FULL, OTHER_FIVE, Cell, calibrate, cells_table, held_out_regrets, pick_regret, run_cell
+from transferlab.study import (
+    FULL,
+    OTHER_FIVE,
+    Cell,
+    calibrate,
+    cells_table,
+    held_out_regrets,
+    pick_regret,
+    run_cell,
+)
 
 
 def holdout_cells(source: str) -> list[Cell]:

@@ -4,7 +4,16 @@ import pytest
 import torch
 
 import transferlab as tl
-from transferlab.advisor import CutEvidence, Plan, Thresholds, advise, decide, evidence_table, random_twin, transfer_gain
+from transferlab.advisor import (
+    CutEvidence,
+    Plan,
+    Thresholds,
+    advise,
+    decide,
+    evidence_table,
+    random_twin,
+    transfer_gain,
+)
 
 
 def _evidence(probes, random=0.3):

@@ -210,10 +210,12 @@ def measure(backbone: Backbone, images, resolution: int, cache: FeatureCache | N
     random, _ = _features_at_every_cut(random_twin(backbone.name, images, resolution, seed), images, resolution, cache)
     gaps = _batchnorm_gaps(backbone, images, resolution)
     return [
-        CutEvidence(cut.name, cut.channels, probe_accuracy(block, labels), probe_accuracy(random_block, labels),
-                    logme(block, labels), gaps.get(cut.name))  # fmt: skip
+        CutEvidence(
+            cut.name, cut.channels, probe_accuracy(block, labels), probe_accuracy(random_block, labels),
+            logme(block, labels), gaps.get(cut.name),
+        )
         for cut, block, random_block in zip(backbone.cut_points, pretrained, random)
-    ]
+    ]  # fmt: skip
 
 
 def _best(evidence: list[CutEvidence]) -> CutEvidence:
