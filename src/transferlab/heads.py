@@ -22,11 +22,12 @@ class LinearHead(nn.Module):
         return self.fc(self.dropout(features))
 
     @torch.no_grad()
-    def absorb_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Fold ``(x - mean) / std`` into the Linear layer: trained on standardized features, the
-        head then takes raw ones (exact at inference, where dropout is the identity)."""
-        self.fc.bias -= self.fc.weight @ (mean / std)
-        self.fc.weight /= std
+    def absorb_standardization(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """Fold ``(x - mean) / scale`` into the Linear layer (``scale``: one value or one per
+        feature): trained on standardized features, the head then takes raw ones (exact at
+        inference, where dropout is the identity)."""
+        self.fc.bias -= self.fc.weight @ (mean / scale)
+        self.fc.weight /= scale
 
 
 def make_head(in_features: int, num_classes: int, init: str = DEFAULT_HEAD_INIT, dropout: float = 0.0) -> LinearHead:

@@ -73,9 +73,10 @@ def fit_head(
     generator = torch.Generator().manual_seed(settings.seed)
     xs, ys = torch.tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y)  # a copy: inputs may be read-only maps
     mean = xs.mean(0)
-    std = (xs - mean).square().mean().sqrt().clamp_min(1e-12).expand_as(mean)  # one scale for all features
-    xs = (xs - mean) / std
-    vx, vy = (torch.tensor(val_x, dtype=torch.float32) - mean) / std, torch.as_tensor(val_y)
+    xs -= mean  # in place: the features of a whole training set can be hundreds of MB
+    scale = xs.square().mean().sqrt().clamp_min(1e-12)  # one scale for all features
+    xs /= scale
+    vx, vy = torch.tensor(val_x, dtype=torch.float32).sub_(mean).div_(scale), torch.as_tensor(val_y)
     epochs = settings.epochs_for(len(xs))
     if epochs > settings.epochs:
         log.info("head: %d epochs on %d samples are too few steps; training %d epochs (%d steps at least)",
@@ -105,7 +106,7 @@ def fit_head(
         if val_loss < best_loss:
             best_loss, best_state = val_loss, copy.deepcopy(head.state_dict())
     head.load_state_dict(best_state)
-    head.absorb_standardization(mean, std)
+    head.absorb_standardization(mean, scale)
     best = min(history, key=lambda r: r["val_loss"])
     log.debug("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], epochs, best["val_accuracy"])
     return history
