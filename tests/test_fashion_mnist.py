@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from test_cli import CLI
+from conftest import CLI
 
 pytestmark = pytest.mark.slow
 

@@ -20,12 +20,13 @@ from torch import nn
 
 import transferlab as tl
 from conftest import write_folder
-from test_cli import CLI, assert_one_line_error, run
-from transferlab.data import load_csv
+from conftest import CLI, assert_one_line_error, run
+from transferlab.data import load_dataset, load_csv
 from transferlab.errors import DataError
-from transferlab.features import FeatureCache, cached_features
+from transferlab.features import FeatureCache, cache_key, cached_features
 from transferlab.images import UNREADABLE, open_image
-from transferlab.runlock import OutputInUse, OutputLock
+from transferlab.errors import OutputInUse
+from transferlab.runlock import OutputLock
 
 
 class MeanColour(nn.Module):  # a stand-in body: mean colour per channel
@@ -67,9 +68,9 @@ BAD_FILES = {
 def test_each_bad_file_is_skipped_with_a_warning_naming_it(tmp_path, name, caplog):
     root = write_folder(tmp_path / "d", per_class=3)
     (root / "red" / name).write_bytes(BAD_FILES[name])
-    images = tl.load_dataset(str(root)).train
+    images = load_dataset(str(root)).train
     with caplog.at_level(logging.WARNING):
-        features, _ = cached_features(MeanColour(), "m", images, 16, None)
+        features, _ = cached_features(MeanColour(), {"model": "m"}, images, 16, None)
     assert features.skipped == (str(root / "red" / name),) and features.valid.sum() == 9
     assert name in caplog.text
 
@@ -91,7 +92,7 @@ def test_unreadable_file_is_skipped(tmp_path, monkeypatch):
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(Image, "open", open_or_deny)
-    features, _ = cached_features(MeanColour(), "m", tl.load_dataset(str(root)).train, 16, None)
+    features, _ = cached_features(MeanColour(), {"model": "m"}, load_dataset(str(root)).train, 16, None)
     assert features.skipped == (str(locked),)
 
 
@@ -102,7 +103,7 @@ def test_unusual_modes_are_read_not_skipped(tmp_path, mode):
     if mode == "I;16":
         image = Image.fromarray(np.full((20, 20), 40000, dtype=np.uint16))
     image.save(root / "red" / f"odd.{'tiff' if mode in ('CMYK', 'I;16') else 'png'}")
-    features, _ = cached_features(MeanColour(), "m", tl.load_dataset(str(root)).train, 16, None)
+    features, _ = cached_features(MeanColour(), {"model": "m"}, load_dataset(str(root)).train, 16, None)
     assert not features.skipped and features.valid.all() and len(features.valid) == 10
 
 
@@ -110,7 +111,7 @@ def test_symlink_loop_and_dangling_link_are_harmless(tmp_path):
     root = write_folder(tmp_path / "d", per_class=3)
     os.symlink("..", root / "red" / "loop")
     os.symlink("missing.png", root / "red" / "dangling.png")
-    dataset = tl.load_dataset(str(root))
+    dataset = load_dataset(str(root))
     assert len(dataset.train) == 9
 
 
@@ -123,7 +124,7 @@ def _csv(tmp_path, lines):
 def test_csv_with_missing_file_skips_it(tmp_path):
     lines = [f"{c}/{c}_{i:03d}.png,{c}" for c in ("red", "blue") for i in range(3)] + ["red/nope.png,red"]
     images = load_csv(_csv(tmp_path, lines)).train
-    features, _ = cached_features(MeanColour(), "m", images, 16, None)
+    features, _ = cached_features(MeanColour(), {"model": "m"}, images, 16, None)
     assert len(features.skipped) == 1 and features.skipped[0].endswith("nope.png")
 
 
@@ -169,13 +170,13 @@ def test_random_csv_text_gives_a_dataset_or_a_data_error(tmp_path_factory, text)
 
 def test_interrupted_cache_write_is_cleaned_and_corrupt_entries_recomputed(tmp_path, image_folder):
     cache = FeatureCache(tmp_path / "cache")
-    images = tl.load_dataset(str(image_folder)).train
-    first = np.array(cached_features(MeanColour(), "m", images, 16, cache)[0].values)  # a copy, not the mapped file
-    key = FeatureCache.key("m", images, 16)
+    images = load_dataset(str(image_folder)).train
+    first = np.array(cached_features(MeanColour(), {"model": "m"}, images, 16, cache)[0].values)  # a copy, not the mapped file
+    key = cache_key(images, 16, {"model": "m"})
     (cache.root / key / "features.npy").write_bytes(b"\x93NUMPY truncated")  # a damaged entry
     abandoned = cache.root / ".somekey-999999999-abcd"  # staging folder of a killed process
     abandoned.mkdir()
-    again, hit = cached_features(MeanColour(), "m", images, 16, cache)
+    again, hit = cached_features(MeanColour(), {"model": "m"}, images, 16, cache)
     assert not hit and np.array_equal(again.values, first)
     assert not abandoned.exists()
 
@@ -195,7 +196,7 @@ def test_same_command_same_seed_gives_identical_metrics(tmp_path, image_folder):
     def metrics(out):
         config = tl.TrainConfig(data=str(image_folder), strategy="scratch", backbone="cnn-small", epochs=2,
                                 batch_size=8, out=str(tmp_path / out), use_cache=False)  # fmt: skip
-        result = tl.train(config)
+        result = tl.train(config).metrics
         return {k: v for k, v in result.items() if not k.endswith("seconds") and k != "config"}
 
     assert metrics("a") == metrics("b")

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import write_folder
-from test_cli import CLI
+from conftest import CLI
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from transferlab.backbones import build_backbone
+from transferlab.sources import build_backbone
 from transferlab.errors import BackboneError
 from transferlab.heads import make_head
 from transferlab.surgery import TransferModel, body_at, freeze

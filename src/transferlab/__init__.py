@@ -1,32 +1,54 @@
 """transferlab: transfer learning on images, with the choice of strategy made from measurements.
 
-The public API is re-exported here explicitly and imported on first use (PEP 562), so that
-``import transferlab`` stays cheap: the CLI decides on its memory allocator before torch loads.
+The jobs: ``train``, ``advise``, ``pretrain``, ``load`` (a trained model: ``.predict``,
+``.evaluate``, ``.export``), ``run_study`` and ``run_lab``; the building blocks a user needs:
+``TrainConfig``, ``Plan``, ``Thresholds``, ``LabConfig``, the backbone registry, and every error.
+
+Names are imported on first use (PEP 562), so that ``import transferlab`` stays cheap: the
+``transferlab`` command decides on its memory allocator before torch loads.
 """
 
-import importlib
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.2.0"
 
 _EXPORTS = {
-    "advisor": ["Plan", "Thresholds", "advise", "decide", "random_twin", "transfer_gain"],
-    "backbones": ["Backbone", "CutPoint", "Preprocessing", "build_backbone", "list_backbones", "register_backbone"],
-    "bundle": ["BundleInfo", "load_bundle", "save_bundle"],
-    "data": ["Dataset", "ImageSet", "Splits", "load_dataset", "per_class_subset", "split_dataset"],
-    "errors": ["BackboneError", "BundleError", "ConfigError", "DataError", "TransferlabError"],
-    "export": ["export_bundle"],
-    "features": ["FeatureCache", "cached_features", "compute_outputs"],
-    "heads": ["LinearHead", "make_head"],
-    "inits": ["INITIALIZERS", "init_module", "initializer_names", "lsuv_"],
-    "lab": ["LabConfig", "layer_statistics", "run_lab", "unit_symmetry"],
-    "signals": ["BatchNormGap", "logme", "probe_accuracy"],
-    "study": ["calibrate", "held_out_regrets", "run_study"],
-    "surgery": ["TransferModel", "body_at", "freeze"],
-    "loops": ["HeadTraining", "NetworkTraining", "fit_head", "fit_network"],
-    "workflow": ["STRATEGIES", "TrainConfig", "evaluate", "predict", "train"],
+    "jobs": ["TrainResult", "advise", "pretrain", "train"],
+    "inference": ["Model", "Prediction", "load"],
+    "config": ["TrainConfig"],
+    "strategy": ["STRATEGIES", "Plan", "Thresholds"],
+    "sources": ["build_backbone", "list_backbones"],
+    "backbones": ["Backbone", "register_backbone"],
+    "advisor.study": ["run_study"],
+    "initlab.experiment": ["LabConfig", "run_lab"],
+    "errors": ["BackboneError", "BundleError", "ConfigError", "DataError", "ExportError", "OutputInUse",
+               "TrainingDiverged", "TransferlabError"],  # fmt: skip
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time each name loads on first use
+    from .advisor.study import run_study
+    from .backbones import Backbone, register_backbone
+    from .config import TrainConfig
+    from .errors import (
+        BackboneError,
+        BundleError,
+        ConfigError,
+        DataError,
+        ExportError,
+        OutputInUse,
+        TrainingDiverged,  # fmt: skip
+        TransferlabError,
+    )
+    from .inference import Model, Prediction, load
+    from .initlab.experiment import LabConfig, run_lab
+    from .jobs import TrainResult, advise, pretrain, train
+    from .sources import build_backbone, list_backbones
+    from .strategy import STRATEGIES, Plan, Thresholds
 
 
 def __getattr__(name: str):

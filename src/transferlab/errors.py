@@ -1,4 +1,4 @@
-"""Exceptions raised by transferlab for problems a user can fix.
+"""Every exception transferlab raises on purpose, for problems a user can fix.
 
 The CLI turns every ``TransferlabError`` into one line on stderr and exit code 2. Each class
 also subclasses the matching built-in, so ``except ValueError`` keeps working for library users.
@@ -39,3 +39,11 @@ def check_choice(name: str, value: str, choices: list[str] | tuple[str, ...], wh
 
 class TrainingDiverged(TransferlabError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class OutputInUse(TransferlabError, RuntimeError):
+    """Another transferlab run is writing to the same output folder."""
+
+
+class ExportError(TransferlabError, RuntimeError):
+    """An exported model does not reproduce the PyTorch model's outputs."""

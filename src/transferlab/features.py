@@ -40,6 +40,10 @@ class Features:
     valid: np.ndarray  # N bool
     skipped: tuple[str, ...]  # descriptions of the images that could not be read
 
+    def readable(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of the readable images (an in-memory copy) and their ``labels``."""
+        return np.asarray(self.values[self.valid]), np.asarray(labels)[self.valid]
+
 
 class DecodedImages(torch.utils.data.Dataset):
     """Item i: (uint8 3 x R x R tensor, readable?) for image i of an ImageSet at resolution R."""
@@ -103,6 +107,21 @@ class _RowWriter:
         return self.array if self.array is not None else np.zeros(empty_shape, dtype=np.float32)
 
 
+@torch.inference_mode()
+def run_batch(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """The one place a model runs over images: uint8 N x 3 x R x R -> unit floats (channels-last)
+    -> ``model``'s outputs, without gradients, in whatever mode ``model`` is in."""
+    return model(to_unit_float(pixels)).float()
+
+
+def predict_pixels(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Outputs of ``model`` in eval mode over decoded uint8 images held in memory, batch by batch."""
+    model.eval()
+    if not len(pixels):
+        return torch.zeros(0)
+    return torch.cat([run_batch(model, chunk) for chunk in pixels.split(batch_size)])
+
+
 def compute_outputs(
     model: nn.Module | None,
     images: ImageSet,
@@ -112,7 +131,8 @@ def compute_outputs(
     desc: str = "features",
     sink: Path | None = None,
 ) -> Features:
-    """Run ``model`` (images in [0, 1] -> vectors: features or logits) over every image once, in eval mode.
+    """Decode every image once and run ``model`` (images in [0, 1] -> vectors: features or
+    logits) over it in eval mode.
 
     With ``model=None`` the values are the decoded uint8 pixels (N x 3 x R x R) themselves. With
     ``sink``, the values stream into that ``.npy`` file instead of memory. Rows of unreadable
@@ -122,9 +142,9 @@ def compute_outputs(
         model.eval().to(memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(DecodedImages(images, resolution, strict), batch_size=batch_size)
     writer, valid = _RowWriter(len(images), sink), np.zeros(len(images), dtype=bool)
-    with torch.inference_mode(), tqdm(total=len(images), desc=desc, unit="img", leave=False) as progress:
+    with tqdm(total=len(images), desc=desc, unit="img", leave=False) as progress:
         for pixels, ok in loader:
-            chunk = pixels.numpy() if model is None else model(to_unit_float(pixels)).float().numpy()
+            chunk = pixels.numpy() if model is None else run_batch(model, pixels).numpy()
             chunk[~ok.numpy()] = 0
             valid[writer.filled : writer.filled + len(ok)] = ok.numpy()
             writer.add(chunk)
@@ -134,16 +154,23 @@ def compute_outputs(
     return Features(values, valid, skipped)
 
 
+def digest(parts: dict) -> str:
+    """A short stable digest of JSON-able ``parts``."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def cache_key(images: ImageSet, resolution: int, model: dict) -> str:
+    """The key of a cache entry, the only way one is built: what computes the values (``model``:
+    named parts such as the weights' digest, the cut, the normalization and the engine; ``{}``
+    for decoded pixels) and the exact images at that resolution."""
+    return digest({"model": model, "images": images.fingerprint(), "resolution": resolution, "version": 2})
+
+
 class FeatureCache:
     """A folder of feature entries, one sub-folder per key."""
 
     def __init__(self, root: str | Path = DEFAULT_CACHE_DIR / "features"):
         self.root = Path(root)
-
-    @staticmethod
-    def key(model_fingerprint: str, images: ImageSet, resolution: int) -> str:
-        parts = {"model": model_fingerprint, "images": images.fingerprint(), "resolution": resolution, "version": 1}
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
     def load(self, key: str) -> Features | None:
         entry = self.root / key
@@ -199,19 +226,20 @@ class FeatureCache:
 
 def cached_features(
     model: nn.Module | None,
-    model_fingerprint: str,
+    model_parts: dict,
     images: ImageSet,
     resolution: int,
     cache: FeatureCache | None,
     strict: bool = False,
     desc: str = "features",
 ) -> tuple[Features, bool]:
-    """Features of ``images`` from the cache when present, else computed and stored.
+    """Outputs of ``model`` over ``images`` from the cache when present, else computed and stored.
 
-    ``model=None`` caches the decoded pixels instead (see :func:`compute_outputs`). Returns the
-    features and whether they came from the cache.
+    ``model_parts`` names what decides the outputs (see :func:`cache_key`). ``model=None``
+    caches the decoded pixels instead (see :func:`compute_outputs`). Returns the features and
+    whether they came from the cache.
     """
-    key = FeatureCache.key(model_fingerprint, images, resolution) if cache else None
+    key = cache_key(images, resolution, model_parts) if cache else None
     if cache and (hit := cache.load(key)) is not None:
         if strict and hit.skipped:
             raise DataError(f"cannot read image {hit.skipped[0]} (cached as unreadable; --strict)")

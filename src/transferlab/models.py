@@ -70,3 +70,51 @@ class CnnSmall(nn.Module):
         if prune_head:
             self.reset_classifier(0)
         return list(indices)
+
+
+class StagedFeatures(nn.Module):
+    """A sequential feature extractor (such as torchvision's ``model.features``) cut into stages,
+    with the same backbone contract as ``CnnSmall``, so that it can be cut, probed at every stage
+    and fine-tuned with layer-wise rates like any timm model.
+
+    ``stages``: per stage, (index of its last module in ``features``, channels, reduction).
+    The module keeps the name ``features``, so the original state dict loads strictly.
+    """
+
+    def __init__(self, features: nn.Sequential, stages: list[tuple[int, int, int]], num_features: int):
+        super().__init__()
+        self.features = features
+        self.stage_ends = [end for end, _, _ in stages]
+        self.feature_info = [{"module": f"features.{end}", "num_chs": c, "reduction": r} for end, c, r in stages]
+        self.num_features = num_features
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def reset_classifier(self, num_classes: int) -> None:
+        if num_classes:
+            raise ValueError("StagedFeatures holds no classifier; transferlab adds its own head.")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x))
+
+    def forward_intermediates(self, x, indices, intermediates_only: bool = True, stop_early: bool = False, **_):
+        wanted = {self.stage_ends[i] for i in indices}
+        last = max(wanted)
+        outputs = []
+        for position, module in enumerate(self.features):
+            x = module(x)
+            if position in wanted:
+                outputs.append(x)
+            if stop_early and position >= last:
+                break
+        return outputs if intermediates_only else (x, outputs)
+
+    def prune_intermediate_layers(self, indices, prune_norm: bool = False, prune_head: bool = True, **_):
+        self.features = self.features[: self.stage_ends[max(indices)] + 1]
+        return list(indices)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's grouping for layer-wise learning rates: the stem, then one group per module."""
+        return {"stem": r"^features\.0\.", "blocks": r"^features\.(\d+)"}

@@ -15,13 +15,6 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts[true, predicted]."""
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (labels, predictions), 1)
-    return counts
-
-
 def plot_curves(history: list[dict[str, float]]):
     epochs = [row["epoch"] for row in history]
     figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -10,11 +10,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import TransferlabError
-
-
-class OutputInUse(TransferlabError, RuntimeError):
-    """Another transferlab run is writing to the same output folder."""
+from .errors import OutputInUse
 
 
 class OutputLock:

@@ -7,7 +7,8 @@ import copy
 import torch
 from torch import nn
 
-from .backbones import FINAL_CUT, Backbone, Preprocessing
+from .backbones import Backbone, Preprocessing
+from .strategy import FINAL_CUT
 
 
 class Normalize(nn.Module):
@@ -82,13 +83,13 @@ class TimmPrefix(nn.Module):
 
 
 def body_at(backbone: Backbone, cut: str = FINAL_CUT) -> nn.Module:
-    """The part of the backbone up to ``cut``, ending in pooled features (N x channels).
+    """A copy of the backbone up to ``cut``, ending in pooled features (N x channels).
 
-    The final cut is the network itself; an earlier cut is a pruned copy, so the backbone
-    object stays whole for other cuts.
+    Always a copy (an earlier cut also pruned), so training it leaves the backbone whole for
+    other runs and other cuts.
     """
     backbone.cut(cut)  # validates the name
     if cut == FINAL_CUT:
-        return backbone.model
+        return copy.deepcopy(backbone.model)
     index = [c.name for c in backbone.cut_points].index(cut)
     return TimmPrefix(copy.deepcopy(backbone.model), index)

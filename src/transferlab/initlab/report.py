@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .report import save_figure, write_report
+from ..report import save_figure, write_report
 
 EXPLODING_LOSS = 5 * math.log(10)  # 5x the loss of a uniform guess over 10 classes
 

@@ -1,9 +1,9 @@
-"""Process set-up: the memory allocator.
+"""The memory allocator: which one this process uses, and re-executing with tcmalloc.
 
 Measured on this project's 2-core machines (benchmarks/results.md): with glibc's malloc,
 EfficientNet-Lite0 spends much of its time in page faults; tcmalloc (Debian's
 ``libtcmalloc-minimal4``) made training steps 1.22x and inference 1.68x faster, jemalloc was
-slower (0.71x). The CLI therefore re-executes itself with tcmalloc preloaded when the library is
+slower (0.71x). The ``transferlab`` command (``entry``) therefore re-executes itself with tcmalloc preloaded when the library is
 installed, unless ``TRANSFERLAB_ALLOCATOR=system``.
 """
 
@@ -34,10 +34,3 @@ def preload_tcmalloc(argv: list[str]) -> None:
     preload = " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))
     os.execve(sys.executable, [sys.executable, "-m", "transferlab", *argv], {**os.environ, "LD_PRELOAD": preload})
 
-
-def main() -> int:
-    """The ``transferlab`` command: choose the allocator before torch is imported, then run the CLI."""
-    preload_tcmalloc(sys.argv[1:])
-    from .cli import main as cli_main
-
-    return cli_main()

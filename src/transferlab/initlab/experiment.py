@@ -19,9 +19,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import load_dataset
-from .errors import ConfigError, check_choice
-from .inits import initializer_names, init_module
+from ..data import load_dataset
+from ..errors import ConfigError, check_choice
+from ..inits import init_module, initializer_names
+from .report import write_lab_report
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +248,6 @@ def summarize(results: list[RunResult]) -> dict[str, dict[str, float]]:
 
 def run_lab(config: LabConfig) -> dict:
     """Run every init over every seed; write plots, ``metrics.json`` and ``report.html``."""
-    from .lab_report import write_lab_report
-
     data = load_lab_data(config)
     log.info("init lab: %s, %d training and %d validation images", config.model, len(data.train_y), len(data.val_y))
     results = []

@@ -24,10 +24,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .advisor import CutEvidence, Thresholds, advise, decide
-from .backbones import FINAL_CUT, build_backbone
-from .report import save_figure, write_report
-from .workflow import TrainConfig, train
+from ..config import TrainConfig
+from ..prepare import PreparedRun, prepare
+from ..report import save_figure, write_report
+from ..strategy import FINAL_CUT, CutEvidence, Thresholds, decide
+from ..trainer.train import train_prepared
+from .advise import advise_prepared
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +77,31 @@ def _cells(settings: StudySettings, source_bundle: str) -> list[Cell]:
     return cells
 
 
-def _runs(cell: Cell) -> list[tuple[str, str]]:
+def _runs(prepared: PreparedRun) -> list[tuple[str, str]]:
     """(strategy, cut) of every run of a cell: head, truncate at each stage, finetune, scratch."""
-    stages = [c.name for c in build_backbone(cell.backbone, pretrained=False).cut_points[:-1]]
+    stages = [c.name for c in prepared.backbone.cut_points[:-1]]
     return [("head", FINAL_CUT), *[("truncate", s) for s in stages], ("finetune", FINAL_CUT), ("scratch", FINAL_CUT)]
 
 
-def _config(cell: Cell, strategy: str, cut: str, settings: StudySettings, out: Path, cache: str | None) -> TrainConfig:
+def _base_config(cell: Cell, settings: StudySettings, cache: str | None) -> TrainConfig:
+    """What every run of ``cell`` shares: the data, its size, the backbone, the resolution."""
+    return TrainConfig(data=cell.data, classes=cell.classes, backbone=cell.backbone, resolution=cell.resolution,
+                       samples_per_class=cell.per_class, test_per_class=settings.test_per_class, batch_size=32,
+                       probe_epochs=settings.head_epochs, measure_per_class=settings.advise_sample,
+                       cache_dir=cache)  # fmt: skip
+
+
+def _config(base: TrainConfig, strategy: str, cut: str, settings: StudySettings, out: Path) -> TrainConfig:
     network = strategy in ("finetune", "scratch")
-    return TrainConfig(
-        data=cell.data, classes=cell.classes, backbone=cell.backbone, strategy=strategy,
-        cut=None if cut == FINAL_CUT else cut, resolution=cell.resolution, samples_per_class=cell.per_class,
-        test_per_class=settings.test_per_class, epochs=settings.network_epochs if network else settings.head_epochs,
-        freeze_bn=strategy == "finetune", probe_epochs=settings.head_epochs, batch_size=32,
-        out=str(out / f"{strategy}-{cut}"), cache_dir=cache,
+    return dataclasses.replace(
+        base, strategy=strategy, cut=None if cut == FINAL_CUT else cut, freeze_bn=strategy == "finetune",
+        epochs=settings.network_epochs if network else settings.head_epochs, out=str(out / f"{strategy}-{cut}"),
     )  # fmt: skip
 
 
-def _run(config: TrainConfig) -> dict:
-    """Test accuracy and seconds of ``train(config)``, or the recorded result of this exact run
-    from an earlier, interrupted or finished, study (the record sits in the run's folder)."""
+def _run(prepared: PreparedRun, config: TrainConfig) -> dict:
+    """Test accuracy and seconds of training ``config`` on ``prepared``, or the recorded result of
+    this exact run from an earlier, interrupted or finished, study (the record sits in the run's folder)."""
     record = Path(config.out) / "study-run.json"
     key = json.loads(json.dumps(dataclasses.asdict(config)))
     if record.exists():
@@ -103,18 +110,19 @@ def _run(config: TrainConfig) -> dict:
             log.info("Reusing the finished run %s", config.out)
             return saved["result"]
     started = time.perf_counter()
-    metrics = train(config)
+    metrics = train_prepared(prepared, config)
     result = {"test_accuracy": metrics["test_accuracy"], "seconds": time.perf_counter() - started}
     record.write_text(json.dumps({"config": key, "result": result}))
     return result
 
 
 def run_cell(cell: Cell, settings: StudySettings, out: Path, cache: str | None) -> dict:
+    base = _base_config(cell, settings, cache)
     started = time.perf_counter()
-    plan = advise(cell.data, cell.backbone, classes=cell.classes, sample_per_class=settings.advise_sample,
-                  resolution=cell.resolution, cache_dir=cache, samples_per_class=cell.per_class)  # fmt: skip
+    prepared = prepare(base)
+    plan = advise_prepared(prepared, base)
     advise_seconds = time.perf_counter() - started
-    results = {f"{s}@{c}": _run(_config(cell, s, c, settings, out / cell.name, cache)) for s, c in _runs(cell)}
+    results = {f"{s}@{c}": _run(prepared, _config(base, s, c, settings, out / cell.name)) for s, c in _runs(prepared)}
     best = max(results, key=lambda k: results[k]["test_accuracy"])
     pick = f"{plan.strategy}@{plan.cut}"
     brute_force = sum(r["seconds"] for r in results.values())
@@ -138,9 +146,9 @@ def pick_regret(cell: dict, thresholds: Thresholds) -> float:
     """Regret (points) of the pick ``thresholds`` make from a studied cell's recorded evidence."""
     plan = cell["plan"]
     evidence = [CutEvidence(**e) for e in plan["evidence"]]
-    strategy, cut, _, _ = decide(plan["images_per_class"], evidence, thresholds)
+    decision = decide(plan["images_per_class"], evidence, thresholds)
     runs = cell["runs"]
-    return 100 * (runs[cell["best"]]["test_accuracy"] - runs[f"{strategy}@{cut}"]["test_accuracy"])
+    return 100 * (runs[cell["best"]]["test_accuracy"] - runs[f"{decision.strategy}@{decision.cut}"]["test_accuracy"])
 
 
 def calibrate(cells: list[dict]) -> Thresholds:
@@ -168,10 +176,12 @@ def held_out_regrets(cells: list[dict]) -> list[float]:
 
 def depth_curve(cell: Cell, settings: StudySettings, out: Path, cache: str | None) -> dict:
     """Test accuracy at each cut, frozen (truncate) and fine-tuned from that cut."""
+    base = _base_config(cell, settings, cache)
+    prepared = prepare(base)
     curve = {}
-    for cut in [c.name for c in build_backbone(cell.backbone, pretrained=False).cut_points]:
-        frozen = _run(_config(cell, "truncate" if cut != FINAL_CUT else "head", cut, settings, out / "depth", cache))
-        tuned = _run(_config(cell, "finetune", cut, settings, out / "depth", cache))
+    for cut in [c.name for c in prepared.backbone.cut_points]:
+        frozen = _run(prepared, _config(base, "truncate" if cut != FINAL_CUT else "head", cut, settings, out / "depth"))
+        tuned = _run(prepared, _config(base, "finetune", cut, settings, out / "depth"))
         curve[cut] = {"frozen": frozen["test_accuracy"], "fine_tuned": tuned["test_accuracy"]}
     return curve
 
@@ -242,9 +252,10 @@ def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: st
     started = time.perf_counter()
     source = out / "source-cnn-small"
     if not (source / "model" / "bundle.json").exists():
-        train(TrainConfig(data="fashion-mnist", classes=UPPER_BODY, backbone="cnn-small", strategy="scratch",
-                          samples_per_class=settings.pretrain_per_class, epochs=settings.pretrain_epochs,
-                          batch_size=128, out=str(source), cache_dir=cache_dir))  # fmt: skip
+        pretraining = TrainConfig(data="fashion-mnist", classes=UPPER_BODY, backbone="cnn-small", strategy="scratch",
+                                  samples_per_class=settings.pretrain_per_class, epochs=settings.pretrain_epochs,
+                                  batch_size=128, out=str(source), cache_dir=cache_dir)  # fmt: skip
+        train_prepared(prepare(pretraining), pretraining)
     cells = [run_cell(cell, settings, out, cache_dir) for cell in _cells(settings, str(source / "model"))]
     depth_cell = Cell("depth", str(source / "model"), "fashion-mnist", OTHER_FIVE, settings.sizes[-1], 28)
     curve = depth_curve(depth_cell, settings, out, cache_dir)

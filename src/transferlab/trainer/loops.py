@@ -1,4 +1,5 @@
-"""Training loops. ``fit_head``: a new head on cached features of a frozen body."""
+"""Training loops: ``fit_head`` (a new head on cached features of a frozen body) and ``fit_network``
+(a whole network on decoded images, with checkpoints, resume and early stopping)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm, trange
 
-from . import distributed
-from .errors import ConfigError, TrainingDiverged
-from .heads import LinearHead
+from .. import distributed
+from ..errors import ConfigError, TrainingDiverged
+from ..features import predict_pixels, to_unit_float
+from ..heads import LinearHead
+from ..metrics import evaluate_logits
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +43,6 @@ class HeadTraining:
 
     def epochs_for(self, samples: int) -> int:
         return max(self.epochs, math.ceil(self.min_steps / math.ceil(samples / self.batch_size)))
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError(f"epochs and batch_size must be at least 1, got {self.epochs} and {self.batch_size}.")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}.")
-
-
-@torch.no_grad()
-def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of logits against labels."""
-    loss = nn.functional.cross_entropy(logits, labels).item()
-    return loss, (logits.argmax(1) == labels).float().mean().item()
 
 
 def fit_head(
@@ -139,12 +129,6 @@ class NetworkTraining:
     gradual_unfreeze: bool = False
     seed: int = 0
 
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ConfigError("epochs, batch_size and patience must each be at least 1.")
-        if not self.lr > 0 or not 0 < self.layer_decay <= 1:
-            raise ConfigError(f"lr must be positive and layer_decay in (0, 1]; got {self.lr} and {self.layer_decay}.")
-
 
 def layer_groups(model: nn.Module, settings: NetworkTraining) -> list[dict]:
     """Optimizer parameter groups: head at ``lr``, body groups scaled by ``layer_decay**depth``.
@@ -208,15 +192,6 @@ def _set_unfrozen(groups: list[dict], epoch: int, settings: NetworkTraining) -> 
             p.requires_grad_(k >= len(body) - keep)
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Logits of ``model`` in eval mode over uint8 images, batch by batch."""
-    from .features import to_unit_float
-
-    model.eval()
-    return torch.cat([model(to_unit_float(chunk)) for chunk in pixels.split(batch_size)]) if len(pixels) else torch.zeros(0)
-
-
 def _save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to a temporary file and rename it: the previous checkpoint survives any failure."""
     partial = path.with_suffix(".tmp")
@@ -246,8 +221,6 @@ def fit_network(
     each epoch, so ``resume=True`` continues an interrupted run to the same result. The model
     ends with the weights of its best validation epoch.
     """
-    from .features import to_unit_float
-
     world = distributed.world_size()
     per_process_batch = max(1, settings.batch_size // world)
     usable = len(train_pixels) - len(train_pixels) % world  # every process takes the same number of steps
@@ -302,7 +275,7 @@ def fit_network(
                 correct += (logits.argmax(1) == train_y[batch]).sum().item()
                 seen += len(batch)
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        val_loss, val_acc = evaluate_logits(predict_logits(model, val_pixels), val_y)
+        val_loss, val_acc = evaluate_logits(predict_pixels(model, val_pixels), val_y)
         history.append({"epoch": epoch + 1, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                         "val_loss": val_loss, "val_accuracy": val_acc})  # fmt: skip
         log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.4f", epoch + 1, total_loss / seen, val_loss, val_acc)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from test_cli import CLI
+from conftest import CLI
 from transferlab.errors import ConfigError
 from transferlab.heads import make_head
 from transferlab.inits import init_module
-from transferlab.lab import LabConfig, build_lab_model, layer_statistics, unit_symmetry
+from transferlab.initlab.experiment import LabConfig, build_lab_model, layer_statistics, unit_symmetry
 
 
 def _batch(n=512):

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from transferlab import study
-from transferlab.advisor import CutEvidence, Thresholds
-from transferlab.study import calibrate, held_out_regrets, pick_regret
+from transferlab.advisor import study
+from transferlab.advisor.study import calibrate, held_out_regrets, pick_regret
+from transferlab.strategy import CutEvidence, Thresholds
 
 
 def _cell(per_class, probes, accuracies):
@@ -49,17 +49,17 @@ def test_calibration_finds_where_small_ends_and_held_out_scores_unseen_cells():
 def test_finished_runs_are_reused_only_with_the_same_settings(tmp_path, monkeypatch):
     calls = []
 
-    def fake_train(config):
+    def fake_train(prepared, config):
         calls.append(config)
         return {"test_accuracy": 0.5}
 
-    monkeypatch.setattr(study, "train", fake_train)
+    monkeypatch.setattr(study, "train_prepared", fake_train)
     config = study.TrainConfig(data="digits", out=str(tmp_path / "run"))
     (tmp_path / "run").mkdir()
-    first = study._run(config)
-    assert study._run(config) == first and len(calls) == 1
+    first = study._run(None, config)
+    assert study._run(None, config) == first and len(calls) == 1
     assert json.loads((tmp_path / "run" / "study-run.json").read_text())["result"] == first
-    study._run(dataclasses.replace(config, epochs=3))
+    study._run(None, dataclasses.replace(config, epochs=3))
     assert len(calls) == 2
 
 

@@ -1,13 +1,25 @@
-"""The whole-network training engine: layer-wise rates, BatchNorm policy, checkpoints, divergence."""
+"""The training loops: the head on features; the whole network (layer-wise rates, BatchNorm policy,
+checkpoints, divergence)."""
 
 import pytest
 import torch
 
-from transferlab.backbones import build_backbone
+import numpy as np
+from torch import nn
+
+from transferlab.sources import build_backbone
 from transferlab.errors import ConfigError, TrainingDiverged
 from transferlab.heads import make_head
 from transferlab.surgery import TransferModel, body_at
-from transferlab.loops import CHECKPOINT_FILE, NetworkTraining, _set_unfrozen, fit_network, layer_groups
+from transferlab.trainer.loops import (
+    CHECKPOINT_FILE,
+    HeadTraining,
+    NetworkTraining,
+    _set_unfrozen,
+    fit_head,
+    fit_network,
+    layer_groups,
+)
 
 
 def _cnn_model():
@@ -135,3 +147,30 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
         fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings, tmp_path)
     assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["epoch"] == 0
     assert not (tmp_path / "checkpoint.tmp").exists()
+
+
+def test_fit_head_learns_separable_data_and_keeps_best_epoch():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (4, 16))
+    y = np.repeat(np.arange(4), 50)
+    x = (centres[y] + rng.normal(0, 1, (200, 16))).astype(np.float32)
+    head = make_head(16, 4)
+    history = fit_head(head, x[::2], y[::2], x[1::2], y[1::2], HeadTraining(epochs=15, lr=1e-2, batch_size=16, min_steps=0))
+    assert len(history) == 15 and history[-1]["train_loss"] < history[0]["train_loss"]
+    best = min(history, key=lambda r: r["val_loss"])
+    with torch.no_grad():
+        logits = head(torch.as_tensor(x[1::2]))
+    assert nn.functional.cross_entropy(logits, torch.as_tensor(y[1::2])).item() == pytest.approx(best["val_loss"], rel=1e-5)
+    assert best["val_accuracy"] > 0.95
+
+
+def test_fit_head_learns_features_of_tiny_scale_and_takes_enough_steps():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)
+    x = (rng.normal(0, 3, (4, 64))[y] + rng.normal(0, 1, (40, 64))).astype(np.float32) * 1e-3 + 5  # tiny spread, offset
+    head = make_head(64, 4)
+    history = fit_head(head, x, y, x, y, HeadTraining(epochs=40, batch_size=32))
+    assert len(history) == 250  # 2 steps a pass: 40 epochs raised to 500 steps
+    with torch.no_grad():
+        assert (head(torch.as_tensor(x)).argmax(1).numpy() == y).mean() == 1.0  # raw features in, folded scale
+    assert HeadTraining(epochs=40, batch_size=64).epochs_for(60000) == 40

@@ -1,0 +1,128 @@
+"""The advisor's measurements: per cut point, on a per-class sample of the training split.
+
+One pass of the frozen backbone over the sample yields the pooled features at every cut point at
+once (cached like any features); one more pass does the same for its random twin (the
+architecture with random weights). Per cut: a linear probe's leave-one-out accuracy on each,
+LogME (see ``signals``), and the BatchNorm statistic gap.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backbones import Backbone, build_architecture
+from ..data import ImageSet
+from ..features import FeatureCache, cached_features, run_batch
+from ..signals import BatchNormGap, logme, probe_accuracy
+from ..strategy import FINAL_CUT, CutEvidence
+from ..surgery import Normalize
+
+log = logging.getLogger(__name__)
+
+BATCHNORM_SAMPLE = 256
+
+
+class AllCuts(nn.Module):
+    """Normalize, then the pooled features of every cut point at once, concatenated."""
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.normalize = Normalize(backbone.preprocessing.mean, backbone.preprocessing.std)
+        self.model = backbone.model
+        self.stages = len(backbone.cut_points) - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        if self.stages == 0:
+            return self.model(x)
+        final, stages = self.model.forward_intermediates(x, indices=list(range(self.stages)), intermediates_only=False)
+        if hasattr(self.model, "forward_head"):
+            final = self.model.forward_head(final, pre_logits=True)
+        elif final.ndim == 4:
+            final = final.mean((2, 3))
+        return torch.cat([s.mean((2, 3)) for s in stages] + [final], 1)
+
+
+def _stage_of_batchnorms(backbone: Backbone) -> dict[str, str]:
+    """Each BatchNorm layer's cut point: the first cut whose module ends at or after it."""
+    names = [n for n, _ in backbone.model.named_modules()]
+    ends = []
+    for cut in backbone.cut_points[:-1]:
+        inside = [i for i, n in enumerate(names) if n == cut.name or n.startswith(cut.name + ".")]
+        ends.append((max(inside) if inside else -1, cut.name))
+    stage = {}
+    for position, (name, module) in enumerate(backbone.model.named_modules()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            stage[name] = next((cut for end, cut in ends if position <= end), FINAL_CUT)
+    return stage
+
+
+def _run_over(model: nn.Module, pixels: torch.Tensor) -> None:
+    """``model``, in its current mode, over the first ``BATCHNORM_SAMPLE`` decoded images."""
+    for chunk in pixels[:BATCHNORM_SAMPLE].split(64):
+        run_batch(model, chunk)
+
+
+def _batchnorm_gaps(backbone: Backbone, pixels: torch.Tensor) -> dict[str, float]:
+    """Mean BatchNorm gap of the layers of each cut point, on up to 256 images."""
+    model = AllCuts(backbone).eval()
+    with BatchNormGap(backbone.model) as probe:
+        _run_over(model, pixels)
+    gaps, stage_of = probe.gaps(), _stage_of_batchnorms(backbone)
+    by_cut: dict[str, list[float]] = {}
+    for layer, gap in gaps.items():
+        by_cut.setdefault(stage_of[layer], []).append(gap)
+    return {cut: float(np.mean(values)) for cut, values in by_cut.items()}
+
+
+def random_twin(backbone: Backbone, pixels: torch.Tensor, seed: int = 0) -> Backbone:
+    """The backbone's architecture with random weights, its BatchNorm statistics set on up to 256
+    of the decoded images ``pixels``, so that activations keep their scale through the depth as
+    in a trained network: the baseline that tells what pretraining adds over the architecture
+    alone (random features are a strong baseline on simple images: Jarrett, Kavukcuoglu, Ranzato,
+    LeCun, "What is the best multi-stage architecture for object recognition?", ICCV 2009)."""
+    torch.manual_seed(seed)
+    twin = Backbone(backbone.name, backbone.arch, build_architecture(backbone.arch), backbone.preprocessing,
+                    list(backbone.cut_points), "random init")  # fmt: skip
+    model = AllCuts(twin)
+    for layer in (m for m in twin.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over the sample
+    model.train()
+    _run_over(model, pixels)
+    model.eval()
+    return twin
+
+
+def _features_at_every_cut(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int,
+                           cache: FeatureCache | None) -> tuple[list[np.ndarray], np.ndarray]:  # fmt: skip
+    """(pooled features of the readable images at each cut point, their labels)."""
+    preprocessing = backbone.preprocessing
+    parts = {"weights": weights_digest, "cut": "all", "mean": preprocessing.mean, "std": preprocessing.std}
+    features, _ = cached_features(AllCuts(backbone), parts, images, resolution, cache, desc="advise")
+    values, labels = features.readable(images.labels)
+    ends = np.cumsum([cut.channels for cut in backbone.cut_points])
+    return np.split(values, ends[:-1], axis=1), labels
+
+
+def measure(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int, cache: FeatureCache | None,
+            seed: int = 0) -> list[CutEvidence]:  # fmt: skip
+    """Probe accuracy (pretrained and random weights), LogME and BatchNorm gap at every cut point
+    of ``backbone`` (whose weights hash to ``weights_digest``) on ``images``."""
+    decoded, _ = cached_features(None, {}, images, resolution, cache, desc="decode sample")
+    pixels = torch.from_numpy(decoded.readable(images.labels)[0])
+    pretrained, labels = _features_at_every_cut(backbone, weights_digest, images, resolution, cache)
+    twin = random_twin(backbone, pixels, seed)
+    random, _ = _features_at_every_cut(twin, twin.weights_fingerprint(), images, resolution, cache)
+    gaps = _batchnorm_gaps(backbone, pixels)
+    return [
+        CutEvidence(
+            cut.name, cut.channels, probe_accuracy(block, labels), probe_accuracy(random_block, labels),
+            logme(block, labels), gaps.get(cut.name),
+        )
+        for cut, block, random_block in zip(backbone.cut_points, pretrained, random)
+    ]  # fmt: skip

@@ -1,0 +1,152 @@
+"""Using a trained model: ``model = transferlab.load("runs/x/model")``, then ``model.predict(images)``,
+``model.evaluate(data)``, ``model.export("onnx")``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .bundle import BundleInfo, load_bundle
+from .data import ImageSet, load_dataset, per_class_subset
+from .engines import ENGINES, onnx_runner
+from .errors import ConfigError, DataError, check_choice
+from .export import export_bundle
+from .features import compute_outputs
+from .images import open_image, to_rgb
+from .metrics import classification_metrics
+from .report import plot_confusion, save_figure, write_report
+
+log = logging.getLogger(__name__)
+
+ImageInput = str | Path | Image.Image | np.ndarray
+
+
+class _Inputs:
+    """The images handed to ``predict``: file paths, PIL images or uint8 arrays (H x W or H x W x C)."""
+
+    def __init__(self, items: list[ImageInput]):
+        for item in items:
+            if isinstance(item, (str, Path)) and not Path(item).is_file():
+                raise DataError(f"Image {str(item)!r} does not exist.")
+            if not isinstance(item, (str, Path, Image.Image, np.ndarray)):
+                raise DataError(f"Cannot predict on a {type(item).__name__}: give file paths, PIL images or arrays.")
+        self.items = items
+
+    def open(self, index: int) -> Image.Image:
+        item = self.items[index]
+        if isinstance(item, (str, Path)):
+            return open_image(item)
+        return to_rgb(item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item)))
+
+    def describe(self, index: int) -> str:
+        item = self.items[index]
+        return str(item) if isinstance(item, (str, Path)) else f"image {index}"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The ``top`` classes of one image, most probable first, as (class, probability)."""
+
+    image: str
+    top: list[tuple[str, float]]
+
+    def to_json(self) -> dict:
+        return {"image": self.image, "top": [[label, p] for label, p in self.top]}
+
+
+class Model:
+    """A trained transfer model loaded from its folder (``OUT/model``)."""
+
+    def __init__(self, directory: str | Path, engine: str = "pytorch"):
+        check_choice("engine", engine, ENGINES, "load()")
+        self.directory = Path(directory)
+        self.network, self.info = load_bundle(self.directory)
+        self.engine = engine
+        self._runner = self.network
+        if engine == "onnxruntime":  # exported once next to the bundle
+            self._runner = onnx_runner(self.network, self.resolution, self.directory / "model.onnx")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+    @property
+    def resolution(self) -> int:
+        return self.info.preprocessing.resolution
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.directory)!r}, {self.info.strategy} on {self.info.backbone}, {len(self.classes)} classes)"
+
+    def predict(self, images: ImageInput | list[ImageInput], top_k: int = 3) -> list[Prediction]:
+        """The ``top_k`` classes with probabilities for each image (a path, a PIL image or an array)."""
+        if top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}.")
+        items = images if isinstance(images, (list, tuple)) else [images]
+        source = _Inputs(list(items))
+        image_set = ImageSet(source, np.arange(len(items)), np.zeros(len(items), dtype=np.int64), ("?",))
+        logits = compute_outputs(self._runner, image_set, self.resolution, strict=True, desc="predict").values
+        shifted = np.exp(logits - logits.max(1, keepdims=True))
+        probabilities = shifted / shifted.sum(1, keepdims=True)
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, : min(top_k, len(self.classes))]
+        return [
+            Prediction(source.describe(i), [(self.classes[c], float(probabilities[i, c])) for c in top[i]])
+            for i in range(len(items))
+        ]
+
+    def evaluate(self, data: str, out: str | Path | None = None, data_dir: str | None = None,
+                 samples_per_class: int | None = None, seed: int = 0) -> dict:  # fmt: skip
+        """Accuracy, balanced accuracy, per-class precision/recall and the confusion matrix on
+        ``data`` (its test split when it has one); with ``out``, also metrics.json and report.html there."""
+        images = _labelled_for(self.info, data, data_dir)
+        if samples_per_class is not None:
+            images = per_class_subset(images, samples_per_class, seed)
+        to_model = np.asarray([self.classes.index(c) for c in images.classes])
+        outputs = compute_outputs(self._runner, images, self.resolution, desc="evaluate")
+        predictions = outputs.values.argmax(1)[outputs.valid]
+        labels = to_model[images.labels][outputs.valid]
+        metrics = {"model": str(self.directory), "data": data, "num_images": int(len(labels)),
+                   "skipped_files": len(outputs.skipped), "skipped": list(outputs.skipped), "classes": list(self.classes),
+                   **classification_metrics(labels, predictions, self.classes)}  # fmt: skip
+        if out is not None:
+            _write_evaluation(Path(out), metrics)
+        return metrics
+
+    def export(self, fmt: str, out: str | Path | None = None) -> Path:
+        """Write the model as ``onnx`` or ``torchscript`` (checked against PyTorch); returns the file."""
+        path, _ = export_bundle(self.directory, fmt, out)
+        return path
+
+
+def load(directory: str | Path, engine: str = "pytorch") -> Model:
+    """The model trained into ``directory`` (``OUT/model``); ``engine`` runs it with PyTorch or ONNX Runtime."""
+    return Model(directory, engine)
+
+
+def _labelled_for(info: BundleInfo, data: str, data_dir: str | None) -> ImageSet:
+    dataset = load_dataset(data, data_dir)
+    images = dataset.test if dataset.test is not None else dataset.train
+    if set(images.classes) != set(info.classes):
+        only_data = sorted(set(images.classes) - set(info.classes))
+        only_model = sorted(set(info.classes) - set(images.classes))
+        raise DataError(
+            f"The classes of {data!r} differ from the model's: only in the data {only_data}, only in the model {only_model}."
+        )
+    return images
+
+
+def _write_evaluation(out: Path, metrics: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    counts = np.asarray(metrics["confusion_matrix"])
+    figure = save_figure(plot_confusion(counts, metrics["classes"], f"Confusion matrix on {metrics['data']}"),
+                         out / "confusion.png")  # fmt: skip
+    summary = {k: v for k, v in metrics.items() if k not in ("confusion_matrix", "skipped", "per_class")}
+    per_class = [[name, m["precision"], m["recall"], m["f1"], m["support"]] for name, m in metrics["per_class"].items()]
+    write_report(out / "report.html", f"transferlab evaluate: {metrics['data']}", summary, {"Confusion matrix": figure},
+                 tables={"Per class": (["class", "precision", "recall", "F1", "images"], per_class)})  # fmt: skip
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+

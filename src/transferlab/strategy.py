@@ -1,0 +1,205 @@
+"""The strategies and the choice among them: names, defaults, the evidence, the decision, the plan.
+
+Torch-free on purpose: the configuration, the CLI and the study's calibration read it without
+loading a network. The seed's four cases:
+
+| data | similar to the source | different from it |
+|---|---|---|
+| small | ``head``: frozen body, new head | ``truncate``: early stages frozen, new head |
+| large | ``finetune``: train everything from the pretrained weights | ``scratch``: random init, train everything |
+
+The decision (:func:`decide`) answers three questions from measurements:
+
+* does pretraining help? When its *transfer gain* (best pretrained probe minus best random
+  probe) is below a threshold, frozen features are no better than random ones, so the body must
+  be trained: ``scratch`` with enough data, else ``finetune``;
+* is the data small? Then keep the body frozen: ``head`` when the data is *similar* (the final
+  cut probes within a margin of the best cut), else ``truncate`` at the best cut;
+* otherwise ``finetune`` (with BatchNorm statistics fixed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+FINAL_CUT = "final"
+FEATURE_STRATEGIES = ("head", "truncate")  # a frozen body: the head trains on cached features
+NETWORK_STRATEGIES = ("finetune", "scratch")  # the whole network trains on (cached, decoded) images
+STRATEGIES = (*FEATURE_STRATEGIES, *NETWORK_STRATEGIES)
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class StrategyDefaults:
+    epochs: int
+    lr: float
+
+
+STRATEGY_DEFAULTS = {  # epochs and learning rate when the config leaves them unset
+    "head": StrategyDefaults(40, 1e-3),
+    "truncate": StrategyDefaults(40, 1e-3),
+    "finetune": StrategyDefaults(8, 3e-4),
+    "scratch": StrategyDefaults(15, 2e-3),
+}
+
+
+def keeps_whole_body(strategy: str) -> bool:
+    """``head`` and ``scratch`` use the body up to its final cut; the others take any cut."""
+    return strategy in ("head", "scratch")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where "small" ends, when pretraining counts as no help, when scratch pays, how close counts
+    as "similar".
+
+    The defaults are what ``study.calibrate`` found on the full ``transferlab study``'s 10 cells
+    together with the 6 of ``benchmarks/study_holdout.py`` (30 and 300 per class; docs/advisor.md):
+    with transfer gain, 10 images per class were best kept frozen (or within 0.3 points) and 30
+    already best fine-tuned; without it, scratch lost at 30 per class on Fashion-MNIST (won on
+    digits) and won or tied from 100; the transfer gains fell in two groups, 0.24-0.27 (ImageNet
+    Lite0) and -0.04-0.02 (the cnn-small source), with 0.1 between them.
+    """
+
+    small_data: int = 20  # fewer training images per class than this: small
+    scratch: int = 100  # without transfer gain, scratch from this many images per class, else finetune
+    transfer_gain: float = 0.1  # pretraining adding less than this to the best probe accuracy: no gain
+    similarity_margin: float = 0.02  # final cut's probe accuracy within this of the best cut's: similar
+
+
+@dataclass(frozen=True)
+class CutEvidence:
+    """What was measured at one cut point."""
+
+    cut: str
+    channels: int
+    probe_accuracy: float
+    random_probe_accuracy: float  # the same probe on the features of randomly initialized weights
+    logme: float
+    batchnorm_gap: float | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The strategy and cut :func:`decide` chose, and the two answers that led there."""
+
+    strategy: str
+    cut: str
+    small: bool
+    similar: bool
+    transfer_gain: float
+
+
+def _best(evidence: list[CutEvidence] | tuple[CutEvidence, ...]) -> CutEvidence:
+    return max(evidence, key=lambda e: (e.probe_accuracy, e.logme))
+
+
+def transfer_gain(evidence: list[CutEvidence] | tuple[CutEvidence, ...]) -> float:
+    """What pretraining adds: the best probe accuracy on the pretrained features minus the best on
+    the random twin's."""
+    return max(e.probe_accuracy for e in evidence) - max(e.random_probe_accuracy for e in evidence)
+
+
+def decide(images_per_class: int, evidence: list[CutEvidence] | tuple[CutEvidence, ...],
+           thresholds: Thresholds = Thresholds()) -> Decision:  # fmt: skip
+    """The strategy and cut for ``images_per_class`` training images per class and the per-cut
+    ``evidence`` (its last entry is the final cut); see the module's docstring."""
+    final, best = evidence[-1], _best(evidence)
+    small = images_per_class < thresholds.small_data
+    similar = final.probe_accuracy >= best.probe_accuracy - thresholds.similarity_margin
+    gain = transfer_gain(evidence)
+    if gain < thresholds.transfer_gain:  # frozen, the body is as good as random: train it
+        strategy, cut = ("scratch" if images_per_class >= thresholds.scratch else "finetune"), FINAL_CUT
+    elif small:
+        strategy, cut = ("head", FINAL_CUT) if similar else ("truncate", best.cut)
+    else:
+        strategy, cut = "finetune", FINAL_CUT
+    return Decision(strategy, cut, small, similar, gain)
+
+
+def explain(decision: Decision, images_per_class: int, evidence, thresholds: Thresholds) -> str:
+    """The decision in words a practitioner can check against the evidence table."""
+    final, best = evidence[-1], _best(evidence)
+    size = "small" if decision.small else "large"
+    if best.cut == final.cut:
+        why_similar = f"the final features probe best of all cuts ({final.probe_accuracy:.1%}): the deep features suit the data"
+    elif decision.similar:
+        why_similar = (f"the final features probe at {final.probe_accuracy:.1%}, within {thresholds.similarity_margin:.0%} "
+                       f"of the best cut ({best.cut}, {best.probe_accuracy:.1%}): the deep features suit the data")  # fmt: skip
+    else:
+        why_similar = (f"an earlier cut ({best.cut}) probes at {best.probe_accuracy:.1%} against "
+                       f"{final.probe_accuracy:.1%} for the final features: the deep features are specialised to the source")  # fmt: skip
+    return (
+        f"{images_per_class} training images per class is {size} (threshold {thresholds.small_data}); "
+        f"{why_similar}; pretraining adds {decision.transfer_gain:+.1%} to the best probe accuracy over the same network "
+        f"with random weights (under {thresholds.transfer_gain:.0%}, the body is trained: scratch from "
+        f"{thresholds.scratch} images per class, else finetune). Hence '{decision.strategy}' at cut '{decision.cut}'. "
+        f"Check it: 'probe' is the leave-one-out accuracy of a linear classifier on the sample's features at each "
+        f"depth, 'random' the same on the random network; LogME ranks the depths without training; a large BatchNorm "
+        f"gap means the target's activations at that depth look unlike the source's."
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to train and why. Saved as ``plan.json``; ``train --strategy auto --plan FILE`` reruns it."""
+
+    strategy: str
+    cut: str
+    lr: float
+    epochs: int
+    resolution: int
+    backbone: str
+    images_per_class: int
+    class_balance: float  # smallest class / largest class
+    freeze_bn: bool  # finetune with BatchNorm statistics fixed, as the study measured it
+    small: bool
+    similar: bool
+    transfer_gain: float
+    evidence: tuple[CutEvidence, ...]
+    explanation: str
+    thresholds: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: dict) -> Plan:
+        data = dict(data)
+        data["evidence"] = tuple(CutEvidence(**e) for e in data["evidence"])
+        return Plan(**data)
+
+    @staticmethod
+    def load(path: str | Path) -> Plan:
+        return Plan.from_json(json.loads(Path(path).read_text()))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2))
+        return path
+
+    def evidence_table(self) -> str:
+        """The per-cut evidence as a fixed-width text table, the plan's cut marked."""
+        lines = [f"{'cut':<10} {'channels':>8} {'probe':>7} {'random':>7} {'LogME':>8} {'BN gap':>8}"]
+        for e in self.evidence:
+            gap = f"{e.batchnorm_gap:8.3f}" if e.batchnorm_gap is not None else f"{'-':>8}"
+            marker = "  <- plan" if e.cut == self.cut else ""
+            lines.append(f"{e.cut:<10} {e.channels:>8} {e.probe_accuracy:>7.4f} {e.random_probe_accuracy:>7.4f} "
+                         f"{e.logme:>8.3f} {gap}{marker}")  # fmt: skip
+        return "\n".join(lines)
+
+
+def make_plan(decision: Decision, evidence, images_per_class: int, class_balance: float, resolution: int,
+              backbone: str, thresholds: Thresholds) -> Plan:  # fmt: skip
+    """The plan that carries out ``decision``, with the strategy's default epochs and rate."""
+    defaults = STRATEGY_DEFAULTS[decision.strategy]
+    return Plan(
+        strategy=decision.strategy, cut=decision.cut, lr=defaults.lr, epochs=defaults.epochs, resolution=resolution,
+        backbone=backbone, images_per_class=images_per_class, class_balance=class_balance,
+        freeze_bn=decision.strategy == "finetune", small=decision.small, similar=decision.similar,
+        transfer_gain=decision.transfer_gain, evidence=tuple(evidence),
+        explanation=explain(decision, images_per_class, evidence, thresholds), thresholds=asdict(thresholds),
+    )  # fmt: skip

@@ -1,0 +1,151 @@
+"""What a training run leaves in its folder: ``metrics.json``, ``history.csv``, ``plan.json`` and
+``report.html`` with its plots."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import distributed
+from ..allocator import allocator_in_use
+from ..bundle import BundleInfo
+from ..config import TrainConfig
+from ..data import ImageSet
+from ..metrics import classification_metrics, evaluate_logits
+from ..report import (
+    plot_confusion,
+    plot_curves,
+    plot_samples,
+    save_figure,
+    write_report,
+)
+from ..strategy import Plan
+
+log = logging.getLogger(__name__)
+
+SAMPLE_GRID_SIZE = 16
+FEW_VALIDATION_IMAGES = 5  # per class: below this a validation accuracy means little
+
+
+def _cache_state(hits: list[bool]) -> str:
+    return "hit" if all(hits) else ("partial" if any(hits) else "miss")
+
+
+def _warn_small_validation(labels: np.ndarray, classes: tuple[str, ...]) -> None:
+    fewest = int(np.bincount(labels, minlength=len(classes)).min()) if len(labels) else 0
+    if fewest < FEW_VALIDATION_IMAGES:
+        log.warning(
+            "the validation split holds %d image(s) of its smallest class: its accuracy (and the best-epoch choice) "
+            "rests on very few images. Add images, raise --val-fraction, or judge the model on a test split.", fewest
+        )
+
+
+def build_metrics(config: TrainConfig, stages, present: dict[str, ImageSet], info: BundleInfo, weights_source: str,
+                  plan: Plan | None, started: float) -> dict:  # fmt: skip
+    """The run's metrics from its training stages (the last one made the final model)."""
+    last = stages[-1]
+    eval_split = "test" if "test" in last.logits else "val"
+    labels = last.labels
+    val_loss, val_accuracy = evaluate_logits(last.logits["val"], torch.from_numpy(labels["val"]))
+    eval_loss, eval_accuracy = evaluate_logits(last.logits[eval_split], torch.from_numpy(labels[eval_split]))
+    quality = classification_metrics(labels[eval_split], last.logits[eval_split].argmax(1).numpy(), info.classes)
+    skipped = sorted({name for f in last.inputs.values() for name in f.skipped})
+    seconds = {k: v for stage in stages for k, v in stage.seconds.items()}
+    _warn_small_validation(labels["val"], info.classes)
+    return {
+        "strategy": config.strategy,
+        "backbone": config.backbone,
+        "weights_source": weights_source,
+        "cut": info.cut,
+        "resolution": info.preprocessing.resolution,
+        "val_accuracy": val_accuracy,
+        "val_loss": val_loss,
+        **({"test_accuracy": eval_accuracy, "test_loss": eval_loss} if eval_split == "test" else {}),
+        "evaluated_on": eval_split,
+        "balanced_accuracy": quality["balanced_accuracy"],
+        "macro_f1": quality["macro_f1"],
+        "majority_baseline": quality["majority_baseline"],
+        "per_class": quality["per_class"],
+        "confusion_matrix": quality["confusion_matrix"],
+        "num_train": int(len(labels["train"])),
+        "num_val": int(len(labels["val"])),
+        "num_test": int(len(labels["test"])) if "test" in labels else 0,
+        "classes": list(info.classes),
+        "skipped_files": len(skipped),
+        "skipped": skipped,
+        "feature_cache": _cache_state([hit for stage in stages for hit in stage.cache_hits]),
+        **seconds,
+        "train_seconds": time.perf_counter() - started,
+        "processes": distributed.world_size(),
+        "allocator": allocator_in_use(),
+        "config": dataclasses.asdict(config),
+        "history": last.history,
+        **({"probe_history": stages[0].history} if len(stages) > 1 else {}),
+        **({"plan": plan.to_json()} if plan is not None else {}),
+    }
+
+
+def _sample_figure(logits: torch.Tensor, valid: np.ndarray, images: ImageSet, seed: int):
+    """Grid of predictions on a fixed random sample of readable images (``logits``: readable rows)."""
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.permutation(int(valid.sum()))[:SAMPLE_GRID_SIZE])
+    positions = np.flatnonzero(valid)[chosen]
+    confidence, predicted = torch.softmax(logits[chosen], 1).max(1)
+    classes = images.classes
+    return plot_samples(
+        [np.asarray(images.open(i)) for i in positions],
+        [classes[images.labels[i]] for i in positions],
+        [classes[p] for p in predicted.tolist()],
+        confidence.tolist(),
+    )
+
+
+def _write_history_csv(path: Path, history: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _per_class_table(per_class: dict) -> tuple[list[str], list[list]]:
+    header = ["class", "precision", "recall", "F1", "images"]
+    return header, [[name, m["precision"], m["recall"], m["f1"], m["support"]] for name, m in per_class.items()]
+
+
+def _write_report(out: Path, metrics: dict, samples_figure) -> None:
+    split = metrics["evaluated_on"]
+    counts = np.asarray(metrics["confusion_matrix"])
+    figures = {
+        "Loss and accuracy per epoch": save_figure(plot_curves(metrics["history"]), out / "curves.png"),
+        f"Confusion matrix ({split})": save_figure(plot_confusion(counts, metrics["classes"]), out / "confusion.png"),
+        f"Sample predictions ({split})": save_figure(samples_figure, out / "samples.png"),
+    }
+    hidden = ("config", "history", "probe_history", "skipped", "per_class", "confusion_matrix", "plan")
+    summary = {k: v for k, v in metrics.items() if k not in hidden}
+    tables = {f"Per class ({split})": _per_class_table(metrics["per_class"])}
+    write_report(out / "report.html", f"transferlab train: {metrics['strategy']} on {metrics['config']['data']}",
+                 summary, figures, {"config": metrics["config"], "skipped": metrics["skipped"]}, tables)  # fmt: skip
+
+
+def write_outputs(out: Path, config: TrainConfig, stages, present: dict[str, ImageSet], info: BundleInfo,
+                  weights_source: str, plan: Plan | None, started: float) -> dict:  # fmt: skip
+    """Metrics, history, plan and report of a finished run (the main process writes them)."""
+    metrics = build_metrics(config, stages, present, info, weights_source, plan, started)
+    if distributed.is_main():
+        split, last = metrics["evaluated_on"], stages[-1]
+        figure = _sample_figure(last.logits[split], last.inputs[split].valid, present[split], config.seed)
+        _write_report(out, metrics, figure)
+        _write_history_csv(out / "history.csv", last.history)
+        if plan is not None:
+            plan.save(out / "plan.json")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("wrote %s", out)
+    distributed.barrier()
+    return metrics

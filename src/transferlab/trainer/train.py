@@ -1,0 +1,185 @@
+"""Training a transfer model on a prepared run: the data path walks forward.
+
+``head``/``truncate`` train a new head on cached features of the frozen body. ``finetune``
+trains that head first (linear probe), then the whole network with layer-wise learning rates.
+``scratch`` re-initializes the body and trains everything. Outputs are written into the run's
+folder as they come; ``metrics.json`` last, so a folder with a ``metrics.json`` holds a finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import distributed
+from ..bundle import BundleInfo, save_bundle
+from ..config import TrainConfig
+from ..engines import onnx_runner
+from ..errors import DataError
+from ..features import (
+    DEFAULT_CACHE_DIR,
+    Features,
+    cached_features,
+    digest,
+    predict_pixels,
+)
+from ..heads import make_head
+from ..inits import init_module
+from ..prepare import PreparedRun
+from ..runlock import OutputLock
+from ..strategy import STRATEGY_DEFAULTS, Plan
+from ..surgery import TransferModel, body_at, freeze
+from .loops import HeadTraining, NetworkTraining, fit_head, fit_network, layer_groups
+from .outputs import write_outputs
+
+log = logging.getLogger(__name__)
+
+
+def head_settings(config: TrainConfig) -> HeadTraining:
+    """The head's optimizer settings: the run's own for head/truncate, the linear probe's for finetune."""
+    if config.strategy in ("head", "truncate"):
+        return HeadTraining(config.resolved_epochs, config.resolved_lr, config.batch_size, config.weight_decay, config.seed)
+    return HeadTraining(config.probe_epochs, STRATEGY_DEFAULTS["head"].lr, config.batch_size, config.weight_decay, config.seed)
+
+
+def network_settings(config: TrainConfig) -> NetworkTraining:
+    return NetworkTraining(
+        epochs=config.resolved_epochs, lr=config.resolved_lr, batch_size=config.batch_size,
+        weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
+        layer_decay=config.layer_decay if config.strategy == "finetune" else 1.0, patience=config.patience,
+        augment=config.augment, freeze_bn=bool(config.freeze_bn), gradual_unfreeze=config.gradual_unfreeze,
+        seed=config.seed,
+    )  # fmt: skip
+
+
+@dataclass
+class Stage:
+    """What one training stage (the head on features, or the whole network on pixels) leaves behind."""
+
+    inputs: dict[str, Features]  # per split: what went in (features or decoded pixels)
+    labels: dict[str, np.ndarray]  # per split: labels of the readable images
+    logits: dict[str, torch.Tensor]  # per split: the trained model's logits on the readable images
+    history: list[dict]
+    seconds: dict[str, float] = field(default_factory=dict)
+    cache_hits: list[bool] = field(default_factory=list)
+
+
+def _present(prepared: PreparedRun) -> dict:
+    splits = prepared.splits
+    return {name: images for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+            if images is not None}  # fmt: skip
+
+
+def _cached_splits(model, model_parts: dict, prepared: PreparedRun, resolution: int, config: TrainConfig, what: str):
+    """Per split: the cached outputs of ``model`` (``None``: decoded pixels), and which were cache hits."""
+    results, hits = {}, []
+    for split, images in _present(prepared).items():
+        results[split], hit = cached_features(model, model_parts, images, resolution, prepared.cache, config.strict,
+                                              desc=f"{what} {split}")  # fmt: skip
+        hits.append(hit)
+    return results, hits
+
+
+def _readable(inputs: dict[str, Features], prepared: PreparedRun) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    present = _present(prepared)
+    return {split: values.readable(present[split].labels) for split, values in inputs.items()}
+
+
+def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig) -> Stage:
+    """Features of the frozen body (cached), then the head on them."""
+    tick = time.perf_counter()
+    resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
+    parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
+             "engine": config.engine}  # fmt: skip
+    extractor = nn.Sequential(model.normalize, model.body)
+    if config.engine == "onnxruntime":
+        cache_root = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
+        extractor = onnx_runner(extractor, resolution, cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx")
+    inputs, hits = _cached_splits(extractor, parts, prepared, resolution, config, "features")
+    features_seconds = time.perf_counter() - tick
+    tick = time.perf_counter()
+    rows = _readable(inputs, prepared)
+    (train_x, train_y), (val_x, val_y) = rows["train"], rows["val"]
+    if len(np.unique(train_y)) < len(prepared.classes):
+        raise DataError("After skipping unreadable images some class has no training image left.")
+    history = fit_head(model.head, train_x, train_y, val_x, val_y, head_settings(config))
+    best = min(history, key=lambda r: r["val_loss"])
+    log.info("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], len(history), best["val_accuracy"])
+    model.head.eval()
+    with torch.no_grad():
+        logits = {split: model.head(torch.from_numpy(x)) for split, (x, _) in rows.items()}
+    seconds = {"features_seconds": features_seconds, "head_seconds": time.perf_counter() - tick}
+    return Stage(inputs, {s: y for s, (_, y) in rows.items()}, logits, history, seconds, hits)
+
+
+def _reinitialize(body: nn.Module, init: str) -> None:
+    """Every weighted layer by ``init``, every BatchNorm to its fresh state (scratch)."""
+    init_module(body, init)
+    for module in body.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_parameters()
+
+
+def _whole_network(model: TransferModel, prepared: PreparedRun, config: TrainConfig, out: Path) -> Stage:
+    """Decoded images (cached), then the whole network."""
+    tick = time.perf_counter()
+    inputs, hits = _cached_splits(None, {}, prepared, model.preprocessing.resolution, config, "decode")
+    decode_seconds = time.perf_counter() - tick
+    tick = time.perf_counter()
+    model.body.requires_grad_(True)
+    if config.strategy == "scratch":
+        _reinitialize(model.body, config.init)
+    settings = network_settings(config)
+    pixels = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in _readable(inputs, prepared).items()}
+    (train_x, train_y), (val_x, val_y) = pixels["train"], pixels["val"]
+    history = fit_network(model, layer_groups(model, settings), train_x, train_y, val_x, val_y, settings,
+                          checkpoint_dir=out, resume=config.resume)  # fmt: skip
+    logits = {split: predict_pixels(model, x) for split, (x, _) in pixels.items()}
+    seconds = {"decode_seconds": decode_seconds, "network_seconds": time.perf_counter() - tick}
+    return Stage(inputs, {s: y.numpy() for s, (_, y) in pixels.items()}, logits, history, seconds, hits)
+
+
+def train_prepared(prepared: PreparedRun, config: TrainConfig, plan: Plan | None = None) -> dict:
+    """Train as ``config`` says on ``prepared``; write model, metrics and report into ``config.out``.
+
+    Returns the metrics (also saved as ``metrics.json``). A second run on the same folder at the
+    same time is refused (``OutputInUse``); under torchrun only the main process writes.
+    """
+    if not distributed.is_main():
+        return _train(prepared, config, plan)
+    with OutputLock(config.out):
+        return _train(prepared, config, plan)
+
+
+def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dict:
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = prepared.backbone
+    cut = config.resolved_cut([c.name for c in backbone.cut_points])
+    preprocessing = dataclasses.replace(backbone.preprocessing,
+                                        resolution=config.resolution or backbone.preprocessing.resolution)  # fmt: skip
+    head = make_head(backbone.cut(cut).channels, len(prepared.classes), config.head_init, config.dropout)
+    model = TransferModel(freeze(body_at(backbone, cut)), head, preprocessing)
+    stages = []
+    if config.strategy != "scratch":
+        stages.append(_head_on_features(model, prepared, cut, config))
+    if config.trains_network:
+        stages.append(_whole_network(model, prepared, config, out))
+    info = BundleInfo(
+        classes=prepared.classes, preprocessing=preprocessing, backbone=config.backbone, arch=backbone.arch, cut=cut,
+        cut_points=tuple(backbone.cut_points), num_features=backbone.cut(cut).channels,
+        head_dropout=config.dropout, head_init=config.head_init, strategy=config.strategy,
+    )  # fmt: skip
+    if distributed.is_main():
+        save_bundle(out / "model", model.eval(), info)
+    weights_source = backbone.weights_source if config.strategy != "scratch" else f"{config.init} init"
+    return write_outputs(out, config, stages, _present(prepared), info, weights_source, plan, started)

@@ -1,0 +1,62 @@
+import json
+
+import pytest
+import torch
+
+import transferlab as tl
+from transferlab.advisor.measure import random_twin
+from transferlab.strategy import Plan, decide, transfer_gain
+
+
+@pytest.fixture(scope="module")
+def advised(tmp_path_factory):
+    from conftest import write_folder
+
+    root = tmp_path_factory.mktemp("advise")
+    data = write_folder(root / "d", per_class=12)
+    plan = tl.advise(str(data), measure_per_class=12, resolution=32, cache_dir=str(root / "cache"))
+    return root, data, plan
+
+
+def test_advise_measures_every_cut_and_explains(advised):
+    _, _, plan = advised
+    assert [e.cut for e in plan.evidence] == ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6", "final"]
+    assert plan.small and plan.images_per_class == 11 and plan.class_balance == 1.0  # 12 a class, 1 held out
+    decision = decide(11, plan.evidence)
+    assert (plan.strategy, plan.cut) == (decision.strategy, decision.cut)
+    assert all(0 <= e.probe_accuracy <= 1 and 0 <= e.random_probe_accuracy <= 1 for e in plan.evidence)
+    assert all(e.batchnorm_gap is not None for e in plan.evidence)
+    assert plan.transfer_gain == pytest.approx(transfer_gain(plan.evidence))
+    assert "11 training images per class is small" in plan.explanation and "pretraining adds" in plan.explanation
+    assert "<- plan" in plan.evidence_table()
+
+
+def test_random_twin_is_seeded_and_its_batchnorms_see_the_target():
+    from transferlab.sources import build_backbone
+
+    lite0 = build_backbone("efficientnet_lite0")
+    pixels = (torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    twin = random_twin(lite0, pixels)
+    assert twin.weights_fingerprint() == random_twin(lite0, pixels).weights_fingerprint()
+    assert twin.weights_fingerprint() != lite0.weights_fingerprint()
+    first = twin.model.bn1  # running statistics: the average over the target images, not the initial 0 / 1
+    assert not twin.model.training and first.num_batches_tracked.item() > 0
+    assert not torch.allclose(first.running_mean, torch.zeros_like(first.running_mean))
+
+
+def test_auto_carries_out_a_saved_plan(advised, tmp_path):
+    root, data, plan = advised
+    path = plan.save(tmp_path / "plan.json")
+    assert Plan.from_json(json.loads(path.read_text())) == plan
+    metrics = tl.train(str(data), strategy="auto", plan=str(path), out=str(tmp_path / "run"),
+                       cache_dir=str(root / "cache"), epochs=5).metrics  # fmt: skip
+    assert metrics["strategy"] == plan.strategy and metrics["cut"] == plan.cut
+    assert metrics["resolution"] == plan.resolution == 32
+    assert json.loads(json.dumps(metrics["plan"])) == json.loads(path.read_text())
+    assert (tmp_path / "run" / "plan.json").read_text() == path.read_text()
+
+
+def test_samples_per_class_sets_the_data_size(tiny_fashion_dir, tmp_path):
+    plan = tl.advise("fashion-mnist", data_dir=str(tiny_fashion_dir), measure_per_class=4, resolution=32,
+                     cache_dir=str(tmp_path / "c"), samples_per_class=3)  # fmt: skip
+    assert plan.images_per_class == 3 and plan.small

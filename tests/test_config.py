@@ -1,0 +1,73 @@
+"""One definition per parameter: validation with "must be X, got Y", and a plan merged by one rule."""
+
+import dataclasses
+
+import pytest
+
+from transferlab.config import TrainConfig, field_help, with_plan
+from transferlab.errors import ConfigError
+from transferlab.strategy import CutEvidence, Thresholds, decide, make_plan
+
+
+def _plan(strategy_probes=(0.5, 0.9, 0.6), per_class=10, random=0.3):
+    evidence = [CutEvidence(n, 8, p, random, 0.0, None) for n, p in zip(("blocks.0", "blocks.2", "final"), strategy_probes)]
+    return make_plan(decide(per_class, evidence), evidence, per_class, 1.0, 64, "efficientnet_lite0", Thresholds())
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"strategy": "fine-tune"}, "must be one of head, truncate, finetune, scratch, auto. Got 'fine-tune'"),
+        ({"strategy": "head", "cut": "blocks.2"}, "use --strategy truncate"),
+        ({"resolution": 4}, "resolution must be between 16 and 1024 pixels, got 4"),
+        ({"head_init": "nope"}, "init"),
+        ({"epochs": 0}, "epochs must be at least 1, got 0"),
+        ({"lr": 0.0}, "lr must be positive, got 0.0"),
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"layer_decay": 1.5}, r"layer_decay must be in \(0, 1\], got 1.5"),
+        ({"val_fraction": 1.0}, "val_fraction must be between 0 and 1, got 1.0"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+        ({"plan": "p.json"}, "--plan goes with --strategy auto, got --strategy head"),
+        ({"data": None}, "data must name"),
+    ],
+)
+def test_bad_values_fail_with_what_was_expected(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**{"data": "x", **changes})
+
+
+def test_every_field_has_help_for_the_command_line():
+    assert all(field_help(f.name)["help"] for f in dataclasses.fields(TrainConfig))
+
+
+def test_plan_fills_what_the_user_left_unset():
+    plan = _plan()
+    assert plan.strategy == "truncate" and plan.cut == "blocks.2"
+    merged = with_plan(TrainConfig(data="x", strategy="auto"), plan)
+    assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.resolution) == ("truncate", "blocks.2", 40, 1e-3, 64)
+    assert merged.freeze_bn is False and merged.plan is None
+
+
+def test_user_cut_epochs_lr_resolution_and_freeze_bn_win_over_the_plan():
+    user = TrainConfig(data="x", strategy="auto", cut="blocks.0", epochs=3, lr=0.5, resolution=32, freeze_bn=True)
+    merged = with_plan(user, _plan())
+    assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.resolution) == ("truncate", "blocks.0", 3, 0.5, 32)
+    assert merged.freeze_bn is True
+
+
+def test_no_freeze_bn_wins_over_a_finetune_plan():
+    plan = _plan(per_class=500)
+    assert plan.strategy == "finetune" and plan.freeze_bn
+    assert with_plan(TrainConfig(data="x", strategy="auto", freeze_bn=False), plan).freeze_bn is False
+    assert with_plan(TrainConfig(data="x", strategy="auto"), plan).freeze_bn is True
+
+
+def test_user_cut_turns_a_head_plan_into_truncate_and_cannot_go_with_scratch():
+    head = _plan((0.5, 0.6, 0.9))
+    assert head.strategy == "head"
+    merged = with_plan(TrainConfig(data="x", strategy="auto", cut="blocks.0"), head)
+    assert (merged.strategy, merged.cut) == ("truncate", "blocks.0")
+    scratch = _plan((0.5, 0.6, 0.9), per_class=5000, random=0.9)
+    assert scratch.strategy == "scratch"
+    with pytest.raises(ConfigError, match="cannot go with --cut blocks.0"):
+        with_plan(TrainConfig(data="x", strategy="auto", cut="blocks.0"), scratch)

@@ -1,0 +1,58 @@
+"""Using a trained model from Python: ``tl.load(dir)`` -> ``.classes``, ``.predict``, ``.evaluate``, ``.export``."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import transferlab as tl
+from transferlab import export as export_module
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import write_folder
+
+    root = tmp_path_factory.mktemp("inference")
+    data = write_folder(root / "d", per_class=10)
+    tl.train(str(data), resolution=32, epochs=10, lr=0.01, out=str(root / "run"), cache_dir=str(root / "cache"))
+    return root, data, tl.load(root / "run" / "model")
+
+
+def test_predict_takes_paths_pil_images_and_arrays_alike(trained):
+    _, data, model = trained
+    path = sorted((data / "green").iterdir())[0]
+    image = Image.open(path)
+    by_path, by_pil, by_array, by_grey = model.predict([path, image, np.asarray(image), np.asarray(image.convert("L"))])
+    assert by_path.top == by_pil.top == by_array.top and by_path.image == str(path) and by_pil.image == "image 1"
+    assert by_path.top[0][0] == "green" and len(by_grey.top) == 3
+    assert model.predict(str(path), top_k=1)[0].top == by_path.top[:1]
+    assert sum(p for _, p in by_path.top) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_refuses_missing_files_and_other_objects(trained, tmp_path):
+    _, _, model = trained
+    with pytest.raises(tl.DataError, match="does not exist"):
+        model.predict([tmp_path / "nope.png"])
+    with pytest.raises(tl.DataError, match="Cannot predict on a dict"):
+        model.predict([{}])
+    with pytest.raises(tl.ConfigError, match="top_k must be at least 1, got 0"):
+        model.predict([tmp_path], top_k=0)
+
+
+def test_evaluate_reports_balanced_metrics_and_writes_a_report(trained, tmp_path):
+    root, data, model = trained
+    metrics = model.evaluate(str(data), out=tmp_path / "ev")
+    assert model.classes == ("blue", "green", "red") and metrics["num_images"] == 30
+    assert metrics["accuracy"] >= 0.9 and metrics["majority_baseline"] == pytest.approx(1 / 3)
+    assert set(metrics["per_class"]) == set(model.classes)
+    assert (tmp_path / "ev" / "report.html").read_text().count("<td>green</td>") == 1
+
+
+def test_export_checks_parity_and_says_so_when_it_fails(trained, tmp_path, monkeypatch):
+    _, _, model = trained
+    assert model.export("torchscript", tmp_path / "m.pt").exists()
+    with pytest.raises(tl.ConfigError, match="must be one of onnx, torchscript"):
+        model.export("tflite")
+    monkeypatch.setattr(export_module, "PARITY_TOLERANCE", -1.0)  # any difference at all now fails
+    with pytest.raises(tl.ExportError, match="logits differ from PyTorch"):
+        model.export("torchscript", tmp_path / "again.pt")

@@ -1,0 +1,59 @@
+"""The jobs from Python: auto prepares once, pretrain, the result object."""
+
+import pytest
+
+import transferlab as tl
+from transferlab import data as data_module
+from transferlab import sources
+from transferlab.backbones import Backbone
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts of data loads, backbone resolutions and weight hashes (by weights source)."""
+    counts = {"loads": 0, "builds": 0, "hashed": []}
+    load, route, fingerprint = data_module.load_image_folder, sources.route, Backbone.weights_fingerprint
+
+    def counting_load(*args, **kwargs):
+        counts["loads"] += 1
+        return load(*args, **kwargs)
+
+    def counting_route(*args, **kwargs):
+        counts["builds"] += 1
+        return route(*args, **kwargs)
+
+    def counting_fingerprint(self):
+        counts["hashed"].append(self.weights_source)
+        return fingerprint(self)
+
+    monkeypatch.setattr(data_module, "load_image_folder", counting_load)
+    monkeypatch.setattr(sources, "route", counting_route)
+    monkeypatch.setattr(Backbone, "weights_fingerprint", counting_fingerprint)
+    return counts
+
+
+def test_auto_loads_the_data_and_builds_the_backbone_once(image_folder, tmp_path, counted):
+    result = tl.train(str(image_folder), strategy="auto", resolution=32, epochs=3, probe_epochs=3,
+                      out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    assert counted["loads"] == 1 and counted["builds"] == 1
+    pretrained = [source for source in counted["hashed"] if source != "random init"]
+    assert len(pretrained) == 1, counted["hashed"]  # the random twin is hashed once too, for its own cache entry
+    assert result.plan is not None and result.metrics["strategy"] == result.plan.strategy
+    assert result.metrics["plan"]["evidence"][0]["cut"] == "blocks.0"
+
+
+def test_pretrain_from_python_gives_a_backbone_to_transfer_from(image_folder, tmp_path):
+    source = tl.pretrain(str(image_folder), "cnn-small", str(tmp_path / "src"), epochs=1, resolution=28, classes="0-1",
+                         cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    assert source.metrics["strategy"] == "scratch" and source.metrics["config"]["batch_size"] == 128
+    assert source.model.classes == ("blue", "green")
+    backbone = tl.build_backbone(str(source.out / "model"))
+    assert backbone.arch == "transferlab:cnn-small"
+
+
+def test_a_config_object_and_options_are_the_same_run(image_folder, tmp_path):
+    config = tl.TrainConfig(data=str(image_folder), resolution=32, epochs=3, cache_dir=str(tmp_path / "c"))
+    by_config = tl.train(config, out=str(tmp_path / "a")).metrics
+    by_options = tl.train(str(image_folder), resolution=32, epochs=3, cache_dir=str(tmp_path / "c"),
+                          out=str(tmp_path / "b")).metrics  # fmt: skip
+    assert by_config["history"] == by_options["history"]
