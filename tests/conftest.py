@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would fill the captured output of failures
+
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 
 

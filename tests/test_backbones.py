@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from transferlab.backbones import build_architecture
+from transferlab.errors import BackboneError
 from transferlab.sources import build_backbone, list_backbones
 from transferlab.strategy import FINAL_CUT
-from transferlab.errors import BackboneError
 
 
 @pytest.fixture(scope="module")

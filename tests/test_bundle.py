@@ -4,10 +4,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from transferlab.sources import build_backbone
 from transferlab.bundle import BundleInfo, load_bundle, save_bundle
 from transferlab.errors import BundleError
 from transferlab.heads import make_head
+from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at
 
 

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import CLI, assert_one_line_error, run, write_folder
 
 from transferlab.allocator import TCMALLOC_PATHS
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

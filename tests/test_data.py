@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
-
 from conftest import write_folder
-from transferlab.data import load_dataset, per_class_subset, split_dataset
+
+from transferlab.data import per_class_subset, split_dataset
+from transferlab.datasets import load_dataset
 from transferlab.errors import DataError
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from torch import nn
 
-from transferlab.data import load_dataset
+from transferlab.datasets import load_dataset
 from transferlab.errors import DataError
 from transferlab.features import FeatureCache, cached_features
 

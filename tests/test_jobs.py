@@ -3,16 +3,16 @@
 import pytest
 
 import transferlab as tl
-from transferlab import data as data_module
 from transferlab import sources
 from transferlab.backbones import Backbone
+from transferlab.datasets import catalog
 
 
 @pytest.fixture
 def counted(monkeypatch):
     """Counts of data loads, backbone resolutions and weight hashes (by weights source)."""
     counts = {"loads": 0, "builds": 0, "hashed": []}
-    load, route, fingerprint = data_module.load_image_folder, sources.route, Backbone.weights_fingerprint
+    load, route, fingerprint = catalog.load_image_folder, sources.route, Backbone.weights_fingerprint
 
     def counting_load(*args, **kwargs):
         counts["loads"] += 1
@@ -26,7 +26,7 @@ def counted(monkeypatch):
         counts["hashed"].append(self.weights_source)
         return fingerprint(self)
 
-    monkeypatch.setattr(data_module, "load_image_folder", counting_load)
+    monkeypatch.setattr(catalog, "load_image_folder", counting_load)
     monkeypatch.setattr(sources, "route", counting_route)
     monkeypatch.setattr(Backbone, "weights_fingerprint", counting_fingerprint)
     return counts

@@ -13,19 +13,18 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import CLI, assert_one_line_error, run, write_folder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
 import transferlab as tl
-from conftest import write_folder
-from conftest import CLI, assert_one_line_error, run
-from transferlab.data import load_dataset, load_csv
-from transferlab.errors import DataError
+from transferlab.data import load_csv
+from transferlab.datasets import load_dataset
+from transferlab.errors import DataError, OutputInUse
 from transferlab.features import FeatureCache, cache_key, cached_features
 from transferlab.images import UNREADABLE, open_image
-from transferlab.errors import OutputInUse
 from transferlab.runlock import OutputLock
 
 

@@ -7,9 +7,7 @@ import subprocess
 import time
 
 import pytest
-
-from conftest import write_folder
-from conftest import CLI
+from conftest import CLI, write_folder
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
 """Each similarity signal orders constructed cases correctly: matching data vs. noise."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -67,3 +68,17 @@ def test_batchnorm_gap_is_small_on_the_source_distribution_and_large_on_noise():
     other = gap(torch.randn(256, 3, 12, 12) * 3 + 2)
     assert set(same) == {"1", "4"}
     assert all(same[k] < 0.05 for k in same) and all(other[k] > 1.0 for k in other)
+
+
+def test_leep_by_hand_and_on_informative_against_uninformative_predictions():
+    from transferlab.signals import leep
+
+    # two images, two source classes, two target classes: the source is certain and right
+    assert leep(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == pytest.approx(0.0)
+    # a source that says the same for everyone predicts the label prior: log(1/2)
+    assert leep(np.full((4, 3), 1 / 3), np.array([0, 1, 0, 1])) == pytest.approx(np.log(0.5))
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    informative = np.eye(5)[labels] * 0.8 + 0.04  # the source's class follows the target's
+    noise = rng.dirichlet(np.ones(5), 300)
+    assert leep(informative, labels) > leep(noise, labels)

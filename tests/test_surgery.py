@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from transferlab.sources import build_backbone
 from transferlab.errors import BackboneError
 from transferlab.heads import make_head
+from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at, freeze
 
 

@@ -1,6 +1,6 @@
 """transferlab: transfer learning on images, with the choice of strategy made from measurements.
 
-The jobs: ``train``, ``advise``, ``pretrain``, ``load`` (a trained model: ``.predict``,
+The jobs: ``train``, ``advise``, ``rank``, ``pretrain``, ``load`` (a trained model: ``.predict``,
 ``.evaluate``, ``.export``), ``run_study`` and ``run_lab``; the building blocks a user needs:
 ``TrainConfig``, ``Plan``, ``Thresholds``, ``LabConfig``, the backbone registry, and every error.
 
@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "jobs": ["TrainResult", "advise", "pretrain", "train"],
+    "jobs": ["TrainResult", "advise", "pretrain", "rank", "train"],
+    "advisor.rank": ["Ranking"],
     "inference": ["Model", "Prediction", "load"],
     "config": ["TrainConfig"],
     "strategy": ["STRATEGIES", "Plan", "Thresholds"],
@@ -31,6 +32,7 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 __all__ = sorted(_MODULE_OF)
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time each name loads on first use
+    from .advisor.rank import Ranking
     from .advisor.study import run_study
     from .backbones import Backbone, register_backbone
     from .config import TrainConfig
@@ -46,7 +48,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     )
     from .inference import Model, Prediction, load
     from .initlab.experiment import LabConfig, run_lab
-    from .jobs import TrainResult, advise, pretrain, train
+    from .jobs import TrainResult, advise, pretrain, rank, train
     from .sources import build_backbone, list_backbones
     from .strategy import STRATEGIES, Plan, Thresholds
 

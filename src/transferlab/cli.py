@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, distributed
+from .advisor.rank import OFFLINE_SOURCES, write_ranking
 from .advisor.study import cells_table, run_study
 from .config import TrainConfig, field_help
 from .engines import ENGINES
@@ -31,7 +32,7 @@ from .initlab.experiment import (
 )
 from .initlab.report import markdown_table
 from .inits import initializer_names
-from .jobs import advise, pretrain, train
+from .jobs import advise, pretrain, rank, train
 from .sources import build_backbone, list_backbones
 
 log = logging.getLogger("transferlab")
@@ -39,8 +40,9 @@ log = logging.getLogger("transferlab")
 _TYPES = {"int": int, "float": float, "str": str}
 PRETRAIN_OPTIONS = ("out", "classes", "epochs", "lr", "batch_size", "resolution", "samples_per_class", "augment",
                     "resume", "seed", "data_dir", "cache_dir")  # fmt: skip
-ADVISE_OPTIONS = ("out", "backbone", "weights", "classes", "measure_per_class", "samples_per_class", "resolution",
-                  "cache_dir", "seed", "data_dir")  # fmt: skip
+ADVISE_OPTIONS = ("out", "backbone", "backbones", "weights", "classes", "measure_per_class", "samples_per_class",
+                  "resolution", "cache_dir", "seed", "data_dir")  # fmt: skip
+RANK_OPTIONS = ("out", "classes", "measure_per_class", "samples_per_class", "resolution", "cache_dir", "seed", "data_dir")
 
 
 def _words(text: str) -> list[str]:
@@ -58,6 +60,8 @@ def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] 
         options = {"dest": f.name, "default": default, "help": meta["help"]}
         if f.type == "bool":
             options["action"] = "store_false" if default else "store_true"
+        elif f.type == "tuple[str, ...]":
+            options.update(nargs="+", type=_words, default=None)
         elif f.type == "bool | None":
             options["action"] = argparse.BooleanOptionalAction
         else:
@@ -88,6 +92,12 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("data", help=data_help)
     _add_config_options(a, ADVISE_OPTIONS, out="runs/advise")
     a.add_argument("--sample-per-class", dest="measure_per_class", type=int, help=argparse.SUPPRESS)  # old name
+
+    r = commands.add_parser("rank", help="rank pretrained backbones for your data: which one to start from")
+    r.add_argument("data", help=data_help)
+    r.add_argument("backbones", nargs="*", type=_words, default=[list(OFFLINE_SOURCES)],
+                   help=f"candidates (default: {' '.join(OFFLINE_SOURCES)})")  # fmt: skip
+    _add_config_options(r, RANK_OPTIONS, out="runs/rank")
 
     p = commands.add_parser("predict", help="top-k classes for image files")
     p.add_argument("model", help="a model folder written by 'train' (OUT/model)")
@@ -134,7 +144,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _config_options(args) -> dict:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in vars(args).items() if k in names and k != "data" and v is not None}
+    options = {k: v for k, v in vars(args).items() if k in names and k != "data" and v is not None}
+    if "backbones" in options:  # typed as 'a b' and/or 'a,b'
+        options["backbones"] = tuple(name for group in options["backbones"] for name in group)
+    return options
 
 
 def _print_summary(args, metrics: dict) -> None:
@@ -155,6 +168,7 @@ def _print_summary(args, metrics: dict) -> None:
 def _run_train(args) -> None:
     result = train(args.data, **_config_options(args))
     if result.plan is not None and distributed.is_main():
+        print(result.plan.evidence_table())
         print(f"plan: {result.plan.strategy} (cut {result.plan.cut}): {result.plan.explanation}")
     _print_summary(args, result.metrics)
 
@@ -192,6 +206,18 @@ def _run_advise(args) -> None:
     print(f"\nplan: {plan.strategy} (cut {plan.cut}), lr {plan.lr}, {plan.epochs} epochs, {plan.resolution} px")
     print(plan.explanation)
     print(f"saved {path}; run it with: transferlab train {args.data} --strategy auto --plan {path}")
+
+
+def _run_rank(args) -> None:
+    options = _config_options(args)
+    out = Path(options.pop("out"))
+    backbones = options.pop("backbones")
+    ranking = rank(args.data, backbones, **options)
+    write_ranking(out, ranking, args.data)
+    print(ranking.table())
+    print(f"\nbest start: {ranking.best.backbone} (probe {ranking.best.probe_accuracy:.3f} at {ranking.best.best_cut}); "
+          f"ranking.json, rank.png and report.html in {out}")  # fmt: skip
+    print(f"train it with: transferlab train {args.data} --backbone {ranking.best.backbone} --strategy auto")
 
 
 def _run_study(args) -> None:
@@ -233,7 +259,7 @@ def _run_backbones(args) -> None:
 
 HANDLERS = {
     "train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate,
-    "advise": _run_advise, "study": _run_study, "export": _run_export, "init-lab": _run_init_lab,
+    "advise": _run_advise, "rank": _run_rank, "study": _run_study, "export": _run_export, "init-lab": _run_init_lab,
     "backbones": _run_backbones,
 }  # fmt: skip
 

@@ -46,6 +46,8 @@ class TrainConfig:
     out: str = option("runs/latest", "output folder")
     strategy: str = option("head", "auto: measure the data, then choose", choices=(*STRATEGIES, AUTO))
     backbone: str = option("efficientnet_lite0", "registered, timm or torchvision name, or a model folder")
+    backbones: tuple[str, ...] = option((), "auto, advise, rank: candidate backbones ('a b' or 'a,b'); the advisor "
+                                            "ranks them and chooses the source with the strategy")  # fmt: skip
     weights: str | None = option(None, "state-dict file to load into the backbone instead of its pretrained weights")
     pretrained: bool = option(True, "random backbone weights", flag="--no-pretrained")
     cut: str | None = option(None, "cut point (stage name); default: final, or the middle stage for truncate "

@@ -1,4 +1,6 @@
-"""Datasets: Fashion-MNIST, an image folder, a CSV of ``path,label``; stratified splits.
+"""Labelled image sets: where their pixels come from, a user's folder or CSV, class selection,
+stratified splits. Named built-in data sets (``fashion-mnist``, ``digits``, ...) are in
+:mod:`transferlab.datasets`.
 
 An :class:`ImageSet` is a list of images (held in memory or as files) with integer labels.
 Nothing is decoded when a set is listed: images are opened one at a time where they are used,
@@ -8,11 +10,8 @@ and a file that cannot be opened is reported by whoever opens it.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import logging
-import os
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,17 +22,6 @@ from .errors import DataError
 from .images import IMAGE_SUFFIXES, open_image
 
 log = logging.getLogger(__name__)
-
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
-FASHION_MNIST_DIRS = [Path("/usr/share/datasets/fashion-mnist"), Path.home() / ".cache/transferlab/fashion-mnist"]
-FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-_FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-
 
 # --------------------------------------------------------------------------------------------
 # Image sources: where the pixels of item i come from.
@@ -119,81 +107,26 @@ class Dataset:
     test: ImageSet | None
 
 
+def labelled(pixels: np.ndarray, labels: np.ndarray, classes, name: str) -> ImageSet:
+    """Every image of a uint8 array, labelled: the building block of the built-in data sets."""
+    return ImageSet(ArraySource(pixels, name), np.arange(len(labels)), np.asarray(labels, dtype=np.int64), tuple(classes))
+
+
+def split_off_test(everything: ImageSet, test_fraction: float, name: str, seed: int = 0) -> Dataset:
+    """A fixed, stratified test split for a set that comes without one."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(everything), dtype=bool)
+    for label in range(len(everything.classes)):
+        members = rng.permutation(np.flatnonzero(everything.labels == label))
+        test[members[: round(len(members) * test_fraction)]] = True
+    return Dataset(name, everything.subset(np.flatnonzero(~test)), everything.subset(np.flatnonzero(test)))
+
+
 @dataclass(frozen=True)
 class Splits:
     train: ImageSet
     val: ImageSet
     test: ImageSet | None
-
-
-# --------------------------------------------------------------------------------------------
-# Fashion-MNIST from its original IDX files.
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped): big-endian header, then uint8 data."""
-    try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as error:
-        raise DataError(f"cannot read {path}: {error}") from error
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes.")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise DataError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {data.size}.")
-    return data.reshape(shape)
-
-
-def _download_fashion_mnist(target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for name in (n for pair in _FASHION_MNIST_FILES.values() for n in pair):
-        if (target / name).exists():
-            continue
-        log.info("downloading %s%s", FASHION_MNIST_URL, name)
-        partial = target / f"{name}.part"
-        urllib.request.urlretrieve(FASHION_MNIST_URL + name, partial)
-        os.replace(partial, target / name)
-
-
-def find_fashion_mnist(data_dir: str | Path | None = None, download: bool = True) -> Path:
-    """The directory holding Fashion-MNIST's four ``*-ubyte.gz`` files.
-
-    Looks in ``data_dir`` if given, else Debian's ``dataset-fashion-mnist`` location, else the
-    user cache; downloads the originals into the cache when none is found and ``download``.
-    """
-    names = [n for pair in _FASHION_MNIST_FILES.values() for n in pair]
-    candidates = [Path(data_dir)] if data_dir else FASHION_MNIST_DIRS
-    for directory in candidates:
-        if all((directory / n).exists() for n in names):
-            return directory
-    if data_dir:
-        missing = [n for n in names if not (Path(data_dir) / n).exists()]
-        raise DataError(f"--data-dir {str(data_dir)!r} lacks Fashion-MNIST files: {', '.join(missing)}.")
-    if download:
-        try:
-            _download_fashion_mnist(FASHION_MNIST_DIRS[-1])
-            return FASHION_MNIST_DIRS[-1]
-        except OSError as error:
-            log.warning("Fashion-MNIST download failed: %s", error)
-    raise DataError(
-        "Fashion-MNIST not found. Install Debian's package (apt-get install dataset-fashion-mnist), "
-        "or pass --data-dir DIR holding the four *-ubyte.gz files."
-    )
-
-
-def load_fashion_mnist(data_dir: str | Path | None = None) -> Dataset:
-    directory = find_fashion_mnist(data_dir)
-    sets = {}
-    for split, (images_file, labels_file) in _FASHION_MNIST_FILES.items():
-        pixels, labels = _read_idx(directory / images_file), _read_idx(directory / labels_file)
-        if len(pixels) != len(labels):
-            raise DataError(f"{directory}: {len(pixels)} {split} images but {len(labels)} labels.")
-        source = ArraySource(pixels, f"fashion-mnist/{split}")
-        sets[split] = ImageSet(source, np.arange(len(labels)), labels.astype(np.int64), tuple(FASHION_MNIST_CLASSES))
-    return Dataset("fashion-mnist", sets["train"], sets["test"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,44 +201,6 @@ def load_csv(path: str | Path) -> Dataset:
     paths = list(labels_of)
     labels = np.asarray([classes.index(labels_of[p]) for p in paths], dtype=np.int64)
     return Dataset(path.stem, ImageSet(FileSource(paths), np.arange(len(paths)), labels, classes), None)
-
-
-def load_digits(test_fraction: float = 0.3) -> Dataset:
-    """scikit-learn's bundled handwritten digits (1,797 images of 8x8, 16 grey levels), with a
-    fixed stratified test split: a small dataset far from both ImageNet and Fashion-MNIST."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    digits = sklearn_digits()
-    pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)
-    labels = digits.target.astype(np.int64)
-    everything = ImageSet(ArraySource(pixels, "digits"), np.arange(len(labels)), labels, tuple(str(d) for d in range(10)))
-    rng = np.random.default_rng(0)
-    test = np.zeros(len(labels), dtype=bool)
-    for digit in range(10):
-        members = rng.permutation(np.flatnonzero(labels == digit))
-        test[members[: round(len(members) * test_fraction)]] = True
-    return Dataset("digits", everything.subset(np.flatnonzero(~test)), everything.subset(np.flatnonzero(test)))
-
-
-def load_dataset(spec: str, data_dir: str | Path | None = None) -> Dataset:
-    """Resolve ``spec``: built-in ``fashion-mnist`` or ``digits``, an image folder, or a ``.csv`` file."""
-    if spec == "fashion-mnist":
-        dataset = load_fashion_mnist(data_dir)
-    elif spec == "digits":
-        dataset = load_digits()
-    else:
-        path = Path(spec)
-        if not path.exists():
-            raise DataError(f"Data path {spec!r} does not exist (expected a folder, a .csv file, or 'fashion-mnist').")
-        if path.is_dir():
-            dataset = load_image_folder(path)
-        elif path.suffix.lower() == ".csv":
-            dataset = load_csv(path)
-        else:
-            raise DataError(f"{spec!r} is a file but not a .csv; expected a folder root/<class>/<image> or a CSV.")
-    if len(dataset.train.classes) < 2:
-        raise DataError(f"{spec!r} has {len(dataset.train.classes)} class(es); classification needs at least two.")
-    return dataset
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image
 
 from .bundle import BundleInfo, load_bundle
-from .data import ImageSet, load_dataset, per_class_subset
+from .data import ImageSet, per_class_subset
+from .datasets import load_dataset
 from .engines import ENGINES, onnx_runner
 from .errors import ConfigError, DataError, check_choice
 from .export import export_bundle

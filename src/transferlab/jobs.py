@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import distributed
 from .advisor.advise import advise_prepared
+from .advisor.rank import OFFLINE_SOURCES, Ranking, rank_sources
 from .config import TrainConfig, with_plan
 from .errors import ConfigError
 from .inference import Model, load
@@ -60,7 +61,7 @@ def _prepare_and_plan(config: TrainConfig) -> tuple[PreparedRun, TrainConfig, Pl
         return prepare(config), config, plan
     prepared = prepare(config)
     plan = advise_prepared(prepared, config)
-    return prepared, with_plan(config, plan), plan
+    return prepared.for_backbone(plan.backbone), with_plan(config, plan), plan
 
 
 def train(data: str | TrainConfig, **options) -> TrainResult:
@@ -76,9 +77,19 @@ def train(data: str | TrainConfig, **options) -> TrainResult:
     return TrainResult(metrics, Path(config.out), plan)
 
 
+def rank(data: str | TrainConfig, backbones: tuple[str, ...] = OFFLINE_SOURCES, **options) -> Ranking:
+    """Rank candidate source ``backbones`` for ``data`` (default: the four offline ImageNet ones),
+    best first, with each one's probe accuracy, LogME, LEEP, transfer gain and time."""
+    if not backbones:
+        raise ConfigError("rank needs at least one backbone, got none.")
+    config = _config(data, {"strategy": AUTO, "backbone": backbones[0], **options})
+    return rank_sources(prepare(config), config, tuple(dict.fromkeys(backbones)))
+
+
 def advise(data: str | TrainConfig, thresholds: Thresholds = Thresholds(), **options) -> Plan:
     """The plan for ``data`` with its evidence, without training (``options``: TrainConfig's fields;
-    ``measure_per_class`` sets the sample measured, ``samples_per_class`` the size the training will use)."""
+    ``measure_per_class`` sets the sample measured, ``samples_per_class`` the size the training will use;
+    ``backbones`` several candidates to rank and choose the source from)."""
     config = _config(data, {"strategy": AUTO, **options})
     return advise_prepared(prepare(config), config, thresholds)
 

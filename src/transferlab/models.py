@@ -44,6 +44,10 @@ class CnnSmall(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's grouping for layer-wise rates and gradual unfreezing: one group per stage."""
+        return {"stem": r"^stages\.0\.", "blocks": r"^stages\.(\d+)"}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:
             x = stage(x)

@@ -7,11 +7,13 @@ classes selected, the splits drawn and the backbone built (its weights hashed) o
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from .backbones import Backbone
 from .config import TrainConfig
-from .data import Splits, load_dataset, select_classes, split_dataset
+from .data import Splits, select_classes, split_dataset
+from .datasets import load_dataset
 from .features import FeatureCache
 from .sources import build_backbone
 
@@ -23,6 +25,17 @@ class PreparedRun:
     splits: Splits
     backbone: Backbone
     cache: FeatureCache | None
+    seconds: float  # what preparing took: loading, splitting, building
+    _siblings: dict[str, PreparedRun] = field(default_factory=dict, repr=False)
+
+    def for_backbone(self, name: str) -> PreparedRun:
+        """The same data and cache with the pretrained backbone ``name`` (built once per run):
+        how the advisor compares sources, and how the run then trains the chosen one."""
+        if name not in self._siblings:
+            started = time.perf_counter()
+            self._siblings[name] = PreparedRun(self.splits, build_backbone(name), self.cache,
+                                               time.perf_counter() - started, self._siblings)  # fmt: skip
+        return self._siblings[name]
 
     @functools.cached_property
     def weights_digest(self) -> str:
@@ -36,6 +49,7 @@ class PreparedRun:
 
 def prepare(config: TrainConfig) -> PreparedRun:
     """Load and split the data, build the backbone and open the cache, as ``config`` says."""
+    started = time.perf_counter()
     dataset = load_dataset(config.data, config.data_dir)
     if config.classes:
         dataset = select_classes(dataset, config.classes)
@@ -43,4 +57,6 @@ def prepare(config: TrainConfig) -> PreparedRun:
     pretrained = config.pretrained and config.strategy != "scratch"
     backbone = build_backbone(config.backbone, pretrained, config.weights if pretrained else None)
     cache = (FeatureCache(config.cache_dir) if config.cache_dir else FeatureCache()) if config.use_cache else None
-    return PreparedRun(splits, backbone, cache)
+    run = PreparedRun(splits, backbone, cache, time.perf_counter() - started)
+    run._siblings[config.backbone] = run
+    return run

@@ -6,6 +6,10 @@
 * ``probe_accuracy`` - a linear probe's accuracy on samples it was not fitted on (the linear
   evaluation protocol of Kornblith, Shlens, Le: "Do Better ImageNet Models Transfer Better?",
   CVPR 2019), here a ridge classifier scored by exact leave-one-out.
+* ``leep`` - the Log Expected Empirical Prediction (Nguyen, Hassner, Seeger, Archambeau: "LEEP: A
+  New Measure to Evaluate Transferability of Learned Representations", ICML 2020): how well the
+  source classifier's predictions, mapped to the target labels through their empirical joint
+  distribution, predict the target. Needs the source's own classifier; higher is better.
 * ``batchnorm_gap`` - the distance between the target's activation statistics and the running
   statistics a BatchNorm layer carries from the source data (the observation behind AdaBN: Li,
   Wang, Shi, Liu, Hou: "Revisiting Batch Normalization For Practical Domain Adaptation", 2016).
@@ -91,6 +95,21 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
         left_out = (fitted - hat[:, None] * y) / np.maximum(1 - hat, 1e-9)[:, None]
         accuracies.append(float(np.mean(left_out.argmax(1) == target)))
     return max(accuracies)
+
+
+def leep(source_probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """LEEP of ``source_probabilities`` (N x Z: the source classifier's softmax on each target image)
+    for the target ``labels``: the mean log-likelihood of the "expected empirical predictor"
+    ``p(y | x) = sum_z p(y | z) p(z | x)``, with ``p(y | z)`` from the empirical joint of target
+    labels and source predictions."""
+    theta = np.asarray(source_probabilities, dtype=np.float64)
+    classes, target = np.unique(labels, return_inverse=True)
+    joint = np.zeros((theta.shape[1], len(classes)))
+    np.add.at(joint.T, target, theta)  # joint[z, y] = sum of p(z | x) over the images labelled y
+    joint /= len(theta)
+    conditional = joint / np.maximum(joint.sum(1, keepdims=True), 1e-300)  # p(y | z)
+    expected = theta @ conditional  # N x Y
+    return float(np.mean(np.log(np.maximum(expected[np.arange(len(theta)), target], 1e-300))))
 
 
 VARIANCE_FLOOR = 1e-3

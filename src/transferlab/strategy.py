@@ -92,7 +92,8 @@ class Decision:
     transfer_gain: float
 
 
-def _best(evidence: list[CutEvidence] | tuple[CutEvidence, ...]) -> CutEvidence:
+def best_cut(evidence: list[CutEvidence] | tuple[CutEvidence, ...]) -> CutEvidence:
+    """The cut whose features probe best (LogME breaks ties)."""
     return max(evidence, key=lambda e: (e.probe_accuracy, e.logme))
 
 
@@ -106,7 +107,7 @@ def decide(images_per_class: int, evidence: list[CutEvidence] | tuple[CutEvidenc
            thresholds: Thresholds = Thresholds()) -> Decision:  # fmt: skip
     """The strategy and cut for ``images_per_class`` training images per class and the per-cut
     ``evidence`` (its last entry is the final cut); see the module's docstring."""
-    final, best = evidence[-1], _best(evidence)
+    final, best = evidence[-1], best_cut(evidence)
     small = images_per_class < thresholds.small_data
     similar = final.probe_accuracy >= best.probe_accuracy - thresholds.similarity_margin
     gain = transfer_gain(evidence)
@@ -121,7 +122,7 @@ def decide(images_per_class: int, evidence: list[CutEvidence] | tuple[CutEvidenc
 
 def explain(decision: Decision, images_per_class: int, evidence, thresholds: Thresholds) -> str:
     """The decision in words a practitioner can check against the evidence table."""
-    final, best = evidence[-1], _best(evidence)
+    final, best = evidence[-1], best_cut(evidence)
     size = "small" if decision.small else "large"
     if best.cut == final.cut:
         why_similar = f"the final features probe best of all cuts ({final.probe_accuracy:.1%}): the deep features suit the data"
@@ -161,6 +162,7 @@ class Plan:
     evidence: tuple[CutEvidence, ...]
     explanation: str
     thresholds: dict = field(default_factory=dict)
+    candidates: tuple[dict, ...] = ()  # with several candidate backbones: the ranking that chose ``backbone``
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -169,6 +171,7 @@ class Plan:
     def from_json(data: dict) -> Plan:
         data = dict(data)
         data["evidence"] = tuple(CutEvidence(**e) for e in data["evidence"])
+        data["candidates"] = tuple(data.get("candidates", ()))
         return Plan(**data)
 
     @staticmethod
@@ -193,7 +196,7 @@ class Plan:
 
 
 def make_plan(decision: Decision, evidence, images_per_class: int, class_balance: float, resolution: int,
-              backbone: str, thresholds: Thresholds) -> Plan:  # fmt: skip
+              backbone: str, thresholds: Thresholds, candidates: tuple[dict, ...] = ()) -> Plan:  # fmt: skip
     """The plan that carries out ``decision``, with the strategy's default epochs and rate."""
     defaults = STRATEGY_DEFAULTS[decision.strategy]
     return Plan(
@@ -202,4 +205,5 @@ def make_plan(decision: Decision, evidence, images_per_class: int, class_balance
         freeze_bn=decision.strategy == "finetune", small=decision.small, similar=decision.similar,
         transfer_gain=decision.transfer_gain, evidence=tuple(evidence),
         explanation=explain(decision, images_per_class, evidence, thresholds), thresholds=asdict(thresholds),
+        candidates=candidates,
     )  # fmt: skip

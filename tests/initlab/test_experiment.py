@@ -4,13 +4,13 @@ import subprocess
 
 import pytest
 import torch
+from conftest import CLI
 from torch import nn
 
-from conftest import CLI
 from transferlab.errors import ConfigError
 from transferlab.heads import make_head
-from transferlab.inits import init_module
 from transferlab.initlab.experiment import LabConfig, build_lab_model, layer_statistics, unit_symmetry
+from transferlab.inits import init_module
 
 
 def _batch(n=512):

@@ -1,15 +1,14 @@
 """The training loops: the head on features; the whole network (layer-wise rates, BatchNorm policy,
 checkpoints, divergence)."""
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 from torch import nn
 
-from transferlab.sources import build_backbone
 from transferlab.errors import ConfigError, TrainingDiverged
 from transferlab.heads import make_head
+from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at
 from transferlab.trainer.loops import (
     CHECKPOINT_FILE,
@@ -55,6 +54,43 @@ def test_gradual_unfreezing_opens_the_body_top_down():
     assert not trainable[0] and trainable[-1] and sum(trainable) == len(trainable) // 2
     _set_unfrozen(groups, 1, NetworkTraining(epochs=4, gradual_unfreeze=True))
     assert all(p.requires_grad for g in groups for p in g["params"])
+
+
+def test_gradual_unfreezing_through_a_real_run_keeps_the_stem_still_at_first(monkeypatch):
+    from transferlab.trainer import loops
+
+    model = _cnn_model()
+    stem, top = model.body.stages[0][0].weight, model.body.stages[2][0].weight
+    start = {"stem": stem.detach().clone(), "top": top.detach().clone()}
+    seen = []
+    original = loops._set_unfrozen
+
+    def recording(groups, epoch, settings):
+        seen.append((epoch, stem.detach().clone(), top.detach().clone()))
+        original(groups, epoch, settings)
+
+    monkeypatch.setattr(loops, "_set_unfrozen", recording)
+    pixels, y = _data()
+    settings = NetworkTraining(epochs=4, lr=3e-3, batch_size=16, patience=10, gradual_unfreeze=True, weight_decay=0.0)
+    fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings)
+    (_, stem_after_first, top_after_first) = next(row for row in seen if row[0] == 1)[:3]
+    assert torch.equal(stem_after_first, start["stem"])  # frozen in the first epoch
+    assert not torch.equal(top_after_first, start["top"])  # the top trained from the start
+    assert not torch.equal(stem.detach(), start["stem"])  # and the stem once it was opened
+
+
+def test_augment_batch_crops_and_flips_a_real_batch():
+    from transferlab.trainer.loops import augment_batch
+
+    pixels, _ = _data(8)
+    torch.manual_seed(0)
+    augmented = augment_batch(pixels)
+    assert augmented.shape == pixels.shape and augmented.dtype == torch.uint8
+    assert any(not torch.equal(a, p) for a, p in zip(augmented, pixels))
+    torch.manual_seed(0)
+    assert torch.equal(augment_batch(pixels), augmented)  # seeded: resume reproduces it
+    # a crop of the image, resized: the colour that makes the class survives
+    assert (augmented.float().mean((2, 3)).argmax(1) == pixels.float().mean((2, 3)).argmax(1)).all()
 
 
 def test_freeze_bn_keeps_statistics_while_weights_train():

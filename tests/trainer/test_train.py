@@ -8,7 +8,8 @@ import torch
 
 import transferlab as tl
 from transferlab.bundle import load_bundle
-from transferlab.data import load_dataset, split_dataset
+from transferlab.data import split_dataset
+from transferlab.datasets import load_dataset
 from transferlab.features import compute_outputs
 
 

@@ -11,36 +11,29 @@ import logging
 
 import numpy as np
 
-from ..backbones import Backbone
 from ..config import TrainConfig
-from ..data import ImageSet, per_class_subset
 from ..prepare import PreparedRun
 from ..strategy import Plan, Thresholds, decide, make_plan
-from .measure import measure
+from .rank import rank_sources, score_source
 
 log = logging.getLogger(__name__)
 
 
-def measurement_resolution(backbone: Backbone, images: ImageSet, override: int | None) -> int:
-    """The backbone's resolution, or 4x the images' own size when they are much smaller (min 64)."""
-    if override:
-        return override
-    side = min(images.open(0).size)
-    native = backbone.preprocessing.resolution
-    return max(64, min(native, 4 * side)) if side * 2 < native else native
-
-
 def advise_prepared(prepared: PreparedRun, config: TrainConfig, thresholds: Thresholds = Thresholds()) -> Plan:
     """Measure the training split of ``prepared`` (at most ``config.measure_per_class`` images per
-    class) against its backbone and return the plan. The data counts as the size the training
-    will use: the training split's median images per class."""
-    train = prepared.splits.train
-    counts = train.counts()
-    sample = per_class_subset(train, config.measure_per_class, config.seed)
-    resolution = measurement_resolution(prepared.backbone, sample, config.resolution)
-    evidence = measure(prepared.backbone, prepared.weights_digest, sample, resolution, prepared.cache, config.seed)
+    class) against its backbone - or, with several ``config.backbones``, rank them and take the
+    best - and return the plan. The data counts as the size the training will use: the training
+    split's median images per class."""
+    counts = prepared.splits.train.counts()
+    candidates = tuple(dict.fromkeys(config.backbones)) or (config.backbone,)
+    if len(candidates) > 1:
+        ranking = rank_sources(prepared, config, candidates)
+        chosen, ranked = ranking.best, tuple(ranking.to_json())
+    else:
+        chosen, ranked = score_source(prepared.for_backbone(candidates[0]), config, candidates[0]), ()
     per_class = int(np.median(counts))
-    decision = decide(per_class, evidence, thresholds)
-    log.info("advisor: %s at cut %s (transfer gain %+.3f)", decision.strategy, decision.cut, decision.transfer_gain)
-    return make_plan(decision, evidence, per_class, float(counts.min() / counts.max()), resolution, config.backbone,
-                     thresholds)  # fmt: skip
+    decision = decide(per_class, chosen.evidence, thresholds)
+    log.info("advisor: %s at cut %s of %s (transfer gain %+.3f)", decision.strategy, decision.cut, chosen.backbone,
+             decision.transfer_gain)  # fmt: skip
+    return make_plan(decision, chosen.evidence, per_class, float(counts.min() / counts.max()), chosen.resolution,
+                     chosen.backbone, thresholds, ranked)  # fmt: skip

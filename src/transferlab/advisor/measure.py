@@ -17,7 +17,7 @@ from torch import nn
 from ..backbones import Backbone, build_architecture
 from ..data import ImageSet
 from ..features import FeatureCache, cached_features, run_batch
-from ..signals import BatchNormGap, logme, probe_accuracy
+from ..signals import BatchNormGap, leep, logme, probe_accuracy
 from ..strategy import FINAL_CUT, CutEvidence
 from ..surgery import Normalize
 
@@ -98,6 +98,15 @@ def random_twin(backbone: Backbone, pixels: torch.Tensor, seed: int = 0) -> Back
     return twin
 
 
+def measurement_resolution(backbone: Backbone, images: ImageSet, override: int | None) -> int:
+    """The backbone's resolution, or 4x the images' own size when they are much smaller (min 64)."""
+    if override:
+        return override
+    side = min(images.open(0).size)
+    native = backbone.preprocessing.resolution
+    return max(64, min(native, 4 * side)) if side * 2 < native else native
+
+
 def _features_at_every_cut(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int,
                            cache: FeatureCache | None) -> tuple[list[np.ndarray], np.ndarray]:  # fmt: skip
     """(pooled features of the readable images at each cut point, their labels)."""
@@ -126,3 +135,14 @@ def measure(backbone: Backbone, weights_digest: str, images: ImageSet, resolutio
         )
         for cut, block, random_block in zip(backbone.cut_points, pretrained, random)
     ]  # fmt: skip
+
+
+def source_leep(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int,
+                cache: FeatureCache | None) -> float | None:  # fmt: skip
+    """LEEP of the backbone's own source classifier on ``images`` (``None`` without one)."""
+    if backbone.source_classifier is None:
+        return None
+    blocks, labels = _features_at_every_cut(backbone, weights_digest, images, resolution, cache)  # cached by measure
+    with torch.no_grad():
+        probabilities = torch.softmax(backbone.source_classifier(torch.from_numpy(blocks[-1])), 1)
+    return leep(probabilities.numpy(), labels)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import load_dataset
+from ..datasets import load_dataset
 from ..errors import ConfigError, check_choice
 from ..inits import init_module, initializer_names
 from .report import write_lab_report

@@ -133,18 +133,23 @@ class NetworkTraining:
 def layer_groups(model: nn.Module, settings: NetworkTraining) -> list[dict]:
     """Optimizer parameter groups: head at ``lr``, body groups scaled by ``layer_decay**depth``.
 
-    Uses timm's per-block grouping (``param_groups_layer_decay``) where the body has timm's
-    ``group_matcher``; otherwise the whole body is one group at ``lr * layer_decay``.
+    Uses timm's per-block grouping (``param_groups_layer_decay``, bottom to top, no weight decay
+    on biases and norms) where the body has timm's ``group_matcher``, also at ``layer_decay=1``
+    so that gradual unfreezing has groups to open; otherwise the whole body is one group at
+    ``lr * layer_decay``.
     """
     from timm.optim import param_groups_layer_decay
 
     body = model.body if hasattr(model.body, "group_matcher") else getattr(model.body, "model", model.body)
-    if hasattr(body, "group_matcher") and settings.layer_decay < 1:
+    if hasattr(body, "group_matcher"):
         groups = param_groups_layer_decay(body, settings.weight_decay, layer_decay=settings.layer_decay)
         groups = [g for g in groups if g["params"]]
     else:
         groups = [{"params": list(body.parameters()), "weight_decay": settings.weight_decay,
                    "lr_scale": settings.layer_decay}]  # fmt: skip
+        if settings.gradual_unfreeze:
+            log.warning("gradual unfreezing opens layer groups, and this body (%s) is one group: it trains whole "
+                        "from the start", type(body).__name__)  # fmt: skip
     groups.append({"params": list(model.head.parameters()), "weight_decay": settings.weight_decay, "lr_scale": 1.0})
     for group in groups:
         group["lr"] = settings.lr * group["lr_scale"]

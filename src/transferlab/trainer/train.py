@@ -159,7 +159,7 @@ def train_prepared(prepared: PreparedRun, config: TrainConfig, plan: Plan | None
 
 
 def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dict:
-    started = time.perf_counter()
+    started = time.perf_counter() - prepared.seconds  # train_seconds covers the whole run
     torch.manual_seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
