@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test bench data install clean
+.PHONY: demo test bench data browser install clean
 
 # Packages whose metadata declares dependencies they do not need (an old torch, tensorflow) go in
 # with --no-deps: MobileNetV2's ImageNet weights, the animal-mnist arrays, scikit-image's sample
@@ -35,7 +35,14 @@ demo: install data
 	$(BIN)/transferlab train fashion-mnist --strategy head --samples-per-class 100 \
 		--resolution 112 --out $(DEMO_OUT)
 
-test: install data
+# Headless Chromium for the tests that check reports as a browser renders them.
+browser:
+	@if ! command -v chromium >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; \
+	fi
+
+test: install data browser
 	$(BIN)/python -m pytest -q
 
 # Speed benchmarks (ratios measured side by side); about 10 minutes on 2 cores.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +82,29 @@ def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) ->
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("transferlab: error:") and expected in last, result.stderr
+
+
+# Headless Chromium (Debian's chromium; `make test` installs it), to check reports as a browser renders them.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+COUNT_IMAGES = """<script>window.addEventListener("load", () => {
+  const broken = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).length;
+  document.body.dataset.images = document.images.length; document.body.dataset.broken = broken;
+  document.body.dataset.tables = document.querySelectorAll("table").length; });</script></body>"""
+
+
+def render(report, tmp_path, screenshot=None) -> dict:
+    """The report as headless Chromium loads it: how many images, how many of them broken, how many tables."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", COUNT_IMAGES))
+    user_data = tmp_path / "chromium-profile"
+    dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", "--virtual-time-budget=10000",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    if screenshot is not None:
+        subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", "--window-size=1200,1800",
+                        "--hide-scrollbars", f"--screenshot={screenshot}", report.as_uri()],
+                       capture_output=True, timeout=120, check=True)  # fmt: skip
+    found = {key: int(value) for key, value in re.findall(r'data-(images|broken|tables)="(\d+)"', dom)}
+    assert found, f"chromium did not render {report}: {dom[:500]}"
+    return found

@@ -63,6 +63,8 @@ class TrainConfig:
     weight_decay: float = option(1e-4, "AdamW weight decay")
     head_init: str = option(DEFAULT_HEAD_INIT, f"initializer of the new head, one of: {', '.join(initializer_names())}")
     dropout: float = option(0.0, "dropout before the head")
+    class_weight: str = option("none", "balanced: weigh each class's loss by n / (classes x its count), for imbalanced "
+                                       "data", choices=("none", "balanced"))  # fmt: skip
     probe_epochs: int = option(40, "finetune: epochs of the linear probe before unfreezing")
     layer_decay: float = option(0.85, "finetune: lr factor per layer group downwards (1: one rate)")
     warmup_epochs: float = option(1.0, "epochs of linear warm-up before the cosine decay")
@@ -80,6 +82,8 @@ class TrainConfig:
     cache_dir: str | None = option(None, "feature cache folder (default ~/.cache/transferlab/features)")
     use_cache: bool = option(True, "recompute features, write none", flag="--no-cache")
     strict: bool = option(False, "fail on an unreadable image instead of skipping it")
+    tensorboard: str | None = option(None, "write losses, accuracies, learning rates and the confusion matrix per "
+                                           "epoch to this folder for TensorBoard")  # fmt: skip
     engine: str = option("pytorch", "engine of the frozen body's forward passes", choices=ENGINES)
 
     def __post_init__(self):
@@ -87,6 +91,7 @@ class TrainConfig:
             raise ConfigError("data must name a data set, a folder or a CSV file, got nothing.")
         check_choice("strategy", self.strategy, (*STRATEGIES, AUTO), "train()")
         check_choice("engine", self.engine, ENGINES, "train()")
+        check_choice("class_weight", self.class_weight, ("none", "balanced"), "train()")
         resolve_initializer(self.head_init)
         resolve_initializer(self.init)
         _check(self.resolution is None or 16 <= self.resolution <= 1024, "resolution", "between 16 and 1024 pixels",

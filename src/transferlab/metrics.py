@@ -13,9 +13,9 @@ from torch import nn
 
 
 @torch.no_grad()
-def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of logits against labels."""
-    loss = nn.functional.cross_entropy(logits, labels).item()
+def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, weighted by class when ``weight`` is given; accuracy) of logits against labels."""
+    loss = nn.functional.cross_entropy(logits, labels, weight=weight).item()
     return loss, (logits.argmax(1) == labels).float().mean().item()
 
 

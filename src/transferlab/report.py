@@ -84,23 +84,22 @@ def write_report(
     details: dict | None = None,
     tables: dict[str, tuple[list[str], list[list]]] | None = None,
 ) -> Path:
-    """A single HTML file: a table of ``summary``, the ``tables``, then each base64 PNG in ``figures``."""
+    """A single HTML file: a table of ``summary``, each base64 PNG in ``figures``, the ``tables``,
+    then ``details`` as JSON."""
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_format(v))}</td></tr>" for k, v in summary.items()
     )
-    rows += "</table>" + "".join(
-        f"<h2>{html.escape(caption)}</h2>{html_table(*table)}" for caption, table in (tables or {}).items()
-    ) + "<table>"
     images = "".join(
         f'<h2>{html.escape(caption)}</h2><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
         for caption, data in figures.items()
     )
+    more = "".join(f"<h2>{html.escape(caption)}</h2>{html_table(*table)}" for caption, table in (tables or {}).items())
     extra = f"<h2>Details</h2><pre>{html.escape(json.dumps(details, indent=2))}</pre>" if details else ""
     path.write_text(
         f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:4px 10px;text-align:left}}
-img{{max-width:100%}}</style></head><body><h1>{html.escape(title)}</h1><table>{rows}</table>{images}{extra}
+img{{max-width:100%}}</style></head><body><h1>{html.escape(title)}</h1><table>{rows}</table>{images}{more}{extra}
 </body></html>""",
         encoding="utf-8",
     )

@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import pytest
+from conftest import CHROMIUM, render
 
 from transferlab.advisor import study
 from transferlab.advisor.study import calibrate, held_out_regrets, pick_regret
@@ -76,4 +77,7 @@ def test_quick_study_runs_every_strategy_and_scores_the_advisor(tmp_path):
         assert 0 < cell["advise_cost_fraction"] < 1
     assert list(summary["depth_curve"]) == ["stages.0", "stages.1", "stages.2", "final"]
     assert (tmp_path / "study" / "report.html").exists() and (tmp_path / "study" / "depth.png").exists()
+    if CHROMIUM:  # the report as a browser renders it: every plot loads
+        seen = render(tmp_path / "study" / "report.html", tmp_path)
+        assert seen["images"] == 3 and seen["broken"] == 0 and seen["tables"] >= 2
     assert len(summary["held_out_regret_points"]) == 4 and summary["calibrated_mean_regret_points"] <= summary["mean_regret_points"]

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import CLI
+from conftest import CHROMIUM, CLI, render
 from torch import nn
 
 from transferlab.errors import ConfigError
@@ -93,3 +93,6 @@ def test_init_lab_end_to_end_on_fashion_mnist(tmp_path):
     assert "| zeros |" in result.stdout
     for name in ("loss_curves.png", "loss_curves_zoom.png", "accuracy.png", "symmetry.png", "scales.png", "report.html"):
         assert (tmp_path / "lab" / name).exists(), name
+    if CHROMIUM:  # the report as a browser renders it: every plot loads
+        seen = render(tmp_path / "lab" / "report.html", tmp_path)
+        assert seen["images"] == 5 and seen["broken"] == 0 and seen["tables"] >= 2

@@ -210,3 +210,28 @@ def test_fit_head_learns_features_of_tiny_scale_and_takes_enough_steps():
     with torch.no_grad():
         assert (head(torch.as_tensor(x)).argmax(1).numpy() == y).mean() == 1.0  # raw features in, folded scale
     assert HeadTraining(epochs=40, batch_size=64).epochs_for(60000) == 40
+
+
+def test_balanced_class_weights_by_hand():
+    from transferlab.trainer.loops import loss_weights
+
+    weights = loss_weights(torch.tensor([0, 0, 0, 1]), 2, "balanced")
+    assert weights.tolist() == pytest.approx([4 / (2 * 3), 4 / (2 * 1)])
+    assert loss_weights(torch.tensor([0, 1]), 2, "none") is None
+
+
+def test_balanced_class_weights_raise_the_minority_recall():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 300 + [1] * 15)
+    x = (rng.normal(0, 1, (len(y), 8)) + y[:, None] * 1.2).astype(np.float32)  # overlapping classes
+    vy = np.array([0] * 200 + [1] * 200)
+    vx = (rng.normal(0, 1, (len(vy), 8)) + vy[:, None] * 1.2).astype(np.float32)
+    recalls = {}
+    for class_weight in ("none", "balanced"):
+        torch.manual_seed(0)
+        head = make_head(8, 2)
+        fit_head(head, x, y, vx, vy, HeadTraining(epochs=20, lr=1e-2, batch_size=32, class_weight=class_weight))
+        with torch.no_grad():
+            predicted = head(torch.from_numpy(vx)).argmax(1).numpy()
+        recalls[class_weight] = (predicted[vy == 1] == 1).mean()
+    assert recalls["balanced"] > recalls["none"] + 0.2, recalls

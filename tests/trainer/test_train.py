@@ -124,3 +124,15 @@ def test_onnxruntime_engine_gives_the_same_features_and_predictions(run, tmp_pat
     assert [c for c, _ in by_torch] == [c for c, _ in by_ort]
     assert all(abs(a - b) < 1e-4 for (_, a), (_, b) in zip(by_torch, by_ort))
     assert (root / "run" / "model" / "model.onnx").exists()
+
+
+def test_tensorboard_event_file_holds_every_epoch_and_the_confusion_matrix(run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, config, _ = run
+    metrics = tl.train(config, epochs=5, tensorboard=str(tmp_path / "tb"), out=str(tmp_path / "o")).metrics
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    accuracies = [e.value for e in events.Scalars("head/val_accuracy")]
+    assert accuracies == pytest.approx([row["val_accuracy"] for row in metrics["history"]])
+    assert [e.value for e in events.Scalars("head/lr")][0] == pytest.approx(0.01)
+    assert len(events.Images("head/confusion_matrix")) == len(metrics["history"])

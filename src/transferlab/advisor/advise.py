@@ -26,11 +26,11 @@ def advise_prepared(prepared: PreparedRun, config: TrainConfig, thresholds: Thre
     split's median images per class."""
     counts = prepared.splits.train.counts()
     candidates = tuple(dict.fromkeys(config.backbones)) or (config.backbone,)
+    ranked = ()
     if len(candidates) > 1:
         ranking = rank_sources(prepared, config, candidates)
-        chosen, ranked = ranking.best, tuple(ranking.to_json())
-    else:
-        chosen, ranked = score_source(prepared.for_backbone(candidates[0]), config, candidates[0]), ()
+        candidates, ranked = (ranking.best.backbone,), tuple(ranking.to_json())
+    chosen = score_source(prepared.for_backbone(candidates[0]), config, candidates[0])  # the ranked features are cached
     per_class = int(np.median(counts))
     decision = decide(per_class, chosen.evidence, thresholds)
     log.info("advisor: %s at cut %s of %s (transfer gain %+.3f)", decision.strategy, decision.cut, chosen.backbone,

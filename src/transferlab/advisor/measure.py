@@ -119,19 +119,22 @@ def _features_at_every_cut(backbone: Backbone, weights_digest: str, images: Imag
 
 
 def measure(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int, cache: FeatureCache | None,
-            seed: int = 0) -> list[CutEvidence]:  # fmt: skip
-    """Probe accuracy (pretrained and random weights), LogME and BatchNorm gap at every cut point
-    of ``backbone`` (whose weights hash to ``weights_digest``) on ``images``."""
-    decoded, _ = cached_features(None, {}, images, resolution, cache, desc="decode sample")
-    pixels = torch.from_numpy(decoded.readable(images.labels)[0])
+            seed: int = 0, twin: bool = True) -> list[CutEvidence]:  # fmt: skip
+    """Probe accuracy, LogME and - with ``twin`` - the random twin's probe accuracy and the BatchNorm
+    gap at every cut point of ``backbone`` (whose weights hash to ``weights_digest``) on ``images``.
+    Without ``twin`` (one pass instead of two, for ranking) those two are NaN and ``None``."""
     pretrained, labels = _features_at_every_cut(backbone, weights_digest, images, resolution, cache)
-    twin = random_twin(backbone, pixels, seed)
-    random, _ = _features_at_every_cut(twin, twin.weights_fingerprint(), images, resolution, cache)
-    gaps = _batchnorm_gaps(backbone, pixels)
+    random, gaps = [np.full((len(labels), 1), np.nan)] * len(pretrained), {}
+    if twin:
+        decoded, _ = cached_features(None, {}, images, resolution, cache, desc="decode sample")
+        pixels = torch.from_numpy(decoded.readable(images.labels)[0])
+        random_twin_ = random_twin(backbone, pixels, seed)
+        random, _ = _features_at_every_cut(random_twin_, random_twin_.weights_fingerprint(), images, resolution, cache)
+        gaps = _batchnorm_gaps(backbone, pixels)
     return [
         CutEvidence(
-            cut.name, cut.channels, probe_accuracy(block, labels), probe_accuracy(random_block, labels),
-            logme(block, labels), gaps.get(cut.name),
+            cut.name, cut.channels, probe_accuracy(block, labels),
+            probe_accuracy(random_block, labels) if twin else float("nan"), logme(block, labels), gaps.get(cut.name),
         )
         for cut, block, random_block in zip(backbone.cut_points, pretrained, random)
     ]  # fmt: skip

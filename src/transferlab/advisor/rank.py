@@ -2,8 +2,7 @@
 
 Per candidate, on the same per-class sample of the training split: one frozen pass gives the
 features at every cut (cached), scored by the leave-one-out linear probe (the best cut's),
-LogME (at that cut), LEEP (the source classifier's predictions mapped to the target labels) and
-the transfer gain over the same architecture with random weights. The ranking orders by the
+LogME (at that cut), LEEP (the source classifier's predictions mapped to the target labels). The ranking orders by the
 probe, the one score here that estimates the target accuracy itself; the others are shown beside
 it, with what each measurement cost.
 """
@@ -41,7 +40,7 @@ class SourceScore:
     probe_accuracy: float  # at the best cut
     logme: float  # at the best cut
     leep: float | None  # None: the source's classifier is not available
-    transfer_gain: float
+    transfer_gain: float | None  # None: ranked without the random twin
     seconds: float
     evidence: tuple[CutEvidence, ...]
 
@@ -61,35 +60,36 @@ class Ranking:
 
     def table(self) -> str:
         lines = [f"{'backbone':<20} {'params':>7} {'px':>4} {'best cut':<12} {'probe':>6} {'LogME':>7} {'LEEP':>7} "
-                 f"{'gain':>6} {'time':>6}"]  # fmt: skip
+                 f"{'time':>6}"]  # fmt: skip
         for s in self.scores:
             leep = f"{s.leep:7.3f}" if s.leep is not None else f"{'-':>7}"
             lines.append(f"{s.backbone:<20} {s.parameters / 1e6:6.1f}M {s.resolution:>4} {s.best_cut:<12} "
-                         f"{s.probe_accuracy:6.3f} {s.logme:7.3f} {leep} {s.transfer_gain:+6.3f} {s.seconds:5.1f}s")  # fmt: skip
+                         f"{s.probe_accuracy:6.3f} {s.logme:7.3f} {leep} {s.seconds:5.1f}s")  # fmt: skip
         return "\n".join(lines)
 
 
-def score_source(prepared: PreparedRun, config: TrainConfig, name: str) -> SourceScore:
-    """Measure ``prepared``'s backbone (called ``name`` by the user) on a per-class sample of its training split."""
+def score_source(prepared: PreparedRun, config: TrainConfig, name: str, twin: bool = True) -> SourceScore:
+    """Measure ``prepared``'s backbone (called ``name`` by the user) on a per-class sample of its
+    training split; ``twin`` adds the random twin (transfer gain) and the BatchNorm gaps."""
     started = time.perf_counter()
     backbone = prepared.backbone
     sample = per_class_subset(prepared.splits.train, config.measure_per_class, config.seed)
     resolution = measurement_resolution(backbone, sample, config.resolution)
-    evidence = measure(backbone, prepared.weights_digest, sample, resolution, prepared.cache, config.seed)
+    evidence = measure(backbone, prepared.weights_digest, sample, resolution, prepared.cache, config.seed, twin)
     best = best_cut(evidence)
     leep = source_leep(backbone, prepared.weights_digest, sample, resolution, prepared.cache)
     return SourceScore(
         backbone=name, parameters=sum(p.numel() for p in backbone.model.parameters()), resolution=resolution,
         best_cut=best.cut, probe_accuracy=best.probe_accuracy, logme=best.logme, leep=leep,
-        transfer_gain=transfer_gain(evidence), seconds=time.perf_counter() - started, evidence=tuple(evidence),
+        transfer_gain=transfer_gain(evidence) if twin else None, seconds=time.perf_counter() - started, evidence=tuple(evidence),
     )  # fmt: skip
 
 
 def rank_sources(prepared: PreparedRun, config: TrainConfig, candidates: tuple[str, ...] = OFFLINE_SOURCES) -> Ranking:
-    """Score every candidate on the same sample and order them, best first."""
+    """Score every candidate on the same sample (one frozen pass each) and order them, best first."""
     scores = []
     for name in candidates:
-        scores.append(score_source(prepared.for_backbone(name), config, name))
+        scores.append(score_source(prepared.for_backbone(name), config, name, twin=False))
         log.info("rank: %s probe %.3f at %s (%.1f s)", name, scores[-1].probe_accuracy, scores[-1].best_cut,
                  scores[-1].seconds)  # fmt: skip
     return Ranking(tuple(sorted(scores, key=lambda s: (-s.probe_accuracy, -s.logme))))
@@ -116,8 +116,8 @@ def write_ranking(out: Path, ranking: Ranking, data: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "ranking.json").write_text(json.dumps(ranking.to_json(), indent=2))
     figure = save_figure(_plot(ranking), out / "rank.png")
-    header = ["backbone", "parameters", "resolution", "best cut", "probe", "LogME", "LEEP", "transfer gain", "seconds"]
+    header = ["backbone", "parameters", "resolution", "best cut", "probe", "LogME", "LEEP", "seconds"]
     rows = [[s.backbone, s.parameters, s.resolution, s.best_cut, s.probe_accuracy, s.logme,
-             s.leep if s.leep is not None else "-", s.transfer_gain, s.seconds] for s in ranking.scores]  # fmt: skip
+             s.leep if s.leep is not None else "-", s.seconds] for s in ranking.scores]  # fmt: skip
     write_report(out / "report.html", f"transferlab rank: {data}", {"chosen": ranking.best.backbone},
                  {"Scores per backbone (green: chosen)": figure}, tables={"Ranking": (header, rows)})  # fmt: skip

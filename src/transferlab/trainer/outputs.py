@@ -31,6 +31,7 @@ from ..strategy import Plan
 log = logging.getLogger(__name__)
 
 SAMPLE_GRID_SIZE = 16
+WORST_PAIRS, EXAMPLES_PER_PAIR = 3, 4
 FEW_VALIDATION_IMAGES = 5  # per class: below this a validation accuracy means little
 
 
@@ -92,10 +93,8 @@ def build_metrics(config: TrainConfig, stages, present: dict[str, ImageSet], inf
     }
 
 
-def _sample_figure(logits: torch.Tensor, valid: np.ndarray, images: ImageSet, seed: int):
-    """Grid of predictions on a fixed random sample of readable images (``logits``: readable rows)."""
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.permutation(int(valid.sum()))[:SAMPLE_GRID_SIZE])
+def _grid(logits: torch.Tensor, valid: np.ndarray, images: ImageSet, chosen: np.ndarray):
+    """Grid of predictions on the readable rows ``chosen`` (positions among the readable images)."""
     positions = np.flatnonzero(valid)[chosen]
     confidence, predicted = torch.softmax(logits[chosen], 1).max(1)
     classes = images.classes
@@ -105,6 +104,29 @@ def _sample_figure(logits: torch.Tensor, valid: np.ndarray, images: ImageSet, se
         [classes[p] for p in predicted.tolist()],
         confidence.tolist(),
     )
+
+
+def _sample_figure(logits: torch.Tensor, valid: np.ndarray, images: ImageSet, seed: int):
+    """Predictions on a fixed random sample of readable images (``logits``: readable rows)."""
+    rng = np.random.default_rng(seed)
+    return _grid(logits, valid, images, np.sort(rng.permutation(int(valid.sum()))[:SAMPLE_GRID_SIZE]))
+
+
+def worst_confusions(counts: np.ndarray, classes, top: int = WORST_PAIRS) -> list[tuple[str, str, int]]:
+    """The most frequent (true class, predicted class, count) mistakes, most frequent first."""
+    off = np.asarray(counts).copy()
+    np.fill_diagonal(off, 0)
+    pairs = sorted(((int(off[t, p]), t, p) for t, p in zip(*np.nonzero(off))), reverse=True)[:top]
+    return [(classes[t], classes[p], n) for n, t, p in pairs]
+
+
+def _confusions_figure(logits: torch.Tensor, valid: np.ndarray, labels: np.ndarray, images: ImageSet, pairs):
+    """Up to four examples of each worst-confused pair, or ``None`` when nothing was confused."""
+    predicted = logits.argmax(1).numpy()
+    index = {name: k for k, name in enumerate(images.classes)}
+    chosen = [np.flatnonzero((labels == index[t]) & (predicted == index[p]))[:EXAMPLES_PER_PAIR] for t, p, _ in pairs]
+    chosen = np.concatenate(chosen) if chosen else np.zeros(0, dtype=int)
+    return _grid(logits, valid, images, chosen) if len(chosen) else None
 
 
 def _write_history_csv(path: Path, history: list[dict]) -> None:
@@ -119,19 +141,34 @@ def _per_class_table(per_class: dict) -> tuple[list[str], list[list]]:
     return header, [[name, m["precision"], m["recall"], m["f1"], m["support"]] for name, m in per_class.items()]
 
 
-def _write_report(out: Path, metrics: dict, samples_figure) -> None:
+def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
     split = metrics["evaluated_on"]
     counts = np.asarray(metrics["confusion_matrix"])
-    figures = {
+    images = {
         "Loss and accuracy per epoch": save_figure(plot_curves(metrics["history"]), out / "curves.png"),
         f"Confusion matrix ({split})": save_figure(plot_confusion(counts, metrics["classes"]), out / "confusion.png"),
-        f"Sample predictions ({split})": save_figure(samples_figure, out / "samples.png"),
+        f"Sample predictions ({split})": save_figure(figures["samples"], out / "samples.png"),
     }
+    if figures["confusions"] is not None:
+        images[f"The most confused pairs ({split}), examples"] = save_figure(figures["confusions"], out / "confusions.png")
     hidden = ("config", "history", "probe_history", "skipped", "per_class", "confusion_matrix", "plan")
-    summary = {k: v for k, v in metrics.items() if k not in hidden}
-    tables = {f"Per class ({split})": _per_class_table(metrics["per_class"])}
+    summary = {k: v for k, v in metrics.items() if k not in hidden and not k.endswith("_seconds")}
+    summary["seconds"] = ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in metrics.items() if k.endswith("_seconds"))
+    tables = {
+        f"Per class ({split})": _per_class_table(metrics["per_class"]),
+        f"Most confused pairs ({split})": (["true class", "predicted as", "images"], [list(p) for p in pairs]),
+    }
+    if "plan" in metrics:
+        plan = metrics["plan"]
+        summary["plan"] = plan["explanation"]
+        tables["The plan's evidence per cut"] = (
+            ["cut", "channels", "probe", "random", "LogME", "BN gap"],
+            [[e["cut"], e["channels"], e["probe_accuracy"], e["random_probe_accuracy"], e["logme"],
+              e["batchnorm_gap"] if e["batchnorm_gap"] is not None else "-"] for e in plan["evidence"]],
+        )  # fmt: skip
+    tables["Settings"] = (["setting", "value"], [[k, v] for k, v in metrics["config"].items()])
     write_report(out / "report.html", f"transferlab train: {metrics['strategy']} on {metrics['config']['data']}",
-                 summary, figures, {"config": metrics["config"], "skipped": metrics["skipped"]}, tables)  # fmt: skip
+                 summary, images, {"skipped": metrics["skipped"]} if metrics["skipped"] else None, tables)  # fmt: skip
 
 
 def write_outputs(out: Path, config: TrainConfig, stages, present: dict[str, ImageSet], info: BundleInfo,
@@ -140,8 +177,11 @@ def write_outputs(out: Path, config: TrainConfig, stages, present: dict[str, Ima
     metrics = build_metrics(config, stages, present, info, weights_source, plan, started)
     if distributed.is_main():
         split, last = metrics["evaluated_on"], stages[-1]
-        figure = _sample_figure(last.logits[split], last.inputs[split].valid, present[split], config.seed)
-        _write_report(out, metrics, figure)
+        logits, valid, images = last.logits[split], last.inputs[split].valid, present[split]
+        pairs = worst_confusions(np.asarray(metrics["confusion_matrix"]), info.classes)
+        figures = {"samples": _sample_figure(logits, valid, images, config.seed),
+                   "confusions": _confusions_figure(logits, valid, last.labels[split], images, pairs)}  # fmt: skip
+        _write_report(out, metrics, figures, pairs)
         _write_history_csv(out / "history.csv", last.history)
         if plan is not None:
             plan.save(out / "plan.json")

@@ -38,15 +38,20 @@ from ..strategy import STRATEGY_DEFAULTS, Plan
 from ..surgery import TransferModel, body_at, freeze
 from .loops import HeadTraining, NetworkTraining, fit_head, fit_network, layer_groups
 from .outputs import write_outputs
+from .tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
 
 def head_settings(config: TrainConfig) -> HeadTraining:
     """The head's optimizer settings: the run's own for head/truncate, the linear probe's for finetune."""
-    if config.strategy in ("head", "truncate"):
-        return HeadTraining(config.resolved_epochs, config.resolved_lr, config.batch_size, config.weight_decay, config.seed)
-    return HeadTraining(config.probe_epochs, STRATEGY_DEFAULTS["head"].lr, config.batch_size, config.weight_decay, config.seed)
+    head = config.strategy in ("head", "truncate")
+    return HeadTraining(
+        epochs=config.resolved_epochs if head else config.probe_epochs,
+        lr=config.resolved_lr if head else STRATEGY_DEFAULTS["head"].lr,
+        batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed,
+        class_weight=config.class_weight,
+    )  # fmt: skip
 
 
 def network_settings(config: TrainConfig) -> NetworkTraining:
@@ -55,7 +60,7 @@ def network_settings(config: TrainConfig) -> NetworkTraining:
         weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
         layer_decay=config.layer_decay if config.strategy == "finetune" else 1.0, patience=config.patience,
         augment=config.augment, freeze_bn=bool(config.freeze_bn), gradual_unfreeze=config.gradual_unfreeze,
-        seed=config.seed,
+        seed=config.seed, class_weight=config.class_weight,
     )  # fmt: skip
 
 
@@ -92,7 +97,12 @@ def _readable(inputs: dict[str, Features], prepared: PreparedRun) -> dict[str, t
     return {split: values.readable(present[split].labels) for split, values in inputs.items()}
 
 
-def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig) -> Stage:
+def _epoch_log(board: TensorBoardLog | None, stage: str, val_labels: np.ndarray):
+    return board.callback(stage, val_labels) if board is not None else None
+
+
+def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig,
+                      board: TensorBoardLog | None) -> Stage:  # fmt: skip
     """Features of the frozen body (cached), then the head on them."""
     tick = time.perf_counter()
     resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
@@ -109,7 +119,9 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     (train_x, train_y), (val_x, val_y) = rows["train"], rows["val"]
     if len(np.unique(train_y)) < len(prepared.classes):
         raise DataError("After skipping unreadable images some class has no training image left.")
-    history = fit_head(model.head, train_x, train_y, val_x, val_y, head_settings(config))
+    stage = "head" if config.strategy in ("head", "truncate") else "probe"
+    history = fit_head(model.head, train_x, train_y, val_x, val_y, head_settings(config),
+                       _epoch_log(board, stage, val_y))  # fmt: skip
     best = min(history, key=lambda r: r["val_loss"])
     log.info("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], len(history), best["val_accuracy"])
     model.head.eval()
@@ -127,7 +139,8 @@ def _reinitialize(body: nn.Module, init: str) -> None:
             module.reset_parameters()
 
 
-def _whole_network(model: TransferModel, prepared: PreparedRun, config: TrainConfig, out: Path) -> Stage:
+def _whole_network(model: TransferModel, prepared: PreparedRun, config: TrainConfig, out: Path,
+                   board: TensorBoardLog | None) -> Stage:  # fmt: skip
     """Decoded images (cached), then the whole network."""
     tick = time.perf_counter()
     inputs, hits = _cached_splits(None, {}, prepared, model.preprocessing.resolution, config, "decode")
@@ -140,7 +153,8 @@ def _whole_network(model: TransferModel, prepared: PreparedRun, config: TrainCon
     pixels = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in _readable(inputs, prepared).items()}
     (train_x, train_y), (val_x, val_y) = pixels["train"], pixels["val"]
     history = fit_network(model, layer_groups(model, settings), train_x, train_y, val_x, val_y, settings,
-                          checkpoint_dir=out, resume=config.resume)  # fmt: skip
+                          checkpoint_dir=out, resume=config.resume,
+                          on_epoch=_epoch_log(board, config.strategy, val_y.numpy()))  # fmt: skip
     logits = {split: predict_pixels(model, x) for split, (x, _) in pixels.items()}
     seconds = {"decode_seconds": decode_seconds, "network_seconds": time.perf_counter() - tick}
     return Stage(inputs, {s: y.numpy() for s, (_, y) in pixels.items()}, logits, history, seconds, hits)
@@ -169,11 +183,16 @@ def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dic
                                         resolution=config.resolution or backbone.preprocessing.resolution)  # fmt: skip
     head = make_head(backbone.cut(cut).channels, len(prepared.classes), config.head_init, config.dropout)
     model = TransferModel(freeze(body_at(backbone, cut)), head, preprocessing)
+    board = TensorBoardLog(config.tensorboard, prepared.classes) if config.tensorboard and distributed.is_main() else None
     stages = []
-    if config.strategy != "scratch":
-        stages.append(_head_on_features(model, prepared, cut, config))
-    if config.trains_network:
-        stages.append(_whole_network(model, prepared, config, out))
+    try:
+        if config.strategy != "scratch":
+            stages.append(_head_on_features(model, prepared, cut, config, board))
+        if config.trains_network:
+            stages.append(_whole_network(model, prepared, config, out, board))
+    finally:
+        if board is not None:
+            board.close()
     info = BundleInfo(
         classes=prepared.classes, preprocessing=preprocessing, backbone=config.backbone, arch=backbone.arch, cut=cut,
         cut_points=tuple(backbone.cut_points), num_features=backbone.cut(cut).channels,
