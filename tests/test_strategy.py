@@ -51,3 +51,23 @@ def test_plan_round_trips_through_json_and_explains_itself(tmp_path):
     assert json.loads((tmp_path / "plan.json").read_text())["strategy"] == "truncate"
     assert "10 training images per class is small" in plan.explanation and "stage1" in plan.explanation
     assert plan.evidence_table().splitlines()[2].endswith("<- plan")
+
+
+def test_an_earlier_cut_must_beat_the_final_one_beyond_its_noise():
+    """The same probe gap reads as 'different' on many images and as noise on few."""
+    few = [CutEvidence("stage0", 8, 0.80, 0.3, 0.0, None, images=20), CutEvidence("final", 8, 0.72, 0.3, 0.0, None, images=20)]
+    many = [CutEvidence("stage0", 8, 0.80, 0.3, 0.0, None, images=2000),
+            CutEvidence("final", 8, 0.72, 0.3, 0.0, None, images=2000)]  # fmt: skip
+    assert few[0].probe_stderr == pytest.approx((0.8 * 0.2 / 20) ** 0.5)
+    assert decide(10, few).strategy == "head" and "inside its noise" in make_plan(
+        decide(10, few), few, 10, 1.0, 64, "b", Thresholds()).explanation  # fmt: skip
+    assert decide(10, many).strategy == "truncate"
+
+
+def test_the_explanation_carries_the_estimate_the_learning_curve_and_thin_evidence():
+    evidence = [CutEvidence("stage0", 8, 0.6, 0.3, 0.0, None, images=30), CutEvidence("final", 8, 0.9, 0.3, 0.0, None, images=30)]
+    plan = make_plan(decide(6, evidence), evidence, 6, 1.0, 64, "b", Thresholds(), curve=((2, 0.7), (3, 0.8), (6, 0.9)))
+    assert "estimated at 90.0% +- 5.5%" in plan.explanation  # sqrt(0.9 x 0.1 / 30)
+    assert "+12.6 points per doubling" in plan.explanation  # 20 points over log2(6 / 2) doublings
+    assert "The evidence is thin" in plan.explanation
+    assert plan.learning_curve == ((2, 0.7), (3, 0.8), (6, 0.9))

@@ -76,7 +76,7 @@ class TrainConfig:
     init: str = option("kaiming-normal", "scratch: initializer of the body's layers")
     resume: bool = option(False, "continue an interrupted run from OUT/checkpoint.pt")
     plan: str | None = option(None, "with --strategy auto: carry out this saved plan.json")
-    measure_per_class: int = option(50, "auto: images per class the advisor measures on")
+    measure_per_class: int = option(200, "auto, advise, rank: labelled images per class the advisor measures on")
     seed: int = option(0, "seed of splits, data order, augmentation and initialization")
     data_dir: str | None = option(None, "folder holding Fashion-MNIST's *-ubyte.gz files (default: Debian's path)")
     cache_dir: str | None = option(None, "feature cache folder (default ~/.cache/transferlab/features)")

@@ -97,6 +97,13 @@ class ImageSet:
     def counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(self.classes))
 
+    def union(self, other: ImageSet) -> ImageSet:
+        """This set's images and ``other``'s, of the same source and classes (e.g. train and validation)."""
+        if other.source is not self.source or other.classes != self.classes:
+            raise DataError("Only image sets of one source and one class list can be joined.")
+        return ImageSet(self.source, np.concatenate([self.indices, other.indices]),
+                        np.concatenate([self.labels, other.labels]), self.classes)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Dataset:

@@ -21,6 +21,7 @@ The decision (:func:`decide`) answers three questions from measurements:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,13 @@ class CutEvidence:
     random_probe_accuracy: float  # the same probe on the features of randomly initialized weights
     logme: float
     batchnorm_gap: float | None
+    images: int = 0  # how many labelled images the probe was scored on (0: not recorded)
+
+    @property
+    def probe_stderr(self) -> float:
+        """The binomial standard error of the probe accuracy (0 when the count is not recorded)."""
+        p = self.probe_accuracy
+        return math.sqrt(max(p * (1 - p), 0.0) / self.images) if self.images else 0.0
 
 
 @dataclass(frozen=True)
@@ -103,13 +111,20 @@ def transfer_gain(evidence: list[CutEvidence] | tuple[CutEvidence, ...]) -> floa
     return max(e.probe_accuracy for e in evidence) - max(e.random_probe_accuracy for e in evidence)
 
 
+def similarity_tolerance(best: CutEvidence, thresholds: Thresholds) -> float:
+    """How far below the best cut the final cut may probe and still count as similar: the margin,
+    or the best probe's standard error when that is larger - an earlier cut is only preferred
+    when it is better beyond the noise of its own estimate."""
+    return max(thresholds.similarity_margin, best.probe_stderr)
+
+
 def decide(images_per_class: int, evidence: list[CutEvidence] | tuple[CutEvidence, ...],
            thresholds: Thresholds = Thresholds()) -> Decision:  # fmt: skip
     """The strategy and cut for ``images_per_class`` training images per class and the per-cut
     ``evidence`` (its last entry is the final cut); see the module's docstring."""
     final, best = evidence[-1], best_cut(evidence)
     small = images_per_class < thresholds.small_data
-    similar = final.probe_accuracy >= best.probe_accuracy - thresholds.similarity_margin
+    similar = final.probe_accuracy >= best.probe_accuracy - similarity_tolerance(best, thresholds)
     gain = transfer_gain(evidence)
     if gain < thresholds.transfer_gain:  # frozen, the body is as good as random: train it
         strategy, cut = ("scratch" if images_per_class >= thresholds.scratch else "finetune"), FINAL_CUT
@@ -120,15 +135,41 @@ def decide(images_per_class: int, evidence: list[CutEvidence] | tuple[CutEvidenc
     return Decision(strategy, cut, small, similar, gain)
 
 
-def explain(decision: Decision, images_per_class: int, evidence, thresholds: Thresholds) -> str:
+THIN_EVIDENCE = 10  # labelled images per class measured: below this, say that the plan is a best guess
+
+
+def _uncertainty(best: CutEvidence, curve: tuple[tuple[int, float], ...]) -> str:
+    """The frozen estimate with its standard error, what more data bought, and whether the evidence is thin."""
+    if not best.images:
+        return ""
+    text = (f" A frozen head at {best.cut} is estimated at {best.probe_accuracy:.1%} +- {best.probe_stderr:.1%} "
+            f"(leave-one-out on {best.images} labelled images)")  # fmt: skip
+    if len(curve) >= 2:
+        (n_low, low), (n_high, high) = curve[0], curve[-1]
+        doublings = math.log2(n_high / n_low) if n_high > n_low else 1.0
+        text += (f"; on {', '.join(f'{n}' for n, _ in curve)} images per class it probed "
+                 f"{', '.join(f'{a:.1%}' for _, a in curve)}: more data bought {100 * (high - low) / doublings:+.1f} "
+                 f"points per doubling")  # fmt: skip
+    text += "."
+    if curve and curve[-1][0] < THIN_EVIDENCE:
+        text += (f" The evidence is thin (fewer than {THIN_EVIDENCE} labelled images per class): take the plan as a best "
+                 "guess and judge the model on a test split.")  # fmt: skip
+    return text
+
+
+def explain(decision: Decision, images_per_class: int, evidence, thresholds: Thresholds,
+            curve: tuple[tuple[int, float], ...] = ()) -> str:  # fmt: skip
     """The decision in words a practitioner can check against the evidence table."""
     final, best = evidence[-1], best_cut(evidence)
     size = "small" if decision.small else "large"
     if best.cut == final.cut:
         why_similar = f"the final features probe best of all cuts ({final.probe_accuracy:.1%}): the deep features suit the data"
     elif decision.similar:
-        why_similar = (f"the final features probe at {final.probe_accuracy:.1%}, within {thresholds.similarity_margin:.0%} "
-                       f"of the best cut ({best.cut}, {best.probe_accuracy:.1%}): the deep features suit the data")  # fmt: skip
+        tolerance = similarity_tolerance(best, thresholds)
+        why_similar = (f"the final features probe at {final.probe_accuracy:.1%}, within {tolerance:.1%} "
+                       f"of the best cut ({best.cut}, {best.probe_accuracy:.1%}"
+                       f"{', inside its noise' if tolerance > thresholds.similarity_margin else ''}): the deep features "
+                       f"suit the data")  # fmt: skip
     else:
         why_similar = (f"an earlier cut ({best.cut}) probes at {best.probe_accuracy:.1%} against "
                        f"{final.probe_accuracy:.1%} for the final features: the deep features are specialised to the source")  # fmt: skip
@@ -139,7 +180,7 @@ def explain(decision: Decision, images_per_class: int, evidence, thresholds: Thr
         f"{thresholds.scratch} images per class, else finetune). Hence '{decision.strategy}' at cut '{decision.cut}'. "
         f"Check it: 'probe' is the leave-one-out accuracy of a linear classifier on the sample's features at each "
         f"depth, 'random' the same on the random network; LogME ranks the depths without training; a large BatchNorm "
-        f"gap means the target's activations at that depth look unlike the source's."
+        f"gap means the target's activations at that depth look unlike the source's.{_uncertainty(best, curve)}"
     )
 
 
@@ -163,6 +204,7 @@ class Plan:
     explanation: str
     thresholds: dict = field(default_factory=dict)
     candidates: tuple[dict, ...] = ()  # with several candidate backbones: the ranking that chose ``backbone``
+    learning_curve: tuple[tuple[int, float], ...] = ()  # (images per class, probe accuracy) at the best cut
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -172,6 +214,7 @@ class Plan:
         data = dict(data)
         data["evidence"] = tuple(CutEvidence(**e) for e in data["evidence"])
         data["candidates"] = tuple(data.get("candidates", ()))
+        data["learning_curve"] = tuple(tuple(point) for point in data.get("learning_curve", ()))
         return Plan(**data)
 
     @staticmethod
@@ -186,17 +229,18 @@ class Plan:
 
     def evidence_table(self) -> str:
         """The per-cut evidence as a fixed-width text table, the plan's cut marked."""
-        lines = [f"{'cut':<10} {'channels':>8} {'probe':>7} {'random':>7} {'LogME':>8} {'BN gap':>8}"]
+        lines = [f"{'cut':<12} {'channels':>8} {'probe':>7} {'+-':>6} {'random':>7} {'LogME':>8} {'BN gap':>8}"]
         for e in self.evidence:
             gap = f"{e.batchnorm_gap:8.3f}" if e.batchnorm_gap is not None else f"{'-':>8}"
             marker = "  <- plan" if e.cut == self.cut else ""
-            lines.append(f"{e.cut:<10} {e.channels:>8} {e.probe_accuracy:>7.4f} {e.random_probe_accuracy:>7.4f} "
-                         f"{e.logme:>8.3f} {gap}{marker}")  # fmt: skip
+            lines.append(f"{e.cut:<12} {e.channels:>8} {e.probe_accuracy:>7.4f} {e.probe_stderr:>6.3f} "
+                         f"{e.random_probe_accuracy:>7.4f} {e.logme:>8.3f} {gap}{marker}")  # fmt: skip
         return "\n".join(lines)
 
 
 def make_plan(decision: Decision, evidence, images_per_class: int, class_balance: float, resolution: int,
-              backbone: str, thresholds: Thresholds, candidates: tuple[dict, ...] = ()) -> Plan:  # fmt: skip
+              backbone: str, thresholds: Thresholds, candidates: tuple[dict, ...] = (),
+              curve: tuple[tuple[int, float], ...] = ()) -> Plan:  # fmt: skip
     """The plan that carries out ``decision``, with the strategy's default epochs and rate."""
     defaults = STRATEGY_DEFAULTS[decision.strategy]
     return Plan(
@@ -204,6 +248,6 @@ def make_plan(decision: Decision, evidence, images_per_class: int, class_balance
         backbone=backbone, images_per_class=images_per_class, class_balance=class_balance,
         freeze_bn=decision.strategy == "finetune", small=decision.small, similar=decision.similar,
         transfer_gain=decision.transfer_gain, evidence=tuple(evidence),
-        explanation=explain(decision, images_per_class, evidence, thresholds), thresholds=asdict(thresholds),
-        candidates=candidates,
+        explanation=explain(decision, images_per_class, evidence, thresholds, curve), thresholds=asdict(thresholds),
+        candidates=candidates, learning_curve=curve,
     )  # fmt: skip

@@ -60,3 +60,16 @@ def test_samples_per_class_sets_the_data_size(tiny_fashion_dir, tmp_path):
     plan = tl.advise("fashion-mnist", data_dir=str(tiny_fashion_dir), measure_per_class=4, resolution=32,
                      cache_dir=str(tmp_path / "c"), samples_per_class=3)  # fmt: skip
     assert plan.images_per_class == 3 and plan.small
+
+
+def test_learning_curve_rises_with_more_data_on_a_hard_constructed_task():
+    import numpy as np
+
+    from transferlab.advisor.measure import probe_learning_curve
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 80)
+    features = rng.normal(0, 1, (len(labels), 256)) + np.eye(4, 256)[labels] * 2.5  # informative, many noisy dims
+    curve = probe_learning_curve(features, labels)
+    assert [n for n, _ in curve] == [20, 40, 80]
+    assert curve[-1][1] > curve[0][1] + 0.1, curve  # more data, a better probe: the curve says so

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def advise_prepared(prepared: PreparedRun, config: TrainConfig, thresholds: Thresholds = Thresholds()) -> Plan:
-    """Measure the training split of ``prepared`` (at most ``config.measure_per_class`` images per
-    class) against its backbone - or, with several ``config.backbones``, rank them and take the
+    """Measure the labelled images of ``prepared`` (at most ``config.measure_per_class`` per class)
+    against its backbone - or, with several ``config.backbones``, rank them and take the
     best - and return the plan. The data counts as the size the training will use: the training
     split's median images per class."""
     counts = prepared.splits.train.counts()
@@ -36,4 +36,4 @@ def advise_prepared(prepared: PreparedRun, config: TrainConfig, thresholds: Thre
     log.info("advisor: %s at cut %s of %s (transfer gain %+.3f)", decision.strategy, decision.cut, chosen.backbone,
              decision.transfer_gain)  # fmt: skip
     return make_plan(decision, chosen.evidence, per_class, float(counts.min() / counts.max()), chosen.resolution,
-                     chosen.backbone, thresholds, ranked)  # fmt: skip
+                     chosen.backbone, thresholds, ranked, chosen.learning_curve)  # fmt: skip

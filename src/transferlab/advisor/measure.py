@@ -135,9 +135,33 @@ def measure(backbone: Backbone, weights_digest: str, images: ImageSet, resolutio
         CutEvidence(
             cut.name, cut.channels, probe_accuracy(block, labels),
             probe_accuracy(random_block, labels) if twin else float("nan"), logme(block, labels), gaps.get(cut.name),
+            images=len(labels),
         )
         for cut, block, random_block in zip(backbone.cut_points, pretrained, random)
     ]  # fmt: skip
+
+
+LEARNING_CURVE_SHARES = (0.25, 0.5, 1.0)
+
+
+def probe_learning_curve(block: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple[tuple[int, float], ...]:
+    """The probe's leave-one-out accuracy on a quarter, a half and all of the rows (per class,
+    nested, seeded): what more labelled data bought, a hint of what it would buy next."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    per_class = int(np.bincount(labels).min())
+    curve = {}
+    for share in LEARNING_CURVE_SHARES:
+        keep = max(2, round(per_class * share))
+        rows = np.sort(np.concatenate([order[labels[order] == c][:keep] for c in np.unique(labels)]))
+        curve[keep] = probe_accuracy(block[rows], labels[rows])  # a small class can make two shares the same size
+    return tuple(curve.items())
+
+
+def learning_curve(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int, cut: str,
+                   cache: FeatureCache | None, seed: int = 0) -> tuple[tuple[int, float], ...]:  # fmt: skip
+    """:func:`probe_learning_curve` at ``cut`` of ``backbone`` on ``images``."""
+    blocks, labels = _features_at_every_cut(backbone, weights_digest, images, resolution, cache)  # cached by measure
+    return probe_learning_curve(blocks[[c.name for c in backbone.cut_points].index(cut)], labels, seed)
 
 
 def source_leep(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int,

@@ -22,7 +22,7 @@ from ..data import per_class_subset
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
 from ..strategy import CutEvidence, best_cut, transfer_gain
-from .measure import measure, measurement_resolution, source_leep
+from .measure import learning_curve, measure, measurement_resolution, source_leep
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class SourceScore:
     transfer_gain: float | None  # None: ranked without the random twin
     seconds: float
     evidence: tuple[CutEvidence, ...]
+    learning_curve: tuple[tuple[int, float], ...] = ()  # with the twin: the probe at the best cut on 1/4, 1/2, all
 
 
 @dataclass(frozen=True)
@@ -69,19 +70,24 @@ class Ranking:
 
 
 def score_source(prepared: PreparedRun, config: TrainConfig, name: str, twin: bool = True) -> SourceScore:
-    """Measure ``prepared``'s backbone (called ``name`` by the user) on a per-class sample of its
-    training split; ``twin`` adds the random twin (transfer gain) and the BatchNorm gaps."""
+    """Measure ``prepared``'s backbone (called ``name`` by the user) on a per-class sample of the
+    run's labelled images (training and validation splits: every image the run may learn from);
+    ``twin`` adds the random twin (transfer gain), the BatchNorm gaps and the learning curve."""
     started = time.perf_counter()
     backbone = prepared.backbone
-    sample = per_class_subset(prepared.splits.train, config.measure_per_class, config.seed)
+    labelled = prepared.splits.train.union(prepared.splits.val)
+    sample = per_class_subset(labelled, config.measure_per_class, config.seed)
     resolution = measurement_resolution(backbone, sample, config.resolution)
     evidence = measure(backbone, prepared.weights_digest, sample, resolution, prepared.cache, config.seed, twin)
     best = best_cut(evidence)
     leep = source_leep(backbone, prepared.weights_digest, sample, resolution, prepared.cache)
+    curve = learning_curve(backbone, prepared.weights_digest, sample, resolution, best.cut, prepared.cache,
+                           config.seed) if twin else ()  # fmt: skip
     return SourceScore(
         backbone=name, parameters=sum(p.numel() for p in backbone.model.parameters()), resolution=resolution,
         best_cut=best.cut, probe_accuracy=best.probe_accuracy, logme=best.logme, leep=leep,
-        transfer_gain=transfer_gain(evidence) if twin else None, seconds=time.perf_counter() - started, evidence=tuple(evidence),
+        transfer_gain=transfer_gain(evidence) if twin else None, seconds=time.perf_counter() - started,
+        evidence=tuple(evidence), learning_curve=curve,
     )  # fmt: skip
 
 
