@@ -56,3 +56,22 @@ def test_export_checks_parity_and_says_so_when_it_fails(trained, tmp_path, monke
     monkeypatch.setattr(export_module, "PARITY_TOLERANCE", -1.0)  # any difference at all now fails
     with pytest.raises(tl.ExportError, match="logits differ from PyTorch"):
         model.export("torchscript", tmp_path / "again.pt")
+
+
+def test_int8_engine_and_export_agree_with_pytorch(trained, tmp_path):
+    root, data, _ = trained
+    options = {"resolution": 112, "epochs": 10, "lr": 0.01, "use_cache": False}
+    fp32 = tl.train(str(data), out=str(tmp_path / "f"), **options)
+    int8 = tl.train(str(data), out=str(tmp_path / "i"), engine="onnxruntime-int8", **options).metrics
+    assert abs(int8["val_accuracy"] - fp32.metrics["val_accuracy"]) <= 0.005
+    model = fp32.model
+    with pytest.raises(tl.ConfigError, match="has no model.int8.onnx"):
+        tl.load(fp32.out / "model", engine="onnxruntime-int8")
+    path = model.export("onnx", int8_calibration=str(data))
+    assert path.name == "model.int8.onnx" and path.stat().st_size < (fp32.out / "model" / "model.safetensors").stat().st_size / 2
+    images = sorted(data.rglob("*.png"))
+    by_int8 = tl.load(fp32.out / "model", engine="onnxruntime-int8").predict(images)
+    by_torch = model.predict(images)
+    assert np.mean([a.top[0][0] == b.top[0][0] for a, b in zip(by_int8, by_torch)]) >= 0.95
+    with pytest.raises(tl.ConfigError, match="at least 112 px, got 32"):
+        tl.train(str(data), resolution=32, out=str(tmp_path / "s"), engine="onnxruntime-int8", use_cache=False)

@@ -20,8 +20,8 @@ from .advisor.rank import OFFLINE_SOURCES, write_ranking
 from .advisor.study import cells_table, run_study
 from .config import TrainConfig, field_help
 from .engines import ENGINES
-from .errors import TransferlabError
-from .export import FORMATS, export_bundle
+from .errors import ConfigError, TransferlabError
+from .export import FORMATS, export_bundle, export_int8
 from .inference import load
 from .initlab.experiment import (
     DEFAULT_INITS,
@@ -122,6 +122,8 @@ def _build_parser() -> argparse.ArgumentParser:
     x.add_argument("model")
     x.add_argument("--format", required=True, choices=FORMATS)
     x.add_argument("--out", help="output file (default: inside the model folder)")
+    x.add_argument("--int8", action="store_true", help="onnx: quantize to int8 (static), calibrated on --calibration")
+    x.add_argument("--calibration", metavar="DATA", help="--int8: your images (folder, CSV or built-in name), 200 used")
 
     lab = commands.add_parser("init-lab", help="train one network under many weight initializations and compare")
     lab.add_argument("--dataset", default="fashion-mnist", help="28x28 grayscale data (default fashion-mnist)")
@@ -233,6 +235,13 @@ def _run_study(args) -> None:
 
 
 def _run_export(args) -> None:
+    if args.int8:
+        if args.format != "onnx" or not args.calibration:
+            raise ConfigError("--int8 goes with --format onnx and --calibration DATA (images like those it will see).")
+        path, agreement = export_int8(args.model, load(args.model).calibration_images(args.calibration), args.out)
+        print(f"wrote {path}; top class as PyTorch's on {agreement:.1%} of the calibration images; "
+              f"predict with it: --engine onnxruntime-int8")  # fmt: skip
+        return
     path, difference = export_bundle(args.model, args.format, args.out)
     print(f"wrote {path}; largest logit difference from PyTorch {difference:.2e}")
 

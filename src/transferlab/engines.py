@@ -1,5 +1,7 @@
 """Engines that run a model's forward pass: PyTorch itself, or the model exported to ONNX and run
-by ONNX Runtime on the CPU."""
+by ONNX Runtime on the CPU, in float32 or quantized to int8 (static quantization calibrated on
+the user's own images: EfficientNet-Lite was designed for int8, with ReLU6 and no
+squeeze-excitation)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,12 @@ import torch
 
 from .errors import ConfigError
 
-ENGINES = ("pytorch", "onnxruntime")
+ENGINES = ("pytorch", "onnxruntime", "onnxruntime-int8")
+CALIBRATION_BATCH = 16
+# Measured on EfficientNet-Lite0 with 200 Fashion-MNIST calibration images: mean cosine similarity of
+# int8 to float32 features 0.10 at 64 px, 0.75 at 96, 0.87 at 112, 0.91 at 224; below 64 px ONNX
+# Runtime 1.32's quantized depthwise convolution fails outright.
+INT8_MIN_RESOLUTION = 112
 
 
 def _onnxruntime():
@@ -40,7 +47,10 @@ class OnnxRunner:
     """
 
     def __init__(self, path: Path):
-        self.session = _onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: the graph clean-up notes of quantized models are not for users
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(["logits"], {"images": images.contiguous().numpy()})[0])
@@ -52,11 +62,36 @@ class OnnxRunner:
         return self
 
 
-def onnx_runner(model: torch.nn.Module, resolution: int, path: Path) -> OnnxRunner:
-    """``model`` exported to ``path`` (kept there for reuse) and loaded into ONNX Runtime."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_onnx(model.eval().to(memory_format=torch.contiguous_format), torch.rand(2, 3, resolution, resolution), path)
+def quantize_onnx(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
+    """Static int8 quantization of ``fp32`` into ``int8``: QDQ format, per-channel int8 weights, uint8
+    activations whose ranges are calibrated on ``calibration`` (N x 3 x R x R images in [0, 1])."""
+    _onnxruntime()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(calibration.split(CALIBRATION_BATCH))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch.contiguous().numpy()}
+
+    partial = int8.with_suffix(".partial")
+    quantize_static(str(fp32), str(partial), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+    partial.replace(int8)
+
+
+def onnx_runner(model: torch.nn.Module, resolution: int, path: Path, calibration: torch.Tensor | None = None) -> OnnxRunner:
+    """``model`` exported to ``path`` (kept there for reuse) and loaded into ONNX Runtime; with
+    ``calibration`` images, quantized to int8 on them (the float32 export kept beside it)."""
+    if calibration is not None and resolution < INT8_MIN_RESOLUTION:
+        raise ConfigError(f"The int8 engine needs a resolution of at least {INT8_MIN_RESOLUTION} px, got {resolution}: "
+                          "on smaller maps the quantized features lose the float32 ones (measured).")  # fmt: skip
+    fp32 = path if calibration is None else path.with_suffix(".fp32.onnx")
+    if not fp32.exists():
+        fp32.parent.mkdir(parents=True, exist_ok=True)
+        write_onnx(model.eval().to(memory_format=torch.contiguous_format), torch.rand(2, 3, resolution, resolution), fp32)
+    if calibration is not None and not path.exists():
+        quantize_onnx(fp32, path, calibration)
     return OnnxRunner(path)
-
-

@@ -10,13 +10,15 @@ import numpy as np
 import torch
 
 from .bundle import load_bundle
-from .engines import OnnxRunner, write_onnx
+from .engines import OnnxRunner, onnx_runner, write_onnx
 from .errors import ExportError, check_choice
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-4
+INT8_AGREEMENT = 0.95  # an int8 model must give PyTorch's top class on at least this share of the calibration images
+INT8_FILE = "model.int8.onnx"
 
 
 def _reference(model: torch.nn.Module, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,3 +59,22 @@ def export_bundle(model_dir: str | Path, fmt: str, out: str | Path | None = None
         raise ExportError(f"{path}: logits differ from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE}).")
     log.info("exported %s (max |difference| %.2e)", path, difference)
     return path, difference
+
+
+def export_int8(model_dir: str | Path, calibration: torch.Tensor, out: str | Path | None = None) -> tuple[Path, float]:
+    """Write ``model.int8.onnx``: the bundle quantized to int8, calibrated on ``calibration`` (the
+    user's own images, N x 3 x R x R in [0, 1]). Returns the file and the share of those images
+    on which its top class agrees with PyTorch's; raises ExportError below ``INT8_AGREEMENT``."""
+    model, info = load_bundle(model_dir)
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    path = Path(out) if out else Path(model_dir) / INT8_FILE
+    path.unlink(missing_ok=True)
+    runner = onnx_runner(model, info.preprocessing.resolution, path, calibration)
+    with torch.no_grad():
+        expected = torch.cat([model(chunk) for chunk in calibration.split(64)]).argmax(1)
+    agreement = float((torch.cat([runner(chunk) for chunk in calibration.split(64)]).argmax(1) == expected).float().mean())
+    if agreement < INT8_AGREEMENT:
+        raise ExportError(f"{path}: the int8 model agrees with PyTorch's top class on {agreement:.1%} of the "
+                          f"calibration images (< {INT8_AGREEMENT:.0%}); keep the float32 export.")  # fmt: skip
+    log.info("exported %s (top class as PyTorch's on %.1f%% of %d images)", path, 100 * agreement, len(calibration))
+    return path, agreement

@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from .bundle import BundleInfo, load_bundle
 from .data import ImageSet, per_class_subset
 from .datasets import load_dataset
-from .engines import ENGINES, onnx_runner
+from .engines import ENGINES, OnnxRunner, onnx_runner
 from .errors import ConfigError, DataError, check_choice
-from .export import export_bundle
-from .features import compute_outputs
+from .export import INT8_FILE, export_bundle, export_int8
+from .features import compute_outputs, to_unit_float
 from .images import open_image, to_rgb
 from .metrics import classification_metrics
 from .report import plot_confusion, save_figure, write_report
@@ -71,6 +72,11 @@ class Model:
         self._runner = self.network
         if engine == "onnxruntime":  # exported once next to the bundle
             self._runner = onnx_runner(self.network, self.resolution, self.directory / "model.onnx")
+        elif engine == "onnxruntime-int8":
+            if not (self.directory / INT8_FILE).exists():
+                raise ConfigError(f"{self.directory} has no {INT8_FILE}: make it with 'transferlab export "
+                                  f"{self.directory} --format onnx --int8 --calibration DATA' (your own images).")  # fmt: skip
+            self._runner = OnnxRunner(self.directory / INT8_FILE)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -117,10 +123,20 @@ class Model:
             _write_evaluation(Path(out), metrics)
         return metrics
 
-    def export(self, fmt: str, out: str | Path | None = None) -> Path:
-        """Write the model as ``onnx`` or ``torchscript`` (checked against PyTorch); returns the file."""
-        path, _ = export_bundle(self.directory, fmt, out)
-        return path
+    def export(self, fmt: str, out: str | Path | None = None, int8_calibration: str | None = None) -> Path:
+        """Write the model as ``onnx`` or ``torchscript`` (checked against PyTorch); returns the file.
+        ``int8_calibration`` (data: a folder, CSV or built-in name) writes an int8 ONNX model
+        calibrated on up to 200 of its images instead."""
+        if int8_calibration is None:
+            return export_bundle(self.directory, fmt, out)[0]
+        return export_int8(self.directory, self.calibration_images(int8_calibration), out)[0]
+
+    def calibration_images(self, data: str, count: int = 200, data_dir: str | None = None) -> torch.Tensor:
+        """Up to ``count`` of ``data``'s training images (spread over its classes), decoded as unit floats."""
+        dataset = load_dataset(data, data_dir)
+        images = per_class_subset(dataset.train, max(1, count // len(dataset.train.classes)))
+        decoded = compute_outputs(None, images, self.resolution, desc="calibration")
+        return to_unit_float(torch.from_numpy(decoded.readable(images.labels)[0]))
 
 
 def load(directory: str | Path, engine: str = "pytorch") -> Model:

@@ -21,15 +21,10 @@ from torch import nn
 from .. import distributed
 from ..bundle import BundleInfo, save_bundle
 from ..config import TrainConfig
+from ..data import ImageSet, per_class_subset
 from ..engines import onnx_runner
 from ..errors import DataError
-from ..features import (
-    DEFAULT_CACHE_DIR,
-    Features,
-    cached_features,
-    digest,
-    predict_pixels,
-)
+from ..features import DEFAULT_CACHE_DIR, Features, cached_features, digest, predict_pixels, to_unit_float
 from ..heads import make_head
 from ..inits import init_module
 from ..prepare import PreparedRun
@@ -97,6 +92,15 @@ def _readable(inputs: dict[str, Features], prepared: PreparedRun) -> dict[str, t
     return {split: values.readable(present[split].labels) for split, values in inputs.items()}
 
 
+CALIBRATION_IMAGES = 200  # training images (spread over the classes) that calibrate an int8 engine
+
+
+def _decoded(images: ImageSet, resolution: int, prepared: PreparedRun, config: TrainConfig) -> torch.Tensor:
+    """The readable ``images`` decoded (cached) as unit floats."""
+    pixels, _ = cached_features(None, {}, images, resolution, prepared.cache, config.strict, desc="decode calibration")
+    return to_unit_float(torch.from_numpy(pixels.readable(images.labels)[0]))
+
+
 def _epoch_log(board: TensorBoardLog | None, stage: str, val_labels: np.ndarray):
     return board.callback(stage, val_labels) if board is not None else None
 
@@ -109,9 +113,15 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
              "engine": config.engine}  # fmt: skip
     extractor = nn.Sequential(model.normalize, model.body)
-    if config.engine == "onnxruntime":
+    if config.engine != "pytorch":
+        calibration = None
+        if config.engine == "onnxruntime-int8":
+            sample = per_class_subset(prepared.splits.train, max(1, CALIBRATION_IMAGES // len(prepared.classes)), config.seed)
+            parts["calibration"] = sample.fingerprint()  # the int8 model depends on the images it was calibrated on
+            calibration = _decoded(sample, resolution, prepared, config)
         cache_root = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
-        extractor = onnx_runner(extractor, resolution, cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx")
+        extractor = onnx_runner(extractor, resolution, cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx",
+                                calibration)  # fmt: skip
     inputs, hits = _cached_splits(extractor, parts, prepared, resolution, config, "features")
     features_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
