@@ -82,6 +82,8 @@ class TrainConfig:
     cache_dir: str | None = option(None, "feature cache folder (default ~/.cache/transferlab/features)")
     use_cache: bool = option(True, "recompute features, write none", flag="--no-cache")
     strict: bool = option(False, "fail on an unreadable image instead of skipping it")
+    max_memory: float | None = option(4.0, "finetune, scratch: keep training inside about this many GB of resident "
+                                           "memory by passes of fewer images per step (the same effective batch)")
     tensorboard: str | None = option(None, "write losses, accuracies, learning rates and the confusion matrix per "
                                            "epoch to this folder for TensorBoard")  # fmt: skip
     engine: str = option("pytorch", "engine of the frozen body's forward passes", choices=ENGINES)
@@ -104,6 +106,7 @@ class TrainConfig:
             value = getattr(self, name)
             _check(value is None or value >= 1, name, "at least 1", value)
         _check(self.lr is None or self.lr > 0, "lr", "positive", self.lr)
+        _check(self.max_memory is None or self.max_memory > 0, "max_memory", "positive (GB)", self.max_memory)
         _check(0 < self.layer_decay <= 1, "layer_decay", "in (0, 1]", self.layer_decay)
         _check(self.warmup_epochs >= 0 and self.weight_decay >= 0, "warmup_epochs and weight_decay", "at least 0",
                (self.warmup_epochs, self.weight_decay))  # fmt: skip

@@ -41,8 +41,10 @@ class Features:
     skipped: tuple[str, ...]  # descriptions of the images that could not be read
 
     def readable(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The rows of the readable images (an in-memory copy) and their ``labels``."""
-        return np.asarray(self.values[self.valid]), np.asarray(labels)[self.valid]
+        """The rows of the readable images and their ``labels``: the values themselves (a file's
+        pages, for cached values) when every image was readable, else an in-memory copy."""
+        values = self.values if self.valid.all() else np.asarray(self.values[self.valid])
+        return values, np.asarray(labels)[self.valid]
 
 
 class DecodedImages(torch.utils.data.Dataset):
@@ -103,7 +105,7 @@ class _RowWriter:
     def finish(self, empty_shape: tuple[int, ...]) -> np.ndarray:
         if self.handle is not None:
             self.handle.close()
-            return np.load(self.path, mmap_mode="r")
+            return np.load(self.path, mmap_mode="c")  # copy-on-write: writable views, the file untouched
         return self.array if self.array is not None else np.zeros(empty_shape, dtype=np.float32)
 
 
@@ -114,7 +116,7 @@ def run_batch(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return model(to_unit_float(pixels)).float()
 
 
-def predict_pixels(model: nn.Module, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def predict_pixels(model: nn.Module, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Outputs of ``model`` in eval mode over decoded uint8 images held in memory, batch by batch."""
     model.eval()
     if not len(pixels):
@@ -176,7 +178,7 @@ class FeatureCache:
         entry = self.root / key
         try:
             meta = json.loads((entry / "meta.json").read_text())
-            values = np.load(entry / "features.npy", mmap_mode="r")
+            values = np.load(entry / "features.npy", mmap_mode="c")
             valid = np.load(entry / "valid.npy")
         except (OSError, ValueError):
             return None

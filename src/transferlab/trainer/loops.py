@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -149,6 +150,7 @@ class NetworkTraining:
     gradual_unfreeze: bool = False
     seed: int = 0
     class_weight: str = "none"  # see HeadTraining
+    micro_batch: int = 0  # > 0: each step's batch runs in passes of at most this many images, gradients accumulated
 
 
 def layer_groups(model: nn.Module, settings: NetworkTraining) -> list[dict]:
@@ -218,6 +220,32 @@ def _set_unfrozen(groups: list[dict], epoch: int, settings: NetworkTraining) -> 
             p.requires_grad_(k >= len(body) - keep)
 
 
+def _accumulate(net: nn.Module, batch: torch.Tensor, pixels: torch.Tensor, labels: torch.Tensor,
+                weight: torch.Tensor | None, settings: NetworkTraining) -> tuple[float, int]:  # fmt: skip
+    """Forward and backward over ``batch`` in micro-batches, the gradients summed as one batch's
+    (each pass's loss scaled by its share). Returns the batch's mean loss and how many were right."""
+    chunks = batch.split(settings.micro_batch) if settings.micro_batch else (batch,)
+    total, correct = 0.0, 0
+    for k, chunk in enumerate(chunks):
+        inputs = pixels[chunk]
+        sync = k == len(chunks) - 1 or not hasattr(net, "no_sync")  # DDP: all-reduce once per step
+        with contextlib.nullcontext() if sync else net.no_sync():
+            logits = net(to_unit_float(augment_batch(inputs) if settings.augment else inputs))
+            loss = nn.functional.cross_entropy(logits, labels[chunk], weight=weight)
+            if not torch.isfinite(loss):
+                return float(loss.item()), 0
+            (loss * (len(chunk) / len(batch))).backward()
+        total += loss.item() * len(chunk)
+        correct += (logits.argmax(1) == labels[chunk]).sum().item()
+    return total / len(batch), correct
+
+
+def _resumable(settings: dict | None) -> dict | None:
+    """The settings a resumed run must share: all but the micro-batch, which the memory budget
+    chooses from what the machine has free at the start of each run."""
+    return {k: v for k, v in settings.items() if k != "micro_batch"} if settings else settings
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to a temporary file and rename it: the previous checkpoint survives any failure."""
     partial = path.with_suffix(".tmp")
@@ -265,7 +293,7 @@ def fit_network(
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     if resume and path and path.exists():
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("settings") != dataclasses.asdict(settings):
+        if _resumable(state.get("settings")) != _resumable(dataclasses.asdict(settings)):
             raise ConfigError(
                 f"{path} was written by a run with other settings ({state.get('settings')}); resume with the same "
                 "options, or start afresh without --resume."
@@ -287,23 +315,20 @@ def fit_network(
         with tqdm(order.split(per_process_batch), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch",
                   leave=False, disable=None if distributed.is_main() else True) as bar:  # fmt: skip
             for step, batch in enumerate(bar):
-                pixels = train_pixels[batch]
-                logits = net(to_unit_float(augment_batch(pixels) if settings.augment else pixels))
-                loss = nn.functional.cross_entropy(logits, train_y[batch], weight=weight)
-                if not torch.isfinite(loss):
+                optimizer.zero_grad(set_to_none=True)
+                step_loss, step_correct = _accumulate(net, batch, train_pixels, train_y, weight, settings)
+                if not math.isfinite(step_loss):
                     where = f"the last good checkpoint is {path}" if path and path.exists() else "no checkpoint was written yet"
                     raise TrainingDiverged(
-                        f"The loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; {where}. Try a lower --lr."
+                        f"The loss became {step_loss} at epoch {epoch + 1}, batch {step + 1}; {where}. Try a lower --lr."
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
                 optimizer.step()
                 scheduler.step()
-                total_loss += loss.item() * len(batch)
-                correct += (logits.argmax(1) == train_y[batch]).sum().item()
+                total_loss += step_loss * len(batch)
+                correct += step_correct
                 seen += len(batch)
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        val_logits = predict_pixels(model, val_pixels)
+        val_logits = predict_pixels(model, val_pixels, settings.micro_batch or per_process_batch)
         val_loss, val_acc = evaluate_logits(val_logits, val_y, weight)
         history.append({"epoch": epoch + 1, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                         "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr})  # fmt: skip

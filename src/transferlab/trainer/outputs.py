@@ -27,6 +27,7 @@ from ..report import (
     write_report,
 )
 from ..strategy import Plan
+from .memory import peak_rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ def build_metrics(config: TrainConfig, stages, present: dict[str, ImageSet], inf
         **seconds,
         "train_seconds": time.perf_counter() - started,
         "processes": distributed.world_size(),
+        "peak_rss_mb": peak_rss_bytes() / 2**20,
+        **last.memory,
         "allocator": allocator_in_use(),
         "config": dataclasses.asdict(config),
         "history": last.history,

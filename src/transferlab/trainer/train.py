@@ -24,7 +24,15 @@ from ..config import TrainConfig
 from ..data import ImageSet, per_class_subset
 from ..engines import onnx_runner
 from ..errors import DataError
-from ..features import DEFAULT_CACHE_DIR, Features, cached_features, digest, predict_pixels, to_unit_float
+from ..features import (
+    DEFAULT_CACHE_DIR,
+    Features,
+    cached_features,
+    compute_outputs,
+    digest,
+    predict_pixels,
+    to_unit_float,
+)
 from ..heads import make_head
 from ..inits import init_module
 from ..prepare import PreparedRun
@@ -32,6 +40,7 @@ from ..runlock import OutputLock
 from ..strategy import STRATEGY_DEFAULTS, Plan
 from ..surgery import TransferModel, body_at, freeze
 from .loops import HeadTraining, NetworkTraining, fit_head, fit_network, layer_groups
+from .memory import plan_for
 from .outputs import write_outputs
 from .tensorboard import TensorBoardLog
 
@@ -49,13 +58,13 @@ def head_settings(config: TrainConfig) -> HeadTraining:
     )  # fmt: skip
 
 
-def network_settings(config: TrainConfig) -> NetworkTraining:
+def network_settings(config: TrainConfig, micro_batch: int = 0) -> NetworkTraining:
     return NetworkTraining(
         epochs=config.resolved_epochs, lr=config.resolved_lr, batch_size=config.batch_size,
         weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
         layer_decay=config.layer_decay if config.strategy == "finetune" else 1.0, patience=config.patience,
         augment=config.augment, freeze_bn=bool(config.freeze_bn), gradual_unfreeze=config.gradual_unfreeze,
-        seed=config.seed, class_weight=config.class_weight,
+        seed=config.seed, class_weight=config.class_weight, micro_batch=micro_batch,
     )  # fmt: skip
 
 
@@ -69,6 +78,7 @@ class Stage:
     history: list[dict]
     seconds: dict[str, float] = field(default_factory=dict)
     cache_hits: list[bool] = field(default_factory=list)
+    memory: dict[str, int] = field(default_factory=dict)  # the batch plan of whole-network training
 
 
 def _present(prepared: PreparedRun) -> dict:
@@ -77,10 +87,13 @@ def _present(prepared: PreparedRun) -> dict:
             if images is not None}  # fmt: skip
 
 
-def _cached_splits(model, model_parts: dict, prepared: PreparedRun, resolution: int, config: TrainConfig, what: str):
+def _cached_splits(model, model_parts: dict, prepared: PreparedRun, resolution: int, config: TrainConfig, what: str,
+                   splits: tuple[str, ...] = ("train", "val", "test")):  # fmt: skip
     """Per split: the cached outputs of ``model`` (``None``: decoded pixels), and which were cache hits."""
     results, hits = {}, []
     for split, images in _present(prepared).items():
+        if split not in splits:
+            continue
         results[split], hit = cached_features(model, model_parts, images, resolution, prepared.cache, config.strict,
                                               desc=f"{what} {split}")  # fmt: skip
         hits.append(hit)
@@ -151,23 +164,36 @@ def _reinitialize(body: nn.Module, init: str) -> None:
 
 def _whole_network(model: TransferModel, prepared: PreparedRun, config: TrainConfig, out: Path,
                    board: TensorBoardLog | None) -> Stage:  # fmt: skip
-    """Decoded images (cached), then the whole network."""
+    """Decoded training and validation images (cached), then the whole network; the test split is
+    decoded and scored in passes, never held in memory whole."""
     tick = time.perf_counter()
-    inputs, hits = _cached_splits(None, {}, prepared, model.preprocessing.resolution, config, "decode")
+    resolution = model.preprocessing.resolution
+    inputs, hits = _cached_splits(None, {}, prepared, resolution, config, "decode", splits=("train", "val"))
     decode_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     model.body.requires_grad_(True)
     if config.strategy == "scratch":
         _reinitialize(model.body, config.init)
-    settings = network_settings(config)
     pixels = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in _readable(inputs, prepared).items()}
     (train_x, train_y), (val_x, val_y) = pixels["train"], pixels["val"]
+    plan = plan_for(model, resolution, config.batch_size // distributed.world_size(), config.max_memory)
+    if plan.accumulation > 1:
+        log.info("max_memory %.1f GB: steps of %d images run as %d passes of at most %d", config.max_memory,
+                 config.batch_size, plan.accumulation, plan.micro_batch)  # fmt: skip
+    settings = network_settings(config, plan.micro_batch if plan.accumulation > 1 else 0)
     history = fit_network(model, layer_groups(model, settings), train_x, train_y, val_x, val_y, settings,
                           checkpoint_dir=out, resume=config.resume,
                           on_epoch=_epoch_log(board, config.strategy, val_y.numpy()))  # fmt: skip
-    logits = {split: predict_pixels(model, x) for split, (x, _) in pixels.items()}
+    logits = {split: predict_pixels(model, x, plan.micro_batch) for split, (x, _) in pixels.items()}
+    labels = {split: y.numpy() for split, (_, y) in pixels.items()}
+    if prepared.splits.test is not None:
+        inputs["test"] = compute_outputs(model, prepared.splits.test, resolution, plan.micro_batch, config.strict,
+                                         desc="evaluate test")  # fmt: skip
+        test_logits, labels["test"] = inputs["test"].readable(prepared.splits.test.labels)
+        logits["test"] = torch.from_numpy(np.asarray(test_logits))
     seconds = {"decode_seconds": decode_seconds, "network_seconds": time.perf_counter() - tick}
-    return Stage(inputs, {s: y.numpy() for s, (_, y) in pixels.items()}, logits, history, seconds, hits)
+    memory = {"micro_batch": plan.micro_batch, "accumulation": plan.accumulation}
+    return Stage(inputs, labels, logits, history, seconds, hits, memory)
 
 
 def train_prepared(prepared: PreparedRun, config: TrainConfig, plan: Plan | None = None) -> dict:

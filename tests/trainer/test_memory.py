@@ -1,0 +1,51 @@
+"""The memory budget of whole-network training: the batch arithmetic, and accumulation that trains
+the same model as one big batch."""
+
+import pytest
+import torch
+
+from transferlab.errors import ConfigError
+from transferlab.heads import make_head
+from transferlab.sources import build_backbone
+from transferlab.surgery import TransferModel, body_at
+from transferlab.trainer.loops import NetworkTraining, fit_network, layer_groups
+from transferlab.trainer.memory import GIB, BatchPlan, activation_bytes_per_image, plan_batches, plan_for
+
+
+def test_batch_arithmetic():
+    mb = 2**20
+    assert plan_batches(4 * GIB, 1 * GIB, 41 * mb, 64) == BatchPlan(64, 1)  # 64 x 41 MB fit in 3 GB
+    assert plan_batches(2 * GIB, 1 * GIB, 41 * mb, 64) == BatchPlan(22, 3)  # 24 fit: 3 passes of 22, 21, 21
+    assert plan_batches(int(1.05 * GIB), 1 * GIB, 41 * mb, 64) == BatchPlan(1, 64)
+    with pytest.raises(ConfigError, match="max_memory must leave room for at least one image"):
+        plan_batches(GIB, GIB, mb, 64)
+
+
+def test_activation_estimate_grows_with_the_image_area():
+    backbone = build_backbone("cnn-small", pretrained=False)
+    small, large = (activation_bytes_per_image(backbone.model, r) for r in (28, 56))
+    assert large == pytest.approx(4 * small, rel=0.05)
+    assert plan_for(backbone.model, 28, 64, None) == BatchPlan(64, 1)
+
+
+def _model():
+    torch.manual_seed(0)
+    backbone = build_backbone("cnn-small", pretrained=False)
+    return TransferModel(body_at(backbone), make_head(backbone.num_features, 3), backbone.preprocessing)
+
+
+def test_accumulated_micro_batches_train_the_same_model_as_whole_batches():
+    generator = torch.Generator().manual_seed(0)
+    y = torch.arange(48) % 3
+    pixels = (torch.rand(48, 3, 16, 16, generator=generator) * 60).to(torch.uint8)
+    pixels[y == 0, 0] += 150
+    runs = {}
+    for micro in (0, 5):  # 16 per step as one pass, or as passes of 5, 5, 5, 1
+        model = _model()
+        settings = NetworkTraining(epochs=3, lr=3e-3, batch_size=16, patience=10, freeze_bn=True, micro_batch=micro)
+        runs[micro] = (fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings),
+                       model.head.fc.weight.detach().clone())  # fmt: skip
+    for whole, accumulated in zip(runs[0][0], runs[5][0]):
+        assert accumulated["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-4)
+        assert accumulated["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-4)
+    assert torch.allclose(runs[0][1], runs[5][1], atol=1e-5)
