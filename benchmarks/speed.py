@@ -10,6 +10,7 @@ shared 2-core machine drift by +-30%; the ratios are what to read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -306,6 +307,121 @@ def bench_int8(resolution: int = 112, count: int = 1000, calibration_images: int
            seconds["float32"] / seconds["int8"], ">= 1.8x, accuracy within 0.5 points")  # fmt: skip
 
 
+def bench_bf16(resolution: int = 112, count: int = 256, batch_size: int = 32) -> None:
+    """``torch.autocast("cpu", dtype=torch.bfloat16)`` vs float32, side by side: a training step
+    (forward, backward, AdamW) and inference of EfficientNet-Lite0, and how far bf16 features are
+    from the float32 ones (mean cosine similarity)."""
+    pixels = (torch.rand(count, 3, resolution, resolution) * 255).to(torch.uint8)
+    splits = fashion_splits(count // 10)
+    real = torch.stack([DecodedImages(splits.train, resolution)[i][0] for i in range(len(splits.train))])
+    labels = torch.randint(0, 10, (count,))
+    seconds, features = {}, {}
+    for name, dtype in (("float32", None), ("bfloat16", torch.bfloat16)):
+        model = lite0_model().train().to(memory_format=torch.channels_last)
+        model.body.requires_grad_(True)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        context = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype else contextlib.nullcontext
+        start = time.perf_counter()
+        for i in range(0, count, batch_size):
+            with context():
+                loss = nn.functional.cross_entropy(model(to_unit_float(pixels[i : i + batch_size])), labels[i : i + batch_size])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds[f"train {name}"] = time.perf_counter() - start
+        reference = lite0_model().eval()
+        extractor = nn.Sequential(reference.normalize, reference.body)
+        start = time.perf_counter()
+        with torch.inference_mode(), context():
+            features[name] = torch.cat([extractor(to_unit_float(chunk)).float() for chunk in real.split(64)])
+        seconds[f"infer {name}"] = time.perf_counter() - start
+    similarity = float(nn.functional.cosine_similarity(features["float32"], features["bfloat16"]).mean())
+    report(f"training step, {resolution} px, bf16 autocast vs float32", f"{count / seconds['train bfloat16']:.1f} img/s",
+           f"{count / seconds['train float32']:.1f} img/s", seconds["train float32"] / seconds["train bfloat16"],
+           "adopt if faster with the accuracy held")  # fmt: skip
+    report(f"inference, {resolution} px, bf16 autocast vs float32 (feature cosine {similarity:.4f})",
+           f"{len(real) / seconds['infer bfloat16']:.0f} img/s", f"{len(real) / seconds['infer float32']:.0f} img/s",
+           seconds["infer float32"] / seconds["infer bfloat16"], "adopt if faster with the accuracy held")  # fmt: skip
+
+
+def _matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """Sustained operations per second of a square matrix product (float32 ``@``, int8 ``torch._int_mm``)."""
+    if dtype == torch.int8:
+        a, b = (torch.randint(-128, 127, (size, size), dtype=torch.int8) for _ in range(2))
+        product = torch._int_mm
+    else:
+        a, b = torch.rand(size, size), torch.rand(size, size)
+        product = torch.mm
+    product(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        product(a, b)
+    return repeats * 2 * size**3 / (time.perf_counter() - start)
+
+
+def _flops_per_image(model: nn.Module, resolution: int) -> int:
+    """Multiply-adds x 2 of every convolution and Linear layer for one image."""
+    total = [0]
+
+    def count(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            total[0] += 2 * output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, nn.Linear):
+            total[0] += 2 * output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()(torch.rand(1, 3, resolution, resolution))
+    for hook in hooks:
+        hook.remove()
+    return total[0]
+
+
+def bench_limit(resolution: int = 112, count: int = 512, batch_size: int = 32) -> None:
+    """The machine's limit (sustained matrix-product rate, float32 and int8) and the share of it that
+    extraction and a training step reach, from the model's FLOPs per image."""
+    from transferlab.engines import onnx_runner
+
+    fp32, int8 = _matmul_rate(torch.float32), _matmul_rate(torch.int8)
+    model = lite0_model()
+    flops = _flops_per_image(model, resolution)
+    pixels = (torch.rand(count, 3, resolution, resolution) * 255).to(torch.uint8)
+    extractor = nn.Sequential(model.normalize, model.body).eval().to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        extractor(to_unit_float(pixels[:64]))
+        start = time.perf_counter()
+        for chunk in pixels.split(64):
+            extractor(to_unit_float(chunk))
+        extract = count / (time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as directory:
+        quantized = onnx_runner(extractor, resolution, Path(directory) / "int8.onnx", to_unit_float(pixels[:128]))
+        quantized(to_unit_float(pixels[:64]))
+        start = time.perf_counter()
+        for chunk in pixels.split(64):
+            quantized(to_unit_float(chunk))
+        extract_int8 = count / (time.perf_counter() - start)
+    model.train().body.requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.parameters())
+    labels = torch.randint(0, 10, (count,))
+    start = time.perf_counter()
+    for i in range(0, count, batch_size):
+        loss = nn.functional.cross_entropy(model(to_unit_float(pixels[i : i + batch_size])), labels[i : i + batch_size])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    train = count / (time.perf_counter() - start)
+    print(f"limit: float32 matrix product {fp32 / 1e9:.0f} GFLOP/s, int8 {int8 / 1e9:.0f} GOP/s; "
+          f"EfficientNet-Lite0 at {resolution} px: {flops / 1e9:.3f} GFLOP per image forward", flush=True)
+    report(f"share of the float32 limit: extraction, {resolution} px", f"{extract * flops / 1e9:.1f} GFLOP/s ({extract:.0f} img/s)",
+           f"{fp32 / 1e9:.0f} GFLOP/s (2048 x 2048 matmul)", extract * flops / fp32, "as high as it goes")  # fmt: skip
+    report(f"share of the int8 limit: int8 extraction (ONNX Runtime), {resolution} px",
+           f"{extract_int8 * flops / 1e9:.1f} GOP/s ({extract_int8:.0f} img/s)", f"{int8 / 1e9:.0f} GOP/s (torch._int_mm)",
+           extract_int8 * flops / int8, "as high as it goes")  # fmt: skip
+    report(f"share of the float32 limit: training step (3 x forward FLOPs), {resolution} px",
+           f"{3 * train * flops / 1e9:.1f} GFLOP/s ({train:.0f} img/s)", f"{fp32 / 1e9:.0f} GFLOP/s",
+           3 * train * flops / fp32, "as high as it goes")  # fmt: skip
+
+
 BENCHMARKS = {
     "head-cache": bench_head_cache,
     "extraction": lambda: (bench_extraction(112), bench_extraction(224, count=500)),
@@ -314,6 +430,8 @@ BENCHMARKS = {
     "allocator": bench_allocator,
     "onnxruntime": bench_onnxruntime,
     "int8": bench_int8,
+    "bf16": bench_bf16,
+    "limit": bench_limit,
 }
 
 

@@ -75,3 +75,14 @@ def test_int8_engine_and_export_agree_with_pytorch(trained, tmp_path):
     assert np.mean([a.top[0][0] == b.top[0][0] for a, b in zip(by_int8, by_torch)]) >= 0.95
     with pytest.raises(tl.ConfigError, match="at least 112 px, got 32"):
         tl.train(str(data), resolution=32, out=str(tmp_path / "s"), engine="onnxruntime-int8", use_cache=False)
+
+
+def test_bf16_engine_keeps_the_predictions(trained, tmp_path):
+    root, data, model = trained
+    fp32 = tl.train(str(data), resolution=32, epochs=10, lr=0.01, out=str(tmp_path / "f"), use_cache=False).metrics
+    bf16 = tl.train(str(data), resolution=32, epochs=10, lr=0.01, out=str(tmp_path / "b"), use_cache=False,
+                    engine="pytorch-bf16").metrics  # fmt: skip
+    assert bf16["val_accuracy"] == fp32["val_accuracy"] and abs(bf16["val_loss"] - fp32["val_loss"]) < 0.05
+    images = sorted(data.rglob("*.png"))
+    by_bf16 = tl.load(root / "run" / "model", engine="pytorch-bf16").predict(images)
+    assert [p.top[0][0] for p in by_bf16] == [p.top[0][0] for p in model.predict(images)]

@@ -15,7 +15,7 @@ from PIL import Image
 from .bundle import BundleInfo, load_bundle
 from .data import ImageSet, per_class_subset
 from .datasets import load_dataset
-from .engines import ENGINES, OnnxRunner, onnx_runner
+from .engines import ENGINES, Bfloat16, OnnxRunner, onnx_runner
 from .errors import ConfigError, DataError, check_choice
 from .export import INT8_FILE, export_bundle, export_int8
 from .features import compute_outputs, to_unit_float
@@ -72,6 +72,8 @@ class Model:
         self._runner = self.network
         if engine == "onnxruntime":  # exported once next to the bundle
             self._runner = onnx_runner(self.network, self.resolution, self.directory / "model.onnx")
+        elif engine == "pytorch-bf16":
+            self._runner = Bfloat16(self.network)
         elif engine == "onnxruntime-int8":
             if not (self.directory / INT8_FILE).exists():
                 raise ConfigError(f"{self.directory} has no {INT8_FILE}: make it with 'transferlab export "

@@ -22,7 +22,7 @@ from .. import distributed
 from ..bundle import BundleInfo, save_bundle
 from ..config import TrainConfig
 from ..data import ImageSet, per_class_subset
-from ..engines import onnx_runner
+from ..engines import Bfloat16, onnx_runner
 from ..errors import DataError
 from ..features import (
     DEFAULT_CACHE_DIR,
@@ -126,7 +126,9 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
              "engine": config.engine}  # fmt: skip
     extractor = nn.Sequential(model.normalize, model.body)
-    if config.engine != "pytorch":
+    if config.engine == "pytorch-bf16":
+        extractor = Bfloat16(extractor)
+    elif config.engine != "pytorch":
         calibration = None
         if config.engine == "onnxruntime-int8":
             sample = per_class_subset(prepared.splits.train, max(1, CALIBRATION_IMAGES // len(prepared.classes)), config.seed)
