@@ -12,6 +12,19 @@ import torch
 from torch import nn
 
 
+def run_collecting(modules, x: torch.Tensor, wanted: set[int], stop_early: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run ``modules`` in order, keeping the outputs of the positions in ``wanted``; with
+    ``stop_early``, stop after the last of them. Returns (the last output, the kept ones)."""
+    outputs = []
+    for position, module in enumerate(modules):
+        x = module(x)
+        if position in wanted:
+            outputs.append(x)
+        if stop_early and position >= max(wanted):
+            break
+    return x, outputs
+
+
 def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
     return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
 
@@ -58,14 +71,7 @@ class CnnSmall(nn.Module):
         return self.classifier(self.drop(features)) if not isinstance(self.classifier, nn.Identity) else features
 
     def forward_intermediates(self, x, indices, intermediates_only: bool = True, stop_early: bool = True, **_):
-        wanted = set(indices)
-        outputs = []
-        for k, stage in enumerate(self.stages):
-            x = stage(x)
-            if k in wanted:
-                outputs.append(x)
-            if stop_early and k >= max(wanted):
-                break
+        x, outputs = run_collecting(self.stages, x, set(indices), stop_early)
         return outputs if intermediates_only else (x, outputs)
 
     def prune_intermediate_layers(self, indices, prune_norm: bool = False, prune_head: bool = True, **_):
@@ -104,15 +110,7 @@ class StagedFeatures(nn.Module):
         return self.pool(self.features(x))
 
     def forward_intermediates(self, x, indices, intermediates_only: bool = True, stop_early: bool = False, **_):
-        wanted = {self.stage_ends[i] for i in indices}
-        last = max(wanted)
-        outputs = []
-        for position, module in enumerate(self.features):
-            x = module(x)
-            if position in wanted:
-                outputs.append(x)
-            if stop_early and position >= last:
-                break
+        x, outputs = run_collecting(self.features, x, {self.stage_ends[i] for i in indices}, stop_early)
         return outputs if intermediates_only else (x, outputs)
 
     def prune_intermediate_layers(self, indices, prune_norm: bool = False, prune_head: bool = True, **_):
