@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "jobs": ["TrainResult", "advise", "pretrain", "rank", "train"],
+    "jobs": ["TrainResult", "advise", "lr_find", "pretrain", "rank", "train"],
     "advisor.rank": ["Ranking"],
     "inference": ["Model", "Prediction", "load"],
     "config": ["TrainConfig"],
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     )
     from .inference import Model, Prediction, load
     from .initlab.experiment import LabConfig, run_lab
-    from .jobs import TrainResult, advise, pretrain, rank, train
+    from .jobs import TrainResult, advise, lr_find, pretrain, rank, train
     from .sources import build_backbone, list_backbones
     from .strategy import STRATEGIES, Plan, Thresholds
 

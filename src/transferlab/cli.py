@@ -32,7 +32,7 @@ from .initlab.experiment import (
 )
 from .initlab.report import markdown_table
 from .inits import initializer_names
-from .jobs import advise, pretrain, rank, train
+from .jobs import advise, lr_find, pretrain, rank, train
 from .sources import build_backbone, list_backbones
 
 log = logging.getLogger("transferlab")
@@ -42,6 +42,9 @@ PRETRAIN_OPTIONS = ("out", "classes", "epochs", "lr", "batch_size", "resolution"
                     "resume", "seed", "data_dir", "cache_dir")  # fmt: skip
 ADVISE_OPTIONS = ("out", "backbone", "backbones", "weights", "classes", "measure_per_class", "samples_per_class",
                   "resolution", "cache_dir", "seed", "data_dir")  # fmt: skip
+LR_FIND_OPTIONS = ("out", "backbone", "weights", "classes", "samples_per_class", "resolution", "batch_size",
+                   "freeze_bn", "layer_decay", "tune", "regularizer", "regularizer_strength", "cache_dir", "seed",
+                   "data_dir")  # fmt: skip
 RANK_OPTIONS = ("out", "classes", "measure_per_class", "samples_per_class", "resolution", "cache_dir", "seed", "data_dir")
 
 
@@ -98,6 +101,10 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("backbones", nargs="*", type=_words, default=[list(OFFLINE_SOURCES)],
                    help=f"candidates (default: {' '.join(OFFLINE_SOURCES)})")  # fmt: skip
     _add_config_options(r, RANK_OPTIONS, out="runs/rank")
+
+    lf = commands.add_parser("lr-find", help="learning-rate range test for fine-tuning: loss against rate, a suggestion")
+    lf.add_argument("data", help=data_help)
+    _add_config_options(lf, LR_FIND_OPTIONS, out="runs/lr-find")
 
     p = commands.add_parser("predict", help="top-k classes for image files")
     p.add_argument("model", help="a model folder written by 'train' (OUT/model)")
@@ -222,6 +229,14 @@ def _run_rank(args) -> None:
     print(f"train it with: transferlab train {args.data} --backbone {ranking.best.backbone} --strategy auto")
 
 
+def _run_lr_find(args) -> None:
+    options = _config_options(args)
+    finding = lr_find(args.data, **options)
+    print(f"tried {len(finding.rates)} rates from {finding.rates[0]:.1e} to {finding.rates[-1]:.1e}; lowest smoothed loss "
+          f"{min(finding.smoothed):.3f}; suggested --lr {finding.suggestion:.1e} (a tenth of its rate); "
+          f"lr-find.png and lr-find.json in {options['out']}")  # fmt: skip
+
+
 def _run_study(args) -> None:
     summary = run_study(args.quick, args.out, args.cache_dir)
     print(cells_table(summary["cells"]))
@@ -268,7 +283,7 @@ def _run_backbones(args) -> None:
 
 HANDLERS = {
     "train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate,
-    "advise": _run_advise, "rank": _run_rank, "study": _run_study, "export": _run_export, "init-lab": _run_init_lab,
+    "advise": _run_advise, "rank": _run_rank, "lr-find": _run_lr_find, "study": _run_study, "export": _run_export, "init-lab": _run_init_lab,
     "backbones": _run_backbones,
 }  # fmt: skip
 

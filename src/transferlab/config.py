@@ -22,8 +22,10 @@ from .strategy import (
     AUTO,
     FINAL_CUT,
     NETWORK_STRATEGIES,
+    SCHEDULES,
     STRATEGIES,
     STRATEGY_DEFAULTS,
+    TUNE_MODES,
     Plan,
     keeps_whole_body,
 )
@@ -73,6 +75,12 @@ class TrainConfig:
     freeze_bn: bool | None = option(None, "keep BatchNorm statistics fixed while fine-tuning (default: off; "
                                           "auto: the plan's choice)")  # fmt: skip
     gradual_unfreeze: bool = option(False, "unfreeze the body top-down over the first half of the epochs")
+    tune: str = option("all", "finetune: which body parameters train: all, bias (BitFit), norm (normalization layers)",
+                       choices=TUNE_MODES)
+    regularizer: str = option("none", "finetune: l2-sp pulls the body towards its pretrained weights (Li et al. 2018)",
+                              choices=("none", "l2-sp"))
+    regularizer_strength: float = option(0.01, "finetune: the regularizer's strength")
+    schedule: str = option("cosine", "finetune, scratch: warm-up + cosine, or one-cycle (Smith 2018)", choices=SCHEDULES)
     init: str = option("kaiming-normal", "scratch: initializer of the body's layers")
     resume: bool = option(False, "continue an interrupted run from OUT/checkpoint.pt")
     plan: str | None = option(None, "with --strategy auto: carry out this saved plan.json")
@@ -94,6 +102,9 @@ class TrainConfig:
         check_choice("strategy", self.strategy, (*STRATEGIES, AUTO), "train()")
         check_choice("engine", self.engine, ENGINES, "train()")
         check_choice("class_weight", self.class_weight, ("none", "balanced"), "train()")
+        check_choice("tune", self.tune, TUNE_MODES, "train()")
+        check_choice("regularizer", self.regularizer, ("none", "l2-sp"), "train()")
+        check_choice("schedule", self.schedule, SCHEDULES, "train()")
         resolve_initializer(self.head_init)
         resolve_initializer(self.init)
         _check(self.resolution is None or 16 <= self.resolution <= 1024, "resolution", "between 16 and 1024 pixels",
@@ -106,6 +117,7 @@ class TrainConfig:
             value = getattr(self, name)
             _check(value is None or value >= 1, name, "at least 1", value)
         _check(self.lr is None or self.lr > 0, "lr", "positive", self.lr)
+        _check(self.regularizer_strength >= 0, "regularizer_strength", "at least 0", self.regularizer_strength)
         _check(self.max_memory is None or self.max_memory > 0, "max_memory", "positive (GB)", self.max_memory)
         _check(0 < self.layer_decay <= 1, "layer_decay", "in (0, 1]", self.layer_decay)
         _check(self.warmup_epochs >= 0 and self.weight_decay >= 0, "warmup_epochs and weight_decay", "at least 0",

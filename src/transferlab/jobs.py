@@ -20,6 +20,7 @@ from .errors import ConfigError
 from .inference import Model, load
 from .prepare import PreparedRun, prepare
 from .strategy import AUTO, Plan, Thresholds
+from .trainer.lr_find import LrFinding, find_lr
 from .trainer.train import train_prepared
 
 
@@ -84,6 +85,13 @@ def rank(data: str | TrainConfig, backbones: tuple[str, ...] = OFFLINE_SOURCES, 
         raise ConfigError("rank needs at least one backbone, got none.")
     config = _config(data, {"strategy": AUTO, "backbone": backbones[0], **options})
     return rank_sources(prepare(config), config, tuple(dict.fromkeys(backbones)))
+
+
+def lr_find(data: str | TrainConfig, **options) -> LrFinding:
+    """The learning-rate range test for fine-tuning ``data`` (``options``: TrainConfig's fields);
+    writes ``lr-find.png`` and ``lr-find.json`` into ``out``."""
+    config = _config(data, {"strategy": "finetune", **options})
+    return find_lr(prepare(config), config, Path(config.out))
 
 
 def advise(data: str | TrainConfig, thresholds: Thresholds = Thresholds(), **options) -> Plan:

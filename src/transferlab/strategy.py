@@ -46,6 +46,10 @@ STRATEGY_DEFAULTS = {  # epochs and learning rate when the config leaves them un
 }
 
 
+TUNE_MODES = ("all", "bias", "norm")  # which body parameters fine-tuning trains
+SCHEDULES = ("cosine", "one-cycle")  # the learning-rate schedules of whole-network training
+
+
 def keeps_whole_body(strategy: str) -> bool:
     """``head`` and ``scratch`` use the body up to its final cut; the others take any cut."""
     return strategy in ("head", "scratch")

@@ -235,3 +235,54 @@ def test_balanced_class_weights_raise_the_minority_recall():
             predicted = head(torch.from_numpy(vx)).argmax(1).numpy()
         recalls[class_weight] = (predicted[vy == 1] == 1).mean()
     assert recalls["balanced"] > recalls["none"] + 0.2, recalls
+
+
+def test_bias_only_tuning_leaves_every_other_weight_bit_identical():
+    model = _cnn_model()
+    before = {name: p.detach().clone() for name, p in model.body.named_parameters()}
+    pixels, y = _data()
+    settings = NetworkTraining(epochs=2, lr=1e-2, batch_size=16, patience=10, tune="bias")
+    groups = layer_groups(model, settings)
+    trainable = sum(p.numel() for g in groups[:-1] for p in g["params"])
+    assert trainable / sum(p.numel() for p in model.body.parameters()) < 0.05
+    fit_network(model, groups, pixels, y, pixels[:12], y[:12], settings)
+    for name, p in model.body.named_parameters():
+        moved = not torch.equal(p, before[name])
+        assert moved == name.endswith("bias"), name
+
+
+def test_norm_tuning_trains_only_the_normalization_layers():
+    from transferlab.trainer.loops import tunable
+
+    body = _cnn_model().body
+    chosen = tunable(body, "norm")
+    names = {name for name, p in body.named_parameters() if id(p) in chosen}
+    assert names == {n for n, _ in body.named_parameters() if n.split(".")[-2] in ("1", "4") and n.startswith("stages")}
+
+
+def test_l2_sp_pulls_towards_the_starting_weights():
+    from transferlab.trainer.loops import l2_sp_penalty
+
+    weight = nn.Parameter(torch.tensor([1.0, -2.0]))
+    start = torch.tensor([0.5, 0.0])
+    l2_sp_penalty({weight: start}, 0.1).backward()
+    assert torch.allclose(weight.grad, 0.1 * (weight.detach() - start))  # descent moves towards the start
+    distances = {}
+    for regularizer in ("none", "l2-sp"):
+        model = _cnn_model()
+        start = torch.cat([p.detach().flatten().clone() for p in model.body.parameters()])
+        pixels, y = _data()
+        settings = NetworkTraining(epochs=3, lr=1e-2, batch_size=16, patience=10, regularizer=regularizer,
+                                   regularizer_strength=5.0)  # fmt: skip
+        fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings)
+        distances[regularizer] = float((torch.cat([p.detach().flatten() for p in model.body.parameters()]) - start).norm())
+    assert distances["l2-sp"] < distances["none"]
+
+
+def test_one_cycle_rises_to_the_rate_then_falls_far_below_it():
+    from transferlab.trainer.loops import _schedule
+
+    factor = _schedule(NetworkTraining(epochs=10, schedule="one-cycle"), 10)
+    values = [factor(step) for step in range(100)]
+    assert values[0] == pytest.approx(1 / 25) and max(values) == pytest.approx(1.0, abs=1e-3)
+    assert values.index(max(values)) == 30 and values[-1] < 1e-3

@@ -151,6 +151,23 @@ class NetworkTraining:
     seed: int = 0
     class_weight: str = "none"  # see HeadTraining
     micro_batch: int = 0  # > 0: each step's batch runs in passes of at most this many images, gradients accumulated
+    schedule: str = "cosine"  # or "one-cycle"
+    regularizer: str = "none"  # or "l2-sp": pull the body towards its starting weights instead of towards zero
+    regularizer_strength: float = 0.01
+    tune: str = "all"  # which body parameters train: "all", "bias" (BitFit), "norm" (normalization layers)
+
+
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def tunable(body: nn.Module, tune: str) -> set[int]:
+    """The ids of ``body``'s parameters that train under ``tune``: every one, the biases only
+    (BitFit: Ben Zaken, Ravfogel, Goldberg, ACL 2022), or those of the normalization layers."""
+    if tune == "bias":
+        return {id(p) for name, p in body.named_parameters() if name.endswith("bias")}
+    if tune == "norm":
+        return {id(p) for m in body.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+    return {id(p) for p in body.parameters()}
 
 
 def layer_groups(model: nn.Module, settings: NetworkTraining) -> list[dict]:
@@ -164,11 +181,15 @@ def layer_groups(model: nn.Module, settings: NetworkTraining) -> list[dict]:
     from timm.optim import param_groups_layer_decay
 
     body = model.body if hasattr(model.body, "group_matcher") else getattr(model.body, "model", model.body)
+    body_decay = 0.0 if settings.regularizer == "l2-sp" else settings.weight_decay  # L2-SP replaces decay to zero
     if hasattr(body, "group_matcher"):
-        groups = param_groups_layer_decay(body, settings.weight_decay, layer_decay=settings.layer_decay)
+        groups = param_groups_layer_decay(body, body_decay, layer_decay=settings.layer_decay)
+        allowed = tunable(body, settings.tune)
+        groups = [{**g, "params": [p for p in g["params"] if id(p) in allowed]} for g in groups]
         groups = [g for g in groups if g["params"]]
     else:
-        groups = [{"params": list(body.parameters()), "weight_decay": settings.weight_decay,
+        allowed = tunable(body, settings.tune)
+        groups = [{"params": [p for p in body.parameters() if id(p) in allowed], "weight_decay": body_decay,
                    "lr_scale": settings.layer_decay}]  # fmt: skip
         if settings.gradual_unfreeze:
             log.warning("gradual unfreezing opens layer groups, and this body (%s) is one group: it trains whole "
@@ -179,9 +200,31 @@ def layer_groups(model: nn.Module, settings: NetworkTraining) -> list[dict]:
     return groups
 
 
+ONE_CYCLE_START, ONE_CYCLE_END, ONE_CYCLE_RISE = 1 / 25, 1 / 25e4, 0.3  # fastai's and PyTorch's OneCycleLR defaults
+
+
+def _one_cycle(total: int):
+    """Smith's one-cycle policy ("Super-convergence", 2018) as fastai runs it: the rate rises from
+    1/25 of the maximum to the maximum over the first 30% of the steps, then falls to 1/25e4 of it,
+    both along a cosine."""
+    rise = max(1, int(ONE_CYCLE_RISE * total))
+
+    def between(start: float, end: float, progress: float) -> float:
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    def factor(step: int) -> float:
+        if step < rise:
+            return between(ONE_CYCLE_START, 1.0, step / rise)
+        return between(1.0, ONE_CYCLE_END, (step - rise) / max(1, total - rise))
+
+    return factor
+
+
 def _schedule(settings: NetworkTraining, steps_per_epoch: int):
-    """Linear warm-up, then cosine decay to zero, as a factor per optimizer step."""
+    """The learning-rate factor per optimizer step: linear warm-up, then cosine decay to zero; or one-cycle."""
     total = settings.epochs * steps_per_epoch
+    if settings.schedule == "one-cycle":
+        return _one_cycle(total)
     warmup = min(total - 1, int(settings.warmup_epochs * steps_per_epoch))
 
     def factor(step: int) -> float:
@@ -207,6 +250,15 @@ def augment_batch(pixels: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _freeze_untunable(model: nn.Module, trainable: list[nn.Parameter]) -> None:
+    """Body parameters outside the optimizer's groups (``tune``) get no gradients at all."""
+    body = getattr(model, "body", None)
+    if body is not None:
+        keep = {id(p) for p in trainable}
+        for p in body.parameters():
+            p.requires_grad_(id(p) in keep)
+
+
 def _set_unfrozen(groups: list[dict], epoch: int, settings: NetworkTraining) -> None:
     """Gradual unfreezing: the top share of body groups that is trainable in ``epoch``."""
     body = groups[:-1]
@@ -220,10 +272,19 @@ def _set_unfrozen(groups: list[dict], epoch: int, settings: NetworkTraining) -> 
             p.requires_grad_(k >= len(body) - keep)
 
 
+def l2_sp_penalty(anchors: dict[nn.Parameter, torch.Tensor], strength: float) -> torch.Tensor:
+    """L2-SP (Li, Grandvalet, Davoine, "Explicit Inductive Bias for Transfer Learning with
+    Convolutional Networks", ICML 2018): ``strength / 2`` times the squared distance of the body's
+    trainable weights from their pretrained values."""
+    return strength / 2 * sum(((p - start) ** 2).sum() for p, start in anchors.items() if p.requires_grad)
+
+
 def _accumulate(net: nn.Module, batch: torch.Tensor, pixels: torch.Tensor, labels: torch.Tensor,
-                weight: torch.Tensor | None, settings: NetworkTraining) -> tuple[float, int]:  # fmt: skip
+                weight: torch.Tensor | None, settings: NetworkTraining,
+                anchors: dict[nn.Parameter, torch.Tensor] | None = None) -> tuple[float, int]:  # fmt: skip
     """Forward and backward over ``batch`` in micro-batches, the gradients summed as one batch's
-    (each pass's loss scaled by its share). Returns the batch's mean loss and how many were right."""
+    (each pass's loss scaled by its share; the L2-SP penalty, with ``anchors``, added once).
+    Returns the batch's mean loss and how many were right."""
     chunks = batch.split(settings.micro_batch) if settings.micro_batch else (batch,)
     total, correct = 0.0, 0
     for k, chunk in enumerate(chunks):
@@ -234,7 +295,10 @@ def _accumulate(net: nn.Module, batch: torch.Tensor, pixels: torch.Tensor, label
             loss = nn.functional.cross_entropy(logits, labels[chunk], weight=weight)
             if not torch.isfinite(loss):
                 return float(loss.item()), 0
-            (loss * (len(chunk) / len(batch))).backward()
+            scaled = loss * (len(chunk) / len(batch))
+            if anchors and sync:  # once per step, in the pass that synchronizes
+                scaled = scaled + l2_sp_penalty(anchors, settings.regularizer_strength)
+            scaled.backward()
         total += loss.item() * len(chunk)
         correct += (logits.argmax(1) == labels[chunk]).sum().item()
     return total / len(batch), correct
@@ -287,6 +351,9 @@ def fit_network(
         model.freeze_bn = settings.freeze_bn
     history, best_loss, best_state, start, stale = [], float("inf"), None, 0, 0
     weight = loss_weights(train_y, int(train_y.max()) + 1, settings.class_weight)
+    trainable = [p for group in groups[:-1] for p in group["params"]]
+    anchors = {p: p.detach().clone() for p in trainable} if settings.regularizer == "l2-sp" else None
+    _freeze_untunable(model, trainable)
     net = distributed.wrap(model)
     path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir else None
     if checkpoint_dir and distributed.is_main():
@@ -316,7 +383,7 @@ def fit_network(
                   leave=False, disable=None if distributed.is_main() else True) as bar:  # fmt: skip
             for step, batch in enumerate(bar):
                 optimizer.zero_grad(set_to_none=True)
-                step_loss, step_correct = _accumulate(net, batch, train_pixels, train_y, weight, settings)
+                step_loss, step_correct = _accumulate(net, batch, train_pixels, train_y, weight, settings, anchors)
                 if not math.isfinite(step_loss):
                     where = f"the last good checkpoint is {path}" if path and path.exists() else "no checkpoint was written yet"
                     raise TrainingDiverged(

@@ -64,7 +64,8 @@ def network_settings(config: TrainConfig, micro_batch: int = 0) -> NetworkTraini
         weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
         layer_decay=config.layer_decay if config.strategy == "finetune" else 1.0, patience=config.patience,
         augment=config.augment, freeze_bn=bool(config.freeze_bn), gradual_unfreeze=config.gradual_unfreeze,
-        seed=config.seed, class_weight=config.class_weight, micro_batch=micro_batch,
+        seed=config.seed, class_weight=config.class_weight, micro_batch=micro_batch, schedule=config.schedule,
+        regularizer=config.regularizer, regularizer_strength=config.regularizer_strength, tune=config.tune,
     )  # fmt: skip
 
 
@@ -87,7 +88,7 @@ def _present(prepared: PreparedRun) -> dict:
             if images is not None}  # fmt: skip
 
 
-def _cached_splits(model, model_parts: dict, prepared: PreparedRun, resolution: int, config: TrainConfig, what: str,
+def cached_splits(model, model_parts: dict, prepared: PreparedRun, resolution: int, config: TrainConfig, what: str,
                    splits: tuple[str, ...] = ("train", "val", "test")):  # fmt: skip
     """Per split: the cached outputs of ``model`` (``None``: decoded pixels), and which were cache hits."""
     results, hits = {}, []
@@ -100,7 +101,7 @@ def _cached_splits(model, model_parts: dict, prepared: PreparedRun, resolution: 
     return results, hits
 
 
-def _readable(inputs: dict[str, Features], prepared: PreparedRun) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def readable_rows(inputs: dict[str, Features], prepared: PreparedRun) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     present = _present(prepared)
     return {split: values.readable(present[split].labels) for split, values in inputs.items()}
 
@@ -118,9 +119,10 @@ def _epoch_log(board: TensorBoardLog | None, stage: str, val_labels: np.ndarray)
     return board.callback(stage, val_labels) if board is not None else None
 
 
-def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig,
+def head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig,
                       board: TensorBoardLog | None) -> Stage:  # fmt: skip
-    """Features of the frozen body (cached), then the head on them."""
+    """Features of the frozen body (cached), then the head on them (``head``, ``truncate``, and
+    the linear probe that starts ``finetune``)."""
     tick = time.perf_counter()
     resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
     parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
@@ -137,10 +139,10 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
         cache_root = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
         extractor = onnx_runner(extractor, resolution, cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx",
                                 calibration)  # fmt: skip
-    inputs, hits = _cached_splits(extractor, parts, prepared, resolution, config, "features")
+    inputs, hits = cached_splits(extractor, parts, prepared, resolution, config, "features")
     features_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
-    rows = _readable(inputs, prepared)
+    rows = readable_rows(inputs, prepared)
     (train_x, train_y), (val_x, val_y) = rows["train"], rows["val"]
     if len(np.unique(train_y)) < len(prepared.classes):
         raise DataError("After skipping unreadable images some class has no training image left.")
@@ -170,13 +172,13 @@ def _whole_network(model: TransferModel, prepared: PreparedRun, config: TrainCon
     decoded and scored in passes, never held in memory whole."""
     tick = time.perf_counter()
     resolution = model.preprocessing.resolution
-    inputs, hits = _cached_splits(None, {}, prepared, resolution, config, "decode", splits=("train", "val"))
+    inputs, hits = cached_splits(None, {}, prepared, resolution, config, "decode", splits=("train", "val"))
     decode_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     model.body.requires_grad_(True)
     if config.strategy == "scratch":
         _reinitialize(model.body, config.init)
-    pixels = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in _readable(inputs, prepared).items()}
+    pixels = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in readable_rows(inputs, prepared).items()}
     (train_x, train_y), (val_x, val_y) = pixels["train"], pixels["val"]
     plan = plan_for(model, resolution, config.batch_size // distributed.world_size(), config.max_memory)
     if plan.accumulation > 1:
@@ -210,22 +212,29 @@ def train_prepared(prepared: PreparedRun, config: TrainConfig, plan: Plan | None
         return _train(prepared, config, plan)
 
 
+def build_model(prepared: PreparedRun, config: TrainConfig) -> tuple[TransferModel, str]:
+    """The transfer model ``config`` asks for - the frozen body up to its cut and a new head - and the cut."""
+    backbone = prepared.backbone
+    cut = config.resolved_cut([c.name for c in backbone.cut_points])
+    preprocessing = dataclasses.replace(backbone.preprocessing,
+                                        resolution=config.resolution or backbone.preprocessing.resolution)  # fmt: skip
+    head = make_head(backbone.cut(cut).channels, len(prepared.classes), config.head_init, config.dropout)
+    return TransferModel(freeze(body_at(backbone, cut)), head, preprocessing), cut
+
+
 def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dict:
     started = time.perf_counter() - prepared.seconds  # train_seconds covers the whole run
     torch.manual_seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     backbone = prepared.backbone
-    cut = config.resolved_cut([c.name for c in backbone.cut_points])
-    preprocessing = dataclasses.replace(backbone.preprocessing,
-                                        resolution=config.resolution or backbone.preprocessing.resolution)  # fmt: skip
-    head = make_head(backbone.cut(cut).channels, len(prepared.classes), config.head_init, config.dropout)
-    model = TransferModel(freeze(body_at(backbone, cut)), head, preprocessing)
+    model, cut = build_model(prepared, config)
+    preprocessing = model.preprocessing
     board = TensorBoardLog(config.tensorboard, prepared.classes) if config.tensorboard and distributed.is_main() else None
     stages = []
     try:
         if config.strategy != "scratch":
-            stages.append(_head_on_features(model, prepared, cut, config, board))
+            stages.append(head_on_features(model, prepared, cut, config, board))
         if config.trains_network:
             stages.append(_whole_network(model, prepared, config, out, board))
     finally:

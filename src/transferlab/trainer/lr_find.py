@@ -1,0 +1,109 @@
+"""The learning-rate range test (Smith, "Cyclical Learning Rates for Training Neural Networks",
+WACV 2017; fastai's ``lr_find``): one training step at each of exponentially growing rates,
+the loss smoothed, stopped once it diverges; the suggestion is a tenth of the rate at the lowest
+smoothed loss. Run on the fine-tuning set-up (the linear probe first, as ``finetune`` does), and
+the weights are put back afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..features import to_unit_float
+from ..prepare import PreparedRun
+from ..report import save_figure
+from .loops import layer_groups
+from .train import build_model, cached_splits, head_on_features, network_settings, readable_rows
+
+START, END, STEPS = 1e-7, 10.0, 100
+SMOOTHING, DIVERGENCE = 0.98, 4.0  # exponential moving average of the loss; stop above 4x its best
+
+
+@dataclass(frozen=True)
+class LrFinding:
+    rates: tuple[float, ...]
+    losses: tuple[float, ...]
+    smoothed: tuple[float, ...]
+    suggestion: float
+
+
+def lr_range(step: Callable[[float], float], start: float = START, end: float = END, steps: int = STEPS,
+             smoothing: float = SMOOTHING, divergence: float = DIVERGENCE) -> LrFinding:  # fmt: skip
+    """Call ``step(rate)`` (one training step, returning its loss) at ``steps`` rates from ``start``
+    to ``end`` on a log scale; stop when the smoothed loss exceeds ``divergence`` times its best."""
+    rates, losses, smoothed, average = [], [], [], 0.0
+    for k in range(steps):
+        rate = start * (end / start) ** (k / max(1, steps - 1))
+        loss = step(rate)
+        average = smoothing * average + (1 - smoothing) * loss
+        rates.append(rate)
+        losses.append(loss)
+        smoothed.append(average / (1 - smoothing ** (k + 1)))  # bias-corrected
+        if not math.isfinite(loss) or smoothed[-1] > divergence * min(smoothed):
+            break
+    best = min(range(len(smoothed)), key=smoothed.__getitem__)
+    return LrFinding(tuple(rates), tuple(losses), tuple(smoothed), rates[best] / 10)
+
+
+def plot_finding(finding: LrFinding):
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(finding.rates, finding.losses, alpha=0.3, label="loss")
+    axis.plot(finding.rates, finding.smoothed, label="smoothed")
+    axis.axvline(finding.suggestion, color="tab:red", linestyle="--", label=f"suggested {finding.suggestion:.1e}")
+    axis.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="Learning-rate range test")
+    axis.set_ylim(top=min(max(finding.smoothed) * 1.2, max(finding.losses)))
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def find_lr(prepared: PreparedRun, config: TrainConfig, out: Path) -> LrFinding:
+    """The range test on ``prepared`` as ``config`` would fine-tune it; ``lr-find.png`` and
+    ``lr-find.json`` in ``out``."""
+    config = dataclasses.replace(config, strategy="finetune")
+    torch.manual_seed(config.seed)
+    model, cut = build_model(prepared, config)
+    head_on_features(model, prepared, cut, config, None)
+    inputs, _ = cached_splits(None, {}, prepared, model.preprocessing.resolution, config, "decode", splits=("train",))
+    pixels, labels = (torch.from_numpy(a) for a in readable_rows(inputs, prepared)["train"])
+    settings = network_settings(config)
+    model.body.requires_grad_(True)
+    groups = layer_groups(model, settings)
+    optimizer = torch.optim.AdamW(groups)
+    saved = copy.deepcopy(model.state_dict())
+    model.train().to(memory_format=torch.channels_last)
+    model.freeze_bn = bool(config.freeze_bn)
+    order = iter(())
+
+    def step(rate: float) -> float:
+        nonlocal order
+        batch = next(order, None)
+        if batch is None:
+            order = iter([b for b in torch.randperm(len(pixels)).split(config.batch_size) if len(b) > 1])  # BatchNorm
+            batch = next(order)
+        for group in optimizer.param_groups:
+            group["lr"] = rate * group["lr_scale"]
+        loss = nn.functional.cross_entropy(model(to_unit_float(pixels[batch])), labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    finding = lr_range(step)
+    model.load_state_dict(saved)
+    out.mkdir(parents=True, exist_ok=True)
+    save_figure(plot_finding(finding), out / "lr-find.png")
+    (out / "lr-find.json").write_text(json.dumps(dataclasses.asdict(finding), indent=2))
+    return finding

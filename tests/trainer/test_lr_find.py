@@ -1,0 +1,27 @@
+"""The learning-rate range test: its curve, its stop, its suggestion, and the run on real data."""
+
+import math
+
+import pytest
+
+import transferlab as tl
+from transferlab.trainer.lr_find import lr_range
+
+
+def test_the_curve_has_its_minimum_where_a_constructed_case_puts_it():
+    finding = lr_range(lambda rate: (math.log10(rate) + 3) ** 2 + 1, smoothing=0.0, divergence=1e9)
+    best = min(range(len(finding.losses)), key=finding.losses.__getitem__)
+    assert finding.rates[best] == pytest.approx(1e-3, rel=0.1)
+    assert finding.suggestion == pytest.approx(1e-4, rel=0.1) and len(finding.rates) == 100
+
+
+def test_the_test_stops_when_the_loss_diverges():
+    finding = lr_range(lambda rate: 1.0 if rate < 1e-2 else 1.0 + 1e4 * rate, smoothing=0.0)
+    assert finding.rates[-1] < 1e-1 and finding.smoothed[-1] > 4
+
+
+def test_lr_find_on_a_folder_writes_its_plot_and_restores_nothing_to_disk(image_folder, tmp_path):
+    finding = tl.lr_find(str(image_folder), resolution=32, batch_size=8, out=str(tmp_path / "lf"),
+                         cache_dir=str(tmp_path / "c"))  # fmt: skip
+    assert 1e-7 <= finding.suggestion <= 1.0 and len(finding.rates) == len(finding.losses) >= 10
+    assert (tmp_path / "lf" / "lr-find.png").stat().st_size > 5000 and (tmp_path / "lf" / "lr-find.json").exists()
