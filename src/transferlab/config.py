@@ -22,6 +22,7 @@ from .strategy import (
     AUTO,
     FINAL_CUT,
     NETWORK_STRATEGIES,
+    REGULARIZER_STRENGTHS,
     SCHEDULES,
     STRATEGIES,
     STRATEGY_DEFAULTS,
@@ -77,9 +78,11 @@ class TrainConfig:
     gradual_unfreeze: bool = option(False, "unfreeze the body top-down over the first half of the epochs")
     tune: str = option("all", "finetune: which body parameters train: all, bias (BitFit), norm (normalization layers)",
                        choices=TUNE_MODES)
-    regularizer: str = option("none", "finetune: l2-sp pulls the body towards its pretrained weights (Li et al. 2018)",
-                              choices=("none", "l2-sp"))
-    regularizer_strength: float = option(0.01, "finetune: the regularizer's strength")
+    regularizer: str = option("none", "finetune: l2-sp pulls the body towards its pretrained weights (Li et al. 2018); "
+                                      "bss shrinks the batch features' smallest singular value (Chen et al. 2019)",
+                              choices=tuple(REGULARIZER_STRENGTHS))  # fmt: skip
+    regularizer_strength: float | None = option(None, "finetune: the regularizer's strength (default: its paper's, "
+                                                      "0.01 for l2-sp, 0.001 for bss)")  # fmt: skip
     schedule: str = option("cosine", "finetune, scratch: warm-up + cosine, or one-cycle (Smith 2018)", choices=SCHEDULES)
     init: str = option("kaiming-normal", "scratch: initializer of the body's layers")
     resume: bool = option(False, "continue an interrupted run from OUT/checkpoint.pt")
@@ -103,7 +106,7 @@ class TrainConfig:
         check_choice("engine", self.engine, ENGINES, "train()")
         check_choice("class_weight", self.class_weight, ("none", "balanced"), "train()")
         check_choice("tune", self.tune, TUNE_MODES, "train()")
-        check_choice("regularizer", self.regularizer, ("none", "l2-sp"), "train()")
+        check_choice("regularizer", self.regularizer, tuple(REGULARIZER_STRENGTHS), "train()")
         check_choice("schedule", self.schedule, SCHEDULES, "train()")
         resolve_initializer(self.head_init)
         resolve_initializer(self.init)
@@ -117,7 +120,8 @@ class TrainConfig:
             value = getattr(self, name)
             _check(value is None or value >= 1, name, "at least 1", value)
         _check(self.lr is None or self.lr > 0, "lr", "positive", self.lr)
-        _check(self.regularizer_strength >= 0, "regularizer_strength", "at least 0", self.regularizer_strength)
+        _check(self.regularizer_strength is None or self.regularizer_strength >= 0, "regularizer_strength", "at least 0",
+               self.regularizer_strength)  # fmt: skip
         _check(self.max_memory is None or self.max_memory > 0, "max_memory", "positive (GB)", self.max_memory)
         _check(0 < self.layer_decay <= 1, "layer_decay", "in (0, 1]", self.layer_decay)
         _check(self.warmup_epochs >= 0 and self.weight_decay >= 0, "warmup_epochs and weight_decay", "at least 0",
@@ -143,6 +147,12 @@ class TrainConfig:
         if self.cut:
             return self.cut
         return cut_names[(len(cut_names) - 1) // 2] if self.strategy == "truncate" else FINAL_CUT
+
+    @property
+    def resolved_regularizer_strength(self) -> float:
+        if self.regularizer_strength is not None:
+            return self.regularizer_strength
+        return REGULARIZER_STRENGTHS[self.regularizer]
 
     @property
     def trains_network(self) -> bool:

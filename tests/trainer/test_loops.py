@@ -286,3 +286,17 @@ def test_one_cycle_rises_to_the_rate_then_falls_far_below_it():
     values = [factor(step) for step in range(100)]
     assert values[0] == pytest.approx(1 / 25) and max(values) == pytest.approx(1.0, abs=1e-3)
     assert values.index(max(values)) == 30 and values[-1] < 1e-3
+
+
+def test_bss_penalizes_the_smallest_singular_value_and_trains():
+    from transferlab.trainer.loops import bss_penalty
+
+    features = torch.diag(torch.tensor([3.0, 2.0, 0.5])).requires_grad_(True)
+    assert bss_penalty(features, 1.0).item() == pytest.approx(0.25)
+    bss_penalty(features, 1.0).backward()
+    assert features.grad[2, 2].item() == pytest.approx(1.0) and features.grad[0, 0].item() == pytest.approx(0.0)
+    model = _cnn_model()
+    pixels, y = _data()
+    settings = NetworkTraining(epochs=3, lr=3e-3, batch_size=16, patience=10, regularizer="bss", regularizer_strength=1e-3)
+    history = fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -152,7 +152,7 @@ class NetworkTraining:
     class_weight: str = "none"  # see HeadTraining
     micro_batch: int = 0  # > 0: each step's batch runs in passes of at most this many images, gradients accumulated
     schedule: str = "cosine"  # or "one-cycle"
-    regularizer: str = "none"  # or "l2-sp": pull the body towards its starting weights instead of towards zero
+    regularizer: str = "none"  # "l2-sp": pull the body towards its starting weights; "bss": batch spectral shrinkage
     regularizer_strength: float = 0.01
     tune: str = "all"  # which body parameters train: "all", "bias" (BitFit), "norm" (normalization layers)
 
@@ -279,6 +279,17 @@ def l2_sp_penalty(anchors: dict[nn.Parameter, torch.Tensor], strength: float) ->
     return strength / 2 * sum(((p - start) ** 2).sum() for p, start in anchors.items() if p.requires_grad)
 
 
+BSS_COMPONENTS = 1  # how many of the smallest singular values BSS shrinks (the paper's k = 1)
+
+
+def bss_penalty(features: torch.Tensor, strength: float, k: int = BSS_COMPONENTS) -> torch.Tensor:
+    """Batch Spectral Shrinkage (Chen, Wang, Fu, Long, Wang, "Catastrophic Forgetting Meets Negative
+    Transfer", NeurIPS 2019): ``strength`` times the sum of the ``k`` smallest squared singular
+    values of the batch's feature matrix, the components least transferable from the source."""
+    singular = torch.linalg.svdvals(features.float())
+    return strength * (singular[-k:] ** 2).sum()
+
+
 def _accumulate(net: nn.Module, batch: torch.Tensor, pixels: torch.Tensor, labels: torch.Tensor,
                 weight: torch.Tensor | None, settings: NetworkTraining,
                 anchors: dict[nn.Parameter, torch.Tensor] | None = None) -> tuple[float, int]:  # fmt: skip
@@ -286,6 +297,18 @@ def _accumulate(net: nn.Module, batch: torch.Tensor, pixels: torch.Tensor, label
     (each pass's loss scaled by its share; the L2-SP penalty, with ``anchors``, added once).
     Returns the batch's mean loss and how many were right."""
     chunks = batch.split(settings.micro_batch) if settings.micro_batch else (batch,)
+    features: list[torch.Tensor] = []  # with BSS: each pass's input to the head
+    head = getattr(getattr(net, "module", net), "head", None)
+    hook = head.register_forward_pre_hook(lambda _m, args: features.append(args[0])) if settings.regularizer == "bss" else None
+    try:
+        return _passes(net, chunks, batch, pixels, labels, weight, settings, anchors, features)
+    finally:
+        if hook is not None:
+            hook.remove()
+
+
+def _passes(net, chunks, batch, pixels, labels, weight, settings, anchors, features) -> tuple[float, int]:
+    """The passes of :func:`_accumulate`, one per chunk of ``batch``."""
     total, correct = 0.0, 0
     for k, chunk in enumerate(chunks):
         inputs = pixels[chunk]
@@ -298,6 +321,8 @@ def _accumulate(net: nn.Module, batch: torch.Tensor, pixels: torch.Tensor, label
             scaled = loss * (len(chunk) / len(batch))
             if anchors and sync:  # once per step, in the pass that synchronizes
                 scaled = scaled + l2_sp_penalty(anchors, settings.regularizer_strength)
+            if features:  # BSS: on this pass's features
+                scaled = scaled + bss_penalty(features.pop(), settings.regularizer_strength) * (len(chunk) / len(batch))
             scaled.backward()
         total += loss.item() * len(chunk)
         correct += (logits.argmax(1) == labels[chunk]).sum().item()

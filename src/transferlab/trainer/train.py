@@ -65,7 +65,7 @@ def network_settings(config: TrainConfig, micro_batch: int = 0) -> NetworkTraini
         layer_decay=config.layer_decay if config.strategy == "finetune" else 1.0, patience=config.patience,
         augment=config.augment, freeze_bn=bool(config.freeze_bn), gradual_unfreeze=config.gradual_unfreeze,
         seed=config.seed, class_weight=config.class_weight, micro_batch=micro_batch, schedule=config.schedule,
-        regularizer=config.regularizer, regularizer_strength=config.regularizer_strength, tune=config.tune,
+        regularizer=config.regularizer, regularizer_strength=config.resolved_regularizer_strength, tune=config.tune,
     )  # fmt: skip
 
 
