@@ -76,8 +76,9 @@ class TrainConfig:
     freeze_bn: bool | None = option(None, "keep BatchNorm statistics fixed while fine-tuning (default: off; "
                                           "auto: the plan's choice)")  # fmt: skip
     gradual_unfreeze: bool = option(False, "unfreeze the body top-down over the first half of the epochs")
-    tune: str = option("all", "finetune: which body parameters train: all, bias (BitFit), norm (normalization layers)",
-                       choices=TUNE_MODES)
+    tune: str = option("all", "finetune: which body parameters train: all, bias (BitFit), norm (normalization layers), "
+                              "lora (low-rank adapters, merged on save)", choices=TUNE_MODES)  # fmt: skip
+    lora_rank: int = option(4, "finetune --tune lora: the adapters' rank")
     regularizer: str = option("none", "finetune: l2-sp pulls the body towards its pretrained weights (Li et al. 2018); "
                                       "bss shrinks the batch features' smallest singular value (Chen et al. 2019)",
                               choices=tuple(REGULARIZER_STRENGTHS))  # fmt: skip
@@ -114,7 +115,7 @@ class TrainConfig:
                self.resolution)  # fmt: skip
         _check(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
         _check(0 < self.val_fraction < 1, "val_fraction", "between 0 and 1", self.val_fraction)
-        for name in ("batch_size", "probe_epochs", "patience", "measure_per_class"):
+        for name in ("batch_size", "probe_epochs", "patience", "measure_per_class", "lora_rank"):
             _check(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
         for name in ("epochs", "samples_per_class", "test_per_class"):
             value = getattr(self, name)

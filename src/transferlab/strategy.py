@@ -46,7 +46,7 @@ STRATEGY_DEFAULTS = {  # epochs and learning rate when the config leaves them un
 }
 
 
-TUNE_MODES = ("all", "bias", "norm")  # which body parameters fine-tuning trains
+TUNE_MODES = ("all", "bias", "norm", "lora")  # which body parameters fine-tuning trains
 SCHEDULES = ("cosine", "one-cycle")  # the learning-rate schedules of whole-network training
 REGULARIZER_STRENGTHS = {"none": 0.0, "l2-sp": 0.01, "bss": 0.001}  # fine-tuning regularizers, their papers' strengths
 

@@ -300,3 +300,27 @@ def test_bss_penalizes_the_smallest_singular_value_and_trains():
     settings = NetworkTraining(epochs=3, lr=3e-3, batch_size=16, patience=10, regularizer="bss", regularizer_strength=1e-3)
     history = fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_lora_trains_few_parameters_and_merges_into_the_same_logits():
+    from transferlab.trainer.lora import add_lora, merge_lora
+    from transferlab.trainer.loops import tunable
+
+    lite0 = build_backbone("efficientnet_lite0").model
+    add_lora(lite0, rank=4)
+    share = len(tunable(lite0, "lora")) and sum(p.numel() for p in lite0.parameters() if id(p) in tunable(lite0, "lora"))
+    assert share / sum(p.numel() for p in lite0.parameters()) < 0.05
+    model = _cnn_model()
+    before = {name: p.detach().clone() for name, p in model.body.named_parameters()}
+    add_lora(model.body, rank=2)
+    pixels, y = _data()
+    settings = NetworkTraining(epochs=2, lr=1e-2, batch_size=16, patience=10, tune="lora")
+    fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings)
+    model.eval()
+    with torch.no_grad():
+        adapted = model(pixels[:8].float() / 255)
+        merge_lora(model.body)
+        merged = model(pixels[:8].float() / 255)
+    assert torch.allclose(adapted, merged, atol=1e-5)
+    assert {name for name, _ in model.body.named_parameters()} == set(before)  # the plain architecture again
+    assert any(not torch.equal(p, before[name]) for name, p in model.body.named_parameters() if name.endswith("0.weight"))

@@ -136,3 +136,14 @@ def test_tensorboard_event_file_holds_every_epoch_and_the_confusion_matrix(run, 
     assert accuracies == pytest.approx([row["val_accuracy"] for row in metrics["history"]])
     assert [e.value for e in events.Scalars("head/lr")][0] == pytest.approx(0.01)
     assert len(events.Images("head/confusion_matrix")) == len(metrics["history"])
+
+
+@pytest.mark.parametrize("options", [{"tune": "lora"}, {"tune": "bias", "regularizer": "l2-sp", "schedule": "one-cycle"}])
+def test_fine_tuning_options_save_bundles_that_load_predict_and_export(small_data, tmp_path, options):
+    result = tl.train(_config(small_data, strategy="finetune", epochs=1, probe_epochs=2, freeze_bn=True,
+                              out=str(tmp_path / "run"), **options))  # fmt: skip
+    model = result.model
+    assert result.metrics["config"]["tune"] == options["tune"]
+    predictions = model.predict(sorted((small_data / "d" / "test").rglob("*.png"))[:4])
+    assert all(p.top[0][0] in model.classes for p in predictions)
+    assert model.export("torchscript", tmp_path / "m.pt").exists()  # parity with PyTorch checked inside

@@ -154,7 +154,7 @@ class NetworkTraining:
     schedule: str = "cosine"  # or "one-cycle"
     regularizer: str = "none"  # "l2-sp": pull the body towards its starting weights; "bss": batch spectral shrinkage
     regularizer_strength: float = 0.01
-    tune: str = "all"  # which body parameters train: "all", "bias" (BitFit), "norm" (normalization layers)
+    tune: str = "all"  # which body parameters train: "all", "bias" (BitFit), "norm" (normalization layers), "lora"
 
 
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -162,11 +162,14 @@ NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 def tunable(body: nn.Module, tune: str) -> set[int]:
     """The ids of ``body``'s parameters that train under ``tune``: every one, the biases only
-    (BitFit: Ben Zaken, Ravfogel, Goldberg, ACL 2022), or those of the normalization layers."""
+    (BitFit: Ben Zaken, Ravfogel, Goldberg, ACL 2022), those of the normalization layers, or the
+    LoRA adapters."""
     if tune == "bias":
         return {id(p) for name, p in body.named_parameters() if name.endswith("bias")}
     if tune == "norm":
         return {id(p) for m in body.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+    if tune == "lora":  # the adapters that trainer.lora injected
+        return {id(p) for name, p in body.named_parameters() if "lora_" in name}
     return {id(p) for p in body.parameters()}
 
 

@@ -40,6 +40,7 @@ from ..runlock import OutputLock
 from ..strategy import STRATEGY_DEFAULTS, Plan
 from ..surgery import TransferModel, body_at, freeze
 from .loops import HeadTraining, NetworkTraining, fit_head, fit_network, layer_groups
+from .lora import add_lora, merge_lora
 from .memory import plan_for
 from .outputs import write_outputs
 from .tensorboard import TensorBoardLog
@@ -178,6 +179,8 @@ def _whole_network(model: TransferModel, prepared: PreparedRun, config: TrainCon
     model.body.requires_grad_(True)
     if config.strategy == "scratch":
         _reinitialize(model.body, config.init)
+    if config.tune == "lora":
+        add_lora(model.body, config.lora_rank)
     pixels = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in readable_rows(inputs, prepared).items()}
     (train_x, train_y), (val_x, val_y) = pixels["train"], pixels["val"]
     plan = plan_for(model, resolution, config.batch_size // distributed.world_size(), config.max_memory)
@@ -188,6 +191,8 @@ def _whole_network(model: TransferModel, prepared: PreparedRun, config: TrainCon
     history = fit_network(model, layer_groups(model, settings), train_x, train_y, val_x, val_y, settings,
                           checkpoint_dir=out, resume=config.resume,
                           on_epoch=_epoch_log(board, config.strategy, val_y.numpy()))  # fmt: skip
+    if config.tune == "lora":
+        merge_lora(model.body)
     logits = {split: predict_pixels(model, x, plan.micro_batch) for split, (x, _) in pixels.items()}
     labels = {split: y.numpy() for split, (_, y) in pixels.items()}
     if prepared.splits.test is not None:
