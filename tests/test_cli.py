@@ -151,3 +151,15 @@ def test_allocator_preload_can_be_declined(image_folder, tmp_path):
                              str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["allocator"] == "glibc"
+
+
+def test_int8_export_without_calibration_images_is_one_line(trained):
+    root, _, _ = trained
+    result = run("export", str(root / "run" / "model"), "--format", "onnx", "--int8", cache=root / "cache")
+    assert_one_line_error(result, "--int8 goes with --format onnx and --calibration DATA")
+
+
+def test_a_memory_budget_too_small_for_one_image_is_one_line(image_folder, tmp_path):
+    result = run("train", str(image_folder), "--strategy", "finetune", "--resolution", "32", "--max-memory", "0.01",
+                 "--out", str(tmp_path / "o"), cache=tmp_path / "cache")  # fmt: skip
+    assert_one_line_error(result, "max_memory must leave room for at least one image")
