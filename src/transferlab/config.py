@@ -32,6 +32,9 @@ from .strategy import (
 )
 
 
+CLASS_WEIGHTS = ("none", "balanced", "balanced-sampling")
+
+
 def option(default, help: str, **cli):  # noqa: A002 - the argparse word
     """A config field with its help text (and CLI hints: ``flag``, ``choices``) as metadata."""
     return dataclasses.field(default=default, metadata={"help": help, **cli})
@@ -66,8 +69,8 @@ class TrainConfig:
     weight_decay: float = option(1e-4, "AdamW weight decay")
     head_init: str = option(DEFAULT_HEAD_INIT, f"initializer of the new head, one of: {', '.join(initializer_names())}")
     dropout: float = option(0.0, "dropout before the head")
-    class_weight: str = option("none", "balanced: weigh each class's loss by n / (classes x its count), for imbalanced "
-                                       "data", choices=("none", "balanced"))  # fmt: skip
+    class_weight: str = option("none", "imbalanced data: balanced weighs each class's loss by n / (classes x its "
+                                       "count); balanced-sampling draws every class equally often", choices=CLASS_WEIGHTS)
     probe_epochs: int = option(40, "finetune: epochs of the linear probe before unfreezing")
     layer_decay: float = option(0.85, "finetune: lr factor per layer group downwards (1: one rate)")
     warmup_epochs: float = option(1.0, "epochs of linear warm-up before the cosine decay")
@@ -105,7 +108,7 @@ class TrainConfig:
             raise ConfigError("data must name a data set, a folder or a CSV file, got nothing.")
         check_choice("strategy", self.strategy, (*STRATEGIES, AUTO), "train()")
         check_choice("engine", self.engine, ENGINES, "train()")
-        check_choice("class_weight", self.class_weight, ("none", "balanced"), "train()")
+        check_choice("class_weight", self.class_weight, CLASS_WEIGHTS, "train()")
         check_choice("tune", self.tune, TUNE_MODES, "train()")
         check_choice("regularizer", self.regularizer, tuple(REGULARIZER_STRENGTHS), "train()")
         check_choice("schedule", self.schedule, SCHEDULES, "train()")

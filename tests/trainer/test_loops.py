@@ -227,7 +227,7 @@ def test_balanced_class_weights_raise_the_minority_recall():
     vy = np.array([0] * 200 + [1] * 200)
     vx = (rng.normal(0, 1, (len(vy), 8)) + vy[:, None] * 1.2).astype(np.float32)
     recalls = {}
-    for class_weight in ("none", "balanced"):
+    for class_weight in ("none", "balanced", "balanced-sampling"):
         torch.manual_seed(0)
         head = make_head(8, 2)
         fit_head(head, x, y, vx, vy, HeadTraining(epochs=20, lr=1e-2, batch_size=32, class_weight=class_weight))
@@ -235,6 +235,16 @@ def test_balanced_class_weights_raise_the_minority_recall():
             predicted = head(torch.from_numpy(vx)).argmax(1).numpy()
         recalls[class_weight] = (predicted[vy == 1] == 1).mean()
     assert recalls["balanced"] > recalls["none"] + 0.2, recalls
+    assert recalls["balanced-sampling"] > recalls["none"] + 0.2, recalls
+
+
+def test_balanced_sampling_draws_every_class_about_equally():
+    from transferlab.trainer.loops import epoch_order
+
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    drawn = labels[epoch_order(labels, "balanced-sampling", torch.Generator().manual_seed(0))]
+    assert len(drawn) == 1000 and abs(int((drawn == 1).sum()) - 500) < 60
+    assert sorted(epoch_order(labels, "none").tolist()) == list(range(1000))
 
 
 def test_bias_only_tuning_leaves_every_other_weight_bit_identical():

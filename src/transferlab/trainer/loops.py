@@ -42,7 +42,8 @@ class HeadTraining:
     weight_decay: float = 1e-4
     seed: int = 0
     min_steps: int = 500
-    class_weight: str = "none"  # "balanced": each class's loss weighted by n / (classes x its count)
+    class_weight: str = "none"  # "balanced": each class's loss weighted by n / (classes x its count);
+    # "balanced-sampling": each epoch draws its images with replacement, every class equally likely
 
     def epochs_for(self, samples: int) -> int:
         return max(self.epochs, math.ceil(self.min_steps / math.ceil(samples / self.batch_size)))
@@ -54,10 +55,19 @@ EpochCallback = Callable[[dict, torch.Tensor], None]  # (the epoch's history row
 def loss_weights(labels: torch.Tensor, num_classes: int, class_weight: str) -> torch.Tensor | None:
     """Per-class loss weights: ``None`` for "none"; for "balanced", n / (classes x count), so that
     every class weighs the same in the loss however many images it has (scikit-learn's rule)."""
-    if class_weight == "none":
+    if class_weight != "balanced":
         return None
     counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).float()
     return len(labels) / (num_classes * counts)
+
+
+def epoch_order(labels: torch.Tensor, class_weight: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The positions one epoch visits: a permutation; with "balanced-sampling", as many draws with
+    replacement, each image weighted by 1 / its class's count, so every class comes up equally often."""
+    if class_weight == "balanced-sampling":
+        counts = torch.bincount(labels).float()
+        return torch.multinomial(1.0 / counts[labels], len(labels), replacement=True, generator=generator)
+    return torch.randperm(len(labels), generator=generator)
 
 
 def fit_head(
@@ -95,7 +105,7 @@ def fit_head(
     for epoch in (bar := trange(epochs, desc="head", unit="epoch", leave=False)):
         head.train()
         total_loss, correct, lr = 0.0, 0, scheduler.get_last_lr()[0]
-        for batch in torch.randperm(len(xs), generator=generator).split(settings.batch_size):
+        for batch in epoch_order(ys, settings.class_weight, generator).split(settings.batch_size):
             logits = head(xs[batch])
             loss = nn.functional.cross_entropy(logits, ys[batch], weight=weight)
             optimizer.zero_grad(set_to_none=True)
@@ -406,7 +416,7 @@ def fit_network(
         _set_unfrozen(groups, epoch, settings)
         model.train()
         total_loss, correct, seen, lr = 0.0, 0, 0, optimizer.param_groups[-1]["lr"]
-        order = torch.randperm(len(train_pixels))[:usable][distributed.rank() :: world]
+        order = epoch_order(train_y, settings.class_weight)[:usable][distributed.rank() :: world]
         with tqdm(order.split(per_process_batch), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch",
                   leave=False, disable=None if distributed.is_main() else True) as bar:  # fmt: skip
             for step, batch in enumerate(bar):
