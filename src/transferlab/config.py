@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .datasets import CATALOG
 from .engines import ENGINES
 from .errors import ConfigError, check_choice
 from .heads import DEFAULT_HEAD_INIT
@@ -31,7 +32,6 @@ from .strategy import (
     keeps_whole_body,
 )
 
-
 CLASS_WEIGHTS = ("none", "balanced", "balanced-sampling")
 
 
@@ -48,7 +48,8 @@ def _strategy_defaults_text(what: str) -> str:
 class TrainConfig:
     """Everything that decides a training run; saved into ``metrics.json``."""
 
-    data: str = option(None, "'fashion-mnist', 'digits', a folder root/<class>/<image>, or a CSV of path,label")
+    data: str = option(None, f"a folder root/<class>/<image> (or root/train/..., root/test/...), a CSV of path,label, "
+                             f"or a built-in data set: {', '.join(CATALOG)}")  # fmt: skip
     out: str = option("runs/latest", "output folder")
     strategy: str = option("head", "auto: measure the data, then choose", choices=(*STRATEGIES, AUTO))
     backbone: str = option("efficientnet_lite0", "registered, timm or torchvision name, or a model folder")
