@@ -34,14 +34,14 @@ def test_python_api_under_torchrun(tmp_path):
     """``tl.train()`` joins the process group itself: a user's script runs under torchrun unchanged."""
     data = write_folder(tmp_path / "d", per_class=10)
     script = tmp_path / "train.py"
-    script.write_text(
-        "import sys, transferlab as tl\n"
+    script.write_text(  # each process reports into its own file: their printed lines would interleave
+        "import os, sys, pathlib, transferlab as tl\n"
         "result = tl.train(sys.argv[1], strategy='head', resolution=32, epochs=5, out=sys.argv[2])\n"
-        "print('processes', result.metrics['processes'])\n"
+        "pathlib.Path(sys.argv[3], 'rank' + os.environ['RANK']).write_text(str(result.metrics['processes']))\n"
     )
     env = {**os.environ, "TRANSFERLAB_CACHE": str(tmp_path / "cache"), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    command = [TORCHRUN, "--standalone", "--nproc_per_node=2", str(script), str(data), str(tmp_path / "run")]
+    command = [TORCHRUN, "--standalone", "--nproc_per_node=2", str(script), str(data), str(tmp_path / "run"), str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("processes 2") == 2
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["2", "2"]  # both joined the group
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["processes"] == 2
