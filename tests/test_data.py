@@ -81,3 +81,11 @@ def test_fashion_mnist_bad_dir(tmp_path, tiny_fashion_dir):
     (tiny_fashion_dir / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b")
     with pytest.raises(DataError, match="cannot read"):
         load_dataset("fashion-mnist", tiny_fashion_dir)
+
+
+def test_csv_path_with_a_nul_character_is_a_data_error(tmp_path):
+    from transferlab.data import load_csv
+
+    (tmp_path / "list.csv").write_text("path,label\n\x00,0\n")
+    with pytest.raises(DataError, match="NUL character"):
+        load_csv(tmp_path / "list.csv")

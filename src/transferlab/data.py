@@ -197,6 +197,8 @@ def load_csv(path: str | Path) -> Dataset:
         image, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not image or not label:
             raise DataError(f"{path}, line {number}: empty path or label.")
+        if "\0" in image:
+            raise DataError(f"{path}, line {number}: the path {image!r} holds a NUL character; no file can be named so.")
         resolved = (root / image).resolve()
         if not resolved.is_relative_to(root):
             raise DataError(f"{path}, line {number}: {image!r} points outside the CSV's folder {root}; refused.")
