@@ -107,7 +107,7 @@ def measurement_resolution(backbone: Backbone, images: ImageSet, override: int |
     return max(64, min(native, 4 * side)) if side * 2 < native else native
 
 
-def _features_at_every_cut(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int,
+def features_at_every_cut(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int,
                            cache: FeatureCache | None) -> tuple[list[np.ndarray], np.ndarray]:  # fmt: skip
     """(pooled features of the readable images at each cut point, their labels)."""
     preprocessing = backbone.preprocessing
@@ -118,18 +118,18 @@ def _features_at_every_cut(backbone: Backbone, weights_digest: str, images: Imag
     return np.split(values, ends[:-1], axis=1), labels
 
 
-def measure(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int, cache: FeatureCache | None,
-            seed: int = 0, twin: bool = True) -> list[CutEvidence]:  # fmt: skip
+def measure(backbone: Backbone, pretrained: list[np.ndarray], labels: np.ndarray, images: ImageSet, resolution: int,
+            cache: FeatureCache | None, seed: int = 0, twin: bool = True) -> list[CutEvidence]:  # fmt: skip
     """Probe accuracy, LogME and - with ``twin`` - the random twin's probe accuracy and the BatchNorm
-    gap at every cut point of ``backbone`` (whose weights hash to ``weights_digest``) on ``images``.
-    Without ``twin`` (one pass instead of two, for ranking) those two are NaN and ``None``."""
-    pretrained, labels = _features_at_every_cut(backbone, weights_digest, images, resolution, cache)
+    gap at every cut point of ``backbone``, from its features at every cut (``pretrained``, of the
+    readable ``images``, labelled ``labels``). Without ``twin`` (no second pass, for ranking) those
+    two are NaN and ``None``."""
     random, gaps = [np.full((len(labels), 1), np.nan)] * len(pretrained), {}
     if twin:
         decoded, _ = cached_features(None, {}, images, resolution, cache, desc="decode sample")
         pixels = torch.from_numpy(decoded.readable(images.labels)[0])
         random_twin_ = random_twin(backbone, pixels, seed)
-        random, _ = _features_at_every_cut(random_twin_, random_twin_.weights_fingerprint(), images, resolution, cache)
+        random, _ = features_at_every_cut(random_twin_, random_twin_.weights_fingerprint(), images, resolution, cache)
         gaps = _batchnorm_gaps(backbone, pixels)
     return [
         CutEvidence(
@@ -157,19 +157,10 @@ def probe_learning_curve(block: np.ndarray, labels: np.ndarray, seed: int = 0) -
     return tuple(curve.items())
 
 
-def learning_curve(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int, cut: str,
-                   cache: FeatureCache | None, seed: int = 0) -> tuple[tuple[int, float], ...]:  # fmt: skip
-    """:func:`probe_learning_curve` at ``cut`` of ``backbone`` on ``images``."""
-    blocks, labels = _features_at_every_cut(backbone, weights_digest, images, resolution, cache)  # cached by measure
-    return probe_learning_curve(blocks[[c.name for c in backbone.cut_points].index(cut)], labels, seed)
-
-
-def source_leep(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int,
-                cache: FeatureCache | None) -> float | None:  # fmt: skip
-    """LEEP of the backbone's own source classifier on ``images`` (``None`` without one)."""
+def source_leep(backbone: Backbone, final_features: np.ndarray, labels: np.ndarray) -> float | None:
+    """LEEP of the backbone's own source classifier on its ``final_features`` (``None`` without one)."""
     if backbone.source_classifier is None:
         return None
-    blocks, labels = _features_at_every_cut(backbone, weights_digest, images, resolution, cache)  # cached by measure
     with torch.no_grad():
-        probabilities = torch.softmax(backbone.source_classifier(torch.from_numpy(blocks[-1])), 1)
+        probabilities = torch.softmax(backbone.source_classifier(torch.from_numpy(np.asarray(final_features))), 1)
     return leep(probabilities.numpy(), labels)

@@ -1,10 +1,10 @@
 """Ranking source networks for the user's data: which pretrained backbone to start from.
 
-Per candidate, on the same per-class sample of the training split: one frozen pass gives the
-features at every cut (cached), scored by the leave-one-out linear probe (the best cut's),
-LogME (at that cut), LEEP (the source classifier's predictions mapped to the target labels). The ranking orders by the
-probe, the one score here that estimates the target accuracy itself; the others are shown beside
-it, with what each measurement cost.
+Per candidate, on the same per-class sample of the run's labelled images: one frozen pass gives
+the features at every cut (cached), scored by the leave-one-out linear probe (the best cut's),
+LogME (at that cut) and LEEP (the source classifier's predictions mapped to the target labels).
+The ranking orders by the probe, the one score here that estimates the target accuracy itself;
+the others are shown beside it, with what each measurement cost.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..data import per_class_subset
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
 from ..strategy import CutEvidence, best_cut, transfer_gain
-from .measure import learning_curve, measure, measurement_resolution, source_leep
+from .measure import features_at_every_cut, measure, measurement_resolution, probe_learning_curve, source_leep
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,11 @@ def score_source(prepared: PreparedRun, config: TrainConfig, name: str, twin: bo
     labelled = prepared.splits.train.union(prepared.splits.val)
     sample = per_class_subset(labelled, config.measure_per_class, config.seed)
     resolution = measurement_resolution(backbone, sample, config.resolution)
-    evidence = measure(backbone, prepared.weights_digest, sample, resolution, prepared.cache, config.seed, twin)
+    blocks, labels = features_at_every_cut(backbone, prepared.weights_digest, sample, resolution, prepared.cache)
+    evidence = measure(backbone, blocks, labels, sample, resolution, prepared.cache, config.seed, twin)
     best = best_cut(evidence)
-    leep = source_leep(backbone, prepared.weights_digest, sample, resolution, prepared.cache)
-    curve = learning_curve(backbone, prepared.weights_digest, sample, resolution, best.cut, prepared.cache,
-                           config.seed) if twin else ()  # fmt: skip
+    leep = source_leep(backbone, blocks[-1], labels)
+    curve = probe_learning_curve(blocks[evidence.index(best)], labels, config.seed) if twin else ()
     return SourceScore(
         backbone=name, parameters=sum(p.numel() for p in backbone.model.parameters()), resolution=resolution,
         best_cut=best.cut, probe_accuracy=best.probe_accuracy, logme=best.logme, leep=leep,

@@ -49,8 +49,8 @@ def _warn_small_validation(labels: np.ndarray, classes: tuple[str, ...]) -> None
         )
 
 
-def build_metrics(config: TrainConfig, stages, present: dict[str, ImageSet], info: BundleInfo, weights_source: str,
-                  plan: Plan | None, started: float) -> dict:  # fmt: skip
+def build_metrics(config: TrainConfig, stages, info: BundleInfo, weights_source: str, plan: Plan | None,
+                  started: float) -> dict:  # fmt: skip
     """The run's metrics from its training stages (the last one made the final model)."""
     last = stages[-1]
     eval_split = "test" if "test" in last.logits else "val"
@@ -177,7 +177,7 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
 def write_outputs(out: Path, config: TrainConfig, stages, present: dict[str, ImageSet], info: BundleInfo,
                   weights_source: str, plan: Plan | None, started: float) -> dict:  # fmt: skip
     """Metrics, history, plan and report of a finished run (the main process writes them)."""
-    metrics = build_metrics(config, stages, present, info, weights_source, plan, started)
+    metrics = build_metrics(config, stages, info, weights_source, plan, started)
     if distributed.is_main():
         split, last = metrics["evaluated_on"], stages[-1]
         logits, valid, images = last.logits[split], last.inputs[split].valid, present[split]
