@@ -6,12 +6,16 @@ import pytest
 
 from transferlab.config import TrainConfig, field_help, with_plan
 from transferlab.errors import ConfigError
-from transferlab.strategy import CutEvidence, Thresholds, decide, make_plan
+from transferlab.forecast import Forecaster, OptionModel
+from transferlab.strategy import CutEvidence, make_plan
 
 
-def _plan(strategy_probes=(0.5, 0.9, 0.6), per_class=10, random=0.3):
-    evidence = [CutEvidence(n, 8, p, random, 0.0, None) for n, p in zip(("blocks.0", "blocks.2", "final"), strategy_probes)]
-    return make_plan(decide(per_class, evidence), evidence, per_class, 1.0, 64, "efficientnet_lite0", Thresholds())
+def _plan(favoured="truncate"):
+    """A plan whose forecaster favours one option by half the accuracy scale."""
+    evidence = [CutEvidence(n, 8, p, 0.3, 0.0, None) for n, p in zip(("blocks.0", "blocks.2", "final"), (0.5, 0.9, 0.6))]
+    models = {o: OptionModel((0.5 if o == favoured else 0.0,) + (0.0,) * 6, 0.01)
+              for o in ("head", "truncate", "finetune", "scratch")}  # fmt: skip
+    return make_plan(10, 1.0, 64, "efficientnet_lite0", evidence, forecaster=Forecaster((0.0,) * 6, (1.0,) * 6, models, 1))
 
 
 @pytest.mark.parametrize(
@@ -56,18 +60,18 @@ def test_user_cut_epochs_lr_resolution_and_freeze_bn_win_over_the_plan():
 
 
 def test_no_freeze_bn_wins_over_a_finetune_plan():
-    plan = _plan(per_class=500)
+    plan = _plan("finetune")
     assert plan.strategy == "finetune" and plan.freeze_bn
     assert with_plan(TrainConfig(data="x", strategy="auto", freeze_bn=False), plan).freeze_bn is False
     assert with_plan(TrainConfig(data="x", strategy="auto"), plan).freeze_bn is True
 
 
 def test_user_cut_turns_a_head_plan_into_truncate_and_cannot_go_with_scratch():
-    head = _plan((0.5, 0.6, 0.9))
+    head = _plan("head")
     assert head.strategy == "head"
     merged = with_plan(TrainConfig(data="x", strategy="auto", cut="blocks.0"), head)
     assert (merged.strategy, merged.cut) == ("truncate", "blocks.0")
-    scratch = _plan((0.5, 0.6, 0.9), per_class=5000, random=0.9)
+    scratch = _plan("scratch")
     assert scratch.strategy == "scratch"
     with pytest.raises(ConfigError, match="cannot go with --cut blocks.0"):
         with_plan(TrainConfig(data="x", strategy="auto", cut="blocks.0"), scratch)

@@ -1,10 +1,20 @@
-"""The decision among the four strategies, from data size and the per-cut evidence (torch-free)."""
+"""The choice among the four strategies: the plan from the forecast, and the threshold rule the study
+keeps as a baseline (torch-free)."""
 
 import json
 
 import pytest
 
-from transferlab.strategy import CutEvidence, Decision, Plan, Thresholds, decide, make_plan
+from transferlab.forecast import Forecaster, OptionModel
+from transferlab.strategy import CutEvidence, Decision, Plan, Thresholds, decide, gain_per_doubling, make_plan, signals_of
+
+ZERO = (0.0,) * 7
+
+
+def _forecaster(**offsets):
+    """A forecaster whose forecast is each option's anchor probe plus a fixed offset, with spread 0.01."""
+    models = {o: OptionModel((offsets.get(o, 0.0), *ZERO[1:]), 0.01) for o in ("head", "truncate", "finetune", "scratch")}
+    return Forecaster((0.0,) * 6, (1.0,) * 6, models, 12, "constructed")
 
 
 def _evidence(probes, random=0.3):
@@ -32,7 +42,7 @@ def test_decision_follows_size_similarity_and_transfer_gain(per_class, probes, r
 
 def test_decision_is_typed_and_reports_its_answers():
     decision = decide(10, _evidence([0.5, 0.9, 0.6], random=0.4), Thresholds())
-    assert decision == Decision("truncate", "stage1", small=True, similar=False, transfer_gain=pytest.approx(0.5))
+    assert decision == Decision("truncate", "stage1", transfer_gain=pytest.approx(0.5))
 
 
 def test_similarity_margin_is_the_resolution_rule_between_head_and_truncate():
@@ -44,30 +54,54 @@ def test_similarity_margin_is_the_resolution_rule_between_head_and_truncate():
 
 def test_plan_round_trips_through_json_and_explains_itself(tmp_path):
     evidence = _evidence([0.5, 0.9, 0.6])
-    decision = decide(10, evidence)
-    plan = make_plan(decision, evidence, 10, 0.5, 64, "efficientnet_lite0", Thresholds())
+    plan = make_plan(10, 0.5, 64, "efficientnet_lite0", evidence, forecaster=_forecaster(scratch=-0.5))
+    assert (plan.strategy, plan.cut) == ("truncate", "stage1")  # the best probe before the final cut
     assert (plan.epochs, plan.lr, plan.freeze_bn) == (40, 1e-3, False)  # truncate's defaults
     assert Plan.load(plan.save(tmp_path / "plan.json")) == plan
     assert json.loads((tmp_path / "plan.json").read_text())["strategy"] == "truncate"
-    assert "10 training images per class is small" in plan.explanation and "stage1" in plan.explanation
+    assert "fitted on constructed" in plan.explanation and "truncate 90.0% +- 1.0%" in plan.explanation
     assert plan.evidence_table().splitlines()[2].endswith("<- plan")
+    assert plan.forecast_table().splitlines()[1].startswith("truncate") and "<- plan" in plan.forecast_table()
+
+
+def test_the_plan_follows_the_forecast_and_says_when_it_played_safe():
+    evidence = _evidence([0.5, 0.7, 0.8])
+    assert make_plan(10, 1.0, 64, "b", evidence, forecaster=_forecaster(finetune=0.05)).strategy == "finetune"
+    close = make_plan(10, 1.0, 64, "b", evidence, forecaster=_forecaster(finetune=0.005))  # within the intervals
+    assert close.strategy in ("head", "finetune") and "smaller worst-case loss" in close.explanation
+
+
+def test_signals_read_the_evidence_the_curve_and_the_pilot():
+    evidence = [CutEvidence("stage0", 8, 0.6, 0.3, 0.0, None), CutEvidence("stage1", 8, 0.7, 0.4, 0.0, None),
+                CutEvidence("final", 8, 0.65, 0.35, 0.0, None)]  # fmt: skip
+    signals = signals_of(20, evidence, ((5, 0.5), (20, 0.7)), 0.03)
+    assert (signals.probe_final, signals.probe_stage, signals.probe_best) == (0.65, 0.7, 0.7)
+    assert signals.transfer_gain == pytest.approx(0.3) and signals.pilot_gain == 0.03
+    assert signals.curve_slope == pytest.approx(gain_per_doubling(((5, 0.5), (20, 0.7)))) == pytest.approx(0.1)
+    assert signals.anchor("head") == 0.65 and signals.anchor("finetune") == 0.7
 
 
 def test_an_earlier_cut_must_beat_the_final_one_beyond_its_noise():
-    """The same probe gap reads as 'different' on many images and as noise on few."""
+    """The same probe gap reads as 'different' on many images and as noise on few (the threshold rule)."""
     few = [CutEvidence("stage0", 8, 0.80, 0.3, 0.0, None, images=20), CutEvidence("final", 8, 0.72, 0.3, 0.0, None, images=20)]
     many = [CutEvidence("stage0", 8, 0.80, 0.3, 0.0, None, images=2000),
             CutEvidence("final", 8, 0.72, 0.3, 0.0, None, images=2000)]  # fmt: skip
     assert few[0].probe_stderr == pytest.approx((0.8 * 0.2 / 20) ** 0.5)
-    assert decide(10, few).strategy == "head" and "inside its noise" in make_plan(
-        decide(10, few), few, 10, 1.0, 64, "b", Thresholds()).explanation  # fmt: skip
+    assert decide(10, few).strategy == "head"
     assert decide(10, many).strategy == "truncate"
 
 
 def test_the_explanation_carries_the_estimate_the_learning_curve_and_thin_evidence():
     evidence = [CutEvidence("stage0", 8, 0.6, 0.3, 0.0, None, images=30), CutEvidence("final", 8, 0.9, 0.3, 0.0, None, images=30)]
-    plan = make_plan(decide(6, evidence), evidence, 6, 1.0, 64, "b", Thresholds(), curve=((2, 0.7), (3, 0.8), (6, 0.9)))
+    plan = make_plan(6, 1.0, 64, "b", evidence, curve=((2, 0.7), (3, 0.8), (6, 0.9)), pilot={"gain": -0.02},
+                     forecaster=_forecaster())  # fmt: skip
     assert "estimated at 90.0% +- 5.5%" in plan.explanation  # sqrt(0.9 x 0.1 / 30)
     assert "+12.6 points per doubling" in plan.explanation  # 20 points over log2(6 / 2) doublings
-    assert "The evidence is thin" in plan.explanation
+    assert "The evidence is thin" in plan.explanation and "-2.0 points" in plan.explanation
     assert plan.learning_curve == ((2, 0.7), (3, 0.8), (6, 0.9))
+
+
+def test_a_plan_of_an_older_release_still_loads(tmp_path):
+    plan = make_plan(10, 1.0, 64, "b", _evidence([0.5, 0.9, 0.6]), forecaster=_forecaster())
+    old = {**plan.to_json(), "small": True, "similar": False, "thresholds": {}}  # fields the 0.x plans carried
+    assert Plan.from_json(old) == plan

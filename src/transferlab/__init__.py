@@ -2,7 +2,7 @@
 
 The jobs: ``train``, ``advise``, ``rank``, ``pretrain``, ``load`` (a trained model: ``.predict``,
 ``.evaluate``, ``.export``), ``run_study`` and ``run_lab``; the building blocks a user needs:
-``TrainConfig``, ``Plan``, ``Thresholds``, ``LabConfig``, the backbone registry, and every error.
+``TrainConfig``, ``Plan``, ``Forecaster``, ``LabConfig``, the backbone registry, and every error.
 
 Names are imported on first use (PEP 562), so that ``import transferlab`` stays cheap: the
 ``transferlab`` command decides on its memory allocator before torch loads.
@@ -20,7 +20,8 @@ _EXPORTS = {
     "advisor.rank": ["Ranking"],
     "inference": ["Model", "Prediction", "load"],
     "config": ["TrainConfig"],
-    "strategy": ["STRATEGIES", "Plan", "Thresholds"],
+    "strategy": ["STRATEGIES", "Plan"],
+    "forecast": ["Forecaster"],
     "sources": ["build_backbone", "list_backbones"],
     "backbones": ["Backbone", "register_backbone"],
     "advisor.study": ["run_study"],
@@ -46,11 +47,12 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
         TrainingDiverged,  # fmt: skip
         TransferlabError,
     )
+    from .forecast import Forecaster
     from .inference import Model, Prediction, load
     from .initlab.experiment import LabConfig, run_lab
     from .jobs import TrainResult, advise, lr_find, pretrain, rank, train
     from .sources import build_backbone, list_backbones
-    from .strategy import STRATEGIES, Plan, Thresholds
+    from .strategy import STRATEGIES, Plan
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ import torch
 
 from . import __version__, distributed
 from .advisor.rank import OFFLINE_SOURCES, write_ranking
-from .advisor.study import cells_table, run_study
+from .advisor.study import run_study, table
 from .config import TrainConfig, field_help
 from .engines import ENGINES
 from .errors import ConfigError, TransferlabError
@@ -120,8 +120,9 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples-per-class", type=int, help="evaluate on a per-class subsample")
     e.add_argument("--data-dir", help=field_help("data_dir")["help"])
 
-    st = commands.add_parser("study", help="every strategy on controlled cells against the advisor's pick")
-    st.add_argument("--quick", action="store_true", help="the CI-sized study (about a minute instead of half an hour)")
+    st = commands.add_parser("study", help="every option on the data-set pool against the advisor's pick, "
+                                           "leave one data set out")  # fmt: skip
+    st.add_argument("--quick", action="store_true", help="the CI-sized study (two generated sets, under two minutes)")
     st.add_argument("--out", default="runs/study")
     st.add_argument("--cache-dir")
 
@@ -177,7 +178,7 @@ def _print_summary(args, metrics: dict) -> None:
 def _run_train(args) -> None:
     result = train(args.data, **_config_options(args))
     if result.plan is not None and distributed.is_main():
-        print(result.plan.evidence_table())
+        print(result.plan.evidence_table() + "\n\n" + result.plan.forecast_table())
         print(f"plan: {result.plan.strategy} (cut {result.plan.cut}): {result.plan.explanation}")
     _print_summary(args, result.metrics)
 
@@ -211,7 +212,7 @@ def _run_advise(args) -> None:
     out = options.pop("out")
     plan = advise(args.data, **options)
     path = plan.save(Path(out) / "plan.json")
-    print(plan.evidence_table())
+    print(plan.evidence_table() + "\n\n" + plan.forecast_table())
     print(f"\nplan: {plan.strategy} (cut {plan.cut}), lr {plan.lr}, {plan.epochs} epochs, {plan.resolution} px")
     print(plan.explanation)
     print(f"saved {path}; run it with: transferlab train {args.data} --strategy auto --plan {path}")
@@ -239,14 +240,13 @@ def _run_lr_find(args) -> None:
 
 def _run_study(args) -> None:
     summary = run_study(args.quick, args.out, args.cache_dir)
-    print(cells_table(summary["cells"]))
-    print(f"mean regret {summary['mean_regret_points']:.2f} points, worst {summary['worst_regret_points']:.2f}; "
-          f"advisor cost at most {summary['worst_advise_cost_fraction']:.1%} of brute force; "
-          f"{summary['seconds']:.0f} s; report in {args.out}")  # fmt: skip
-    held_out = summary["held_out_regret_points"]
-    print(f"thresholds calibrated on these cells: {summary['calibrated_thresholds']} (mean regret "
-          f"{summary['calibrated_mean_regret_points']:.2f}); calibrated leaving each cell out, the cells' regrets "
-          f"average {summary['held_out_mean_regret_points']:.2f}, worst {max(held_out):.2f}")  # fmt: skip
+    print(table(summary["cells"]))
+    s = summary["summary"]
+    print(f"leave one data set out: advisor mean regret {s['advisor']['mean']:.2f} points, worst "
+          f"{s['advisor']['worst']:.2f} (always finetune {s['always finetune']['mean']:.2f} / "
+          f"{s['always finetune']['worst']:.2f}; noise floor {s['noise floor']['mean']:.2f}); advisor cost median "
+          f"{s['cost']['median']:.1%}, max {s['cost']['max']:.1%} of brute force; {summary['seconds']:.0f} s; "
+          f"report.html, table.md and forecaster.json in {args.out}")  # fmt: skip
 
 
 def _run_export(args) -> None:

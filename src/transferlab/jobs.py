@@ -17,9 +17,10 @@ from .advisor.advise import advise_prepared
 from .advisor.rank import OFFLINE_SOURCES, Ranking, rank_sources
 from .config import TrainConfig, with_plan
 from .errors import ConfigError
+from .forecast import Forecaster
 from .inference import Model, load
 from .prepare import PreparedRun, prepare
-from .strategy import AUTO, Plan, Thresholds
+from .strategy import AUTO, Plan
 from .trainer.lr_find import LrFinding, find_lr
 from .trainer.train import train_prepared
 
@@ -94,12 +95,13 @@ def lr_find(data: str | TrainConfig, **options) -> LrFinding:
     return find_lr(prepare(config), config, Path(config.out))
 
 
-def advise(data: str | TrainConfig, thresholds: Thresholds = Thresholds(), **options) -> Plan:
-    """The plan for ``data`` with its evidence, without training (``options``: TrainConfig's fields;
-    ``measure_per_class`` sets the sample measured, ``samples_per_class`` the size the training will use;
-    ``backbones`` several candidates to rank and choose the source from)."""
+def advise(data: str | TrainConfig, forecaster: Forecaster | None = None, **options) -> Plan:
+    """The plan for ``data`` with its evidence and forecasts, without training (``options``:
+    TrainConfig's fields; ``measure_per_class`` sets the sample measured, ``samples_per_class`` the
+    size the training will use; ``backbones`` several candidates to rank and choose the source
+    from; ``forecaster`` one fitted by your own study instead of the shipped one)."""
     config = _config(data, {"strategy": AUTO, **options})
-    return advise_prepared(prepare(config), config, thresholds)
+    return advise_prepared(prepare(config), config, forecaster)
 
 
 def pretrain(data: str, arch: str, out: str, **options) -> TrainResult:

@@ -37,6 +37,12 @@ class PreparedRun:
                                                time.perf_counter() - started, self._siblings)  # fmt: skip
         return self._siblings[name]
 
+    def without_test(self) -> PreparedRun:
+        """The same run without its test split (what the advisor's pilot may see), sharing the weights' digest."""
+        run = PreparedRun(Splits(self.splits.train, self.splits.val, None), self.backbone, self.cache, 0.0, self._siblings)
+        run.__dict__["weights_digest"] = self.weights_digest  # the cached property, hashed once per run
+        return run
+
     @functools.cached_property
     def weights_digest(self) -> str:
         """The digest of the backbone's weights as prepared (hashing every tensor: once per run)."""

@@ -8,7 +8,10 @@ loading a network. The seed's four cases:
 | small | ``head``: frozen body, new head | ``truncate``: early stages frozen, new head |
 | large | ``finetune``: train everything from the pretrained weights | ``scratch``: random init, train everything |
 
-The decision (:func:`decide`) answers three questions from measurements:
+The plan (:func:`make_plan`) takes the option with the best forecast test accuracy, with an
+interval, from the advisor's measurements (:mod:`.forecast`; its model is fitted on the study's
+outcomes). The earlier rule, four thresholds on the same measurements (:func:`decide`), stays as
+a baseline the study scores the forecast against:
 
 * does pretraining help? When its *transfer gain* (best pretrained probe minus best random
   probe) is below a threshold, frozen features are no better than random ones, so the body must
@@ -22,8 +25,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from .forecast import Choice, Forecaster, Signals, choose
 
 FINAL_CUT = "final"
 FEATURE_STRATEGIES = ("head", "truncate")  # a frozen body: the head trains on cached features
@@ -58,15 +63,13 @@ def keeps_whole_body(strategy: str) -> bool:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Where "small" ends, when pretraining counts as no help, when scratch pays, how close counts
-    as "similar".
+    """The threshold rule's settings (the study's baseline): where "small" ends, when pretraining
+    counts as no help, when scratch pays, how close counts as "similar".
 
-    The defaults are what ``study.calibrate`` found on the full ``transferlab study``'s 10 cells
-    together with the 6 of ``benchmarks/study_holdout.py`` (30 and 300 per class; docs/advisor.md):
-    with transfer gain, 10 images per class were best kept frozen (or within 0.3 points) and 30
-    already best fine-tuned; without it, scratch lost at 30 per class on Fashion-MNIST (won on
-    digits) and won or tied from 100; the transfer gains fell in two groups, 0.24-0.27 (ImageNet
-    Lite0) and -0.04-0.02 (the cnn-small source), with 0.1 between them.
+    The defaults are what the first study's calibration found on its 16 cells (Fashion-MNIST and
+    digits from ImageNet Lite0 and from a small network pretrained here, 10 to 1000 images per
+    class): kept frozen up to 20 images per class, fine-tuned above; scratch without transfer gain
+    from 100.
     """
 
     small_data: int = 20  # fewer training images per class than this: small
@@ -96,12 +99,10 @@ class CutEvidence:
 
 @dataclass(frozen=True)
 class Decision:
-    """The strategy and cut :func:`decide` chose, and the two answers that led there."""
+    """The strategy and cut chosen, and what pretraining adds (the measure both rules read)."""
 
     strategy: str
     cut: str
-    small: bool
-    similar: bool
     transfer_gain: float
 
 
@@ -137,23 +138,45 @@ def decide(images_per_class: int, evidence: list[CutEvidence] | tuple[CutEvidenc
         strategy, cut = ("head", FINAL_CUT) if similar else ("truncate", best.cut)
     else:
         strategy, cut = "finetune", FINAL_CUT
-    return Decision(strategy, cut, small, similar, gain)
+    return Decision(strategy, cut, gain)
 
 
 THIN_EVIDENCE = 10  # labelled images per class measured: below this, say that the plan is a best guess
 
 
-def _uncertainty(best: CutEvidence, curve: tuple[tuple[int, float], ...]) -> str:
+def gain_per_doubling(curve: tuple[tuple[int, float], ...]) -> float:
+    """What each doubling of the labelled images bought along a learning curve (accuracy, 0-1)."""
+    if len(curve) < 2:
+        return 0.0
+    (n_low, low), (n_high, high) = curve[0], curve[-1]
+    return (high - low) / (math.log2(n_high / n_low) if n_high > n_low else 1.0)
+
+
+def signals_of(images_per_class: int, evidence, curve: tuple[tuple[int, float], ...], pilot_gain: float) -> Signals:
+    """The forecaster's view of the measurements (:mod:`.forecast`)."""
+    final, best = evidence[-1], best_cut(evidence)
+    stage = best_cut(evidence[:-1]).probe_accuracy if len(evidence) > 1 else float("nan")
+    return Signals(images_per_class, final.probe_accuracy, stage, best.probe_accuracy, transfer_gain(evidence),
+                   gain_per_doubling(curve), pilot_gain)  # fmt: skip
+
+
+def decide_by_forecast(signals: Signals, evidence, forecaster: Forecaster) -> tuple[Decision, Choice]:
+    """The strategy :func:`.forecast.choose` takes from ``forecaster``'s forecasts, at its cut:
+    ``truncate`` at the best probing cut before the final one, the others whole."""
+    choice = choose(forecaster.predict(signals))
+    cut = best_cut(evidence[:-1]).cut if choice.option == "truncate" else FINAL_CUT
+    return Decision(choice.option, cut, signals.transfer_gain), choice
+
+
+def _estimate_text(best: CutEvidence, curve: tuple[tuple[int, float], ...]) -> str:
     """The frozen estimate with its standard error, what more data bought, and whether the evidence is thin."""
     if not best.images:
         return ""
     text = (f" A frozen head at {best.cut} is estimated at {best.probe_accuracy:.1%} +- {best.probe_stderr:.1%} "
             f"(leave-one-out on {best.images} labelled images)")  # fmt: skip
     if len(curve) >= 2:
-        (n_low, low), (n_high, high) = curve[0], curve[-1]
-        doublings = math.log2(n_high / n_low) if n_high > n_low else 1.0
         text += (f"; on {', '.join(f'{n}' for n, _ in curve)} images per class it probed "
-                 f"{', '.join(f'{a:.1%}' for _, a in curve)}: more data bought {100 * (high - low) / doublings:+.1f} "
+                 f"{', '.join(f'{a:.1%}' for _, a in curve)}: more data bought {100 * gain_per_doubling(curve):+.1f} "
                  f"points per doubling")  # fmt: skip
     text += "."
     if curve and curve[-1][0] < THIN_EVIDENCE:
@@ -162,30 +185,24 @@ def _uncertainty(best: CutEvidence, curve: tuple[tuple[int, float], ...]) -> str
     return text
 
 
-def explain(decision: Decision, images_per_class: int, evidence, thresholds: Thresholds,
+def explain(decision: Decision, choice: Choice, signals: Signals, evidence, forecaster: Forecaster,
             curve: tuple[tuple[int, float], ...] = ()) -> str:  # fmt: skip
     """The decision in words a practitioner can check against the evidence table."""
     final, best = evidence[-1], best_cut(evidence)
-    size = "small" if decision.small else "large"
-    if best.cut == final.cut:
-        why_similar = f"the final features probe best of all cuts ({final.probe_accuracy:.1%}): the deep features suit the data"
-    elif decision.similar:
-        tolerance = similarity_tolerance(best, thresholds)
-        why_similar = (f"the final features probe at {final.probe_accuracy:.1%}, within {tolerance:.1%} "
-                       f"of the best cut ({best.cut}, {best.probe_accuracy:.1%}"
-                       f"{', inside its noise' if tolerance > thresholds.similarity_margin else ''}): the deep features "
-                       f"suit the data")  # fmt: skip
-    else:
-        why_similar = (f"an earlier cut ({best.cut}) probes at {best.probe_accuracy:.1%} against "
-                       f"{final.probe_accuracy:.1%} for the final features: the deep features are specialised to the source")  # fmt: skip
+    forecasts = "; ".join(f"{f.option} {f.accuracy:.1%} +- {f.spread:.1%}" for f in choice.forecasts)
+    depth = ("the final features probe best of all cuts" if best.cut == final.cut else
+             f"an earlier cut ({best.cut}) probes at {best.probe_accuracy:.1%} against {final.probe_accuracy:.1%} for the "
+             "final features")  # fmt: skip
     return (
-        f"{images_per_class} training images per class is {size} (threshold {thresholds.small_data}); "
-        f"{why_similar}; pretraining adds {decision.transfer_gain:+.1%} to the best probe accuracy over the same network "
-        f"with random weights (under {thresholds.transfer_gain:.0%}, the body is trained: scratch from "
-        f"{thresholds.scratch} images per class, else finetune). Hence '{decision.strategy}' at cut '{decision.cut}'. "
-        f"Check it: 'probe' is the leave-one-out accuracy of a linear classifier on the sample's features at each "
-        f"depth, 'random' the same on the random network; LogME ranks the depths without training; a large BatchNorm "
-        f"gap means the target's activations at that depth look unlike the source's.{_uncertainty(best, curve)}"
+        f"Forecast test accuracy (a model fitted on {forecaster.source or f'{forecaster.cells} studied cells'}; +- its "
+        f"spread there): "
+        f"{forecasts}. {choice.reason}. Hence '{decision.strategy}' at cut '{decision.cut}'. The measurements behind it: "
+        f"{signals.images_per_class} training images per class; {depth}; pretraining adds {signals.transfer_gain:+.1%} to "
+        f"the best probe over the same network with random weights; one pilot epoch of fine-tuning moved validation "
+        f"accuracy by {100 * signals.pilot_gain:+.1f} points. Check it: 'probe' is the leave-one-out accuracy of a linear "
+        f"classifier on the features at each depth, 'random' the same on the random network; LogME ranks the depths "
+        f"without training; a large BatchNorm gap means the target's activations at that depth look unlike the "
+        f"source's.{_estimate_text(best, curve)}"
     )
 
 
@@ -202,12 +219,12 @@ class Plan:
     images_per_class: int
     class_balance: float  # smallest class / largest class
     freeze_bn: bool  # finetune with BatchNorm statistics fixed, as the study measured it
-    small: bool
-    similar: bool
     transfer_gain: float
     evidence: tuple[CutEvidence, ...]
     explanation: str
-    thresholds: dict = field(default_factory=dict)
+    forecasts: tuple[dict, ...] = ()  # per option: forecast accuracy and spread, best first
+    signals: dict = field(default_factory=dict)  # what the forecaster read
+    pilot: dict = field(default_factory=dict)  # the fine-tuning pilot's validation accuracies and cost
     candidates: tuple[dict, ...] = ()  # with several candidate backbones: the ranking that chose ``backbone``
     learning_curve: tuple[tuple[int, float], ...] = ()  # (images per class, probe accuracy) at the best cut
 
@@ -216,9 +233,11 @@ class Plan:
 
     @staticmethod
     def from_json(data: dict) -> Plan:
-        data = dict(data)
+        known = {f.name for f in fields(Plan)}
+        data = {k: v for k, v in data.items() if k in known}  # a plan of an older release keeps what still applies
         data["evidence"] = tuple(CutEvidence(**e) for e in data["evidence"])
-        data["candidates"] = tuple(data.get("candidates", ()))
+        for name in ("forecasts", "candidates"):
+            data[name] = tuple(data.get(name, ()))
         data["learning_curve"] = tuple(tuple(point) for point in data.get("learning_curve", ()))
         return Plan(**data)
 
@@ -242,17 +261,31 @@ class Plan:
                          f"{e.random_probe_accuracy:>7.4f} {e.logme:>8.3f} {gap}{marker}")  # fmt: skip
         return "\n".join(lines)
 
+    def forecast_table(self) -> str:
+        """Each option's forecast test accuracy with its interval, the plan's option marked."""
+        lines = [f"{'option':<10} {'forecast':>8} {'+-':>6} {'worst':>6}"]
+        for f in self.forecasts:
+            marker = "  <- plan" if f["option"] == self.strategy else ""
+            lines.append(f"{f['option']:<10} {f['accuracy']:>8.1%} {f['spread']:>6.1%} "
+                         f"{f['accuracy'] - f['spread']:>6.1%}{marker}")  # fmt: skip
+        return "\n".join(lines)
 
-def make_plan(decision: Decision, evidence, images_per_class: int, class_balance: float, resolution: int,
-              backbone: str, thresholds: Thresholds, candidates: tuple[dict, ...] = (),
-              curve: tuple[tuple[int, float], ...] = ()) -> Plan:  # fmt: skip
-    """The plan that carries out ``decision``, with the strategy's default epochs and rate."""
+
+def make_plan(images_per_class: int, class_balance: float, resolution: int, backbone: str, evidence,
+              curve: tuple[tuple[int, float], ...] = (), pilot: dict | None = None, candidates: tuple[dict, ...] = (),
+              forecaster: Forecaster | None = None) -> Plan:  # fmt: skip
+    """The plan the forecast makes from the measurements (the shipped forecaster unless one is
+    given), with the chosen strategy's default epochs and rate."""
+    forecaster = forecaster or Forecaster.load()
+    pilot = pilot or {}
+    signals = signals_of(images_per_class, evidence, curve, pilot.get("gain", 0.0))
+    decision, choice = decide_by_forecast(signals, evidence, forecaster)
     defaults = STRATEGY_DEFAULTS[decision.strategy]
     return Plan(
         strategy=decision.strategy, cut=decision.cut, lr=defaults.lr, epochs=defaults.epochs, resolution=resolution,
         backbone=backbone, images_per_class=images_per_class, class_balance=class_balance,
-        freeze_bn=decision.strategy == "finetune", small=decision.small, similar=decision.similar,
-        transfer_gain=decision.transfer_gain, evidence=tuple(evidence),
-        explanation=explain(decision, images_per_class, evidence, thresholds, curve), thresholds=asdict(thresholds),
+        freeze_bn=decision.strategy == "finetune", transfer_gain=decision.transfer_gain, evidence=tuple(evidence),
+        explanation=explain(decision, choice, signals, evidence, forecaster, curve),
+        forecasts=tuple(asdict(f) for f in choice.forecasts), signals=asdict(signals), pilot=pilot,
         candidates=candidates, learning_curve=curve,
     )  # fmt: skip

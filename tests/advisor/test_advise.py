@@ -5,7 +5,8 @@ import torch
 
 import transferlab as tl
 from transferlab.advisor.measure import random_twin
-from transferlab.strategy import Plan, decide, transfer_gain
+from transferlab.forecast import Forecaster
+from transferlab.strategy import Plan, decide_by_forecast, signals_of, transfer_gain
 
 
 @pytest.fixture(scope="module")
@@ -18,17 +19,43 @@ def advised(tmp_path_factory):
     return root, data, plan
 
 
-def test_advise_measures_every_cut_and_explains(advised):
+def test_advise_measures_every_cut_pilots_and_explains(advised):
     _, _, plan = advised
     assert [e.cut for e in plan.evidence] == ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6", "final"]
-    assert plan.small and plan.images_per_class == 11 and plan.class_balance == 1.0  # 12 a class, 1 held out
-    decision = decide(11, plan.evidence)
+    assert plan.images_per_class == 11 and plan.class_balance == 1.0  # 12 a class, 1 held out
+    signals = signals_of(11, plan.evidence, plan.learning_curve, plan.pilot["gain"])
+    decision, choice = decide_by_forecast(signals, plan.evidence, Forecaster.load())
     assert (plan.strategy, plan.cut) == (decision.strategy, decision.cut)
+    assert [f["option"] for f in plan.forecasts] == [f.option for f in choice.forecasts]
+    assert {f["option"] for f in plan.forecasts} == {"head", "truncate", "finetune", "scratch"}
     assert all(0 <= e.probe_accuracy <= 1 and 0 <= e.random_probe_accuracy <= 1 for e in plan.evidence)
     assert all(e.batchnorm_gap is not None for e in plan.evidence)
     assert plan.transfer_gain == pytest.approx(transfer_gain(plan.evidence))
-    assert "11 training images per class is small" in plan.explanation and "pretraining adds" in plan.explanation
-    assert "<- plan" in plan.evidence_table()
+    pilot = plan.pilot
+    assert pilot["val_images"] == 3 and pilot["seconds"] > 0  # one validation image per class
+    assert pilot["gain"] == pytest.approx(pilot["tuned_val_accuracy"] - pilot["probe_val_accuracy"])
+    assert "Forecast test accuracy" in plan.explanation and "pilot epoch of fine-tuning" in plan.explanation
+    assert "<- plan" in plan.evidence_table() and "<- plan" in plan.forecast_table()
+
+
+def test_the_pilot_fine_tunes_one_epoch_without_the_test_split(image_folder, tmp_path, monkeypatch):
+    from transferlab.advisor import pilot as pilot_module
+    from transferlab.config import TrainConfig
+    from transferlab.prepare import prepare
+
+    seen = []
+    real = pilot_module.fit_stages
+
+    def watched(prepared, config, out):
+        seen.append((prepared.splits.test, config.strategy, config.epochs, config.freeze_bn))
+        return real(prepared, config, out)
+
+    monkeypatch.setattr(pilot_module, "fit_stages", watched)
+    config = TrainConfig(data=str(image_folder), resolution=32, cache_dir=str(tmp_path / "c"), probe_epochs=5)
+    prepared = prepare(config)
+    result = pilot_module.pilot_finetune(prepared, config)
+    assert seen == [(None, "finetune", 1, True)]
+    assert 0 <= result.probe_val_accuracy <= 1 and 0 <= result.tuned_val_accuracy <= 1 and result.val_images == 3
 
 
 def test_random_twin_is_seeded_and_its_batchnorms_see_the_target():
@@ -59,7 +86,7 @@ def test_auto_carries_out_a_saved_plan(advised, tmp_path):
 def test_samples_per_class_sets_the_data_size(tiny_fashion_dir, tmp_path):
     plan = tl.advise("fashion-mnist", data_dir=str(tiny_fashion_dir), measure_per_class=4, resolution=32,
                      cache_dir=str(tmp_path / "c"), samples_per_class=3)  # fmt: skip
-    assert plan.images_per_class == 3 and plan.small
+    assert plan.images_per_class == 3
 
 
 def test_learning_curve_rises_with_more_data_on_a_hard_constructed_task():

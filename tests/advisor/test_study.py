@@ -1,4 +1,5 @@
-"""The study's bookkeeping: reuse of finished runs, regret, calibration; and the quick study end to end."""
+"""The study's bookkeeping and scoring: reuse of finished runs, regret, the noise floor, the race,
+leave-one-data-set-out; and the quick study end to end through the CLI."""
 
 import dataclasses
 import json
@@ -7,44 +8,70 @@ import pytest
 from conftest import CHROMIUM, render
 
 from transferlab.advisor import study
-from transferlab.advisor.study import calibrate, held_out_regrets, pick_regret
-from transferlab.strategy import CutEvidence, Thresholds
+from transferlab.advisor.advise import Measurements
+from transferlab.forecast import Forecaster
+from transferlab.strategy import STRATEGIES, CutEvidence
 
 
-def _cell(per_class, probes, accuracies):
-    """A studied cell: the advisor's evidence (probe accuracy per cut) and every run's accuracy."""
-    names = ["stage0", "stage1", "final"]
-    evidence = [dataclasses.asdict(CutEvidence(n, 8, p, 0.3, 0.0, None)) for n, p in zip(names, probes)]
-    runs = {name: {"test_accuracy": a, "seconds": 1.0} for name, a in accuracies.items()}
-    return {"plan": {"images_per_class": per_class, "evidence": evidence}, "runs": runs, "best": max(runs, key=lambda k: runs[k]["test_accuracy"])}
+def _seed(data, size, seed, accuracies, probes=(0.5, 0.8, 0.7), pilot=0.0, advise_seconds=1.0):
+    """A studied seed: the advisor's measurements and every run's balanced accuracy, 10 s and 4 epochs each."""
+    evidence = tuple(CutEvidence(n, 8, p, 0.3, 0.0, None, images=40) for n, p in zip(("stage0", "stage1", "final"), probes))
+    measurements = Measurements(size, 1.0, "b", 64, evidence, ((size // 2, probes[1] - 0.05), (size, probes[1])),
+                                {"gain": pilot}, ())  # fmt: skip
+    runs = {key: {"balanced_accuracy": a, "seconds": 10.0, "trajectory": [a - 0.3, a - 0.2, a - 0.1, a]}
+            for key, a in accuracies.items()}  # fmt: skip
+    return {"data": data, "size": size, "seed": seed, "advise_seconds": advise_seconds,
+            "measurements": measurements.to_json(), "runs": runs}  # fmt: skip
 
 
-RUNS = ("head@final", "truncate@stage0", "truncate@stage1", "finetune@final", "scratch@final")
+KEYS = ("head@final", "truncate@stage0", "truncate@stage1", "finetune@final", "scratch@final")
 
 
 def _accuracies(*values):
-    return dict(zip(RUNS, values))
+    return dict(zip(KEYS, values))
 
 
-def test_pick_regret_scores_the_pick_the_thresholds_make():
-    cell = _cell(20, [0.5, 0.9, 0.6], _accuracies(0.60, 0.50, 0.80, 0.85, 0.30))
-    assert pick_regret(cell, Thresholds(small_data=100)) == pytest.approx(5.0)  # small, different: truncate@stage1
-    assert pick_regret(cell, Thresholds(small_data=1)) == pytest.approx(0.0)  # not small: finetune
+def test_regret_is_against_the_mean_over_seeds_and_the_noise_floor_against_one_seed():
+    seeds = [_seed("a", 10, 0, _accuracies(0.70, 0.4, 0.60, 0.80, 0.1)),
+             _seed("a", 10, 1, _accuracies(0.74, 0.4, 0.60, 0.70, 0.1))]  # fmt: skip
+    assert study.cell_means(seeds)["finetune@final"] == pytest.approx(0.75)  # the oracle; head averages 0.72
+    assert study.regret(seeds, ["head@final", "finetune@final"]) == pytest.approx(1.5)  # (3 + 0) / 2 points
+    assert study.noise_floor(seeds) == pytest.approx(1.5)  # seed 1 alone would have picked head
 
 
-def test_calibration_finds_where_small_ends_and_held_out_scores_unseen_cells():
-    cells = [  # head wins up to 50 per class, finetune from 200
-        _cell(10, [0.5, 0.6, 0.8], _accuracies(0.70, 0.3, 0.4, 0.60, 0.1)),
-        _cell(50, [0.5, 0.6, 0.8], _accuracies(0.80, 0.3, 0.4, 0.75, 0.2)),
-        _cell(200, [0.5, 0.6, 0.8], _accuracies(0.82, 0.3, 0.4, 0.90, 0.5)),
-        _cell(1000, [0.5, 0.6, 0.8], _accuracies(0.85, 0.3, 0.4, 0.95, 0.7)),
-    ]
-    thresholds = calibrate(cells)
-    assert 50 < thresholds.small_data <= 200
-    assert all(pick_regret(c, thresholds) == 0 for c in cells)
-    held_out = held_out_regrets(cells)
-    assert len(held_out) == 4 and held_out[0] == held_out[3] == 0  # the ends are learnt from the others
-    assert max(held_out) > 0  # leaving out the cell at 50 or 200 moves the threshold past it
+def test_an_advised_option_stands_for_its_run():
+    seed = _seed("a", 10, 0, _accuracies(0.7, 0.4, 0.9, 0.8, 0.1))
+    assert study.option_run(seed, "truncate") == "truncate@stage1"  # the best probing earlier cut (0.8)
+    assert study.outcome(seed) == {"head": 0.7, "truncate": 0.9, "finetune": 0.8, "scratch": 0.1}
+
+
+def test_the_race_sees_only_what_its_budget_buys():
+    seed = _seed("a", 10, 0, _accuracies(0.7, 0.4, 0.6, 0.9, 0.1))
+    seed["runs"]["head@final"]["seconds"] = 0.4  # cheap: its whole trajectory for 0.1 s an epoch
+    assert study.race(seed, budget=3.0) == "head@final"  # nobody else finished an epoch (2.5 s each)
+    assert study.race(seed, budget=1000.0) == "finetune@final"  # everyone ran to the end
+
+
+def test_each_parent_set_is_scored_by_a_forecaster_that_never_saw_it(monkeypatch):
+    records = [_seed(d, n, s, _accuracies(0.7, 0.4, 0.6, 0.8 if n == 30 else 0.65, 0.1), pilot=0.01 * s)
+               for d in ("a", "b", "c") for n in (10, 30) for s in (0, 1)]  # fmt: skip
+    fitted_on = []
+    real = study.fit_forecaster
+
+    def watched(rows, cells, source=""):
+        fitted_on.append(cells)
+        return real(rows, cells, source)
+
+    monkeypatch.setattr(study, "fit_forecaster", watched)
+    scored = study.leave_one_parent_out(records)
+    assert fitted_on == [4, 4, 4]  # two of the three parents, two sizes each
+    assert list(scored) == ["a@10", "a@30", "b@10", "b@30", "c@10", "c@30"]
+    assert scored["a@30"]["oracle"] == "finetune@final" and scored["a@10"]["oracle"] == "head@final"
+    assert scored["a@30"]["always finetune"] == 0 and scored["a@30"]["always head"] == pytest.approx(10)
+    assert scored["a@10"]["cost"] == pytest.approx(1 / 50)  # 1 s of advice against five runs of 10 s
+    summary = study.summarize(scored)
+    assert summary["always head"]["worst"] == pytest.approx(10) and summary["cost"]["median"] == pytest.approx(0.02)
+    assert "| **mean** |" in study.table(scored)
 
 
 def test_finished_runs_are_reused_only_with_the_same_settings(tmp_path, monkeypatch):
@@ -52,7 +79,7 @@ def test_finished_runs_are_reused_only_with_the_same_settings(tmp_path, monkeypa
 
     def fake_train(prepared, config):
         calls.append(config)
-        return {"test_accuracy": 0.5}
+        return {"balanced_accuracy": 0.5, "history": [{"val_accuracy": 0.4, "val_loss": 1.0}]}
 
     monkeypatch.setattr(study, "train_prepared", fake_train)
     config = study.TrainConfig(data="digits", out=str(tmp_path / "run"))
@@ -60,24 +87,30 @@ def test_finished_runs_are_reused_only_with_the_same_settings(tmp_path, monkeypa
     first = study._run(None, config)
     assert study._run(None, config) == first and len(calls) == 1
     assert json.loads((tmp_path / "run" / "study-run.json").read_text())["result"] == first
+    assert first["trajectory"] == [0.4]
     study._run(None, dataclasses.replace(config, epochs=3))
     assert len(calls) == 2
 
 
 @pytest.mark.slow
-def test_quick_study_runs_every_strategy_and_scores_the_advisor(tmp_path):
-    summary = study.run_study(quick=True, out=tmp_path / "study", cache_dir=str(tmp_path / "cache"))
-    assert len(summary["cells"]) == 4
-    for cell in summary["cells"]:
-        runs = cell["runs"]
-        assert {"head@final", "finetune@final", "scratch@final"} <= set(runs)
-        assert cell["pick"] in runs and cell["best"] == max(runs, key=lambda k: runs[k]["test_accuracy"])
-        expected = 100 * (runs[cell["best"]]["test_accuracy"] - runs[cell["pick"]]["test_accuracy"])
-        assert cell["regret_points"] == pytest.approx(expected) and cell["regret_points"] >= 0
-        assert 0 < cell["advise_cost_fraction"] < 1
-    assert list(summary["depth_curve"]) == ["stages.0", "stages.1", "stages.2", "final"]
-    assert (tmp_path / "study" / "report.html").exists() and (tmp_path / "study" / "depth.png").exists()
-    if CHROMIUM:  # the report as a browser renders it: every plot loads
-        seen = render(tmp_path / "study" / "report.html", tmp_path)
-        assert seen["images"] == 3 and seen["broken"] == 0 and seen["tables"] >= 2
-    assert len(summary["held_out_regret_points"]) == 4 and summary["calibrated_mean_regret_points"] <= summary["mean_regret_points"]
+def test_quick_study_runs_every_option_and_scores_the_advisor_leaving_each_set_out(tmp_path):
+    from conftest import run
+
+    out, cache = tmp_path / "study", tmp_path / "cache"
+    result = run("study", "--quick", "--out", str(out), cache=cache)
+    assert result.returncode == 0, result.stderr
+    assert "leave one data set out: advisor mean regret" in result.stdout
+    summary = json.loads((out / "study.json").read_text())
+    assert list(summary["cells"]) == ["orientation@5", "colour-shape@5"]
+    for cell in summary["cells"].values():
+        assert cell["seeds"] == 2 and all(pick.split("@")[0] in STRATEGIES for pick in cell["picks"])
+        assert cell["advisor"] >= 0 and cell["always head"] >= 0 and cell["noise floor"] >= 0 and 0 < cell["cost"] < 1
+    seed = json.loads((out / "orientation@5" / "seed0" / "measurements.json").read_text())["result"]
+    assert seed["measurements"]["pilot"]["val_images"] == 4 * 5  # 4 classes, validation as large as training
+    assert Forecaster.load(out / "forecaster.json").cells == 2
+    assert "| **worst** |" in (out / "table.md").read_text()
+    again = run("study", "--quick", "--out", str(out), cache=cache)
+    assert again.returncode == 0 and json.loads((out / "study.json").read_text())["cells"] == summary["cells"]  # reused
+    if CHROMIUM:  # the report as a browser renders it: the plot loads
+        seen = render(out / "report.html", tmp_path)
+        assert seen["images"] == 1 and seen["broken"] == 0 and seen["tables"] >= 2

@@ -1,39 +1,79 @@
-"""The advisor: measure the prepared run's training data against its backbone, then plan.
+"""The advisor: measure the prepared run's data against its backbone, pilot fine-tuning, then plan.
 
-The plan says which of the four strategies to train and at which cut, with the evidence behind
-it (see :mod:`transferlab.strategy` for the decision, :mod:`.measure` for the measurements).
-The thresholds are calibrated by ``transferlab study``.
+The plan says which of the four strategies to train and at which cut, with each option's forecast
+accuracy and interval and the evidence behind them (see :mod:`transferlab.strategy` for the
+plan, :mod:`transferlab.forecast` for the forecast, :mod:`.measure` and :mod:`.pilot` for the
+measurements). The forecaster is fitted by ``transferlab study``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import TrainConfig
+from ..forecast import Forecaster
 from ..prepare import PreparedRun
-from ..strategy import Plan, Thresholds, decide, make_plan
+from ..strategy import CutEvidence, Plan, make_plan
+from .pilot import pilot_finetune
 from .rank import rank_sources, score_source
 
 log = logging.getLogger(__name__)
 
 
-def advise_prepared(prepared: PreparedRun, config: TrainConfig, thresholds: Thresholds = Thresholds()) -> Plan:
+@dataclass(frozen=True)
+class Measurements:
+    """What the advisor measured on a prepared run: everything the plan is made from."""
+
+    images_per_class: int  # the training split's median per class
+    class_balance: float  # smallest class / largest class
+    backbone: str
+    resolution: int
+    evidence: tuple[CutEvidence, ...]
+    learning_curve: tuple[tuple[int, float], ...]
+    pilot: dict  # :class:`.pilot.Pilot` as a dict, with its gain
+    candidates: tuple[dict, ...]  # with several candidate backbones: their ranking
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_json(data: dict) -> Measurements:
+        return Measurements(**{**data, "evidence": tuple(CutEvidence(**e) for e in data["evidence"]),
+                               "learning_curve": tuple(tuple(p) for p in data["learning_curve"]),
+                               "candidates": tuple(data["candidates"])})  # fmt: skip
+
+    def plan(self, forecaster: Forecaster | None = None) -> Plan:
+        return make_plan(self.images_per_class, self.class_balance, self.resolution, self.backbone, self.evidence,
+                         self.learning_curve, self.pilot, self.candidates, forecaster)  # fmt: skip
+
+
+def measure_prepared(prepared: PreparedRun, config: TrainConfig) -> Measurements:
     """Measure the labelled images of ``prepared`` (at most ``config.measure_per_class`` per class)
     against its backbone - or, with several ``config.backbones``, rank them and take the
-    best - and return the plan. The data counts as the size the training will use: the training
-    split's median images per class."""
+    best - and run the fine-tuning pilot. The data counts as the size the training will use: the
+    training split's median images per class."""
     counts = prepared.splits.train.counts()
     candidates = tuple(dict.fromkeys(config.backbones)) or (config.backbone,)
     ranked = ()
     if len(candidates) > 1:
         ranking = rank_sources(prepared, config, candidates)
         candidates, ranked = (ranking.best.backbone,), tuple(ranking.to_json())
-    chosen = score_source(prepared.for_backbone(candidates[0]), config, candidates[0])  # the ranked features are cached
-    per_class = int(np.median(counts))
-    decision = decide(per_class, chosen.evidence, thresholds)
-    log.info("advisor: %s at cut %s of %s (transfer gain %+.3f)", decision.strategy, decision.cut, chosen.backbone,
-             decision.transfer_gain)  # fmt: skip
-    return make_plan(decision, chosen.evidence, per_class, float(counts.min() / counts.max()), chosen.resolution,
-                     chosen.backbone, thresholds, ranked, chosen.learning_curve)  # fmt: skip
+    chosen_run = prepared.for_backbone(candidates[0])
+    chosen = score_source(chosen_run, config, candidates[0])  # the ranked features are cached
+    pilot = pilot_finetune(chosen_run, dataclasses.replace(config, backbone=chosen.backbone, resolution=chosen.resolution))
+    return Measurements(int(np.median(counts)), float(counts.min() / counts.max()), chosen.backbone, chosen.resolution,
+                        chosen.evidence, chosen.learning_curve, {**dataclasses.asdict(pilot), "gain": pilot.gain},
+                        ranked)  # fmt: skip
+
+
+def advise_prepared(prepared: PreparedRun, config: TrainConfig, forecaster: Forecaster | None = None) -> Plan:
+    """The plan for ``prepared``: its measurements (:func:`measure_prepared`), forecast by
+    ``forecaster`` (the shipped one unless given)."""
+    plan = measure_prepared(prepared, config).plan(forecaster)
+    log.info("advisor: %s at cut %s of %s (forecast %s)", plan.strategy, plan.cut, plan.backbone,
+             ", ".join(f"{f['option']} {f['accuracy']:.3f}" for f in plan.forecasts))  # fmt: skip
+    return plan

@@ -1,285 +1,316 @@
-"""The transfer study: every strategy (and ``truncate`` at every cut) on controlled cells, against
-the advisor's pick.
+"""The study: every option on every cell of the data-set pool, against the advisor's pick.
 
-A cell is a source network and a target dataset at a size. Similarity is controlled: ImageNet
-EfficientNet-Lite0 and a ``cnn-small`` pretrained here on Fashion-MNIST's upper-body classes,
-transferred to Fashion-MNIST (all classes, or the five others) and to scikit-learn's digits.
-For each cell: test accuracy of every run, the advisor's pick, its regret (best minus picked, in
-points) and the advisor's cost as a fraction of running everything. ``calibrate`` sets the
-advisor's thresholds from the studied cells, ``held_out_regrets`` scores that calibration on cells
-it did not see. Also: a transfer-by-depth curve (frozen vs fine-tuned at each cut) in the manner
-of Yosinski et al., "How transferable are features in deep neural networks?", NeurIPS 2014.
+A cell is a built-in data set (its parent) at a training size; each of its seeds redraws the
+training subsample. Per seed: the advisor measures (probes, random twin, learning curve, the
+fine-tuning pilot; timed), then every option trains with default settings - ``head``,
+``truncate`` at each cut, ``finetune`` (LP-FT), ``scratch`` - and is scored by balanced accuracy
+on the test split. Per cell, the oracle is the option with the best mean over seeds.
+
+The forecaster the advisor decides with is fitted on these outcomes, so it is scored
+**leave-one-data-set-out**: for each parent set, fitted on the cells of all the others only. The
+study reports its regret beside the baselines' on the same runs - always ``head``, always
+``finetune``, the former threshold rule, and a successive-halving race with the advisor's time -
+and the noise floor (the regret of choosing by one seed's test accuracy). It writes
+``forecaster.json``, fitted on every cell: the model ``transferlab advise`` ships with.
+
+Resumable: each finished run and each seed's measurements are kept in the study's folder and
+reused when the settings match.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..config import TrainConfig
-from ..prepare import PreparedRun, prepare
+from ..datasets import CATALOG
+from ..forecast import Signals, choose, fit_forecaster
+from ..prepare import prepare
 from ..report import save_figure, write_report
-from ..strategy import FINAL_CUT, CutEvidence, Thresholds, decide
+from ..strategy import FINAL_CUT, best_cut, decide, signals_of
 from ..trainer.train import train_prepared
-from .advise import advise_prepared
+from .advise import Measurements, measure_prepared
 
 log = logging.getLogger(__name__)
-
-UPPER_BODY = "0,2,3,4,6"  # T-shirt/top, Pullover, Dress, Coat, Shirt
-OTHER_FIVE = "1,5,7,8,9"  # Trouser, Sandal, Sneaker, Bag, Ankle boot
 
 
 @dataclass(frozen=True)
 class StudySettings:
-    """Sizes and budgets; ``quick`` is the CI-sized version."""
+    """The pool, sizes, seeds and budgets; ``None`` epochs: the product's defaults."""
 
+    data: tuple[str, ...]
     sizes: tuple[int, ...]
-    digits_sizes: tuple[int | None, ...]
-    resolution: int  # for the EfficientNet-Lite0 cells
-    head_epochs: int
-    network_epochs: int
-    test_per_class: int
-    pretrain_per_class: int
-    pretrain_epochs: int
-    advise_sample: int
-
-
-QUICK = StudySettings((10,), (10,), 32, 20, 2, 30, 300, 3, 10)
-FULL = StudySettings((10, 100, 1000), (10, None), 64, 40, 5, 300, 6000, 8, 50)
-
-
-@dataclass(frozen=True)
-class Cell:
-    name: str
-    backbone: str
-    data: str
-    classes: str | None
-    per_class: int | None  # None: all images
+    seeds: tuple[int, ...]
     resolution: int
+    test_per_class: int
+    measure_per_class: int
+    head_epochs: int | None = None
+    network_epochs: int | None = None
 
 
-def _cells(settings: StudySettings, source_bundle: str) -> list[Cell]:
-    lite, cnn = "efficientnet_lite0", source_bundle
-    cells = [Cell(f"imagenet->fmnist10@{n}", lite, "fashion-mnist", None, n, settings.resolution) for n in settings.sizes]
-    cells += [Cell(f"fmnist-upper->fmnist-other5@{n}", cnn, "fashion-mnist", OTHER_FIVE, n, 28) for n in settings.sizes]
-    for n in settings.digits_sizes:
-        size = n or "all"
-        cells += [Cell(f"imagenet->digits@{size}", lite, "digits", None, n, settings.resolution),
-                  Cell(f"fmnist-upper->digits@{size}", cnn, "digits", None, n, 28)]  # fmt: skip
-    return cells
+QUICK = StudySettings(("orientation", "colour-shape"), (5,), (0, 1), 32, 20, 10, head_epochs=10, network_epochs=1)
+FULL = StudySettings(tuple(CATALOG), (10, 30), (0, 1, 2), 64, 100, 200)
 
 
-def _runs(prepared: PreparedRun) -> list[tuple[str, str]]:
-    """(strategy, cut) of every run of a cell: head, truncate at each stage, finetune, scratch."""
-    stages = [c.name for c in prepared.backbone.cut_points[:-1]]
-    return [("head", FINAL_CUT), *[("truncate", s) for s in stages], ("finetune", FINAL_CUT), ("scratch", FINAL_CUT)]
+def run_key(strategy: str, cut: str) -> str:
+    return f"{strategy}@{cut}"
 
 
-def _base_config(cell: Cell, settings: StudySettings, cache: str | None) -> TrainConfig:
-    """What every run of ``cell`` shares: the data, its size, the backbone, the resolution."""
-    return TrainConfig(data=cell.data, classes=cell.classes, backbone=cell.backbone, resolution=cell.resolution,
-                       samples_per_class=cell.per_class, test_per_class=settings.test_per_class, batch_size=32,
-                       probe_epochs=settings.head_epochs, measure_per_class=settings.advise_sample,
-                       cache_dir=cache)  # fmt: skip
+def _base_config(data: str, size: int, seed: int, settings: StudySettings, cache: str | None) -> TrainConfig:
+    """What every run of a seed shares: the data, its size and subsample, the resolution."""
+    probe = {"probe_epochs": settings.head_epochs} if settings.head_epochs else {}
+    return TrainConfig(data=data, samples_per_class=size, test_per_class=settings.test_per_class, seed=seed,
+                       resolution=settings.resolution, measure_per_class=settings.measure_per_class, cache_dir=cache,
+                       **probe)  # fmt: skip
 
 
-def _config(base: TrainConfig, strategy: str, cut: str, settings: StudySettings, out: Path) -> TrainConfig:
-    network = strategy in ("finetune", "scratch")
-    return dataclasses.replace(
-        base, strategy=strategy, cut=None if cut == FINAL_CUT else cut, freeze_bn=strategy == "finetune",
-        epochs=settings.network_epochs if network else settings.head_epochs, out=str(out / f"{strategy}-{cut}"),
-    )  # fmt: skip
+def _option_configs(base: TrainConfig, cuts: list[str], settings: StudySettings, folder: Path) -> dict[str, TrainConfig]:
+    """Every option of a seed: head, truncate at each earlier cut, finetune (frozen BatchNorm statistics), scratch."""
+    runs = [("head", FINAL_CUT), *[("truncate", c) for c in cuts[:-1]], ("finetune", FINAL_CUT), ("scratch", FINAL_CUT)]
+    return {
+        run_key(s, c): dataclasses.replace(
+            base, strategy=s, cut=None if c == FINAL_CUT else c, freeze_bn=s == "finetune",
+            epochs=settings.network_epochs if s in ("finetune", "scratch") else settings.head_epochs,
+            out=str(folder / f"{s}-{c}"),
+        )
+        for s, c in runs
+    }  # fmt: skip
 
 
-def _run(prepared: PreparedRun, config: TrainConfig) -> dict:
-    """Test accuracy and seconds of training ``config`` on ``prepared``, or the recorded result of
-    this exact run from an earlier, interrupted or finished, study (the record sits in the run's folder)."""
-    record = Path(config.out) / "study-run.json"
-    key = json.loads(json.dumps(dataclasses.asdict(config)))
+def _trajectory(metrics: dict) -> list[float]:
+    """Validation accuracy after each epoch the run trained, as a race would watch it (for
+    ``finetune``: the linear probe's chosen epoch, then each epoch of the whole network)."""
+    trajectory = [row["val_accuracy"] for row in metrics["history"]]
+    if "probe_history" in metrics:
+        trajectory.insert(0, min(metrics["probe_history"], key=lambda r: r["val_loss"])["val_accuracy"])
+    return trajectory
+
+
+def _reuse(record: Path, key: dict) -> dict | None:
     if record.exists():
         saved = json.loads(record.read_text())
         if saved.get("config") == key:
-            log.info("Reusing the finished run %s", config.out)
             return saved["result"]
+    return None
+
+
+MEASUREMENT_VERSION = 1  # bump when the advisor measures differently: recorded measurements are then redone
+
+
+def _key(config: TrainConfig) -> dict:
+    """What identifies a run: the settings that differ from the defaults (a new option with a
+    default leaves finished runs valid) and the measurement's version."""
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(data=config.data))))
+    values = json.loads(json.dumps(dataclasses.asdict(config)))
+    return {"version": MEASUREMENT_VERSION, **{k: v for k, v in values.items() if v != defaults[k]}}
+
+
+def _run(prepared, config: TrainConfig) -> dict:
+    """Balanced test accuracy, seconds and validation trajectory of training ``config``, or the
+    recorded result of this exact run from an earlier study (kept in the run's folder)."""
+    record = Path(config.out) / "study-run.json"
+    if (result := _reuse(record, _key(config))) is not None:
+        return result
     started = time.perf_counter()
     metrics = train_prepared(prepared, config)
-    result = {"test_accuracy": metrics["test_accuracy"], "seconds": time.perf_counter() - started}
-    record.write_text(json.dumps({"config": key, "result": result}))
+    result = {"balanced_accuracy": metrics["balanced_accuracy"], "seconds": time.perf_counter() - started,
+              "trajectory": _trajectory(metrics)}  # fmt: skip
+    record.write_text(json.dumps({"config": _key(config), "result": result}))
     return result
 
 
-def run_cell(cell: Cell, settings: StudySettings, out: Path, cache: str | None) -> dict:
-    base = _base_config(cell, settings, cache)
-    started = time.perf_counter()
+def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path, cache: str | None) -> dict:
+    """The advisor's measurements (timed) and every option's outcome on one seed of a cell."""
+    base = _base_config(data, size, seed, settings, cache)
+    folder = out / f"{data}@{size}" / f"seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / "measurements.json"
     prepared = prepare(base)
-    plan = advise_prepared(prepared, base)
-    advise_seconds = time.perf_counter() - started
-    results = {f"{s}@{c}": _run(prepared, _config(base, s, c, settings, out / cell.name)) for s, c in _runs(prepared)}
-    best = max(results, key=lambda k: results[k]["test_accuracy"])
-    pick = f"{plan.strategy}@{plan.cut}"
-    brute_force = sum(r["seconds"] for r in results.values())
-    return {
-        "cell": dataclasses.asdict(cell), "runs": results, "best": best, "pick": pick,
-        "regret_points": 100 * (results[best]["test_accuracy"] - results[pick]["test_accuracy"]),
-        "advise_seconds": advise_seconds, "advise_cost_fraction": advise_seconds / brute_force,
-        "plan": plan.to_json(),
-    }  # fmt: skip
+    if (measured := _reuse(record, _key(base))) is None:
+        started = time.perf_counter()
+        measurements = measure_prepared(prepared, base)
+        measured = {"measurements": measurements.to_json(), "seconds": time.perf_counter() - started + prepared.seconds}
+        record.write_text(json.dumps({"config": _key(base), "result": measured}))
+    cuts = [c.name for c in prepared.backbone.cut_points]
+    runs = {key: _run(prepared, config) for key, config in _option_configs(base, cuts, settings, folder).items()}
+    return {"data": data, "size": size, "seed": seed, "advise_seconds": measured["seconds"],
+            "measurements": measured["measurements"], "runs": runs}  # fmt: skip
 
 
-CANDIDATES = {  # the values calibration tries for each threshold, in increasing order
-    "small_data": (1, 20, 50, 100, 200, 500, 1000, 2000),  # 1: nothing is small
-    "scratch": (20, 50, 100, 200, 500, 1000, 2000, 10**9),  # 10**9: never scratch
-    "transfer_gain": (0.0, 0.02, 0.05, 0.1, 0.2, 0.5),
-    "similarity_margin": (0.0, 0.02, 0.05, 0.1, 0.2),
-}
+# ---------------------------------------------------------------------------------------------
+# Scoring: pure functions of the seeds' records.
 
 
-def pick_regret(cell: dict, thresholds: Thresholds) -> float:
-    """Regret (points) of the pick ``thresholds`` make from a studied cell's recorded evidence."""
-    plan = cell["plan"]
-    evidence = [CutEvidence(**e) for e in plan["evidence"]]
-    decision = decide(plan["images_per_class"], evidence, thresholds)
-    runs = cell["runs"]
-    return 100 * (runs[cell["best"]]["test_accuracy"] - runs[f"{decision.strategy}@{decision.cut}"]["test_accuracy"])
+def _measurements(seed: dict) -> Measurements:
+    return Measurements.from_json(seed["measurements"])
 
 
-def calibrate(cells: list[dict]) -> Thresholds:
-    """The candidate thresholds with the lowest mean regret over ``cells``, then the lowest worst
-    regret. Where the cells leave a threshold free (several values give the same regrets), it is
-    set to the middle of those values rather than at an edge the data did not test."""
-
-    def score(thresholds):
-        regrets = [pick_regret(cell, thresholds) for cell in cells]
-        return np.mean(regrets), max(regrets)
-
-    best = min((Thresholds(*values) for values in itertools.product(*CANDIDATES.values())), key=score)
-    target = score(best)
-    for name, values in CANDIDATES.items():
-        tied = [v for v in values if score(dataclasses.replace(best, **{name: v})) == target]
-        best = dataclasses.replace(best, **{name: tied[len(tied) // 2]})
-    return best
+def signals(seed: dict) -> Signals:
+    m = _measurements(seed)
+    return signals_of(m.images_per_class, m.evidence, m.learning_curve, m.pilot["gain"])
 
 
-def held_out_regrets(cells: list[dict]) -> list[float]:
-    """Each cell's regret with thresholds calibrated on the other cells only (leave one cell out):
-    what the calibration is worth on a case it has not seen."""
-    return [pick_regret(cell, calibrate(cells[:i] + cells[i + 1 :])) for i, cell in enumerate(cells)]
+def option_run(seed: dict, option: str) -> str:
+    """The run an advised option stands for on this seed: ``truncate`` at the best probing earlier cut."""
+    evidence = _measurements(seed).evidence
+    return run_key(option, best_cut(evidence[:-1]).cut if option == "truncate" else FINAL_CUT)
 
 
-def depth_curve(cell: Cell, settings: StudySettings, out: Path, cache: str | None) -> dict:
-    """Test accuracy at each cut, frozen (truncate) and fine-tuned from that cut."""
-    base = _base_config(cell, settings, cache)
-    prepared = prepare(base)
-    curve = {}
-    for cut in [c.name for c in prepared.backbone.cut_points]:
-        frozen = _run(prepared, _config(base, "truncate" if cut != FINAL_CUT else "head", cut, settings, out / "depth"))
-        tuned = _run(prepared, _config(base, "finetune", cut, settings, out / "depth"))
-        curve[cut] = {"frozen": frozen["test_accuracy"], "fine_tuned": tuned["test_accuracy"]}
-    return curve
+def outcome(seed: dict) -> dict[str, float]:
+    """Each advised option's balanced test accuracy on this seed."""
+    options = ("head", "truncate", "finetune", "scratch") if len(_measurements(seed).evidence) > 1 else ("head", "finetune", "scratch")  # fmt: skip
+    return {option: seed["runs"][option_run(seed, option)]["balanced_accuracy"] for option in options}
 
 
-def _plot_cells(cells: list[dict]):
-    figure, axis = plt.subplots(figsize=(11, 0.5 + 0.45 * len(cells) * 4))
-    labels, positions = [], []
-    y = 0
-    for cell in cells:
-        for name, run in cell["runs"].items():
-            colour = "tab:green" if name == cell["pick"] else ("tab:orange" if name == cell["best"] else "tab:blue")
-            axis.barh(y, run["test_accuracy"], color=colour)
-            labels.append(f"{cell['cell']['name']}  {name}")
-            positions.append(y)
-            y += 1
-        y += 1
-    axis.set_yticks(positions, labels, fontsize=7)
-    axis.invert_yaxis()
-    axis.set(xlabel="test accuracy", title="Every run per cell (green: advisor's pick, orange: best)")
-    figure.tight_layout()
-    return figure
+def cell_means(seeds: list[dict]) -> dict[str, float]:
+    """Every run's balanced accuracy averaged over the cell's seeds."""
+    return {key: float(np.mean([s["runs"][key]["balanced_accuracy"] for s in seeds])) for key in seeds[0]["runs"]}
 
 
-def _plot_depth(curve: dict, title: str):
-    figure, axis = plt.subplots(figsize=(7, 4))
-    cuts = list(curve)
-    axis.plot(cuts, [curve[c]["frozen"] for c in cuts], "o-", label="frozen (truncate / head)")
-    axis.plot(cuts, [curve[c]["fine_tuned"] for c in cuts], "s-", label="fine-tuned from that cut")
-    axis.set(xlabel="cut point", ylabel="test accuracy", title=title)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    return figure
+def regret(seeds: list[dict], picks: list[str]) -> float:
+    """Points lost by taking run ``picks[i]`` on seed ``i``, against the cell's oracle (means over seeds)."""
+    means = cell_means(seeds)
+    return 100 * float(np.mean([max(means.values()) - means[pick] for pick in picks]))
 
 
-def _plot_frozen_by_depth(cells: list[dict]):
-    """Frozen transfer (truncate at each cut, head at the final one) of every cell against depth."""
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    for axis, source in zip(axes, ("imagenet", "fmnist-upper")):
-        for cell in (c for c in cells if c["cell"]["name"].startswith(source + "->")):
-            frozen = {name.split("@")[1]: run["test_accuracy"] for name, run in cell["runs"].items() if name.startswith("truncate@")}
-            frozen[FINAL_CUT] = cell["runs"][f"head@{FINAL_CUT}"]["test_accuracy"]
-            axis.plot(list(frozen), list(frozen.values()), "o-", label=cell["cell"]["name"].split("->")[1])
-        axis.set(xlabel="cut point", title=f"frozen transfer from {source}")
-        axis.tick_params(axis="x", labelrotation=45)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    axes[0].set_ylabel("test accuracy")
-    figure.tight_layout()
-    return figure
+def noise_floor(seeds: list[dict]) -> float:
+    """The regret of choosing by one seed's own test accuracies (0 with a single seed)."""
+    return regret(seeds, [max(s["runs"], key=lambda k: s["runs"][k]["balanced_accuracy"]) for s in seeds])
 
 
-def cells_table(cells: list[dict]) -> str:
-    lines = ["| cell | best | advisor's pick | regret (points) | advisor cost / brute force |", "|---|---|---|---|---|"]
-    for c in cells:
-        best, pick = c["best"], c["pick"]
-        lines.append(
-            f"| {c['cell']['name']} | {best} {c['runs'][best]['test_accuracy']:.4f} | {pick} "
-            f"{c['runs'][pick]['test_accuracy']:.4f} | {c['regret_points']:.2f} | {c['advise_cost_fraction']:.1%} |"
-        )
+def race(seed: dict, budget: float) -> str:
+    """Successive halving over every run of the seed with ``budget`` seconds: rounds of equal
+    shares, each arm watched by its validation trajectory (an epoch costs its run's seconds over
+    its epochs), the better half kept; the last arm standing (best watched) is the pick."""
+    arms = {key: (run["seconds"] / len(run["trajectory"]), run["trajectory"]) for key, run in seed["runs"].items()}
+    spent = dict.fromkeys(arms, 0.0)
+    alive = list(arms)
+    rounds = max(1, math.ceil(math.log2(len(alive))))
+
+    def watched(key: str) -> float:
+        per_epoch, trajectory = arms[key]
+        epochs = min(len(trajectory), int(spent[key] / per_epoch))
+        return trajectory[epochs - 1] if epochs else -1.0
+
+    for _ in range(rounds):
+        for key in alive:
+            spent[key] += budget / rounds / len(alive)
+        alive = sorted(alive, key=watched, reverse=True)[: max(1, len(alive) // 2)]
+    return alive[0]
+
+
+def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per cell of a held-out parent set (``test``: cell -> seeds): the forecaster fitted on
+    ``train`` seeds only, its picks' regret, the baselines' regrets, the noise floor and cost."""
+    forecaster = fit_forecaster([(signals(s), outcome(s)) for s in train], len({(s["data"], s["size"]) for s in train}),
+                                "the other data sets")  # fmt: skip
+    scored = {}
+    for cell, seeds in test.items():
+        picks = [option_run(s, choose(forecaster.predict(signals(s))).option) for s in seeds]
+        rule = [decide(_measurements(s).images_per_class, _measurements(s).evidence) for s in seeds]
+        brute_force = [sum(r["seconds"] for r in s["runs"].values()) for s in seeds]
+        means = cell_means(seeds)
+        oracle = max(means, key=means.get)
+        scored[cell] = {
+            "seeds": len(seeds), "oracle": oracle, "oracle_accuracy": means[oracle],
+            "picks": picks, "advisor": regret(seeds, picks),
+            "always head": regret(seeds, [run_key("head", FINAL_CUT)] * len(seeds)),
+            "always finetune": regret(seeds, [run_key("finetune", FINAL_CUT)] * len(seeds)),
+            "threshold rule": regret(seeds, [run_key(d.strategy, d.cut) for d in rule]),
+            "successive halving": regret(seeds, [race(s, s["advise_seconds"]) for s in seeds]),
+            "noise floor": noise_floor(seeds),
+            "cost": float(np.median([s["advise_seconds"] / b for s, b in zip(seeds, brute_force)])),
+        }  # fmt: skip
+    return scored
+
+
+RULES = ("advisor", "always head", "always finetune", "threshold rule", "successive halving")
+
+
+def leave_one_parent_out(records: list[dict]) -> dict[str, dict]:
+    """Every cell scored with the forecaster fitted on the other parent sets' cells."""
+    cells: dict[str, list[dict]] = {}
+    for seed in records:
+        cells.setdefault(f"{seed['data']}@{seed['size']}", []).append(seed)
+    scored = {}
+    for parent in dict.fromkeys(s["data"] for s in records):
+        held_out = {cell: seeds for cell, seeds in cells.items() if seeds[0]["data"] == parent}
+        scored.update(score_parent([s for s in records if s["data"] != parent], held_out))
+    return scored
+
+
+def summarize(scored: dict[str, dict]) -> dict:
+    """Mean and worst regret of the advisor and each baseline, the noise floor, the advisor's cost."""
+    summary = {rule: {"mean": float(np.mean([c[rule] for c in scored.values()])),
+                      "worst": float(max(c[rule] for c in scored.values()))} for rule in (*RULES, "noise floor")}  # fmt: skip
+    costs = [c["cost"] for c in scored.values()]
+    summary["cost"] = {"median": float(np.median(costs)), "max": float(max(costs))}
+    return summary
+
+
+def table(scored: dict[str, dict]) -> str:
+    """The per-cell table in Markdown: oracle, the advisor's picks, regrets (points), noise floor, cost."""
+    header = "| cell | oracle | advisor's picks | " + " | ".join((*RULES, "noise floor", "cost")) + " |"
+    lines = [header, "|---" * 10 + "|"]
+    for cell, c in scored.items():
+        lines.append(f"| {cell} | {c['oracle']} {c['oracle_accuracy']:.3f} | {', '.join(c['picks'])} | "
+                     + " | ".join(f"{c[rule]:.2f}" for rule in (*RULES, "noise floor")) + f" | {c['cost']:.1%} |")  # fmt: skip
+    summary = summarize(scored)
+    for kind in ("mean", "worst"):
+        lines.append(f"| **{kind}** | | | " + " | ".join(f"{summary[r][kind]:.2f}" for r in (*RULES, "noise floor")) +
+                     f" | {summary['cost']['median' if kind == 'mean' else 'max']:.1%} |")  # fmt: skip
     return "\n".join(lines)
 
 
-def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: str | None = None) -> dict:
-    """Pretrain the cnn-small source, run every cell and the depth curve, write study.json and report.html."""
-    settings = QUICK if quick else FULL
+def _plot_regrets(scored: dict[str, dict]):
+    figure, axis = plt.subplots(figsize=(11, 0.6 + 0.35 * len(scored) * 1.2))
+    cells = list(scored)
+    height = 0.8 / len(RULES)
+    for i, rule in enumerate(RULES):
+        axis.barh(np.arange(len(cells)) + i * height, [scored[c][rule] for c in cells], height, label=rule)
+    axis.plot([scored[c]["noise floor"] for c in cells], np.arange(len(cells)) + 0.4, "k|", markersize=12, label="noise floor")
+    axis.set_yticks(np.arange(len(cells)) + 0.4, cells, fontsize=8)
+    axis.invert_yaxis()
+    axis.set(xlabel="regret (points of balanced accuracy, leave one data set out)", title="Regret per cell")
+    axis.legend(fontsize=8)
+    axis.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: str | None = None,
+              settings: StudySettings | None = None) -> dict:  # fmt: skip
+    """Run every seed of every cell (reusing finished ones), score leave-one-data-set-out, write
+    study.json, table.md, forecaster.json (fitted on every cell) and report.html into ``out``."""
+    settings = settings or (QUICK if quick else FULL)
     out = Path(out)
     started = time.perf_counter()
-    source = out / "source-cnn-small"
-    if not (source / "model" / "bundle.json").exists():
-        pretraining = TrainConfig(data="fashion-mnist", classes=UPPER_BODY, backbone="cnn-small", strategy="scratch",
-                                  samples_per_class=settings.pretrain_per_class, epochs=settings.pretrain_epochs,
-                                  batch_size=128, out=str(source), cache_dir=cache_dir)  # fmt: skip
-        train_prepared(prepare(pretraining), pretraining)
-    cells = [run_cell(cell, settings, out, cache_dir) for cell in _cells(settings, str(source / "model"))]
-    depth_cell = Cell("depth", str(source / "model"), "fashion-mnist", OTHER_FIVE, settings.sizes[-1], 28)
-    curve = depth_curve(depth_cell, settings, out, cache_dir)
-    regrets, held_out = [c["regret_points"] for c in cells], held_out_regrets(cells)
-    calibrated = calibrate(cells)
-    summary = {
-        "quick": quick, "cells": cells, "depth_curve": curve,
-        "mean_regret_points": float(np.mean(regrets)), "worst_regret_points": float(np.max(regrets)),
-        "shipped_thresholds": dataclasses.asdict(Thresholds()), "calibrated_thresholds": dataclasses.asdict(calibrated),
-        "calibrated_mean_regret_points": float(np.mean([pick_regret(c, calibrated) for c in cells])),
-        "held_out_regret_points": held_out, "held_out_mean_regret_points": float(np.mean(held_out)),
-        "worst_advise_cost_fraction": float(max(c["advise_cost_fraction"] for c in cells)),
-        "seconds": time.perf_counter() - started,
-    }  # fmt: skip
-    figures = {
-        "Every run per cell": save_figure(_plot_cells(cells), out / "cells.png"),
-        "Transfer by depth": save_figure(_plot_depth(curve, f"cnn-small (upper body) -> other five, {settings.sizes[-1]}/class"),
-                                         out / "depth.png"),
-        "Frozen transfer by depth, every cell": save_figure(_plot_frozen_by_depth(cells), out / "frozen-depth.png"),
-    }  # fmt: skip
-    header = ["cell", "best", "pick", "regret (points)", "advise cost"]
-    rows = [[c["cell"]["name"], c["best"], c["pick"], c["regret_points"], c["advise_cost_fraction"]] for c in cells]
-    write_report(out / "report.html", "transferlab study" + (" (quick)" if quick else ""),
-                 {k: v for k, v in summary.items() if k not in ("cells", "depth_curve")}, figures,
-                 tables={"Cells": (header, rows)})  # fmt: skip
+    jobs = [(d, n, s) for n in settings.sizes for d in settings.data for s in settings.seeds]  # every set early
+    records = [run_seed(d, n, s, settings, out, cache_dir) for d, n, s in tqdm(jobs, desc="study", unit="seed")]
+    scored = leave_one_parent_out(records)
+    cells = len(scored)
+    source = (f"transferlab study{' --quick' if quick else ''}: {cells} cells of {len(settings.data)} data sets, "
+              f"{', '.join(map(str, settings.sizes))} images per class, seeds {', '.join(map(str, settings.seeds))}, "
+              f"{settings.resolution} px")  # fmt: skip
+    forecaster = fit_forecaster([(signals(s), outcome(s)) for s in records], cells, source).save(out / "forecaster.json")
+    summary = {"quick": quick, "settings": dataclasses.asdict(settings), "cells": scored, "summary": summarize(scored),
+               "seconds": time.perf_counter() - started}  # fmt: skip
     (out / "study.json").write_text(json.dumps(summary, indent=2))
+    (out / "table.md").write_text(table(scored) + "\n")
+    figures = {"Regret per cell": save_figure(_plot_regrets(scored), out / "regrets.png")}
+    header = ["cell", "oracle", *RULES, "noise floor", "cost"]
+    rows = [[cell, c["oracle"], *[c[r] for r in RULES], c["noise floor"], c["cost"]] for cell, c in scored.items()]
+    headline = {f"{rule}: {kind}": value for rule, values in summary["summary"].items() for kind, value in values.items()}
+    write_report(out / "report.html", "transferlab study" + (" (quick)" if quick else ""),
+                 {"forecaster": str(forecaster), "fitted on": source, **headline}, figures,
+                 tables={"Cells, leave one data set out": (header, rows)})  # fmt: skip
     return summary

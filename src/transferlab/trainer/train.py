@@ -227,14 +227,11 @@ def build_model(prepared: PreparedRun, config: TrainConfig) -> tuple[TransferMod
     return TransferModel(freeze(body_at(backbone, cut)), head, preprocessing), cut
 
 
-def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dict:
-    started = time.perf_counter() - prepared.seconds  # train_seconds covers the whole run
+def fit_stages(prepared: PreparedRun, config: TrainConfig, out: Path) -> tuple[TransferModel, str, list[Stage]]:
+    """The model ``config`` asks for, trained: the head on features (unless ``scratch``), then the
+    whole network (``finetune``, ``scratch``; its checkpoint in ``out``). Writes no report."""
     torch.manual_seed(config.seed)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    backbone = prepared.backbone
     model, cut = build_model(prepared, config)
-    preprocessing = model.preprocessing
     board = TensorBoardLog(config.tensorboard, prepared.classes) if config.tensorboard and distributed.is_main() else None
     stages = []
     try:
@@ -245,6 +242,16 @@ def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dic
     finally:
         if board is not None:
             board.close()
+    return model, cut, stages
+
+
+def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dict:
+    started = time.perf_counter() - prepared.seconds  # train_seconds covers the whole run
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = prepared.backbone
+    model, cut, stages = fit_stages(prepared, config, out)
+    preprocessing = model.preprocessing
     info = BundleInfo(
         classes=prepared.classes, preprocessing=preprocessing, backbone=config.backbone, arch=backbone.arch, cut=cut,
         cut_points=tuple(backbone.cut_points), num_features=backbone.cut(cut).channels,
