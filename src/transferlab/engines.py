@@ -18,6 +18,7 @@ CALIBRATION_BATCH = 16
 # int8 to float32 features 0.10 at 64 px, 0.75 at 96, 0.87 at 112, 0.91 at 224; below 64 px ONNX
 # Runtime 1.32's quantized depthwise convolution fails outright.
 INT8_MIN_RESOLUTION = 112
+INT8_RECIPE = 2  # how quantize_onnx builds the int8 graph; part of the cache key of what it computes
 
 
 class Bfloat16(torch.nn.Module):
@@ -80,10 +81,13 @@ class OnnxRunner:
 
 
 def quantize_onnx(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
-    """Static int8 quantization of ``fp32`` into ``int8``: QDQ format, per-channel int8 weights, uint8
-    activations whose ranges are calibrated on ``calibration`` (N x 3 x R x R images in [0, 1])."""
+    """Static int8 quantization of ``fp32`` into ``int8``: the graph optimized and its shapes inferred
+    first (ONNX Runtime's ``quant_pre_process``: measured 2.2x over float32 against 1.9x without it,
+    same features), then QDQ format, per-channel int8 weights, uint8 activations whose ranges are
+    calibrated on ``calibration`` (N x 3 x R x R images in [0, 1])."""
     _onnxruntime()
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -93,9 +97,11 @@ def quantize_onnx(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
             batch = next(self.batches, None)
             return None if batch is None else {"images": batch.contiguous().numpy()}
 
-    partial = int8.with_suffix(".partial")
-    quantize_static(str(fp32), str(partial), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+    partial, optimized = int8.with_suffix(".partial"), int8.with_suffix(".optimized.onnx")
+    quant_pre_process(str(fp32), str(optimized))
+    quantize_static(str(optimized), str(partial), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+    optimized.unlink()
     partial.replace(int8)
 
 

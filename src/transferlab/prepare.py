@@ -37,6 +37,12 @@ class PreparedRun:
                                                time.perf_counter() - started, self._siblings)  # fmt: skip
         return self._siblings[name]
 
+    def with_cache(self, cache: FeatureCache | None) -> PreparedRun:
+        """The same data and backbone over another feature cache (the study times the advisor on a cold one)."""
+        run = PreparedRun(self.splits, self.backbone, cache, 0.0)
+        run._siblings.update({name: run for name, sibling in self._siblings.items() if sibling is self})
+        return run
+
     def without_test(self) -> PreparedRun:
         """The same run without its test split (what the advisor's pilot may see), sharing the weights' digest."""
         run = PreparedRun(Splits(self.splits.train, self.splits.val, None), self.backbone, self.cache, 0.0, self._siblings)

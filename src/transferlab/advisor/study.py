@@ -2,7 +2,8 @@
 
 A cell is a built-in data set (its parent) at a training size; each of its seeds redraws the
 training subsample. Per seed: the advisor measures (probes, random twin, learning curve, the
-fine-tuning pilot; timed), then every option trains with default settings - ``head``,
+fine-tuning pilot; timed from an empty cache, after the data is loaded, which the runs share),
+then every option trains with default settings - ``head``,
 ``truncate`` at each cut, ``finetune`` (LP-FT), ``scratch`` - and is scored by balanced accuracy
 on the test split. Per cell, the oracle is the option with the best mean over seeds.
 
@@ -23,6 +24,7 @@ import dataclasses
 import json
 import logging
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..datasets import CATALOG
+from ..features import FeatureCache
 from ..forecast import Signals, choose, fit_forecaster
 from ..prepare import prepare
 from ..report import save_figure, write_report
@@ -49,7 +52,7 @@ class StudySettings:
 
     data: tuple[str, ...]
     sizes: tuple[int, ...]
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # at sizes up to SEEDED_SIZES; larger sizes run the first seed only
     resolution: int
     test_per_class: int
     measure_per_class: int
@@ -57,8 +60,9 @@ class StudySettings:
     network_epochs: int | None = None
 
 
+SEEDED_SIZES = 30  # images per class up to which every seed runs (the noise is largest there)
 QUICK = StudySettings(("orientation", "colour-shape"), (5,), (0, 1), 32, 20, 10, head_epochs=10, network_epochs=1)
-FULL = StudySettings(tuple(CATALOG), (10, 30), (0, 1, 2), 64, 100, 200)
+FULL = StudySettings(tuple(CATALOG), (5, 10, 30, 100), (0, 1, 2), 64, 100, 200)
 
 
 def run_key(strategy: str, cut: str) -> str:
@@ -103,15 +107,15 @@ def _reuse(record: Path, key: dict) -> dict | None:
     return None
 
 
-MEASUREMENT_VERSION = 1  # bump when the advisor measures differently: recorded measurements are then redone
+RUN_VERSION, MEASUREMENT_VERSION = 1, 2  # bump one when runs or the advisor's measurements change: they are redone
 
 
-def _key(config: TrainConfig) -> dict:
-    """What identifies a run: the settings that differ from the defaults (a new option with a
-    default leaves finished runs valid) and the measurement's version."""
+def _key(config: TrainConfig, version: int = RUN_VERSION) -> dict:
+    """What identifies a run or a measurement: the settings that differ from the defaults (a new
+    option with a default leaves finished runs valid) and its version."""
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(data=config.data))))
     values = json.loads(json.dumps(dataclasses.asdict(config)))
-    return {"version": MEASUREMENT_VERSION, **{k: v for k, v in values.items() if v != defaults[k]}}
+    return {"version": version, **{k: v for k, v in values.items() if v != defaults[k]}}
 
 
 def _run(prepared, config: TrainConfig) -> dict:
@@ -135,11 +139,12 @@ def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "measurements.json"
     prepared = prepare(base)
-    if (measured := _reuse(record, _key(base))) is None:
-        started = time.perf_counter()
-        measurements = measure_prepared(prepared, base)
-        measured = {"measurements": measurements.to_json(), "seconds": time.perf_counter() - started + prepared.seconds}
-        record.write_text(json.dumps({"config": _key(base), "result": measured}))
+    if (measured := _reuse(record, _key(base, MEASUREMENT_VERSION))) is None:
+        with tempfile.TemporaryDirectory(prefix="transferlab-study-") as cold:  # timed from an empty cache
+            started = time.perf_counter()
+            measurements = measure_prepared(prepared.with_cache(FeatureCache(cold)), base)
+            measured = {"measurements": measurements.to_json(), "seconds": time.perf_counter() - started}
+        record.write_text(json.dumps({"config": _key(base, MEASUREMENT_VERSION), "result": measured}))
     cuts = [c.name for c in prepared.backbone.cut_points]
     runs = {key: _run(prepared, config) for key, config in _option_configs(base, cuts, settings, folder).items()}
     return {"data": data, "size": size, "seed": seed, "advise_seconds": measured["seconds"],
@@ -294,12 +299,14 @@ def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: st
     settings = settings or (QUICK if quick else FULL)
     out = Path(out)
     started = time.perf_counter()
-    jobs = [(d, n, s) for n in settings.sizes for d in settings.data for s in settings.seeds]  # every set early
+    jobs = [(d, n, s) for n in settings.sizes for d in settings.data  # every set early
+            for s in (settings.seeds if n <= SEEDED_SIZES else settings.seeds[:1])]  # fmt: skip
     records = [run_seed(d, n, s, settings, out, cache_dir) for d, n, s in tqdm(jobs, desc="study", unit="seed")]
     scored = leave_one_parent_out(records)
     cells = len(scored)
     source = (f"transferlab study{' --quick' if quick else ''}: {cells} cells of {len(settings.data)} data sets, "
-              f"{', '.join(map(str, settings.sizes))} images per class, seeds {', '.join(map(str, settings.seeds))}, "
+              f"{', '.join(map(str, settings.sizes))} images per class, seeds {', '.join(map(str, settings.seeds))} up to "
+              f"{SEEDED_SIZES} per class and the first above, "
               f"{settings.resolution} px")  # fmt: skip
     forecaster = fit_forecaster([(signals(s), outcome(s)) for s in records], cells, source).save(out / "forecaster.json")
     summary = {"quick": quick, "settings": dataclasses.asdict(settings), "cells": scored, "summary": summarize(scored),

@@ -22,7 +22,7 @@ from .. import distributed
 from ..bundle import BundleInfo, save_bundle
 from ..config import TrainConfig
 from ..data import ImageSet, per_class_subset
-from ..engines import Bfloat16, onnx_runner
+from ..engines import INT8_RECIPE, Bfloat16, onnx_runner
 from ..errors import DataError
 from ..features import (
     DEFAULT_CACHE_DIR,
@@ -136,6 +136,7 @@ def head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, conf
         if config.engine == "onnxruntime-int8":
             sample = per_class_subset(prepared.splits.train, max(1, CALIBRATION_IMAGES // len(prepared.classes)), config.seed)
             parts["calibration"] = sample.fingerprint()  # the int8 model depends on the images it was calibrated on
+            parts["recipe"] = INT8_RECIPE  # and on how it was quantized
             calibration = _decoded(sample, resolution, prepared, config)
         cache_root = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
         extractor = onnx_runner(extractor, resolution, cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx",
