@@ -11,9 +11,9 @@ from transferlab.strategy import CutEvidence, make_plan
 
 
 def _plan(favoured="truncate"):
-    """A plan whose forecaster favours one option by half the accuracy scale."""
+    """A plan whose forecaster favours one option by the whole accuracy scale."""
     evidence = [CutEvidence(n, 8, p, 0.3, 0.0, None) for n, p in zip(("blocks.0", "blocks.2", "final"), (0.5, 0.9, 0.6))]
-    models = {o: OptionModel((0.5 if o == favoured else 0.0,) + (0.0,) * 6, 0.01)
+    models = {o: OptionModel((1.0 if o == favoured else 0.0,) + (0.0,) * 6, 0.01)
               for o in ("head", "truncate", "finetune", "scratch")}  # fmt: skip
     return make_plan(10, 1.0, 64, "efficientnet_lite0", evidence, forecaster=Forecaster((0.0,) * 6, (1.0,) * 6, models, 1))
 

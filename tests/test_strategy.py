@@ -78,7 +78,8 @@ def test_signals_read_the_evidence_the_curve_and_the_pilot():
     assert (signals.probe_final, signals.probe_stage, signals.probe_best) == (0.65, 0.7, 0.7)
     assert signals.transfer_gain == pytest.approx(0.3) and signals.pilot_gain == 0.03
     assert signals.curve_slope == pytest.approx(gain_per_doubling(((5, 0.5), (20, 0.7)))) == pytest.approx(0.1)
-    assert signals.anchor("head") == 0.65 and signals.anchor("finetune") == 0.7
+    assert signals.anchor("head") == signals.anchor("finetune") == 0.65  # LP-FT starts from the final probe
+    assert signals.anchor("truncate") == 0.7 and signals.anchor("scratch") == pytest.approx(0.4)  # the random twin
 
 
 def test_an_earlier_cut_must_beat_the_final_one_beyond_its_noise():

@@ -46,9 +46,12 @@ class Signals:
                          self.transfer_gain, self.curve_slope, self.pilot_gain])  # fmt: skip
 
     def anchor(self, option: str) -> float:
-        """The measured probe each option's forecast is taken relative to (NaN: the option does not
-        apply, as ``truncate`` on a body without earlier cuts)."""
-        return {"head": self.probe_final, "truncate": self.probe_stage}.get(option, self.probe_best)
+        """The measurement of each option's starting point, which its forecast is taken relative to:
+        the final features' probe for ``head`` and ``finetune`` (LP-FT starts from that probe), the
+        best earlier cut's for ``truncate`` (NaN on a body without earlier cuts: the option does
+        not apply), the random twin's best probe for ``scratch``."""
+        return {"head": self.probe_final, "finetune": self.probe_final, "truncate": self.probe_stage,
+                "scratch": self.probe_best - self.transfer_gain}[option]  # fmt: skip
 
 
 @dataclass(frozen=True)
