@@ -72,6 +72,7 @@ def test_each_parent_set_is_scored_by_a_forecaster_that_never_saw_it(monkeypatch
     summary = study.summarize(scored)
     assert summary["always head"]["worst"] == pytest.approx(10) and summary["cost"]["median"] == pytest.approx(0.02)
     assert "| **mean** |" in study.table(scored)
+    assert study.parent_table(scored).splitlines()[2].startswith("| a | 2 | 0.750 | ")  # two cells, oracles 0.7 and 0.8
 
 
 def test_finished_runs_are_reused_only_with_the_same_settings(tmp_path, monkeypatch):

@@ -276,6 +276,20 @@ def table(scored: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def parent_table(scored: dict[str, dict]) -> str:
+    """Per parent data set, in Markdown: its cells, the oracles' mean accuracy, the advisor's and the
+    baselines' mean regret (points), the noise floor and the advisor's median cost."""
+    parents: dict[str, list[dict]] = {}
+    for cell, c in scored.items():
+        parents.setdefault(cell.split("@")[0], []).append(c)
+    lines = ["| data set | cells | oracle | " + " | ".join((*RULES, "noise floor", "cost")) + " |", "|---" * 10 + "|"]
+    for parent, cells in parents.items():
+        lines.append(f"| {parent} | {len(cells)} | {np.mean([c['oracle_accuracy'] for c in cells]):.3f} | "
+                     + " | ".join(f"{np.mean([c[r] for c in cells]):.2f}" for r in (*RULES, "noise floor"))
+                     + f" | {np.median([c['cost'] for c in cells]):.1%} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _plot_regrets(scored: dict[str, dict]):
     figure, axis = plt.subplots(figsize=(11, 0.6 + 0.35 * len(scored) * 1.2))
     cells = list(scored)
@@ -312,7 +326,7 @@ def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: st
     summary = {"quick": quick, "settings": dataclasses.asdict(settings), "cells": scored, "summary": summarize(scored),
                "seconds": time.perf_counter() - started}  # fmt: skip
     (out / "study.json").write_text(json.dumps(summary, indent=2))
-    (out / "table.md").write_text(table(scored) + "\n")
+    (out / "table.md").write_text(parent_table(scored) + "\n\n" + table(scored) + "\n")
     figures = {"Regret per cell": save_figure(_plot_regrets(scored), out / "regrets.png")}
     header = ["cell", "oracle", *RULES, "noise floor", "cost"]
     rows = [[cell, c["oracle"], *[c[r] for r in RULES], c["noise floor"], c["cost"]] for cell, c in scored.items()]
