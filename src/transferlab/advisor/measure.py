@@ -23,7 +23,7 @@ from ..surgery import Normalize
 
 log = logging.getLogger(__name__)
 
-BATCHNORM_SAMPLE = 256
+BATCHNORM_SAMPLE = 64  # images, spread over the sample: per-channel statistics over 64 x H x W values each
 
 
 class AllCuts(nn.Module):
@@ -62,13 +62,14 @@ def _stage_of_batchnorms(backbone: Backbone) -> dict[str, str]:
 
 
 def _run_over(model: nn.Module, pixels: torch.Tensor) -> None:
-    """``model``, in its current mode, over the first ``BATCHNORM_SAMPLE`` decoded images."""
-    for chunk in pixels[:BATCHNORM_SAMPLE].split(64):
-        run_batch(model, chunk)
+    """``model``, in its current mode, over ``BATCHNORM_SAMPLE`` of the decoded images, evenly spaced
+    (the sample is ordered by class)."""
+    spread = np.linspace(0, len(pixels) - 1, min(len(pixels), BATCHNORM_SAMPLE)).round().astype(int)
+    run_batch(model, pixels[torch.from_numpy(spread)])
 
 
 def _batchnorm_gaps(backbone: Backbone, pixels: torch.Tensor) -> dict[str, float]:
-    """Mean BatchNorm gap of the layers of each cut point, on up to 256 images."""
+    """Mean BatchNorm gap of the layers of each cut point, on ``BATCHNORM_SAMPLE`` images."""
     model = AllCuts(backbone).eval()
     with BatchNormGap(backbone.model) as probe:
         _run_over(model, pixels)
@@ -80,9 +81,9 @@ def _batchnorm_gaps(backbone: Backbone, pixels: torch.Tensor) -> dict[str, float
 
 
 def random_twin(backbone: Backbone, pixels: torch.Tensor, seed: int = 0) -> Backbone:
-    """The backbone's architecture with random weights, its BatchNorm statistics set on up to 256
-    of the decoded images ``pixels``, so that activations keep their scale through the depth as
-    in a trained network: the baseline that tells what pretraining adds over the architecture
+    """The backbone's architecture with random weights, its BatchNorm statistics set on
+    ``BATCHNORM_SAMPLE`` of the decoded images ``pixels``, so that activations keep their scale
+    through the depth as in a trained network: the baseline that tells what pretraining adds over the architecture
     alone (random features are a strong baseline on simple images: Jarrett, Kavukcuoglu, Ranzato,
     LeCun, "What is the best multi-stage architecture for object recognition?", ICCV 2009)."""
     torch.manual_seed(seed)
