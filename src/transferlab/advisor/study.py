@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig
 from ..datasets import CATALOG
 from ..features import FeatureCache
-from ..forecast import Signals, choose, fit_forecaster
+from ..forecast import OPTIONS, Signals, choose, fit_forecaster
 from ..prepare import prepare
 from ..report import save_figure, write_report
 from ..strategy import FINAL_CUT, best_cut, decide, signals_of
@@ -172,7 +172,8 @@ def option_run(seed: dict, option: str) -> str:
 
 def outcome(seed: dict) -> dict[str, float]:
     """Each advised option's balanced test accuracy on this seed."""
-    options = ("head", "truncate", "finetune", "scratch") if len(_measurements(seed).evidence) > 1 else ("head", "finetune", "scratch")  # fmt: skip
+    has_earlier_cuts = len(_measurements(seed).evidence) > 1
+    options = [option for option in OPTIONS if has_earlier_cuts or option != "truncate"]
     return {option: seed["runs"][option_run(seed, option)]["balanced_accuracy"] for option in options}
 
 
