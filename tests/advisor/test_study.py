@@ -85,11 +85,11 @@ def test_finished_runs_are_reused_only_with_the_same_settings(tmp_path, monkeypa
     monkeypatch.setattr(study, "train_prepared", fake_train)
     config = study.TrainConfig(data="digits", out=str(tmp_path / "run"))
     (tmp_path / "run").mkdir()
-    first = study._run(None, config)
-    assert study._run(None, config) == first and len(calls) == 1
+    first = study._run(lambda: None, config)
+    assert study._run(lambda: None, config) == first and len(calls) == 1
     assert json.loads((tmp_path / "run" / "study-run.json").read_text())["result"] == first
     assert first["trajectory"] == [0.4]
-    study._run(None, dataclasses.replace(config, epochs=3))
+    study._run(lambda: None, dataclasses.replace(config, epochs=3))
     assert len(calls) == 2
 
 

@@ -21,11 +21,13 @@ reused when the settings match.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from ..config import TrainConfig
 from ..datasets import CATALOG
 from ..features import FeatureCache
 from ..forecast import OPTIONS, Signals, choose, fit_forecaster
-from ..prepare import prepare
+from ..prepare import PreparedRun, prepare
 from ..report import save_figure, write_report
 from ..strategy import FINAL_CUT, best_cut, decide, signals_of
 from ..trainer.train import train_prepared
@@ -118,14 +120,16 @@ def _key(config: TrainConfig, version: int = RUN_VERSION) -> dict:
     return {"version": version, **{k: v for k, v in values.items() if v != defaults[k]}}
 
 
-def _run(prepared, config: TrainConfig) -> dict:
-    """Balanced test accuracy, seconds and validation trajectory of training ``config``, or the
-    recorded result of this exact run from an earlier study (kept in the run's folder)."""
+def _run(prepared: Callable[[], PreparedRun], config: TrainConfig) -> dict:
+    """Balanced test accuracy, seconds and validation trajectory of training ``config`` on
+    ``prepared()``, or the recorded result of this exact run from an earlier study (kept in the
+    run's folder; then nothing is prepared)."""
     record = Path(config.out) / "study-run.json"
     if (result := _reuse(record, _key(config))) is not None:
         return result
+    run = prepared()
     started = time.perf_counter()
-    metrics = train_prepared(prepared, config)
+    metrics = train_prepared(run, config)
     result = {"balanced_accuracy": metrics["balanced_accuracy"], "seconds": time.perf_counter() - started,
               "trajectory": _trajectory(metrics)}  # fmt: skip
     record.write_text(json.dumps({"config": _key(config), "result": result}))
@@ -138,14 +142,15 @@ def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path
     folder = out / f"{data}@{size}" / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "measurements.json"
-    prepared = prepare(base)
+    prepared = functools.cache(lambda: prepare(base))  # the data is loaded only when something is still to run
     if (measured := _reuse(record, _key(base, MEASUREMENT_VERSION))) is None:
         with tempfile.TemporaryDirectory(prefix="transferlab-study-") as cold:  # timed from an empty cache
+            run = prepared()
             started = time.perf_counter()
-            measurements = measure_prepared(prepared.with_cache(FeatureCache(cold)), base)
+            measurements = measure_prepared(run.with_cache(FeatureCache(cold)), base)
             measured = {"measurements": measurements.to_json(), "seconds": time.perf_counter() - started}
         record.write_text(json.dumps({"config": _key(base, MEASUREMENT_VERSION), "result": measured}))
-    cuts = [c.name for c in prepared.backbone.cut_points]
+    cuts = [e["cut"] for e in measured["measurements"]["evidence"]]  # one per cut point of the backbone
     runs = {key: _run(prepared, config) for key, config in _option_configs(base, cuts, settings, folder).items()}
     return {"data": data, "size": size, "seed": seed, "advise_seconds": measured["seconds"],
             "measurements": measured["measurements"], "runs": runs}  # fmt: skip
@@ -222,7 +227,7 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
     scored = {}
     for cell, seeds in test.items():
         picks = [option_run(s, choose(forecaster.predict(signals(s))).option) for s in seeds]
-        rule = [decide(_measurements(s).images_per_class, _measurements(s).evidence) for s in seeds]
+        rule = [decide(m.images_per_class, m.evidence) for m in map(_measurements, seeds)]
         brute_force = [sum(r["seconds"] for r in s["runs"].values()) for s in seeds]
         means = cell_means(seeds)
         oracle = max(means, key=means.get)
