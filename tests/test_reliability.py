@@ -239,11 +239,14 @@ def test_sigkill_during_feature_extraction_leaves_no_corrupt_cache(tmp_path):
     deadline = time.monotonic() + 120
     while not list((cache / "features").glob(".*")) and time.monotonic() < deadline:
         time.sleep(0.02)  # features stream into a staging folder while they are computed
-    time.sleep(0.5)
+    time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     assert list((cache / "features").glob(".*")), "the kill came after extraction"
-    assert not [p for p in (cache / "features").iterdir() if not p.name.startswith(".")], "no entry may look complete"
+    # A split finished before the kill may be cached (on a fast machine the training split is);
+    # whatever looks complete must be whole: the staging folder is only renamed once written.
+    finished = [p.name for p in (cache / "features").iterdir() if not p.name.startswith(".")]
+    assert all(FeatureCache(cache / "features").load(name) is not None for name in finished), "no entry may be corrupt"
     result = run(*command[1:], cache=cache)
     assert result.returncode == 0, result.stderr[-2000:]
     assert not list((cache / "features").glob(".*")), "the killed run's staging folder is removed"
