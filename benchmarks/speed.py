@@ -433,7 +433,7 @@ BENCHMARKS = {
     "memory": bench_memory,
     "allocator": bench_allocator,
     "onnxruntime": bench_onnxruntime,
-    "int8": bench_int8,
+    "int8": lambda: (bench_int8(112), bench_int8(224)),
     "bf16": bench_bf16,
     "limit": bench_limit,
 }
