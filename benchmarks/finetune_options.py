@@ -6,6 +6,8 @@ Resumable: every finished run's metrics.json is reused.
 
     python benchmarks/finetune_options.py --out runs/finetune-options --cache-dir /tmp/options-cache
     python benchmarks/finetune_options.py --data digits --sizes 10 30   # a part of the pool
+
+The tables at the end cover every finished cell in --out.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ OPTIONS = {
     "one-cycle": ["--schedule", "one-cycle"],
 }
 DATA = ("fashion-mnist", "digits", "animal-mnist", "orientation", "count", "glyphs", "colour-shape")
-SIZES = (10, 30, 100)
+SIZES = (10, 30, 100)  # 1000 per class: run it for a set with --sizes 1000 (about 5 minutes a run)
 SEEDS = (0, 1, 2)
 SEEDED_SIZES = 30  # every seed runs up to this many images per class, the first seed above
 COMMON = ["--strategy", "finetune", "--freeze-bn", "--resolution", "64", "--test-per-class", "100", "--epochs", "8"]
@@ -75,22 +77,36 @@ def cell_table(rows: dict, cells: list[tuple[str, int]]) -> str:
 
 
 def summary_table(rows: dict, cells: list[tuple[str, int]]) -> str:
-    """Per option: the mean over the cells up to 30 images per class and its difference to LP-FT with
-    the standard error of that difference across cells (a gain beyond 2 standard errors is beyond
-    the noise), the mean over the larger cells, time, trainable share and peak memory."""
-    small = [c for c in cells if c[1] <= SEEDED_SIZES]
-    large = [c for c in cells if c[1] > SEEDED_SIZES]
-    lines = ["| option | mean, <= 30 per class | vs LP-FT (+- s.e.) | mean, 100 per class | network s | trainable | "
-             "peak RSS |", "|---" * 7 + "|"]  # fmt: skip
+    """Per option: the mean over the cells up to 30 images per class, then over each larger size's
+    cells, each with its difference to LP-FT and the standard error of that difference across
+    cells (a gain beyond 2 standard errors is beyond the noise); time, trainable share, peak memory."""
+    groups = {"<= 30": [c for c in cells if c[1] <= SEEDED_SIZES]}
+    groups.update({str(size): [c for c in cells if c[1] == size] for size in sorted({c[1] for c in cells if c[1] > SEEDED_SIZES})})
+    groups = {name: group for name, group in groups.items() if group}
+    header = [f"{name} per class ({len(group)} cells): mean (vs LP-FT +- s.e.)" for name, group in groups.items()]
+    lines = ["| option | " + " | ".join(header) + " | network s | trainable | peak RSS |", "|---" * (len(groups) + 4) + "|"]
     for option in OPTIONS:
-        gains = [100 * (accuracy(rows[(*c, option)]) - accuracy(rows[(*c, "LP-FT")])) for c in small]
-        error = np.std(gains, ddof=1) / np.sqrt(len(gains)) if len(gains) > 1 else float("nan")
+        columns = []
+        for group in groups.values():
+            gains = [100 * (accuracy(rows[(*c, option)]) - accuracy(rows[(*c, "LP-FT")])) for c in group]
+            error = np.std(gains, ddof=1) / np.sqrt(len(gains)) if len(gains) > 1 else float("nan")
+            columns.append(f"{np.mean([accuracy(rows[(*c, option)]) for c in group]):.4f} ({np.mean(gains):+.2f} +- {error:.2f})")
         runs = [r for c in cells for r in rows[(*c, option)]]
-        big = f"{np.mean([accuracy(rows[(*c, option)]) for c in large]):.4f}" if large else "-"
-        lines.append(f"| {option} | {np.mean([accuracy(rows[(*c, option)]) for c in small]):.4f} | "
-                     f"{np.mean(gains):+.2f} +- {error:.2f} | {big} | {np.mean([r['network_seconds'] for r in runs]):.1f} | "
+        lines.append(f"| {option} | " + " | ".join(columns) + f" | {np.mean([r['network_seconds'] for r in runs]):.1f} | "
                      f"{trainable_share(option)} | {np.mean([r['peak_rss_mb'] for r in runs]):.0f} MB |")  # fmt: skip
     return "\n".join(lines)
+
+
+def finished(out: Path) -> dict:
+    """Every cell in ``out`` whose runs all finished: {(data, size, option): [metrics per seed]}."""
+    rows = {}
+    for size in sorted({int(folder.name.rpartition("@")[2]) for folder in out.glob("*@*")}):
+        for data in DATA:
+            seeds = SEEDS if size <= SEEDED_SIZES else SEEDS[:1]
+            paths = {o: [out / f"{data}@{size}" / f"{o}-seed{seed}" / "metrics.json" for seed in seeds] for o in OPTIONS}
+            if all(path.exists() for option in paths.values() for path in option):
+                rows.update({(data, size, o): [json.loads(path.read_text()) for path in ps] for o, ps in paths.items()})
+    return rows
 
 
 def main() -> None:
@@ -101,13 +117,14 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     args = parser.parse_args()
     out = Path(args.out)
-    rows = {}
-    cells = [(data, size) for size in args.sizes for data in args.data]
-    for data, size in cells:
-        for option in OPTIONS:
-            seeds = SEEDS if size <= SEEDED_SIZES else SEEDS[:1]
-            rows[(data, size, option)] = [run(data, size, seed, option, out, args.cache_dir) for seed in seeds]
-            print(f"{data}@{size} {option}: {accuracy(rows[(data, size, option)]):.4f}", flush=True)
+    for size in args.sizes:
+        for data in args.data:
+            for option in OPTIONS:
+                seeds = SEEDS if size <= SEEDED_SIZES else SEEDS[:1]
+                runs = [run(data, size, seed, option, out, args.cache_dir) for seed in seeds]
+                print(f"{data}@{size} {option}: {accuracy(runs):.4f}", flush=True)
+    rows = finished(out)  # the tables cover every finished cell in out, this call's and earlier ones
+    cells = sorted({(data, size) for data, size, _ in rows}, key=lambda c: (c[1], DATA.index(c[0])))
     print(cell_table(rows, cells), summary_table(rows, cells), sep="\n\n")
 
 

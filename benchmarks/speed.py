@@ -242,6 +242,67 @@ def bench_allocator() -> None:
                r["training"] / base["training"], "inference / training; ratio of training, > 1 is faster")  # fmt: skip
 
 
+_TUNE_PROBE = """
+import json, sys, time, torch
+from torch import nn
+from transferlab.sources import build_backbone
+from transferlab.trainer.loops import tunable
+from transferlab.trainer.lora import add_lora
+mode, resolution, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def peak_mb():  # VmHWM, not ru_maxrss: ru_maxrss survives execve and would report the parent's peak
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
+torch.manual_seed(0)
+body = build_backbone("efficientnet_lite0", pretrained=False).model
+if mode == "peft-lora":
+    import peft
+    targets = [name for name, m in body.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+    body = peft.inject_adapter_in_model(peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets), body)
+elif mode == "lora":
+    add_lora(body, 4)
+chosen = tunable(body, "lora" if mode == "peft-lora" else mode)
+for p in body.parameters():
+    p.requires_grad_(id(p) in chosen)
+head = nn.Linear(body.num_features, 10)
+body.train()
+for m in body.modules():
+    if isinstance(m, nn.BatchNorm2d):
+        m.eval()
+optimizer = torch.optim.AdamW([p for p in body.parameters() if p.requires_grad] + list(head.parameters()), lr=1e-4)
+x = torch.rand(batch, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
+y = torch.arange(batch) % 10
+loaded = peak_mb()
+for step in range(4):
+    if step == 1:
+        start = time.perf_counter()
+    loss = nn.functional.cross_entropy(head(body(x)), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+print(json.dumps({"step_mb": peak_mb() - loaded, "rate": 3 * batch / (time.perf_counter() - start)}))
+"""
+
+
+def bench_tune(resolution: int = 160, batch: int = 32) -> None:
+    """A fine-tuning step of EfficientNet-Lite0 per ``--tune`` mode, each in its own process: the
+    peak resident memory it adds over the loaded model, and images per second; LoRA also through
+    ``peft`` (its Conv2d LoRA: two extra convolutions per layer) as the reference."""
+    import os
+
+    results = {}
+    for mode in ("all", "bias", "norm", "lora", "peft-lora"):
+        result = subprocess.run([sys.executable, "-c", _TUNE_PROBE, mode, str(resolution), str(batch)], capture_output=True,
+                                text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+                                env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
+        results[mode] = json.loads(result.stdout.strip().splitlines()[-1])
+    show = lambda r: f"{r['step_mb']:.0f} MB, {r['rate']:.1f} img/s"  # noqa: E731
+    for mode in ("bias", "norm", "lora"):
+        report(f"fine-tuning step memory, {resolution} px, batch {batch}: --tune {mode} vs all", show(results[mode]),
+               show(results["all"]), results[mode]["step_mb"] / results["all"]["step_mb"], "< 1 (less memory)")  # fmt: skip
+    report(f"LoRA step, {resolution} px, batch {batch}: transferlab (weight update) vs peft (extra convolutions)",
+           show(results["lora"]), show(results["peft-lora"]), results["lora"]["rate"] / results["peft-lora"]["rate"],
+           "speed ratio; > 1 is faster")  # fmt: skip
+
+
 def bench_onnxruntime(resolution: int = 112, batches: int = 8) -> None:
     """Inference of the whole transfer model: ONNX Runtime (CPU) vs. PyTorch (inference_mode, channels-last)."""
     import onnxruntime
@@ -435,6 +496,7 @@ BENCHMARKS = {
     "onnxruntime": bench_onnxruntime,
     "int8": lambda: (bench_int8(112), bench_int8(224)),
     "bf16": bench_bf16,
+    "tune": bench_tune,
     "limit": bench_limit,
 }
 

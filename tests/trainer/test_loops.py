@@ -1,6 +1,8 @@
 """The training loops: the head on features; the whole network (layer-wise rates, BatchNorm policy,
 checkpoints, divergence)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -334,3 +336,20 @@ def test_lora_trains_few_parameters_and_merges_into_the_same_logits():
     assert torch.allclose(adapted, merged, atol=1e-5)
     assert {name for name, _ in model.body.named_parameters()} == set(before)  # the plain architecture again
     assert any(not torch.equal(p, before[name]) for name, p in model.body.named_parameters() if name.endswith("0.weight"))
+
+
+def test_lora_update_is_peft_conv2d_lora():
+    peft = pytest.importorskip("peft")
+    from transferlab.trainer.lora import add_lora
+
+    torch.manual_seed(0)
+    ours, x = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1)), torch.rand(2, 6, 9, 9)
+    theirs = peft.inject_adapter_in_model(peft.LoraConfig(r=2, lora_alpha=4, target_modules=["0"]), copy.deepcopy(ours))
+    add_lora(ours, rank=2)
+    update = ours[0].parametrizations.weight[0]
+    assert update.lora_A.shape == theirs[0].lora_A["default"].weight.flatten(1).shape
+    with torch.no_grad():
+        update.lora_B.normal_()
+        theirs[0].lora_A["default"].weight.copy_(update.lora_A.view(2, 6, 3, 3))
+        theirs[0].lora_B["default"].weight.copy_(update.lora_B.view(8, 2, 1, 1))
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5)
