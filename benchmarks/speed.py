@@ -23,7 +23,7 @@ from torch import nn
 
 from transferlab.data import per_class_subset, split_dataset
 from transferlab.datasets import load_dataset
-from transferlab.features import DecodedImages, FeatureCache, cached_features, to_unit_float
+from transferlab.features import DecodedImages, FeatureCache, cached_features, predict_pixels, to_unit_float
 from transferlab.heads import make_head
 from transferlab.metrics import evaluate_logits
 from transferlab.sources import build_backbone
@@ -303,34 +303,27 @@ def bench_tune(resolution: int = 160, batch: int = 32) -> None:
            "speed ratio; > 1 is faster")  # fmt: skip
 
 
-def bench_onnxruntime(resolution: int = 112, batches: int = 8) -> None:
-    """Inference of the whole transfer model: ONNX Runtime (CPU) vs. PyTorch (inference_mode, channels-last)."""
-    import onnxruntime
+def bench_onnxruntime(resolution: int = 112, count: int = 512) -> None:
+    """Inference of the whole transfer model as ``predict`` runs it (batches of 64 decoded images):
+    the ONNX Runtime engine vs PyTorch (inference_mode, channels-last), fastest of 3 interleaved rounds."""
+    from transferlab.engines import onnx_runner
 
     model = lite0_model().eval()
-    x = torch.rand(64, 3, resolution, resolution)
+    pixels = (torch.rand(count, 3, resolution, resolution) * 255).to(torch.uint8)
     with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "model.onnx"
-        torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}}, dynamo=False)  # fmt: skip
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feed = {"images": x.numpy()}
-        session.run(None, feed)
-        start = time.perf_counter()
-        for _ in range(batches):
-            session.run(None, feed)
-        ort = time.perf_counter() - start
-    model.to(memory_format=torch.channels_last)
-    xc = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        model(xc)
-        start = time.perf_counter()
-        for _ in range(batches):
-            model(xc)
-        pytorch = time.perf_counter() - start
-    n = 64 * batches
-    report(f"inference engine, {resolution} px: ONNX Runtime vs PyTorch", f"{n / ort:.0f} img/s (ONNX Runtime)",
-           f"{n / pytorch:.0f} img/s (PyTorch)", pytorch / ort, "> 1 means ONNX Runtime is faster")
+        engines = {"onnxruntime": onnx_runner(model, resolution, Path(directory) / "model.onnx"),
+                   "pytorch": model.to(memory_format=torch.channels_last)}  # fmt: skip
+        seconds = {name: float("inf") for name in engines}
+        for name, engine in engines.items():
+            predict_pixels(engine, pixels[:64])  # warm-up
+        for _ in range(3):
+            for name, engine in engines.items():
+                start = time.perf_counter()
+                predict_pixels(engine, pixels)
+                seconds[name] = min(seconds[name], time.perf_counter() - start)
+    report(f"inference engine, {resolution} px: ONNX Runtime vs PyTorch", f"{count / seconds['onnxruntime']:.0f} img/s (ONNX Runtime)",
+           f"{count / seconds['pytorch']:.0f} img/s (PyTorch)", seconds["pytorch"] / seconds["onnxruntime"],
+           "> 1 means ONNX Runtime is faster")  # fmt: skip
 
 
 def bench_int8(resolution: int = 112, count: int = 1000, calibration_images: int = 200) -> None:
@@ -351,13 +344,12 @@ def bench_int8(resolution: int = 112, count: int = 1000, calibration_images: int
         }  # fmt: skip
         seconds, features = {name: float("inf") for name in engines}, {}
         for name, engine in engines.items():
-            engine(to_unit_float(train[:64]))  # warm-up
+            predict_pixels(engine, train[:64])  # warm-up
         for _ in range(3):  # interleaved rounds, the fastest of each: a noisy machine slows some rounds, not all
             for name, engine in engines.items():
                 start = time.perf_counter()
-                outputs = [engine(to_unit_float(chunk)) for chunk in torch.cat([train, val]).split(64)]
+                features[name] = predict_pixels(engine, torch.cat([train, val])).numpy()  # as extraction runs it
                 seconds[name] = min(seconds[name], time.perf_counter() - start)
-                features[name] = torch.cat(outputs).numpy()
     accuracy = {}
     n = len(splits.train)
     for name, values in features.items():
@@ -452,18 +444,15 @@ def bench_limit(resolution: int = 112, count: int = 512, batch_size: int = 32) -
     flops = _flops_per_image(model, resolution)
     pixels = (torch.rand(count, 3, resolution, resolution) * 255).to(torch.uint8)
     extractor = nn.Sequential(model.normalize, model.body).eval().to(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        extractor(to_unit_float(pixels[:64]))
-        start = time.perf_counter()
-        for chunk in pixels.split(64):
-            extractor(to_unit_float(chunk))
-        extract = count / (time.perf_counter() - start)
+    predict_pixels(extractor, pixels[:64])
+    start = time.perf_counter()
+    predict_pixels(extractor, pixels)
+    extract = count / (time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as directory:
         quantized = onnx_runner(extractor, resolution, Path(directory) / "int8.onnx", to_unit_float(pixels[:128]))
-        quantized(to_unit_float(pixels[:64]))
+        predict_pixels(quantized, pixels[:64])
         start = time.perf_counter()
-        for chunk in pixels.split(64):
-            quantized(to_unit_float(chunk))
+        predict_pixels(quantized, pixels)
         extract_int8 = count / (time.perf_counter() - start)
     model.train().body.requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters())

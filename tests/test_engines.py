@@ -31,6 +31,15 @@ def test_export_has_no_shape_arithmetic_and_agrees_with_pytorch(tmp_path):
     runner = onnx_runner(net, 20, tmp_path / "net.onnx")
     ops = {node.op_type for node in onnx.load(str(tmp_path / "net.onnx")).graph.node}
     assert not ops & {"Shape", "Ceil", "Gather"}, ops
-    images = torch.rand(5, 3, 20, 20)
+    images = torch.rand(19, 3, 20, 20)  # more than one of ONNX Runtime's batches
     with torch.no_grad():
         assert torch.allclose(runner(images), net(images), atol=1e-5)
+
+
+def test_onnx_runner_converts_pixels_as_pytorch_does(tmp_path):
+    from transferlab.features import predict_pixels, to_unit_float
+
+    runner = onnx_runner(strided_same_net(), 20, tmp_path / "net.onnx")
+    pixels = (torch.rand(11, 3, 20, 20) * 255).to(torch.uint8)
+    assert torch.equal(predict_pixels(runner, pixels, batch_size=4), runner(to_unit_float(pixels)))
+    assert runner.run_pixels(pixels[:0]).numel() == 0

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .data import ImageSet
+from .engines import OnnxRunner
 from .errors import DataError
 from .images import UNREADABLE, resize_center_crop
 
@@ -112,7 +113,10 @@ class _RowWriter:
 @torch.inference_mode()
 def run_batch(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     """The one place a model runs over images: uint8 N x 3 x R x R -> unit floats (channels-last)
-    -> ``model``'s outputs, without gradients, in whatever mode ``model`` is in."""
+    -> ``model``'s outputs, without gradients, in whatever mode ``model`` is in (ONNX Runtime
+    engines convert the pixels themselves)."""
+    if isinstance(model, OnnxRunner):
+        return model.run_pixels(pixels)
     return model(to_unit_float(pixels)).float()
 
 
