@@ -117,8 +117,8 @@ def write_onnx(model: torch.nn.Module, images: torch.Tensor, path: Path) -> None
 class OnnxRunner:
     """An exported model run by ONNX Runtime on the CPU, called like the PyTorch module it replaces.
 
-    Measured 1.15-1.17x faster than PyTorch (with tcmalloc) for EfficientNet-Lite0 inference at
-    112 px on 2 cores (benchmarks/results.md).
+    Measured 1.43x faster than PyTorch (both with tcmalloc; 2.34x under glibc malloc) for
+    EfficientNet-Lite0 inference at 112 px on 2 cores (docs/speed.md).
     """
 
     def __init__(self, path: Path):

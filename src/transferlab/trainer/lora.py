@@ -6,9 +6,8 @@ merged into the weight, so the saved model is the plain architecture.
 The same update as ``peft``'s Conv2d LoRA (A initialized like its ``lora_A``, B at zero, alpha = 2r;
 tested against it), applied to the weight through ``torch.nn.utils.parametrize`` instead of as two
 extra convolutions beside every layer: one convolution per layer, no extra activations. Measured
-on EfficientNet-Lite0, 160 px, batch 32 (``python benchmarks/speed.py --only tune``, another job
-on the cores): a step adds 1,391 MB over the loaded model against peft's 1,797 MB (full
-fine-tuning: 1,541 MB), at 2.68x peft's images per second.
+on EfficientNet-Lite0, 160 px, batch 32 (``make bench``, docs/speed.md): a step adds 1,371 MB over
+the loaded model against peft's 1,678 MB (full fine-tuning: 1,524 MB), 1.27x as fast as peft's.
 """
 
 from __future__ import annotations
