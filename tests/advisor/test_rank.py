@@ -47,3 +47,14 @@ def test_rank_from_the_command_line(folder, tmp_path):
     assert "best start:" in result.stdout and (tmp_path / "r" / "rank.png").stat().st_size > 1000
     assert len(json.loads((tmp_path / "r" / "ranking.json").read_text())) == 2
     assert_one_line_error(run("rank", str(data), "efficientnet_lite9", cache=root / "c"), "Unknown backbone 'efficientnet_lite9'")
+
+
+def test_ranking_on_onnx_runtime_engines_scores_as_pytorch_does(folder):
+    root, data = folder
+    scores = {engine: tl.rank(str(data), ("efficientnet_lite0",), resolution=32, cache_dir=str(root / "e"),
+                              engine=engine).best for engine in ("pytorch", "onnxruntime", "onnxruntime-int8")}  # fmt: skip
+    exact, quantized = scores["onnxruntime"], scores["onnxruntime-int8"]
+    assert [e.probe_accuracy for e in exact.evidence] == [e.probe_accuracy for e in scores["pytorch"].evidence]
+    assert exact.logme == pytest.approx(scores["pytorch"].logme, abs=1e-3)
+    assert abs(quantized.probe_accuracy - scores["pytorch"].probe_accuracy) <= 0.15  # close, on a few dozen images
+    assert len(list((root / "e" / "onnx").glob("*.onnx"))) >= 2  # the exported bodies, kept under their keys

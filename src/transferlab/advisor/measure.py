@@ -9,6 +9,7 @@ LogME (see ``signals``), and the BatchNorm statistic gap.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from ..surgery import Normalize
 
 log = logging.getLogger(__name__)
 
+Engine = Callable[[nn.Module, dict], nn.Module]  # (a frozen pass, its cache key's parts) -> the pass on an engine
 BATCHNORM_SAMPLE = 64  # images, spread over the sample: per-channel statistics over 64 x H x W values each
 
 
@@ -109,18 +111,20 @@ def measurement_resolution(backbone: Backbone, images: ImageSet, override: int |
 
 
 def features_at_every_cut(backbone: Backbone, weights_digest: str, images: ImageSet, resolution: int,
-                           cache: FeatureCache | None) -> tuple[list[np.ndarray], np.ndarray]:  # fmt: skip
-    """(pooled features of the readable images at each cut point, their labels)."""
+                           cache: FeatureCache | None, engine: Engine | None = None) -> tuple[list[np.ndarray], np.ndarray]:  # fmt: skip
+    """(pooled features of the readable images at each cut point, their labels); ``engine(module,
+    parts)`` runs the frozen pass on another engine (PyTorch without one)."""
     preprocessing = backbone.preprocessing
     parts = {"weights": weights_digest, "cut": "all", "mean": preprocessing.mean, "std": preprocessing.std}
-    features, _ = cached_features(AllCuts(backbone), parts, images, resolution, cache, desc="advise")
+    extractor = AllCuts(backbone) if engine is None else engine(AllCuts(backbone), parts)
+    features, _ = cached_features(extractor, parts, images, resolution, cache, desc="advise")
     values, labels = features.readable(images.labels)
     ends = np.cumsum([cut.channels for cut in backbone.cut_points])
     return np.split(values, ends[:-1], axis=1), labels
 
 
 def measure(backbone: Backbone, pretrained: list[np.ndarray], labels: np.ndarray, images: ImageSet, resolution: int,
-            cache: FeatureCache | None, seed: int = 0, twin: bool = True) -> list[CutEvidence]:  # fmt: skip
+            cache: FeatureCache | None, seed: int = 0, twin: bool = True, engine: Engine | None = None) -> list[CutEvidence]:  # fmt: skip
     """Probe accuracy, LogME and - with ``twin`` - the random twin's probe accuracy and the BatchNorm
     gap at every cut point of ``backbone``, from its features at every cut (``pretrained``, of the
     readable ``images``, labelled ``labels``). Without ``twin`` (no second pass, for ranking) those
@@ -130,7 +134,8 @@ def measure(backbone: Backbone, pretrained: list[np.ndarray], labels: np.ndarray
         decoded, _ = cached_features(None, {}, images, resolution, cache, desc="decode sample")
         pixels = torch.from_numpy(decoded.readable(images.labels)[0])
         random_twin_ = random_twin(backbone, pixels, seed)
-        random, _ = features_at_every_cut(random_twin_, random_twin_.weights_fingerprint(), images, resolution, cache)
+        random, _ = features_at_every_cut(random_twin_, random_twin_.weights_fingerprint(), images, resolution, cache,
+                                          engine)  # fmt: skip
         gaps = _batchnorm_gaps(backbone, pixels)
     return [
         CutEvidence(

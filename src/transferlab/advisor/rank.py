@@ -9,6 +9,7 @@ the others are shown beside it, with what each measurement cost.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from ..data import per_class_subset
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
 from ..strategy import CutEvidence, best_cut, transfer_gain
+from ..trainer.train import frozen_runner
 from .measure import features_at_every_cut, measure, measurement_resolution, probe_learning_curve, source_leep
 
 log = logging.getLogger(__name__)
@@ -78,8 +80,9 @@ def score_source(prepared: PreparedRun, config: TrainConfig, name: str, twin: bo
     labelled = prepared.splits.train.union(prepared.splits.val)
     sample = per_class_subset(labelled, config.measure_per_class, config.seed)
     resolution = measurement_resolution(backbone, sample, config.resolution)
-    blocks, labels = features_at_every_cut(backbone, prepared.weights_digest, sample, resolution, prepared.cache)
-    evidence = measure(backbone, blocks, labels, sample, resolution, prepared.cache, config.seed, twin)
+    engine = functools.partial(frozen_runner, resolution=resolution, prepared=prepared, config=config)
+    blocks, labels = features_at_every_cut(backbone, prepared.weights_digest, sample, resolution, prepared.cache, engine)
+    evidence = measure(backbone, blocks, labels, sample, resolution, prepared.cache, config.seed, twin, engine)
     best = best_cut(evidence)
     leep = source_leep(backbone, blocks[-1], labels)
     curve = probe_learning_curve(blocks[evidence.index(best)], labels, config.seed) if twin else ()

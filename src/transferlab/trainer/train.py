@@ -116,6 +116,25 @@ def _decoded(images: ImageSet, resolution: int, prepared: PreparedRun, config: T
     return to_unit_float(torch.from_numpy(pixels.readable(images.labels)[0]))
 
 
+def frozen_runner(module: nn.Module, parts: dict, resolution: int, prepared: PreparedRun, config: TrainConfig):
+    """``module`` (a frozen forward pass over images at ``resolution``) on ``config.engine``. ``parts``
+    (the cache key of what it computes) gains the engine and, for int8, the calibration images and
+    the recipe; ONNX models are kept in the cache folder under that key."""
+    if config.engine == "pytorch":
+        return module
+    parts["engine"] = config.engine
+    if config.engine == "pytorch-bf16":
+        return Bfloat16(module)
+    calibration = None
+    if config.engine == "onnxruntime-int8":
+        sample = per_class_subset(prepared.splits.train, max(1, CALIBRATION_IMAGES // len(prepared.classes)), config.seed)
+        parts["calibration"] = sample.fingerprint()  # the int8 model depends on the images it was calibrated on
+        parts["recipe"] = INT8_RECIPE  # and on how it was quantized
+        calibration = _decoded(sample, resolution, prepared, config)
+    cache_root = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
+    return onnx_runner(module, resolution, cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx", calibration)
+
+
 def _epoch_log(board: TensorBoardLog | None, stage: str, val_labels: np.ndarray):
     return board.callback(stage, val_labels) if board is not None else None
 
@@ -128,19 +147,7 @@ def head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, conf
     resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
     parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
              "engine": config.engine}  # fmt: skip
-    extractor = nn.Sequential(model.normalize, model.body)
-    if config.engine == "pytorch-bf16":
-        extractor = Bfloat16(extractor)
-    elif config.engine != "pytorch":
-        calibration = None
-        if config.engine == "onnxruntime-int8":
-            sample = per_class_subset(prepared.splits.train, max(1, CALIBRATION_IMAGES // len(prepared.classes)), config.seed)
-            parts["calibration"] = sample.fingerprint()  # the int8 model depends on the images it was calibrated on
-            parts["recipe"] = INT8_RECIPE  # and on how it was quantized
-            calibration = _decoded(sample, resolution, prepared, config)
-        cache_root = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
-        extractor = onnx_runner(extractor, resolution, cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx",
-                                calibration)  # fmt: skip
+    extractor = frozen_runner(nn.Sequential(model.normalize, model.body), parts, resolution, prepared, config)
     inputs, hits = cached_splits(extractor, parts, prepared, resolution, config, "features")
     features_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
