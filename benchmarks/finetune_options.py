@@ -7,7 +7,7 @@ Resumable: every finished run's metrics.json is reused.
     python benchmarks/finetune_options.py --out runs/finetune-options --cache-dir /tmp/options-cache
     python benchmarks/finetune_options.py --data digits --sizes 10 30   # a part of the pool
 
-The tables at the end cover every finished cell in --out.
+The tables at the end cover every finished cell in --out (`--report`: only print them).
 """
 
 from __future__ import annotations
@@ -68,11 +68,12 @@ def accuracy(runs: list[dict]) -> float:
 
 
 def cell_table(rows: dict, cells: list[tuple[str, int]]) -> str:
-    """Per cell (rows) and option (columns): mean test balanced accuracy +- std over seeds."""
+    """Per cell (rows) and option (columns): mean test balanced accuracy +- std over seeds (one seed: its value)."""
     lines = ["| cell | " + " | ".join(OPTIONS) + " |", "|---" * (len(OPTIONS) + 1) + "|"]
     for data, size in cells:
         values = [[r["balanced_accuracy"] for r in rows[(data, size, option)]] for option in OPTIONS]
-        lines.append(f"| {data}@{size} | " + " | ".join(f"{np.mean(v):.3f} +- {np.std(v):.3f}" for v in values) + " |")
+        shown = [f"{np.mean(v):.3f} +- {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}" for v in values]  # one seed: no spread
+        lines.append(f"| {data}@{size} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
 
 
@@ -115,9 +116,10 @@ def main() -> None:
     parser.add_argument("--cache-dir")
     parser.add_argument("--data", nargs="+", default=list(DATA))
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    parser.add_argument("--report", action="store_true", help="only print the tables of the finished cells")
     args = parser.parse_args()
     out = Path(args.out)
-    for size in args.sizes:
+    for size in [] if args.report else args.sizes:
         for data in args.data:
             for option in OPTIONS:
                 seeds = SEEDS if size <= SEEDED_SIZES else SEEDS[:1]
