@@ -303,6 +303,55 @@ def bench_tune(resolution: int = 160, batch: int = 32) -> None:
            "speed ratio; > 1 is faster")  # fmt: skip
 
 
+_MEMORY_PLAN_PROBE = """
+import json, sys, time, torch
+from torch import nn
+from transferlab.sources import build_backbone
+plan, resolution = sys.argv[1], int(sys.argv[2])
+def peak_mb():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
+torch.manual_seed(0)
+body = build_backbone("efficientnet_lite0", pretrained=False).model
+body.set_grad_checkpointing(plan == "checkpoint")
+head = nn.Linear(body.num_features, 10)
+body.train()
+for m in body.modules():
+    if isinstance(m, nn.BatchNorm2d):
+        m.eval()
+optimizer = torch.optim.AdamW(list(body.parameters()) + list(head.parameters()), lr=1e-4)
+x = torch.rand(64, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
+y = torch.arange(64) % 10
+passes = 2 if plan == "accumulate" else 1
+loaded = peak_mb()
+for step in range(3):
+    if step == 1:
+        start = time.perf_counter()
+    optimizer.zero_grad()
+    for xb, yb in zip(x.chunk(passes), y.chunk(passes)):
+        (nn.functional.cross_entropy(head(body(xb)), yb) / passes).backward()
+    optimizer.step()
+print(json.dumps({"step_mb": peak_mb() - loaded, "rate": 2 * 64 / (time.perf_counter() - start)}))
+"""
+
+
+def bench_memory_plans(resolution: int = 224) -> None:
+    """A fine-tuning step of 64 images at 224 px three ways, each in its own process: one pass, two
+    accumulated passes of 32 (what ``--max-memory`` plans), and one pass with activation
+    checkpointing (timm's ``set_grad_checkpointing``): step memory over the loaded model, img/s."""
+    import os
+
+    results = {}
+    for plan in ("plain", "accumulate", "checkpoint"):
+        result = subprocess.run([sys.executable, "-c", _MEMORY_PLAN_PROBE, plan, str(resolution)], capture_output=True,
+                                text=True, check=True, cwd=Path(__file__).resolve().parents[1], env=dict(os.environ))  # fmt: skip
+        results[plan] = json.loads(result.stdout.strip().splitlines()[-1])
+    show = lambda r: f"{r['step_mb']:.0f} MB, {r['rate']:.1f} img/s"  # noqa: E731
+    for plan, name in (("accumulate", "2 accumulated passes of 32"), ("checkpoint", "activation checkpointing")):
+        report(f"fine-tuning step of 64 images at {resolution} px: {name} vs one pass", show(results[plan]),
+               show(results["plain"]), results[plan]["step_mb"] / results["plain"]["step_mb"],
+               f"memory ratio; speed ratio {results[plan]['rate'] / results['plain']['rate']:.2f}")  # fmt: skip
+
+
 def bench_onnxruntime(resolution: int = 112, count: int = 512) -> None:
     """Inference of the whole transfer model as ``predict`` runs it (batches of 64 decoded images):
     the ONNX Runtime engine vs PyTorch (inference_mode, channels-last), fastest of 3 interleaved rounds."""
@@ -486,6 +535,7 @@ BENCHMARKS = {
     "int8": lambda: (bench_int8(112), bench_int8(224)),
     "bf16": bench_bf16,
     "tune": bench_tune,
+    "memory-plans": bench_memory_plans,
     "limit": bench_limit,
 }
 
