@@ -43,3 +43,10 @@ def test_onnx_runner_converts_pixels_as_pytorch_does(tmp_path):
     pixels = (torch.rand(11, 3, 20, 20) * 255).to(torch.uint8)
     assert torch.equal(predict_pixels(runner, pixels, batch_size=4), runner(to_unit_float(pixels)))
     assert runner.run_pixels(pixels[:0]).numel() == 0
+
+
+def test_fixing_the_padding_leaves_the_callers_model_untouched():
+    net = nn.Sequential(Conv2dSame(3, 4, 3, stride=2), nn.BatchNorm2d(4)).train()
+    before = net[1].running_mean.clone()
+    with_static_padding(net, torch.rand(2, 3, 16, 16) + 5)
+    assert torch.equal(net[1].running_mean, before) and isinstance(net[0], Conv2dSame)

@@ -83,6 +83,9 @@ def with_static_padding(model: torch.nn.Module, images: torch.Tensor) -> torch.n
 
         return hook
 
+    if not any(isinstance(module, Conv2dSame) for module in model.modules()):
+        return model
+    model = copy.deepcopy(model)  # the probing pass below must not touch the caller's model (BatchNorm statistics)
     hooks = [module.register_forward_pre_hook(record(name)) for name, module in model.named_modules()
              if isinstance(module, Conv2dSame)]  # fmt: skip
     try:
@@ -91,9 +94,6 @@ def with_static_padding(model: torch.nn.Module, images: torch.Tensor) -> torch.n
     finally:
         for hook in hooks:
             hook.remove()
-    if not sizes:
-        return model
-    model = copy.deepcopy(model)
     for name, (height, width) in sizes.items():
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent)
