@@ -84,14 +84,15 @@ def summary_table(rows: dict, cells: list[tuple[str, int]]) -> str:
     groups = {"<= 30": [c for c in cells if c[1] <= SEEDED_SIZES]}
     groups.update({str(size): [c for c in cells if c[1] == size] for size in sorted({c[1] for c in cells if c[1] > SEEDED_SIZES})})
     groups = {name: group for name, group in groups.items() if group}
-    header = [f"{name} per class ({len(group)} cells): mean (vs LP-FT +- s.e.)" for name, group in groups.items()]
+    header = [f"{name} per class ({len(group)} cell{'s' * (len(group) > 1)}): mean (vs LP-FT +- s.e.)"
+              for name, group in groups.items()]  # fmt: skip
     lines = ["| option | " + " | ".join(header) + " | network s | trainable | peak RSS |", "|---" * (len(groups) + 4) + "|"]
     for option in OPTIONS:
         columns = []
         for group in groups.values():
             gains = [100 * (accuracy(rows[(*c, option)]) - accuracy(rows[(*c, "LP-FT")])) for c in group]
-            error = np.std(gains, ddof=1) / np.sqrt(len(gains)) if len(gains) > 1 else float("nan")
-            columns.append(f"{np.mean([accuracy(rows[(*c, option)]) for c in group]):.4f} ({np.mean(gains):+.2f} +- {error:.2f})")
+            error = f" +- {np.std(gains, ddof=1) / np.sqrt(len(gains)):.2f}" if len(gains) > 1 else ""  # one cell: no spread
+            columns.append(f"{np.mean([accuracy(rows[(*c, option)]) for c in group]):.4f} ({np.mean(gains):+.2f}{error})")
         runs = [r for c in cells for r in rows[(*c, option)]]
         lines.append(f"| {option} | " + " | ".join(columns) + f" | {np.mean([r['network_seconds'] for r in runs]):.1f} | "
                      f"{trainable_share(option)} | {np.mean([r['peak_rss_mb'] for r in runs]):.0f} MB |")  # fmt: skip
