@@ -242,24 +242,25 @@ def bench_allocator() -> None:
                r["training"] / base["training"], "inference / training; ratio of training, > 1 is faster")  # fmt: skip
 
 
-_TUNE_PROBE = """
+_STEP_PROBE = """
 import json, sys, time, torch
 from torch import nn
 from transferlab.sources import build_backbone
 from transferlab.trainer.loops import tunable
 from transferlab.trainer.lora import add_lora
-mode, resolution, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tune, plan, resolution, batch, timed = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
 def peak_mb():  # VmHWM, not ru_maxrss: ru_maxrss survives execve and would report the parent's peak
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
 torch.manual_seed(0)
 body = build_backbone("efficientnet_lite0", pretrained=False).model
-if mode == "peft-lora":
+body.set_grad_checkpointing(plan == "checkpoint")
+if tune == "peft-lora":
     import peft
     targets = [name for name, m in body.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
     body = peft.inject_adapter_in_model(peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets), body)
-elif mode == "lora":
+elif tune == "lora":
     add_lora(body, 4)
-chosen = tunable(body, "lora" if mode == "peft-lora" else mode)
+chosen = tunable(body, "lora" if tune == "peft-lora" else tune)
 for p in body.parameters():
     p.requires_grad_(id(p) in chosen)
 head = nn.Linear(body.num_features, 10)
@@ -270,85 +271,57 @@ for m in body.modules():
 optimizer = torch.optim.AdamW([p for p in body.parameters() if p.requires_grad] + list(head.parameters()), lr=1e-4)
 x = torch.rand(batch, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
 y = torch.arange(batch) % 10
-loaded = peak_mb()
-for step in range(4):
-    if step == 1:
-        start = time.perf_counter()
-    loss = nn.functional.cross_entropy(head(body(x)), y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-print(json.dumps({"step_mb": peak_mb() - loaded, "rate": 3 * batch / (time.perf_counter() - start)}))
-"""
-
-
-def bench_tune(resolution: int = 160, batch: int = 32) -> None:
-    """A fine-tuning step of EfficientNet-Lite0 per ``--tune`` mode, each in its own process: the
-    peak resident memory it adds over the loaded model, and images per second; LoRA also through
-    ``peft`` (its Conv2d LoRA: two extra convolutions per layer) as the reference."""
-    import os
-
-    results = {}
-    for mode in ("all", "bias", "norm", "lora", "peft-lora"):
-        result = subprocess.run([sys.executable, "-c", _TUNE_PROBE, mode, str(resolution), str(batch)], capture_output=True,
-                                text=True, check=True, cwd=Path(__file__).resolve().parents[1],
-                                env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
-        results[mode] = json.loads(result.stdout.strip().splitlines()[-1])
-    show = lambda r: f"{r['step_mb']:.0f} MB, {r['rate']:.1f} img/s"  # noqa: E731
-    for mode in ("bias", "norm", "lora"):
-        report(f"fine-tuning step memory, {resolution} px, batch {batch}: --tune {mode} vs all", show(results[mode]),
-               show(results["all"]), results[mode]["step_mb"] / results["all"]["step_mb"], "< 1 (less memory)")  # fmt: skip
-    report(f"LoRA step, {resolution} px, batch {batch}: transferlab (weight update) vs peft (extra convolutions)",
-           show(results["lora"]), show(results["peft-lora"]), results["lora"]["rate"] / results["peft-lora"]["rate"],
-           "speed ratio; > 1 is faster")  # fmt: skip
-
-
-_MEMORY_PLAN_PROBE = """
-import json, sys, time, torch
-from torch import nn
-from transferlab.sources import build_backbone
-plan, resolution = sys.argv[1], int(sys.argv[2])
-def peak_mb():
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
-torch.manual_seed(0)
-body = build_backbone("efficientnet_lite0", pretrained=False).model
-body.set_grad_checkpointing(plan == "checkpoint")
-head = nn.Linear(body.num_features, 10)
-body.train()
-for m in body.modules():
-    if isinstance(m, nn.BatchNorm2d):
-        m.eval()
-optimizer = torch.optim.AdamW(list(body.parameters()) + list(head.parameters()), lr=1e-4)
-x = torch.rand(64, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
-y = torch.arange(64) % 10
 passes = 2 if plan == "accumulate" else 1
 loaded = peak_mb()
-for step in range(3):
+for step in range(1 + timed):  # a warm-up step, then the timed ones
     if step == 1:
         start = time.perf_counter()
     optimizer.zero_grad()
     for xb, yb in zip(x.chunk(passes), y.chunk(passes)):
         (nn.functional.cross_entropy(head(body(xb)), yb) / passes).backward()
     optimizer.step()
-print(json.dumps({"step_mb": peak_mb() - loaded, "rate": 2 * 64 / (time.perf_counter() - start)}))
+print(json.dumps({"step_mb": peak_mb() - loaded, "rate": timed * batch / (time.perf_counter() - start)}))
 """
+
+
+def _step_in_child(tune: str, plan: str, resolution: int, batch: int, timed: int) -> dict:
+    """One fine-tuning set-up of EfficientNet-Lite0 in its own process: the peak resident memory a
+    step adds over the loaded model, and images per second over ``timed`` steps after a warm-up.
+    ``tune``: a ``--tune`` mode or ``peft-lora``; ``plan``: ``plain``, ``accumulate`` (two passes a
+    step) or ``checkpoint`` (activation checkpointing)."""
+    import os
+
+    result = subprocess.run([sys.executable, "-c", _STEP_PROBE, tune, plan, str(resolution), str(batch), str(timed)],
+                            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+                            env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _step_summary(result: dict) -> str:
+    return f"{result['step_mb']:.0f} MB, {result['rate']:.1f} img/s"
+
+
+def bench_tune(resolution: int = 160, batch: int = 32) -> None:
+    """A fine-tuning step of EfficientNet-Lite0 per ``--tune`` mode, each in its own process: the
+    peak resident memory it adds over the loaded model, and images per second; LoRA also through
+    ``peft`` (its Conv2d LoRA: two extra convolutions per layer) as the reference."""
+    results = {tune: _step_in_child(tune, "plain", resolution, batch, 3) for tune in ("all", "bias", "norm", "lora", "peft-lora")}
+    for tune in ("bias", "norm", "lora"):
+        report(f"fine-tuning step memory, {resolution} px, batch {batch}: --tune {tune} vs all", _step_summary(results[tune]),
+               _step_summary(results["all"]), results[tune]["step_mb"] / results["all"]["step_mb"], "< 1 (less memory)")  # fmt: skip
+    report(f"LoRA step, {resolution} px, batch {batch}: transferlab (weight update) vs peft (extra convolutions)",
+           _step_summary(results["lora"]), _step_summary(results["peft-lora"]),
+           results["lora"]["rate"] / results["peft-lora"]["rate"], "speed ratio; > 1 is faster")  # fmt: skip
 
 
 def bench_memory_plans(resolution: int = 224) -> None:
     """A fine-tuning step of 64 images at 224 px three ways, each in its own process: one pass, two
     accumulated passes of 32 (what ``--max-memory`` plans), and one pass with activation
     checkpointing (timm's ``set_grad_checkpointing``): step memory over the loaded model, img/s."""
-    import os
-
-    results = {}
-    for plan in ("plain", "accumulate", "checkpoint"):
-        result = subprocess.run([sys.executable, "-c", _MEMORY_PLAN_PROBE, plan, str(resolution)], capture_output=True,
-                                text=True, check=True, cwd=Path(__file__).resolve().parents[1], env=dict(os.environ))  # fmt: skip
-        results[plan] = json.loads(result.stdout.strip().splitlines()[-1])
-    show = lambda r: f"{r['step_mb']:.0f} MB, {r['rate']:.1f} img/s"  # noqa: E731
+    results = {plan: _step_in_child("all", plan, resolution, 64, 2) for plan in ("plain", "accumulate", "checkpoint")}
     for plan, name in (("accumulate", "2 accumulated passes of 32"), ("checkpoint", "activation checkpointing")):
-        report(f"fine-tuning step of 64 images at {resolution} px: {name} vs one pass", show(results[plan]),
-               show(results["plain"]), results[plan]["step_mb"] / results["plain"]["step_mb"],
+        report(f"fine-tuning step of 64 images at {resolution} px: {name} vs one pass", _step_summary(results[plan]),
+               _step_summary(results["plain"]), results[plan]["step_mb"] / results["plain"]["step_mb"],
                f"memory ratio; speed ratio {results[plan]['rate'] / results['plain']['rate']:.2f}")  # fmt: skip
 
 

@@ -75,29 +75,20 @@ def with_static_padding(model: torch.nn.Module, images: torch.Tensor) -> torch.n
     ``images`` (``model`` itself when it has none). Measured on EfficientNet-Lite0, int8 vs float32
     ONNX Runtime at 112 px: 1.77x with cosine similarity 0.87 of the features before, 2.03x and 0.97
     after; float32 unchanged."""
-    sizes: dict[str, tuple[int, int]] = {}
-
-    def record(name: str):
-        def hook(_, inputs: tuple[torch.Tensor]) -> None:
-            sizes[name] = inputs[0].shape[-2:]
-
-        return hook
-
     if not any(isinstance(module, Conv2dSame) for module in model.modules()):
         return model
     model = copy.deepcopy(model)  # the probing pass below must not touch the caller's model (BatchNorm statistics)
-    hooks = [module.register_forward_pre_hook(record(name)) for name, module in model.named_modules()
-             if isinstance(module, Conv2dSame)]  # fmt: skip
-    try:
-        with torch.no_grad():
-            model(images[:1])
-    finally:
-        for hook in hooks:
-            hook.remove()
-    for name, (height, width) in sizes.items():
-        parent, _, child = name.rpartition(".")
-        owner = model.get_submodule(parent)
-        setattr(owner, child, StaticSamePadding(getattr(owner, child), int(height), int(width)))
+    sizes: dict[Conv2dSame, torch.Size] = {}
+    record = lambda module, inputs: sizes.__setitem__(module, inputs[0].shape[-2:])  # noqa: E731  (returns None: inputs kept)
+    hooks = [module.register_forward_pre_hook(record) for module in model.modules() if isinstance(module, Conv2dSame)]
+    with torch.no_grad():
+        model(images[:1])
+    for hook in hooks:
+        hook.remove()
+    for name, module in list(model.named_modules()):
+        if module in sizes:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, StaticSamePadding(module, *map(int, sizes[module])))
     return model
 
 
