@@ -23,7 +23,7 @@ import numpy as np
 from scipy.stats import weightedtau
 
 import transferlab as tl
-from transferlab.advisor.rank import OFFLINE_SOURCES
+from transferlab.config import OFFLINE_BACKBONES
 
 POOL = ("fashion-mnist", "digits", "animal-mnist", "textures", "faces", "count", "orientation", "glyphs", "colour-shape")
 SIZES = (10, 100)
@@ -53,12 +53,12 @@ def run_cell(data: str, per_class: int, out: Path, cache_dir: str | None) -> dic
 
     def ranking():
         started = time.perf_counter()
-        ranked = tl.rank(data, OFFLINE_SOURCES, **options)
+        ranked = tl.rank(data, OFFLINE_BACKBONES, **options)
         return {"seconds": time.perf_counter() - started, "scores": ranked.to_json()}
 
     ranked = _recorded(cell / "ranking.json", ranking)
     tuned = {}
-    for backbone in OFFLINE_SOURCES:
+    for backbone in OFFLINE_BACKBONES:
         def finetune(backbone=backbone):
             started = time.perf_counter()
             metrics = tl.train(data, strategy="finetune", backbone=backbone, freeze_bn=True, out=str(cell / backbone),
@@ -71,22 +71,22 @@ def run_cell(data: str, per_class: int, out: Path, cache_dir: str | None) -> dic
 
 def summarize(name: str, ranked: dict, tuned: dict) -> dict:
     scores = {s["backbone"]: s for s in ranked["scores"]}
-    accuracy = {b: tuned[b]["balanced_accuracy"] for b in OFFLINE_SOURCES}
+    accuracy = {b: tuned[b]["balanced_accuracy"] for b in OFFLINE_BACKBONES}
     best = max(accuracy.values())
     top = ranked["scores"][0]["backbone"]
     taus = {}
     for score in SCORES:
-        values = [scores[b][score] for b in OFFLINE_SOURCES]
+        values = [scores[b][score] for b in OFFLINE_BACKBONES]
         if any(v is None for v in values) or len(set(values)) == 1 or len(set(accuracy.values())) == 1:
             taus[score] = None  # ties everywhere: no order to compare
             continue
-        taus[score] = float(weightedtau(values, [accuracy[b] for b in OFFLINE_SOURCES]).statistic)
+        taus[score] = float(weightedtau(values, [accuracy[b] for b in OFFLINE_BACKBONES]).statistic)
     return {
         "cell": name, "accuracy": accuracy, "top_pick": top, "best": max(accuracy, key=accuracy.get),
         "top_within_1_point": 100 * (best - accuracy[top]) <= 1.0,
         "biggest_within_1_point": 100 * (best - accuracy[BIGGEST]) <= 1.0,
         "weighted_tau": taus, "rank_seconds": ranked["seconds"],
-        "finetune_seconds": sum(tuned[b]["seconds"] for b in OFFLINE_SOURCES),
+        "finetune_seconds": sum(tuned[b]["seconds"] for b in OFFLINE_BACKBONES),
     }  # fmt: skip
 
 
@@ -95,7 +95,7 @@ def table(cells: list[dict]) -> str:
              "| biggest within 1 pt | tau probe | tau LogME | tau LEEP | rank / fine-tune all |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in cells:
-        acc = " / ".join(f"{c['accuracy'][b]:.3f}" for b in OFFLINE_SOURCES)
+        acc = " / ".join(f"{c['accuracy'][b]:.3f}" for b in OFFLINE_BACKBONES)
         tau = [f"{c['weighted_tau'][s]:+.2f}" if c["weighted_tau"][s] is not None else "tie" for s in SCORES]
         lines.append(f"| {c['cell']} | {acc} | {c['top_pick']} | {'yes' if c['top_within_1_point'] else 'no'} | "
                      f"{'yes' if c['biggest_within_1_point'] else 'no'} | {' | '.join(tau)} | "

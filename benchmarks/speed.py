@@ -28,7 +28,9 @@ from transferlab.heads import make_head
 from transferlab.metrics import evaluate_logits
 from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at, freeze
-from transferlab.trainer.loops import HeadTraining, NetworkTraining, fit_head, fit_network, layer_groups
+from transferlab.config import TrainConfig
+from transferlab.trainer.loops import fit_head, fit_network
+from transferlab.trainer.stages import head_settings, setup_network
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 
@@ -55,7 +57,7 @@ def lite0_model(num_classes: int = 10) -> TransferModel:
 def bench_head_cache(resolution: int = 112, epochs: int = 10) -> None:
     """head for 10 epochs: features cached once vs. the frozen backbone run in every epoch."""
     splits = fashion_splits(100)
-    settings = HeadTraining(epochs=epochs)
+    settings = head_settings(TrainConfig(data="fashion-mnist", epochs=epochs))
 
     model = lite0_model()
     extractor = nn.Sequential(model.normalize, model.body)
@@ -126,14 +128,15 @@ def bench_finetune_step(resolution: int = 112, count: int = 512, batch_size: int
     splits = fashion_splits(count // 10)
     pixels = torch.stack([DecodedImages(splits.train, resolution)[i][0] for i in range(len(splits.train))])
     labels = torch.as_tensor(splits.train.labels)
-    settings = NetworkTraining(epochs=1, batch_size=batch_size, layer_decay=1.0)
+    config = TrainConfig(data="fashion-mnist", strategy="finetune", epochs=1, batch_size=batch_size, layer_decay=1.0,
+                         freeze_bn=False)  # the bare loop's BatchNorm: statistics move  # fmt: skip
     warm = lite0_model().train().to(memory_format=torch.channels_last)  # both sides timed warm: oneDNN builds its
     nn.functional.cross_entropy(warm(to_unit_float(pixels[:batch_size])), labels[:batch_size]).backward()  # kernels once
 
     model = lite0_model()
-    model.body.requires_grad_(True)
+    settings, groups = setup_network(model, config)  # the product's whole-network set-up
     start = time.perf_counter()
-    fit_network(model, layer_groups(model, settings), pixels, labels, pixels[:1], labels[:1], settings)
+    fit_network(model, groups, pixels, labels, pixels[:1], labels[:1], settings)
     ours = time.perf_counter() - start
 
     model = lite0_model()
@@ -377,7 +380,8 @@ def bench_int8(resolution: int = 112, count: int = 1000, calibration_images: int
     for name, values in features.items():
         torch.manual_seed(0)
         head = make_head(values.shape[1], 10)
-        history = fit_head(head, values[:n], splits.train.labels, values[n:], splits.val.labels, HeadTraining())
+        history = fit_head(head, values[:n], splits.train.labels, values[n:], splits.val.labels,
+                           head_settings(TrainConfig(data="fashion-mnist")))
         accuracy[name] = min(history, key=lambda r: r["val_loss"])["val_accuracy"]
     images = len(train) + len(val)
     report(f"frozen-body extraction, {resolution} px: ONNX Runtime int8 vs float32",

@@ -4,7 +4,7 @@ import torch
 from transferlab.backbones import build_architecture
 from transferlab.errors import BackboneError
 from transferlab.sources import build_backbone, list_backbones
-from transferlab.strategy import FINAL_CUT
+from transferlab.plan import FINAL_CUT
 
 
 @pytest.fixture(scope="module")

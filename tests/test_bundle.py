@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -73,3 +74,50 @@ def test_missing_tensor_is_named(saved, tmp_path):
 def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleError, match="bundle.json is missing"):
         load_bundle(tmp_path)
+
+
+def test_a_bundle_records_the_taps_its_head_reads(saved):
+    _, info, directory = saved
+    meta = json.loads((directory / "bundle.json").read_text())
+    assert meta["format_version"] == 2
+    assert meta["taps"] == [{"cut": "blocks.1", "channels": 24, "pooling": "avg"}]
+
+
+def test_a_head_over_several_cuts_saves_and_loads(tmp_path):
+    from transferlab.bundle import Tap
+    from transferlab.surgery import body_over
+
+    backbone = build_backbone("efficientnet_lite0")
+    taps = (Tap("blocks.1", 24), Tap("blocks.2", 40), Tap("final", 1280))
+    body = body_over(backbone, [t.cut for t in taps])
+    model = TransferModel(body, make_head(24 + 40 + 1280, 3), backbone.preprocessing).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert body(model.normalize(x)).shape == (2, 24 + 40 + 1280)
+        single = body_at(backbone, "blocks.2").eval()(model.normalize(x))
+        assert torch.allclose(body(model.normalize(x))[:, 24:64], single, atol=1e-5)  # each tap is its cut's features
+    info = BundleInfo(("a", "b", "c"), backbone.preprocessing, "efficientnet_lite0", backbone.arch, "final",
+                      tuple(backbone.cut_points), 1344, 0.0, "xavier-uniform", "multi", taps)  # fmt: skip
+    loaded, loaded_info = load_bundle(save_bundle(tmp_path / "model", model, info))
+    assert loaded_info.taps == taps
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=1e-6)
+
+
+def test_a_bundle_of_the_previous_format_still_loads_and_predicts_the_same():
+    """tests/fixtures/bundle-v1: saved by transferlab 0.2.0 (format 1: one cut, no taps) with the
+    top-3 predictions it made then."""
+    import numpy as np
+    from conftest import COLOURS, make_image
+
+    import transferlab as tl
+
+    fixture = Path(__file__).parent / "fixtures" / "bundle-v1"
+    expected = json.loads((fixture / "expected.json").read_text())["top"]
+    assert json.loads((fixture / "bundle.json").read_text())["format_version"] == 1
+    rng = np.random.default_rng(123)
+    images = [np.asarray(make_image(colour, rng)) for colour in COLOURS.values()]
+    predictions = tl.load(fixture).predict(images, top_k=3)
+    for prediction, top in zip(predictions, expected):
+        assert [label for label, _ in prediction.top] == [label for label, _ in top]
+        assert [p for _, p in prediction.top] == pytest.approx([p for _, p in top], abs=1e-6)

@@ -7,7 +7,7 @@ import pytest
 from transferlab.config import TrainConfig, field_help, with_plan
 from transferlab.errors import ConfigError
 from transferlab.forecast import Forecaster, OptionModel
-from transferlab.strategy import CutEvidence, make_plan
+from transferlab.plan import CutEvidence, make_plan
 
 
 def _plan(favoured="truncate"):
@@ -21,18 +21,18 @@ def _plan(favoured="truncate"):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"strategy": "fine-tune"}, "must be one of head, truncate, finetune, scratch, auto. Got 'fine-tune'"),
+        ({"strategy": "fine-tune"}, "--strategy must be one of head, truncate, finetune, scratch, auto, got 'fine-tune'"),
         ({"strategy": "head", "cut": "blocks.2"}, "use --strategy truncate"),
-        ({"resolution": 4}, "resolution must be between 16 and 1024 pixels, got 4"),
-        ({"head_init": "nope"}, "init"),
-        ({"epochs": 0}, "epochs must be at least 1, got 0"),
-        ({"lr": 0.0}, "lr must be positive, got 0.0"),
-        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
-        ({"layer_decay": 1.5}, r"layer_decay must be in \(0, 1\], got 1.5"),
-        ({"val_fraction": 1.0}, "val_fraction must be between 0 and 1, got 1.0"),
+        ({"resolution": 4}, "--resolution must be between 16 and 1024 pixels, got 4"),
+        ({"head_init": "nope"}, "--head-init must be one of .*got 'nope'"),
+        ({"epochs": 0}, "--epochs must be at least 1, got 0"),
+        ({"lr": 0.0}, "--lr must be positive, got 0.0"),
+        ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+        ({"layer_decay": 1.5}, r"--layer-decay must be in \(0, 1\], got 1.5"),
+        ({"val_fraction": 1.0}, "--val-fraction must be between 0 and 1, got 1.0"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ({"plan": "p.json"}, "--plan goes with --strategy auto, got --strategy head"),
-        ({"data": None}, "data must name"),
+        ({"data": None}, "DATA must name"),
     ],
 )
 def test_bad_values_fail_with_what_was_expected(changes, message):
@@ -49,14 +49,15 @@ def test_plan_fills_what_the_user_left_unset():
     assert plan.strategy == "truncate" and plan.cut == "blocks.2"
     merged = with_plan(TrainConfig(data="x", strategy="auto"), plan)
     assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.resolution) == ("truncate", "blocks.2", 40, 1e-3, 64)
-    assert merged.freeze_bn is False and merged.plan is None
+    assert merged.resolved_freeze_bn is False and merged.plan is None
 
 
-def test_user_cut_epochs_lr_resolution_and_freeze_bn_win_over_the_plan():
+def test_user_cut_epochs_lr_and_resolution_win_over_the_plan(caplog):
     user = TrainConfig(data="x", strategy="auto", cut="blocks.0", epochs=3, lr=0.5, resolution=32, freeze_bn=True)
     merged = with_plan(user, _plan())
     assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.resolution) == ("truncate", "blocks.0", 3, 0.5, 32)
-    assert merged.freeze_bn is True
+    assert merged.freeze_bn is None  # the frozen body of truncate has no BatchNorm to keep: said, and left out
+    assert "--freeze-bn does not apply to truncate" in caplog.text
 
 
 def test_no_freeze_bn_wins_over_a_finetune_plan():

@@ -21,6 +21,39 @@ def test_train_test_layout(tmp_path):
     assert len(dataset.train) == 12 and len(dataset.test) == 6
 
 
+@pytest.mark.parametrize("val_name, test_name", [("val", "test"), ("valid", None), ("validation", "testing"),
+                                                  (None, "test")])  # fmt: skip
+def test_the_usual_split_folder_names_are_recognised(tmp_path, val_name, test_name):
+    write_folder(tmp_path / "d" / "train", per_class=6)
+    for name, per_class in ((val_name, 3), (test_name, 2)):
+        if name:
+            write_folder(tmp_path / "d" / name, per_class=per_class, seed=4)
+    dataset = load_dataset(str(tmp_path / "d"))
+    assert dataset.train.classes == ("blue", "green", "red") and len(dataset.train) == 18
+    assert (len(dataset.val) if dataset.val else None) == (9 if val_name else None)
+    assert (len(dataset.test) if dataset.test else None) == (6 if test_name else None)
+    splits = split_dataset(dataset, samples_per_class=5)
+    if val_name:  # the given validation folder is the validation split; training keeps every image it may
+        assert len(splits.val) == 9 and len(splits.train) == 15
+    else:
+        assert len(splits.train) == 15 and len(splits.val) == 3
+
+
+@pytest.mark.parametrize(
+    "folders, message",
+    [
+        (("train", "cats"), r"holds split folders \(train/\) beside what look like class folders \(cats\)"),
+        (("val", "test"), "but no train/ folder"),
+        (("train", "val", "valid"), "two val folders"),
+    ],
+)
+def test_a_folder_that_looks_like_splits_but_is_not_a_layout_is_refused_with_a_hint(tmp_path, folders, message):
+    for name in folders:
+        write_folder(tmp_path / "d" / name, per_class=2)
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(tmp_path / "d"))
+
+
 def test_csv(image_folder, tmp_path):
     rows = ["path,label"] + [f"{p.relative_to(image_folder)},{p.parent.name}" for p in sorted(image_folder.rglob("*.png"))]
     (image_folder / "labels.csv").write_text("\n".join(rows))

@@ -35,7 +35,7 @@ def test_predict_refuses_missing_files_and_other_objects(trained, tmp_path):
         model.predict([tmp_path / "nope.png"])
     with pytest.raises(tl.DataError, match="Cannot predict on a dict"):
         model.predict([{}])
-    with pytest.raises(tl.ConfigError, match="top_k must be at least 1, got 0"):
+    with pytest.raises(tl.ConfigError, match="--top-k must be at least 1, got 0"):
         model.predict([tmp_path], top_k=0)
 
 

@@ -60,6 +60,6 @@ def test_conv_layers_use_fan_in_of_kernel():
 
 
 def test_unknown_name_lists_valid_ones():
-    with pytest.raises(ConfigError, match="must be one of .*kaiming-normal.*Got 'kaiming'"):
+    with pytest.raises(ConfigError, match="--init must be one of .*kaiming-normal.*got 'kaiming'"):
         init_module(nn.Linear(2, 2), "kaiming")
     assert set(INITIALIZERS) < set(initializer_names())

@@ -20,12 +20,14 @@ _EXPORTS = {
     "advisor.rank": ["Ranking"],
     "inference": ["Model", "Prediction", "load"],
     "config": ["TrainConfig"],
-    "strategy": ["STRATEGIES", "Plan"],
+    "plan": ["Plan"],
+    "strategies": ["STRATEGIES", "Strategy", "register_strategy"],
     "forecast": ["Forecaster"],
     "sources": ["build_backbone", "list_backbones"],
     "backbones": ["Backbone", "register_backbone"],
     "advisor.study": ["run_study"],
-    "initlab.experiment": ["LabConfig", "run_lab"],
+    "initlab.config": ["LabConfig"],
+    "initlab.experiment": ["run_lab"],
     "errors": ["BackboneError", "BundleError", "ConfigError", "DataError", "ExportError", "OutputInUse",
                "TrainingDiverged", "TransferlabError"],  # fmt: skip
 }
@@ -49,10 +51,12 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     )
     from .forecast import Forecaster
     from .inference import Model, Prediction, load
-    from .initlab.experiment import LabConfig, run_lab
+    from .initlab.config import LabConfig
+    from .initlab.experiment import run_lab
     from .jobs import TrainResult, advise, lr_find, pretrain, rank, train
     from .sources import build_backbone, list_backbones
-    from .strategy import STRATEGIES, Plan
+    from .plan import Plan
+    from .strategies import STRATEGIES, Strategy, register_strategy
 
 
 def __getattr__(name: str):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import BackboneError
-from .strategy import FINAL_CUT
+from .strategies import FINAL_CUT
 
 log = logging.getLogger(__name__)
 

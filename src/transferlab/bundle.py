@@ -1,7 +1,9 @@
 """A trained model on disk: ``model.safetensors`` (tensors only) and ``bundle.json`` (the rest).
 
 Loading never unpickles: the JSON names the architecture, which is rebuilt without weights,
-and the safetensors file fills it. The JSON records the file's SHA-256, checked on load.
+and the safetensors file fills it. The JSON records the file's SHA-256, checked on load, and the
+taps the head reads (each cut point, its width and pooling), so that a head over several cuts
+rebuilds like a head over one. Format 1 (no taps: one cut) still loads.
 """
 
 from __future__ import annotations
@@ -18,11 +20,21 @@ import torch
 from .backbones import Backbone, CutPoint, Preprocessing, build_architecture
 from .errors import BundleError
 from .heads import LinearHead
-from .surgery import TransferModel, body_at
+from .surgery import TransferModel, body_over
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: a head on one cut, described by ``cut`` and ``num_features``
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "bundle.json"
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One cut point a head reads: its name, its width and how its map is pooled."""
+
+    cut: str
+    channels: int
+    pooling: str = "avg"
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,11 @@ class BundleInfo:
     head_dropout: float
     head_init: str
     strategy: str
+    taps: tuple[Tap, ...] = ()  # the cut points the head reads, in order (default: ``cut`` alone)
+
+    def __post_init__(self):
+        if not self.taps:
+            object.__setattr__(self, "taps", (Tap(self.cut, self.num_features),))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -46,6 +63,7 @@ class BundleInfo:
     @staticmethod
     def from_json(data: dict) -> BundleInfo:
         data = dict(data)
+        data["taps"] = tuple(Tap(**t) for t in data.get("taps", ()))
         data["classes"] = tuple(data["classes"])
         data["preprocessing"] = Preprocessing(
             data["preprocessing"]["resolution"], tuple(data["preprocessing"]["mean"]), tuple(data["preprocessing"]["std"])
@@ -84,8 +102,9 @@ def read_info(directory: str | Path) -> tuple[BundleInfo, dict]:
         raise BundleError(f"{directory} is not a transferlab model: {META_FILE} is missing.")
     try:
         meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise BundleError(f"{meta_path}: format_version {meta.get('format_version')}, this transferlab reads {FORMAT_VERSION}.")
+        if meta.get("format_version") not in READABLE_VERSIONS:
+            raise BundleError(f"{meta_path}: format_version {meta.get('format_version')}, this transferlab reads "
+                              f"{', '.join(map(str, READABLE_VERSIONS))}.")  # fmt: skip
         fields = {k: v for k, v in meta.items() if k not in ("format_version", "weights_sha256")}
         return BundleInfo.from_json(fields), meta
     except (ValueError, KeyError, TypeError) as error:
@@ -103,8 +122,11 @@ def load_bundle(directory: str | Path) -> tuple[TransferModel, BundleInfo]:
         raise BundleError(f"{weights} does not match the checksum in {META_FILE}: the file was changed or damaged.")
     backbone = Backbone(info.backbone, info.arch, build_architecture(info.arch), info.preprocessing,
                         list(info.cut_points), "bundle")  # fmt: skip
-    model = TransferModel(body_at(backbone, info.cut), LinearHead(info.num_features, len(info.classes), info.head_dropout),
-                          info.preprocessing)  # fmt: skip
+    pooling = {t.pooling for t in info.taps} - {"avg"}
+    if pooling:
+        raise BundleError(f"{directory}: taps pooled by {', '.join(sorted(pooling))}; this transferlab pools by avg only.")
+    head = LinearHead(sum(t.channels for t in info.taps), len(info.classes), info.head_dropout)
+    model = TransferModel(body_over(backbone, [t.cut for t in info.taps]), head, info.preprocessing)
     expected = model.state_dict()
     saved = safetensors.torch.load_file(weights)
     problems = [f"missing {k}" for k in expected if k not in saved]

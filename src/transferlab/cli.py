@@ -1,7 +1,8 @@
 """Command line: a thin layer over the public API. Errors print one line and exit with code 2.
 
 The options of ``train``, ``pretrain`` and ``advise`` are built from ``TrainConfig``'s fields:
-their defaults and help texts are written once, in :mod:`transferlab.config`.
+their defaults and help texts are written once, in :mod:`transferlab.config`. Parsing imports
+nothing heavy: each command imports what it runs, so ``--help`` answers without loading torch.
 """
 
 from __future__ import annotations
@@ -13,27 +14,13 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
+import transferlab as tl
 
-from . import __version__, distributed
-from .advisor.rank import OFFLINE_SOURCES, write_ranking
-from .advisor.study import run_study, table
-from .config import TrainConfig, field_help
-from .engines import ENGINES
+from . import __version__
+from .config import ENGINES, EXPORT_FORMATS, OFFLINE_BACKBONES, TrainConfig, field_help
 from .errors import ConfigError, TransferlabError
-from .export import FORMATS, export_bundle, export_int8
-from .inference import load
-from .initlab.experiment import (
-    DEFAULT_INITS,
-    LAB_MODELS,
-    OPTIMIZERS,
-    LabConfig,
-    run_lab,
-)
-from .initlab.report import markdown_table
+from .initlab.config import DEFAULT_INITS, LAB_MODELS, OPTIMIZERS, LabConfig
 from .inits import initializer_names
-from .jobs import advise, lr_find, pretrain, rank, train
-from .sources import build_backbone, list_backbones
 
 log = logging.getLogger("transferlab")
 
@@ -42,10 +29,10 @@ PRETRAIN_OPTIONS = ("out", "classes", "epochs", "lr", "batch_size", "resolution"
                     "resume", "seed", "data_dir", "cache_dir")  # fmt: skip
 ADVISE_OPTIONS = ("out", "backbone", "backbones", "weights", "classes", "measure_per_class", "samples_per_class",
                   "resolution", "engine", "cache_dir", "seed", "data_dir")  # fmt: skip
-LR_FIND_OPTIONS = ("out", "backbone", "weights", "classes", "samples_per_class", "resolution", "batch_size",
+LR_FIND_OPTIONS = ("out", "backbone", "weights", "classes", "samples_per_class", "resolution", "batch_size", "engine",
                    "freeze_bn", "layer_decay", "tune", "regularizer", "regularizer_strength", "cache_dir", "seed",
                    "data_dir")  # fmt: skip
-RANK_OPTIONS = ("out", "classes", "measure_per_class", "samples_per_class", "resolution", "engine", "cache_dir", "seed",
+RANK_OPTIONS = ("out", "backbones", "classes", "measure_per_class", "samples_per_class", "resolution", "engine", "cache_dir", "seed",
                 "data_dir")
 
 
@@ -64,8 +51,8 @@ def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] 
         options = {"dest": f.name, "default": default, "help": meta["help"]}
         if f.type == "bool":
             options["action"] = "store_false" if default else "store_true"
-        elif f.type == "tuple[str, ...]":
-            options.update(nargs="+", type=_words, default=None)
+        elif f.type == "tuple[str, ...]":  # one argument 'a,b': a list option never swallows the data path after it
+            options.update(type=_words, default=None, metavar="A,B")
         elif f.type == "bool | None":
             options["action"] = argparse.BooleanOptionalAction
         else:
@@ -76,8 +63,19 @@ def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] 
         parser.add_argument(flag, **options)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line (with where to look) instead of the usage first."""
+
+    def error(self, message: str):
+        self.exit(2, f"transferlab: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_engine_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", default="pytorch", choices=ENGINES, help="engine of the forward passes (default: pytorch)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transferlab", description="Transfer learning on images.")
+    parser = _Parser(prog="transferlab", description="Transfer learning on images.")
     parser.add_argument("--version", action="version", version=f"transferlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,8 +97,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     r = commands.add_parser("rank", help="rank pretrained backbones for your data: which one to start from")
     r.add_argument("data", help=data_help)
-    r.add_argument("backbones", nargs="*", type=_words, default=[list(OFFLINE_SOURCES)],
-                   help=f"candidates (default: {' '.join(OFFLINE_SOURCES)})")  # fmt: skip
+    r.add_argument("candidates", nargs="*", type=_words, default=[],
+                   help=f"candidates, as --backbones takes them (default: {','.join(OFFLINE_BACKBONES)})")  # fmt: skip
     _add_config_options(r, RANK_OPTIONS, out="runs/rank")
 
     lf = commands.add_parser("lr-find", help="learning-rate range test for fine-tuning: loss against rate, a suggestion")
@@ -110,15 +108,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("predict", help="top-k classes for image files")
     p.add_argument("model", help="a model folder written by 'train' (OUT/model)")
     p.add_argument("images", nargs="+")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=3, help="how many classes per image (default: 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--engine", default="pytorch", choices=ENGINES)
+    _add_engine_option(p)
 
     e = commands.add_parser("evaluate", help="accuracy, balanced accuracy and confusion matrix on labelled data")
-    e.add_argument("model")
-    e.add_argument("data")
-    e.add_argument("--out", default="evaluation", help="folder for metrics.json, confusion.png, report.html")
-    e.add_argument("--samples-per-class", type=int, help="evaluate on a per-class subsample")
+    e.add_argument("model", help="a model folder written by 'train' (OUT/model)")
+    e.add_argument("data", help=data_help + " (its test split, when it has one)")
+    e.add_argument("--out", default="runs/evaluate", help="folder for metrics.json, confusion.png, report.html "
+                                                          "(default: runs/evaluate)")  # fmt: skip
+    e.add_argument("--test-per-class", type=int, help="evaluate on a per-class subsample of the images")
+    e.add_argument("--samples-per-class", dest="test_per_class", type=int, help=argparse.SUPPRESS)  # old name
+    _add_engine_option(e)
     e.add_argument("--data-dir", help=field_help("data_dir")["help"])
 
     st = commands.add_parser("study", help="every option on the data-set pool against the advisor's pick, "
@@ -129,7 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     x = commands.add_parser("export", help="export a model to ONNX or TorchScript (checked for parity)")
     x.add_argument("model")
-    x.add_argument("--format", required=True, choices=FORMATS)
+    x.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     x.add_argument("--out", help="output file (default: inside the model folder)")
     x.add_argument("--int8", action="store_true", help="onnx: quantize to int8 (static), calibrated on --calibration")
     x.add_argument("--calibration", metavar="DATA", help="--int8: your images (folder, CSV or built-in name), 200 used")
@@ -156,13 +157,20 @@ def _build_parser() -> argparse.ArgumentParser:
 def _config_options(args) -> dict:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     options = {k: v for k, v in vars(args).items() if k in names and k != "data" and v is not None}
-    if "backbones" in options:  # typed as 'a b' and/or 'a,b'
-        options["backbones"] = tuple(name for group in options["backbones"] for name in group)
+    if "backbones" in options:  # typed as 'a,b'
+        options["backbones"] = tuple(options["backbones"])
     return options
 
 
+def _is_main() -> bool:
+    """Under torchrun, whether this is the process that prints."""
+    from . import distributed
+
+    return distributed.is_main()
+
+
 def _print_summary(args, metrics: dict) -> None:
-    if not distributed.is_main():
+    if not _is_main():
         return
     print(f"strategy {metrics['strategy']} on {args.data}: {metrics['num_train']} training images, "
           f"{metrics['skipped_files']} skipped, feature cache {metrics['feature_cache']}")  # fmt: skip
@@ -177,8 +185,8 @@ def _print_summary(args, metrics: dict) -> None:
 
 
 def _run_train(args) -> None:
-    result = train(args.data, **_config_options(args))
-    if result.plan is not None and distributed.is_main():
+    result = tl.train(args.data, **_config_options(args))
+    if result.plan is not None and _is_main():
         print(result.plan.evidence_table() + "\n\n" + result.plan.forecast_table())
         print(f"plan: {result.plan.strategy} (cut {result.plan.cut}): {result.plan.explanation}")
     _print_summary(args, result.metrics)
@@ -186,14 +194,14 @@ def _run_train(args) -> None:
 
 def _run_pretrain(args) -> None:
     options = _config_options(args)
-    result = pretrain(args.data, args.arch, options.pop("out"), **options)
+    result = tl.pretrain(args.data, args.arch, options.pop("out"), **options)
     _print_summary(args, result.metrics)
-    if distributed.is_main():
+    if _is_main():
         print(f"transfer from it with: transferlab train DATA --backbone {result.out}/model")
 
 
 def _run_predict(args) -> None:
-    predictions = load(args.model, args.engine).predict(args.images, args.top_k)
+    predictions = tl.load(args.model, args.engine).predict(args.images, args.top_k)
     if args.json:
         print(json.dumps([p.to_json() for p in predictions], indent=2))
         return
@@ -202,7 +210,7 @@ def _run_predict(args) -> None:
 
 
 def _run_evaluate(args) -> None:
-    metrics = load(args.model).evaluate(args.data, args.out, args.data_dir, args.samples_per_class)
+    metrics = tl.load(args.model, args.engine).evaluate(args.data, args.out, args.data_dir, args.test_per_class)
     print(f"accuracy: {metrics['accuracy']:.4f}, balanced accuracy {metrics['balanced_accuracy']:.4f} "
           f"(always the largest class: {metrics['majority_baseline']:.4f}) on {metrics['num_images']} images "
           f"({metrics['skipped_files']} skipped); confusion matrix in {args.out}")  # fmt: skip
@@ -211,7 +219,7 @@ def _run_evaluate(args) -> None:
 def _run_advise(args) -> None:
     options = _config_options(args)
     out = options.pop("out")
-    plan = advise(args.data, **options)
+    plan = tl.advise(args.data, **options)
     path = plan.save(Path(out) / "plan.json")
     print(plan.evidence_table() + "\n\n" + plan.forecast_table())
     print(f"\nplan: {plan.strategy} (cut {plan.cut}), lr {plan.lr}, {plan.epochs} epochs, {plan.resolution} px")
@@ -222,8 +230,10 @@ def _run_advise(args) -> None:
 def _run_rank(args) -> None:
     options = _config_options(args)
     out = Path(options.pop("out"))
-    backbones = options.pop("backbones")
-    ranking = rank(args.data, backbones, **options)
+    backbones = (*options.pop("backbones", ()), *(name for group in args.candidates for name in group))
+    from .advisor.rank import write_ranking
+
+    ranking = tl.rank(args.data, backbones or OFFLINE_BACKBONES, **options)
     write_ranking(out, ranking, args.data)
     print(ranking.table())
     print(f"\nbest start: {ranking.best.backbone} (probe {ranking.best.probe_accuracy:.3f} at {ranking.best.best_cut}); "
@@ -233,14 +243,16 @@ def _run_rank(args) -> None:
 
 def _run_lr_find(args) -> None:
     options = _config_options(args)
-    finding = lr_find(args.data, **options)
+    finding = tl.lr_find(args.data, **options)
     print(f"tried {len(finding.rates)} rates from {finding.rates[0]:.1e} to {finding.rates[-1]:.1e}; lowest smoothed loss "
           f"{min(finding.smoothed):.3f}; suggested --lr {finding.suggestion:.1e} (a tenth of its rate); "
           f"lr-find.png and lr-find.json in {options['out']}")  # fmt: skip
 
 
 def _run_study(args) -> None:
-    summary = run_study(args.quick, args.out, args.cache_dir)
+    from .advisor.study import table
+
+    summary = tl.run_study(args.quick, args.out, args.cache_dir)
     print(table(summary["cells"]))
     s = summary["summary"]
     print(f"leave one data set out: advisor mean regret {s['advisor']['mean']:.2f} points, worst "
@@ -251,10 +263,12 @@ def _run_study(args) -> None:
 
 
 def _run_export(args) -> None:
+    from .export import export_bundle, export_int8
+
     if args.int8:
         if args.format != "onnx" or not args.calibration:
             raise ConfigError("--int8 goes with --format onnx and --calibration DATA (images like those it will see).")
-        path, agreement = export_int8(args.model, load(args.model).calibration_images(args.calibration), args.out)
+        path, agreement = export_int8(args.model, tl.load(args.model).calibration_images(args.calibration), args.out)
         print(f"wrote {path}; top class as PyTorch's on {agreement:.1%} of the calibration images; "
               f"predict with it: --engine onnxruntime-int8")  # fmt: skip
         return
@@ -267,7 +281,9 @@ def _run_init_lab(args) -> None:
     config = LabConfig(inits=inits, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                        optimizer=args.optimizer, lr=args.lr, seeds=args.seeds, train_samples=args.train_samples,
                        data=args.dataset, data_dir=args.data_dir, out=args.out)  # fmt: skip
-    metrics = run_lab(config)
+    from .initlab.report import markdown_table
+
+    metrics = tl.run_lab(config)
     print(markdown_table(metrics["results"]))
     print(f"{len(config.inits)} inits x {config.seeds} seeds in {metrics['seconds']:.0f} s of training; "
           f"plots, metrics.json and report.html in {args.out}")  # fmt: skip
@@ -275,10 +291,10 @@ def _run_init_lab(args) -> None:
 
 def _run_backbones(args) -> None:
     if args.cuts:
-        for cut in build_backbone(args.cuts, pretrained=False).cut_points:
+        for cut in tl.build_backbone(args.cuts, pretrained=False).cut_points:
             print(f"{cut.name:<12} {cut.channels:>6} channels  /{cut.reduction}")
         return
-    for row in list_backbones():
+    for row in tl.list_backbones():
         print(f"{row['name']:<24} {row['description']}\n{'':<24} weights: {row['weights']}")
 
 
@@ -287,6 +303,13 @@ HANDLERS = {
     "advise": _run_advise, "rank": _run_rank, "lr-find": _run_lr_find, "study": _run_study, "export": _run_export, "init-lab": _run_init_lab,
     "backbones": _run_backbones,
 }  # fmt: skip
+
+
+def _close_progress_bars() -> None:
+    """End any progress bar a failure left open, so the error starts a line of its own."""
+    if "tqdm" in sys.modules:
+        for bar in list(sys.modules["tqdm"].tqdm._instances):
+            bar.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,14 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     except TransferlabError as error:
         if args.debug:
             raise
+        _close_progress_bars()
         print(f"transferlab: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("transferlab: interrupted", file=sys.stderr)
         return 130
     finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        if "torch" in sys.modules and sys.modules["torch"].distributed.is_initialized():
+            sys.modules["torch"].distributed.destroy_process_group()
     return 0
 
 

@@ -4,6 +4,9 @@ The CLI builds its options from these fields (``field_help``), so a default or a
 written once, here. Every check lives in :meth:`TrainConfig.__post_init__` and fails with a
 ``ConfigError`` that says "X must be ..., got Y".
 
+Which strategy-specific options apply to which strategy is the strategy table's to say
+(:mod:`.strategies`); a config that sets one for a strategy it does not apply to is refused.
+
 A plan from the advisor is merged into a config in one place, :func:`with_plan`, with this
 precedence: what the user set explicitly (``cut``, ``epochs``, ``lr``, ``resolution``,
 ``freeze_bn``) wins; the plan fills everything left unset.
@@ -12,27 +15,32 @@ precedence: what the user set explicitly (``cut``, ``epochs``, ``lr``, ``resolut
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 from .datasets import CATALOG
-from .engines import ENGINES
 from .errors import ConfigError, check_choice
-from .heads import DEFAULT_HEAD_INIT
-from .inits import initializer_names, resolve_initializer
-from .strategy import (
+from .inits import DEFAULT_HEAD_INIT, initializer_names, resolve_initializer
+from .plan import Plan
+from .strategies import (
     AUTO,
     FINAL_CUT,
-    NETWORK_STRATEGIES,
     REGULARIZER_STRENGTHS,
     SCHEDULES,
+    SPECIFIC_OPTIONS,
     STRATEGIES,
-    STRATEGY_DEFAULTS,
     TUNE_MODES,
-    Plan,
-    keeps_whole_body,
+    Strategy,
+    applying_to,
+    get_strategy,
 )
 
+log = logging.getLogger(__name__)
+
 CLASS_WEIGHTS = ("none", "balanced", "balanced-sampling")
+ENGINES = ("pytorch", "pytorch-bf16", "onnxruntime", "onnxruntime-int8")  # what runs a frozen forward pass (engines.py)
+EXPORT_FORMATS = ("onnx", "torchscript")  # what a model exports to (export.py)
+OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2")  # rank's default
 
 
 def option(default, help: str, **cli):  # noqa: A002 - the argparse word
@@ -41,7 +49,7 @@ def option(default, help: str, **cli):  # noqa: A002 - the argparse word
 
 
 def _strategy_defaults_text(what: str) -> str:
-    return ", ".join(f"{getattr(d, what):g} ({name})" for name, d in STRATEGY_DEFAULTS.items())
+    return ", ".join(f"{getattr(s, what):g} ({name})" for name, s in STRATEGIES.items())
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ class TrainConfig:
     out: str = option("runs/latest", "output folder")
     strategy: str = option("head", "auto: measure the data, then choose", choices=(*STRATEGIES, AUTO))
     backbone: str = option("efficientnet_lite0", "registered, timm or torchvision name, or a model folder")
-    backbones: tuple[str, ...] = option((), "auto, advise, rank: candidate backbones ('a b' or 'a,b'); the advisor "
+    backbones: tuple[str, ...] = option((), "auto, advise, rank: candidate backbones, comma-separated ('a,b'); the advisor "
                                             "ranks them and chooses the source with the strategy")  # fmt: skip
     weights: str | None = option(None, "state-dict file to load into the backbone instead of its pretrained weights")
     pretrained: bool = option(True, "random backbone weights", flag="--no-pretrained")
@@ -77,8 +85,8 @@ class TrainConfig:
     warmup_epochs: float = option(1.0, "epochs of linear warm-up before the cosine decay")
     patience: int = option(3, "early stopping: epochs without a validation-loss gain")
     augment: bool = option(False, "random resized crop and flip (finetune, scratch)")
-    freeze_bn: bool | None = option(None, "keep BatchNorm statistics fixed while fine-tuning (default: off; "
-                                          "auto: the plan's choice)")  # fmt: skip
+    freeze_bn: bool | None = option(None, "keep BatchNorm statistics fixed while the body trains (default: on for "
+                                          "finetune, as measured; off for scratch)")  # fmt: skip
     gradual_unfreeze: bool = option(False, "unfreeze the body top-down over the first half of the epochs")
     tune: str = option("all", "finetune: which body parameters train: all, bias (BitFit), norm (normalization layers), "
                               "lora (low-rank adapters, merged on save)", choices=TUNE_MODES)  # fmt: skip
@@ -106,15 +114,16 @@ class TrainConfig:
 
     def __post_init__(self):
         if not self.data:
-            raise ConfigError("data must name a data set, a folder or a CSV file, got nothing.")
-        check_choice("strategy", self.strategy, (*STRATEGIES, AUTO), "train()")
-        check_choice("engine", self.engine, ENGINES, "train()")
-        check_choice("class_weight", self.class_weight, CLASS_WEIGHTS, "train()")
-        check_choice("tune", self.tune, TUNE_MODES, "train()")
-        check_choice("regularizer", self.regularizer, tuple(REGULARIZER_STRENGTHS), "train()")
-        check_choice("schedule", self.schedule, SCHEDULES, "train()")
-        resolve_initializer(self.head_init)
-        resolve_initializer(self.init)
+            raise ConfigError("DATA must name a data set, a folder or a CSV file, got nothing.")
+        if self.strategy != AUTO:
+            get_strategy(self.strategy)
+        check_choice("--engine", self.engine, ENGINES)
+        check_choice("--class-weight", self.class_weight, CLASS_WEIGHTS)
+        check_choice("--tune", self.tune, TUNE_MODES)
+        check_choice("--regularizer", self.regularizer, tuple(REGULARIZER_STRENGTHS))
+        check_choice("--schedule", self.schedule, SCHEDULES)
+        resolve_initializer(self.head_init, "--head-init")
+        resolve_initializer(self.init, "--init")
         _check(self.resolution is None or 16 <= self.resolution <= 1024, "resolution", "between 16 and 1024 pixels",
                self.resolution)  # fmt: skip
         _check(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
@@ -129,29 +138,37 @@ class TrainConfig:
                self.regularizer_strength)  # fmt: skip
         _check(self.max_memory is None or self.max_memory > 0, "max_memory", "positive (GB)", self.max_memory)
         _check(0 < self.layer_decay <= 1, "layer_decay", "in (0, 1]", self.layer_decay)
-        _check(self.warmup_epochs >= 0 and self.weight_decay >= 0, "warmup_epochs and weight_decay", "at least 0",
-               (self.warmup_epochs, self.weight_decay))  # fmt: skip
+        for name in ("warmup_epochs", "weight_decay"):
+            _check(getattr(self, name) >= 0, name, "at least 0", getattr(self, name))
         if self.plan and self.strategy != AUTO:
             raise ConfigError(f"--plan goes with --strategy auto, got --strategy {self.strategy}.")
-        if keeps_whole_body(self.strategy) and self.cut not in (None, FINAL_CUT):
-            raise ConfigError(
-                f"strategy {self.strategy!r} keeps the whole body (cut 'final'); use --strategy truncate "
-                f"(or finetune) for --cut {self.cut}."
-            )
+        _check_options(self)
+
+    @property
+    def strategy_entry(self) -> Strategy:
+        """The strategy table's entry for this run (not for ``auto``, which a plan resolves first)."""
+        return get_strategy(self.strategy)
+
+    @property
+    def starts_pretrained(self) -> bool:
+        """Whether the run starts from pretrained weights (``auto`` measures them; ``scratch`` does not)."""
+        return self.strategy == AUTO or self.strategy_entry.pretrained
 
     @property
     def resolved_epochs(self) -> int:
-        return self.epochs if self.epochs is not None else STRATEGY_DEFAULTS[self.strategy].epochs
+        return self.epochs if self.epochs is not None else self.strategy_entry.epochs
 
     @property
     def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else STRATEGY_DEFAULTS[self.strategy].lr
+        return self.lr if self.lr is not None else self.strategy_entry.lr
+
+    @property
+    def resolved_freeze_bn(self) -> bool:
+        return self.freeze_bn if self.freeze_bn is not None else self.strategy_entry.freeze_bn
 
     def resolved_cut(self, cut_names: list[str]) -> str:
-        """The cut to use: the one set, else the middle stage for truncate, else the final cut."""
-        if self.cut:
-            return self.cut
-        return cut_names[(len(cut_names) - 1) // 2] if self.strategy == "truncate" else FINAL_CUT
+        """The cut to use: the one set, else the strategy's default (:meth:`Strategy.default_cut`)."""
+        return self.cut or self.strategy_entry.default_cut(cut_names)
 
     @property
     def resolved_regularizer_strength(self) -> float:
@@ -159,14 +176,53 @@ class TrainConfig:
             return self.regularizer_strength
         return REGULARIZER_STRENGTHS[self.regularizer]
 
-    @property
-    def trains_network(self) -> bool:
-        return self.strategy in NETWORK_STRATEGIES
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _set_options(config: TrainConfig) -> list[str]:
+    """The strategy-specific options ``config`` sets to something other than their defaults."""
+    return [name for name in SPECIFIC_OPTIONS if getattr(config, name) != _DEFAULTS[name]]
+
+
+def _check_options(config: TrainConfig) -> None:
+    """Every option set must apply to the strategy (for ``auto``: to some strategy), as the table says."""
+    if config.strategy == AUTO:
+        return
+    strategy = config.strategy_entry
+    for name in _set_options(config):
+        if name not in strategy.options:
+            raise ConfigError(f"{flag(name)} applies to {', '.join(applying_to(name)) or 'no strategy'}, "
+                              f"not to --strategy {strategy.name}.")  # fmt: skip
+    if not strategy.takes_cut and config.cut not in (None, FINAL_CUT):
+        others = [s.name for s in STRATEGIES.values() if s.takes_cut]
+        raise ConfigError(f"--strategy {strategy.name} keeps the whole body (cut 'final'); use --strategy "
+                          f"{' or '.join(others)} for --cut {config.cut}.")  # fmt: skip
+    if config.lora_rank != _DEFAULTS["lora_rank"] and config.tune != "lora":
+        raise ConfigError(f"--lora-rank applies to --tune lora, not to --tune {config.tune}.")
+    if config.regularizer_strength is not None and config.regularizer == "none":
+        raise ConfigError("--regularizer-strength applies with --regularizer l2-sp or bss, not without a regularizer.")
+
+
+def for_strategy(config: TrainConfig, strategy: str, **changes) -> TrainConfig:
+    """``config`` turned into a run of ``strategy`` (with ``changes``): the options that do not apply
+    to it go back to their defaults, each said in a warning."""
+    entry = get_strategy(strategy)
+    dropped = {name: _DEFAULTS[name] for name in _set_options(config) if name not in entry.options and name not in changes}
+    for name in dropped:
+        log.warning("%s does not apply to %s: left out", flag(name), strategy)
+    return dataclasses.replace(config, strategy=strategy, **{**dropped, **changes})
 
 
 def _check(ok: bool, name: str, expected: str, got) -> None:
+    """A ConfigError in the command line's words: "--val-fraction must be between 0 and 1, got 1.0"."""
     if not ok:
-        raise ConfigError(f"{name} must be {expected}, got {got}.")
+        raise ConfigError(f"{flag(name)} must be {expected}, got {got}.")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of the TrainConfig field ``name``."""
+    return field_help(name).get("flag", "--" + name.replace("_", "-"))
 
 
 def field_help(name: str) -> dict:
@@ -180,19 +236,21 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
     Precedence: the user's explicit ``cut``, ``epochs``, ``lr``, ``resolution`` and
     ``freeze_bn`` win; the plan sets the strategy, the backbone and everything left unset. A
     user's cut on a plan for ``head`` makes it ``truncate`` at that cut (the body stays frozen);
-    a user's cut cannot go with ``scratch``, which trains the whole body.
+    a user's cut cannot go with ``scratch``, which trains the whole body. Options that do not
+    apply to the planned strategy are left out, each with a warning (:func:`for_strategy`).
     """
-    strategy = plan.strategy
+    strategy = get_strategy(plan.strategy)
     cut = config.cut if config.cut is not None else plan.cut
-    if cut != FINAL_CUT and keeps_whole_body(strategy):
-        if strategy == "scratch":
-            raise ConfigError(f"The plan is 'scratch' (the whole body trained from zero); it cannot go with --cut {cut}. "
-                              "Leave --cut out, or choose --strategy truncate or finetune.")  # fmt: skip
-        strategy = "truncate"
-    return dataclasses.replace(
-        config, strategy=strategy, plan=None, cut=None if cut == FINAL_CUT else cut,
+    if cut != FINAL_CUT and not strategy.takes_cut:
+        if strategy.with_cut is None:
+            raise ConfigError(f"The plan is {strategy.name!r} ({strategy.trains} trains, the whole body); it cannot go "
+                              f"with --cut {cut}. Leave --cut out, or choose another --strategy.")  # fmt: skip
+        strategy = get_strategy(strategy.with_cut)
+    return for_strategy(
+        config, strategy.name, plan=None, cut=None if cut == FINAL_CUT else cut,
         epochs=config.epochs if config.epochs is not None else plan.epochs,
         lr=config.lr if config.lr is not None else plan.lr,
         resolution=config.resolution or plan.resolution, backbone=plan.backbone,
-        freeze_bn=config.freeze_bn if config.freeze_bn is not None else plan.freeze_bn,
+        **({"freeze_bn": config.freeze_bn if config.freeze_bn is not None else plan.freeze_bn}
+           if "freeze_bn" in strategy.options else {}),
     )  # fmt: skip

@@ -107,11 +107,13 @@ class ImageSet:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A labelled dataset: a training pool and, where the data has one, a test split."""
+    """A labelled dataset: a training pool and, where the data has them, a test split and a
+    validation split of its own (else validation is drawn from the training pool)."""
 
     name: str
     train: ImageSet
     test: ImageSet | None
+    val: ImageSet | None = None
 
 
 def labelled(pixels: np.ndarray, labels: np.ndarray, classes, name: str) -> ImageSet:
@@ -165,13 +167,45 @@ def _folder_set(root: Path, classes: tuple[str, ...] | None = None) -> ImageSet:
     return ImageSet(FileSource(paths), np.arange(len(paths)), np.asarray(labels, dtype=np.int64), classes)
 
 
+SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+
+
+def _split_folders(root: Path) -> dict[str, Path] | None:
+    """``root``'s split folders by split (train, val, test), or ``None`` when it holds none; a
+    layout that mixes split folders with class folders, or has no training folder, is refused."""
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    found: dict[str, Path] = {}
+    for folder in folders:
+        split = next((s for s, names in SPLIT_NAMES.items() if folder.name.lower() in names), None)
+        if split is not None:
+            if split in found:
+                raise DataError(f"{root} holds two {split} folders ({found[split].name}/ and {folder.name}/); keep one.")
+            found[split] = folder
+    if not found:
+        return None
+    others = sorted(p.name for p in folders if p not in found.values())
+    if "train" not in found or others:
+        named = ", ".join(f"{p.name}/" for p in found.values())
+        why = f"beside what look like class folders ({', '.join(others)})" if others else "but no train/ folder"
+        raise DataError(f"{root} holds split folders ({named}) {why}. Use root/train/<class>/<image> with "
+                        "root/val/<class>/... and/or root/test/<class>/..., or root/<class>/<image> alone.")  # fmt: skip
+    return found
+
+
 def load_image_folder(root: str | Path) -> Dataset:
-    """``root/<class>/<image>``, or ``root/train/<class>/...`` with ``root/test/<class>/...``."""
+    """``root/<class>/<image>``, or split folders: ``root/train/<class>/...`` with ``root/test/...``
+    (or ``testing``) and/or ``root/val/...`` (or ``valid``, ``validation``), the layout Keras,
+    torchvision and most downloaded data sets use. A given validation folder is the validation
+    split; without one it is drawn from the training images."""
     root = Path(root)
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        train = _folder_set(root / "train")
-        return Dataset(root.name, train, _folder_set(root / "test", train.classes))
-    return Dataset(root.name, _folder_set(root), None)
+    folders = _split_folders(root)
+    if folders is None:
+        return Dataset(root.name, _folder_set(root), None)
+    train = _folder_set(folders["train"])
+    given = {split: _folder_set(folders[split], train.classes) for split in ("val", "test") if split in folders}
+    log.info("%s: training images from %s/%s", root, folders["train"].name,
+             "".join(f", {s} images from {folders[s].name}/" for s in given))  # fmt: skip
+    return Dataset(root.name, train, given.get("test"), given.get("val"))
 
 
 def load_csv(path: str | Path) -> Dataset:
@@ -248,8 +282,8 @@ def _keep_classes(images: ImageSet, chosen: list[int]) -> ImageSet:
 def select_classes(dataset: Dataset, spec: str) -> Dataset:
     """The dataset restricted to the classes ``spec`` names (see :func:`parse_classes`), relabelled 0..k-1."""
     chosen = parse_classes(spec, dataset.train.classes)
-    test = _keep_classes(dataset.test, chosen) if dataset.test is not None else None
-    return Dataset(dataset.name, _keep_classes(dataset.train, chosen), test)
+    test, val = (_keep_classes(split, chosen) if split is not None else None for split in (dataset.test, dataset.val))
+    return Dataset(dataset.name, _keep_classes(dataset.train, chosen), test, val)
 
 
 def per_class_subset(images: ImageSet, limit: int, rng: np.random.Generator | int = 0) -> ImageSet:
@@ -268,18 +302,21 @@ def split_dataset(
     test_per_class: int | None = None,
     seed: int = 0,
 ) -> Splits:
-    """Deterministic stratified train/validation split of the training pool.
+    """Deterministic stratified train/validation split of the training pool (or the data set's own
+    validation split, when it has one).
 
     Each class gives ``val_fraction`` of its images (at least one) to validation. With
     ``samples_per_class``, training keeps that many images per class and validation at most as
     many. ``test_per_class`` subsamples the test split the same way.
     """
     if not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}.")
     rng = np.random.default_rng(seed)
     pool = dataset.train
     counts = pool.counts()
-    too_small = [pool.classes[i] for i, n in enumerate(counts) if n < 2]
+    too_small = [pool.classes[i] for i, n in enumerate(counts) if n < (2 if dataset.val is None else 1)]
+    if too_small and dataset.val is not None:
+        raise DataError(f"Classes {too_small} have no training image.")
     if too_small:
         raise DataError(f"Classes {too_small} have fewer than 2 images: one is needed for training and one for validation.")
     val_positions = []
@@ -287,8 +324,10 @@ def split_dataset(
         positions = rng.permutation(np.flatnonzero(pool.labels == label))
         val_positions.append(positions[: max(1, round(count * val_fraction))])
     is_val = np.zeros(len(pool), dtype=bool)
-    is_val[np.concatenate(val_positions)] = True
-    train, val = pool.subset(np.flatnonzero(~is_val)), pool.subset(np.flatnonzero(is_val))
+    if dataset.val is None:
+        is_val[np.concatenate(val_positions)] = True
+    train = pool.subset(np.flatnonzero(~is_val))
+    val = dataset.val if dataset.val is not None else pool.subset(np.flatnonzero(is_val))
     if samples_per_class is not None:
         train = per_class_subset(train, samples_per_class, rng)
         val = per_class_subset(val, samples_per_class, rng)

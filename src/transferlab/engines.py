@@ -17,7 +17,6 @@ from timm.layers.padding import get_same_padding
 
 from .errors import ConfigError
 
-ENGINES = ("pytorch", "pytorch-bf16", "onnxruntime", "onnxruntime-int8")
 CALIBRATION_BATCH = 16
 # ONNX Runtime runs at most this many images at once: measured on EfficientNet-Lite0's body (best of
 # 3, 2,000 images, nothing else running), float32 / int8 img/s at 112 px: batch 1 1,024 / 1,797,

@@ -28,12 +28,11 @@ class BundleError(TransferlabError, ValueError):
     """A saved model bundle that is missing, incomplete or inconsistent."""
 
 
-def check_choice(name: str, value: str, choices: list[str] | tuple[str, ...], where: str) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise a ConfigError saying what was expected."""
+def check_choice(option: str, value: str, choices: list[str] | tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a ConfigError in the command line's
+    words: "``option`` must be one of ..., got ...". ``option`` is the flag (``--engine``)."""
     if value not in choices:
-        raise ConfigError(
-            f"The {name!r} parameter of {where} must be one of {', '.join(choices)}. Got {value!r} instead."
-        )
+        raise ConfigError(f"{option} must be one of {', '.join(choices)}, got {value!r}.")
     return value
 
 

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from .bundle import load_bundle
+from .config import EXPORT_FORMATS
 from .engines import OnnxRunner, onnx_runner, write_onnx
 from .errors import ExportError, check_choice
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-4
 INT8_AGREEMENT = 0.95  # an int8 model must give PyTorch's top class on at least this share of the calibration images
 INT8_FILE = "model.int8.onnx"
@@ -48,7 +48,7 @@ def export_bundle(model_dir: str | Path, fmt: str, out: str | Path | None = None
     Returns the file and the largest absolute difference of its logits from PyTorch's on a
     fixed random batch; raises ExportError above ``PARITY_TOLERANCE``.
     """
-    check_choice("format", fmt, FORMATS, "export")
+    check_choice("--format", fmt, EXPORT_FORMATS)
     model, info = load_bundle(model_dir)
     model = model.eval().to(memory_format=torch.contiguous_format)
     path = Path(out) if out else Path(model_dir) / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-OPTIONS = ("head", "truncate", "finetune", "scratch")
+from .strategies import STRATEGIES, forecast_options
+
 SIGNAL_NAMES = ("log2 images per class", "final probe", "best probe - final probe", "transfer gain",
                 "probe gain per doubling", "pilot gain")  # fmt: skip
 RIDGE = 1.0  # on standardized signals; the intercept is not penalized
@@ -45,13 +46,17 @@ class Signals:
         return np.array([math.log2(max(1, self.images_per_class)), self.probe_final, self.probe_best - self.probe_final,
                          self.transfer_gain, self.curve_slope, self.pilot_gain])  # fmt: skip
 
+    @property
+    def probe_random(self) -> float:
+        """The best probe on the random twin's features (``scratch``'s starting point)."""
+        return self.probe_best - self.transfer_gain
+
     def anchor(self, option: str) -> float:
-        """The measurement of each option's starting point, which its forecast is taken relative to:
-        the final features' probe for ``head`` and ``finetune`` (LP-FT starts from that probe), the
-        best earlier cut's for ``truncate`` (NaN on a body without earlier cuts: the option does
-        not apply), the random twin's best probe for ``scratch``."""
-        return {"head": self.probe_final, "finetune": self.probe_final, "truncate": self.probe_stage,
-                "scratch": self.probe_best - self.transfer_gain}[option]  # fmt: skip
+        """The measurement of an option's starting point, which its forecast is taken relative to, as
+        the strategy table names it: the final features' probe for ``head`` and ``finetune`` (LP-FT
+        starts from that probe), the best earlier cut's for ``truncate`` (NaN on a body without
+        earlier cuts: the option does not apply), the random twin's best probe for ``scratch``."""
+        return float(getattr(self, STRATEGIES[option].anchor))
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,8 @@ class Forecaster:
     def predict(self, signals: Signals) -> list[Forecast]:
         x = np.concatenate([[1.0], (signals.vector() - np.array(self.mean)) / np.array(self.scale)])
         return [Forecast(option, float(np.clip(signals.anchor(option) + x @ np.array(m.weights), 0.0, 1.0)), m.spread)
-                for option, m in self.models.items() if not math.isnan(signals.anchor(option))]  # fmt: skip
+                for option, m in self.models.items()
+                if option in STRATEGIES and not math.isnan(signals.anchor(option))]  # fmt: skip
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -113,7 +119,7 @@ def fit_forecaster(rows: list[tuple[Signals, dict[str, float]]], cells: int, sou
     penalty = RIDGE * np.eye(design.shape[1])
     penalty[0, 0] = 0.0
     models = {}
-    for option in OPTIONS:
+    for option in forecast_options():
         rows_with = np.array([option in outcome for _, outcome in rows])
         if not rows_with.any():
             continue

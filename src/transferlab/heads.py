@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .inits import init_module
-
-DEFAULT_HEAD_INIT = "xavier-uniform"
+from .inits import DEFAULT_HEAD_INIT, init_module
 
 
 class LinearHead(nn.Module):

@@ -15,7 +15,8 @@ from PIL import Image
 from .bundle import BundleInfo, load_bundle
 from .data import ImageSet, per_class_subset
 from .datasets import load_dataset
-from .engines import ENGINES, Bfloat16, OnnxRunner, onnx_runner
+from .config import ENGINES
+from .engines import Bfloat16, OnnxRunner, onnx_runner
 from .errors import ConfigError, DataError, check_choice
 from .export import INT8_FILE, export_bundle, export_int8
 from .features import compute_outputs, to_unit_float
@@ -65,7 +66,7 @@ class Model:
     """A trained transfer model loaded from its folder (``OUT/model``)."""
 
     def __init__(self, directory: str | Path, engine: str = "pytorch"):
-        check_choice("engine", engine, ENGINES, "load()")
+        check_choice("--engine", engine, ENGINES)
         self.directory = Path(directory)
         self.network, self.info = load_bundle(self.directory)
         self.engine = engine
@@ -94,7 +95,7 @@ class Model:
     def predict(self, images: ImageInput | list[ImageInput], top_k: int = 3) -> list[Prediction]:
         """The ``top_k`` classes with probabilities for each image (a path, a PIL image or an array)."""
         if top_k < 1:
-            raise ConfigError(f"top_k must be at least 1, got {top_k}.")
+            raise ConfigError(f"--top-k must be at least 1, got {top_k}.")
         items = images if isinstance(images, (list, tuple)) else [images]
         source = _Inputs(list(items))
         image_set = ImageSet(source, np.arange(len(items)), np.zeros(len(items), dtype=np.int64), ("?",))

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from . import distributed
 from .advisor.advise import advise_prepared
-from .advisor.rank import OFFLINE_SOURCES, Ranking, rank_sources
-from .config import TrainConfig, with_plan
+from .advisor.rank import Ranking, rank_sources
+from .config import OFFLINE_BACKBONES, TrainConfig, with_plan
 from .errors import ConfigError
 from .forecast import Forecaster
 from .inference import Model, load
 from .prepare import PreparedRun, prepare
-from .strategy import AUTO, Plan
+from .plan import Plan
+from .strategies import AUTO
 from .trainer.lr_find import LrFinding, find_lr
 from .trainer.train import train_prepared
 
@@ -79,7 +80,7 @@ def train(data: str | TrainConfig, **options) -> TrainResult:
     return TrainResult(metrics, Path(config.out), plan)
 
 
-def rank(data: str | TrainConfig, backbones: tuple[str, ...] = OFFLINE_SOURCES, **options) -> Ranking:
+def rank(data: str | TrainConfig, backbones: tuple[str, ...] = OFFLINE_BACKBONES, **options) -> Ranking:
     """Rank candidate source ``backbones`` for ``data`` (default: the four offline ImageNet ones),
     best first, with each one's probe accuracy, LogME, LEEP, transfer gain and time."""
     if not backbones:

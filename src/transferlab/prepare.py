@@ -66,7 +66,7 @@ def prepare(config: TrainConfig) -> PreparedRun:
     if config.classes:
         dataset = select_classes(dataset, config.classes)
     splits = split_dataset(dataset, config.val_fraction, config.samples_per_class, config.test_per_class, config.seed)
-    pretrained = config.pretrained and config.strategy != "scratch"
+    pretrained = config.pretrained and config.starts_pretrained
     backbone = build_backbone(config.backbone, pretrained, config.weights if pretrained else None)
     cache = (FeatureCache(config.cache_dir) if config.cache_dir else FeatureCache()) if config.use_cache else None
     run = PreparedRun(splits, backbone, cache, time.perf_counter() - started)

@@ -1,7 +1,8 @@
 """One run at a time per output folder: an advisory ``flock`` on ``OUT/.transferlab.lock``.
 
 The kernel drops the lock when its process ends, however it ends (SIGKILL included), so a
-killed run never leaves a stale lock behind.
+killed run never leaves a stale lock behind. A run that fails before writing anything leaves no
+folder behind either, when the lock created it.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from .errors import OutputInUse
 
 
 class OutputLock:
-    """Context manager holding the lock of ``directory`` (created if missing)."""
+    """Context manager holding the lock of ``directory`` (created if missing, and removed again
+    if the run inside fails before it wrote anything)."""
 
     def __init__(self, directory: str | Path):
         self.path = Path(directory) / ".transferlab.lock"
         self._fd: int | None = None
+        self._created = False
 
     def __enter__(self) -> OutputLock:
+        self._created = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -37,8 +41,12 @@ class OutputLock:
         self._fd = fd
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, error, traceback) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+        folder = self.path.parent
+        if kind is not None and self._created and [p.name for p in folder.iterdir()] == [self.path.name]:
+            self.path.unlink()
+            folder.rmdir()

@@ -33,7 +33,7 @@ from .backbones import (
 )
 from .bundle import load_bundle, read_info
 from .errors import BackboneError
-from .strategy import FINAL_CUT
+from .strategies import FINAL_CUT
 
 log = logging.getLogger(__name__)
 

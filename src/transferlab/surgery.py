@@ -1,4 +1,5 @@
-"""Network surgery: normalize, body up to a cut, new head; freezing that really freezes."""
+"""Network surgery: normalize, body up to a cut (or reading several cuts), new head; freezing that
+really freezes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 from .backbones import Backbone, Preprocessing
-from .strategy import FINAL_CUT
+from .strategies import FINAL_CUT
 
 
 class Normalize(nn.Module):
@@ -93,3 +94,41 @@ def body_at(backbone: Backbone, cut: str = FINAL_CUT) -> nn.Module:
         return copy.deepcopy(backbone.model)
     index = [c.name for c in backbone.cut_points].index(cut)
     return TimmPrefix(copy.deepcopy(backbone.model), index)
+
+
+class MultiCut(nn.Module):
+    """The pooled features of several cut points of one network at once, concatenated in cut
+    order; the network runs once (how the advisor reads every depth, and how a head over several
+    taps reads them). ``cut_names``: every cut point of the network, the final one last."""
+
+    def __init__(self, model: nn.Module, cut_names: list[str], taps: list[str]):
+        super().__init__()
+        unknown = [t for t in taps if t not in cut_names]
+        if unknown:
+            raise ValueError(f"unknown cut(s) {', '.join(unknown)}; the network has {', '.join(cut_names)}.")
+        self.model = model
+        self.indices = [i for i, name in enumerate(cut_names[:-1]) if name in taps]
+        self.final = FINAL_CUT in taps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.indices:
+            return self.model(x)
+        final, stages = self.model.forward_intermediates(x, indices=self.indices, intermediates_only=False)
+        pooled = [s.mean((2, 3)) for s in stages]
+        if self.final:
+            if hasattr(self.model, "forward_head"):
+                final = self.model.forward_head(final, pre_logits=True)
+            elif final.ndim == 4:
+                final = final.mean((2, 3))
+            pooled.append(final)
+        return torch.cat(pooled, 1)
+
+
+def body_over(backbone: Backbone, taps: list[str] | tuple[str, ...]) -> nn.Module:
+    """A copy of the backbone reading the cut points ``taps``: one cut is :func:`body_at`, several a
+    :class:`MultiCut` whose features are theirs concatenated."""
+    for tap in taps:
+        backbone.cut(tap)  # validates the name
+    if len(taps) == 1:
+        return body_at(backbone, taps[0])
+    return MultiCut(copy.deepcopy(backbone.model), [c.name for c in backbone.cut_points], list(taps))

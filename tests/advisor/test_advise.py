@@ -6,7 +6,7 @@ import torch
 import transferlab as tl
 from transferlab.advisor.measure import random_twin
 from transferlab.forecast import Forecaster
-from transferlab.strategy import Plan, decide_by_forecast, signals_of, transfer_gain
+from transferlab.plan import Plan, decide_by_forecast, signals_of, transfer_gain
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_the_pilot_fine_tunes_one_epoch_without_the_test_split(image_folder, tmp
         return real(prepared, config, out)
 
     monkeypatch.setattr(pilot_module, "fit_stages", watched)
-    config = TrainConfig(data=str(image_folder), resolution=32, cache_dir=str(tmp_path / "c"), probe_epochs=5)
+    config = TrainConfig(data=str(image_folder), strategy="auto", resolution=32, cache_dir=str(tmp_path / "c"), probe_epochs=5)
     prepared = prepare(config)
     result = pilot_module.pilot_finetune(prepared, config)
     assert seen == [(None, "finetune", 1, True)]

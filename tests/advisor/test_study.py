@@ -10,7 +10,7 @@ from conftest import CHROMIUM, render
 from transferlab.advisor import study
 from transferlab.advisor.advise import Measurements
 from transferlab.forecast import Forecaster
-from transferlab.strategy import STRATEGIES, CutEvidence
+from transferlab.plan import STRATEGIES, CutEvidence
 
 
 def _seed(data, size, seed, accuracies, probes=(0.5, 0.8, 0.7), pilot=0.0, advise_seconds=1.0):

@@ -9,7 +9,8 @@ from torch import nn
 
 from transferlab.errors import ConfigError
 from transferlab.heads import make_head
-from transferlab.initlab.experiment import LabConfig, build_lab_model, layer_statistics, unit_symmetry
+from transferlab.initlab.config import LabConfig
+from transferlab.initlab.experiment import build_lab_model, layer_statistics, unit_symmetry
 from transferlab.inits import init_module
 
 
@@ -70,7 +71,7 @@ def test_deep_network_scales_vanish_for_poor_inits_and_stay_for_kaiming_and_lsuv
 
 
 def test_lab_config_and_lsuv_head_errors():
-    with pytest.raises(ConfigError, match="Got 'he'"):
+    with pytest.raises(ConfigError, match="got 'he'"):
         LabConfig(inits=("he",))
     with pytest.raises(ConfigError, match="model"):
         LabConfig(model="resnet")

@@ -41,7 +41,7 @@ def _data(n=48, seed=0):
 def test_layer_decay_gives_earlier_blocks_smaller_rates():
     backbone = build_backbone("efficientnet_lite0")
     model = TransferModel(body_at(backbone), make_head(1280, 3), backbone.preprocessing)
-    groups = layer_groups(model, NetworkTraining(lr=1e-3, layer_decay=0.8))
+    groups = layer_groups(model, NetworkTraining(epochs=10, lr=1e-3, layer_decay=0.8))
     rates = [g["lr"] for g in groups]
     assert rates[-1] == pytest.approx(1e-3)  # the head
     assert rates == sorted(rates) and rates[0] < 1e-3 * 0.8**10
@@ -51,10 +51,10 @@ def test_layer_decay_gives_earlier_blocks_smaller_rates():
 def test_gradual_unfreezing_opens_the_body_top_down():
     model = _cnn_model()
     groups = [{"params": [p]} for p in model.body.parameters()] + [{"params": list(model.head.parameters())}]
-    _set_unfrozen(groups, 0, NetworkTraining(epochs=4, gradual_unfreeze=True))
+    _set_unfrozen(groups, 0, NetworkTraining(epochs=4, lr=1e-3, gradual_unfreeze=True))
     trainable = [p.requires_grad for g in groups[:-1] for p in g["params"]]
     assert not trainable[0] and trainable[-1] and sum(trainable) == len(trainable) // 2
-    _set_unfrozen(groups, 1, NetworkTraining(epochs=4, gradual_unfreeze=True))
+    _set_unfrozen(groups, 1, NetworkTraining(epochs=4, lr=1e-3, gradual_unfreeze=True))
     assert all(p.requires_grad for g in groups for p in g["params"])
 
 
@@ -159,7 +159,7 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp
         return out * float("nan") if calls["n"] > 5 else out
 
     model.head.forward = head
-    settings = NetworkTraining(epochs=3, batch_size=16)
+    settings = NetworkTraining(epochs=3, lr=1e-3, batch_size=16)
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2.*last good checkpoint"):
         fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], y[:12], settings, tmp_path)
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
@@ -169,7 +169,7 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     pixels, y = _data()
     model = _cnn_model()
-    settings = NetworkTraining(epochs=2, batch_size=16)
+    settings = NetworkTraining(epochs=2, lr=1e-3, batch_size=16)
     real_save = torch.save
     saves = {"n": 0}
 
@@ -207,11 +207,11 @@ def test_fit_head_learns_features_of_tiny_scale_and_takes_enough_steps():
     y = np.repeat(np.arange(4), 10)
     x = (rng.normal(0, 3, (4, 64))[y] + rng.normal(0, 1, (40, 64))).astype(np.float32) * 1e-3 + 5  # tiny spread, offset
     head = make_head(64, 4)
-    history = fit_head(head, x, y, x, y, HeadTraining(epochs=40, batch_size=32))
+    history = fit_head(head, x, y, x, y, HeadTraining(epochs=40, lr=1e-3, batch_size=32))
     assert len(history) == 250  # 2 steps a pass: 40 epochs raised to 500 steps
     with torch.no_grad():
         assert (head(torch.as_tensor(x)).argmax(1).numpy() == y).mean() == 1.0  # raw features in, folded scale
-    assert HeadTraining(epochs=40, batch_size=64).epochs_for(60000) == 40
+    assert HeadTraining(epochs=40, lr=1e-3, batch_size=64).epochs_for(60000) == 40
 
 
 def test_balanced_class_weights_by_hand():
@@ -294,7 +294,7 @@ def test_l2_sp_pulls_towards_the_starting_weights():
 def test_one_cycle_rises_to_the_rate_then_falls_far_below_it():
     from transferlab.trainer.loops import _schedule
 
-    factor = _schedule(NetworkTraining(epochs=10, schedule="one-cycle"), 10)
+    factor = _schedule(NetworkTraining(epochs=10, lr=1e-3, schedule="one-cycle"), 10)
     values = [factor(step) for step in range(100)]
     assert values[0] == pytest.approx(1 / 25) and max(values) == pytest.approx(1.0, abs=1e-3)
     assert values.index(max(values)) == 30 and values[-1] < 1e-3

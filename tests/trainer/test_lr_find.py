@@ -25,3 +25,38 @@ def test_lr_find_on_a_folder_writes_its_plot_and_restores_nothing_to_disk(image_
                          cache_dir=str(tmp_path / "c"))  # fmt: skip
     assert 1e-7 <= finding.suggestion <= 1.0 and len(finding.rates) == len(finding.losses) >= 10
     assert (tmp_path / "lf" / "lr-find.png").stat().st_size > 5000 and (tmp_path / "lf" / "lr-find.json").exists()
+
+
+def test_lr_find_moves_what_tune_trains_and_adds_the_regularizer(image_folder, tmp_path, monkeypatch):
+    """The range test runs training's own set-up: with --tune lora the LoRA adapters get gradients
+    (and the body's own weights none), and with --regularizer bss its penalty enters every step."""
+    from transferlab.trainer import loops, stages
+
+    seen = {"lora": [], "frozen": [], "bss": 0}
+    real_step = loops.accumulate_gradients
+
+    def watched(net, *args, **kwargs):
+        result = real_step(net, *args, **kwargs)
+        body = net.body
+        seen["lora"].append(any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in body.named_parameters()
+                                if "lora_" in n))  # fmt: skip
+        seen["frozen"].append(all(p.grad is None for n, p in body.named_parameters() if "lora_" not in n))
+        return result
+
+    real_penalty = loops.bss_penalty
+
+    def counted(*args, **kwargs):
+        seen["bss"] += 1
+        return real_penalty(*args, **kwargs)
+
+    monkeypatch.setattr("transferlab.trainer.lr_find.accumulate_gradients", watched)
+    monkeypatch.setattr(loops, "bss_penalty", counted)
+    setup = []
+    real_setup = stages.setup_network
+    monkeypatch.setattr("transferlab.trainer.lr_find.setup_network", lambda *a, **k: setup.append(1) or real_setup(*a, **k))
+    finding = tl.lr_find(str(image_folder), resolution=32, batch_size=8, tune="lora", regularizer="bss",
+                         out=str(tmp_path / "lf"), cache_dir=str(tmp_path / "c"))  # fmt: skip
+    steps = len(finding.rates)
+    assert setup == [1] and steps >= 10
+    assert all(seen["lora"]) and all(seen["frozen"]) and len(seen["lora"]) == steps
+    assert seen["bss"] == steps  # one penalty per step (one pass each)

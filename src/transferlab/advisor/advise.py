@@ -17,7 +17,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..forecast import Forecaster
 from ..prepare import PreparedRun
-from ..strategy import CutEvidence, Plan, make_plan
+from ..plan import CutEvidence, Plan, make_plan
 from .pilot import pilot_finetune
 from .rank import rank_sources, score_source
 

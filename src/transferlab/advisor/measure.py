@@ -19,8 +19,9 @@ from ..backbones import Backbone, build_architecture
 from ..data import ImageSet
 from ..features import FeatureCache, cached_features, run_batch
 from ..signals import BatchNormGap, leep, logme, probe_accuracy
-from ..strategy import FINAL_CUT, CutEvidence
-from ..surgery import Normalize
+from ..plan import CutEvidence
+from ..strategies import FINAL_CUT
+from ..surgery import MultiCut, Normalize
 
 log = logging.getLogger(__name__)
 
@@ -28,25 +29,12 @@ Engine = Callable[[nn.Module, dict], nn.Module]  # (a frozen pass, its cache key
 BATCHNORM_SAMPLE = 64  # images, spread over the sample: per-channel statistics over 64 x H x W values each
 
 
-class AllCuts(nn.Module):
-    """Normalize, then the pooled features of every cut point at once, concatenated."""
-
-    def __init__(self, backbone: Backbone):
-        super().__init__()
-        self.normalize = Normalize(backbone.preprocessing.mean, backbone.preprocessing.std)
-        self.model = backbone.model
-        self.stages = len(backbone.cut_points) - 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.normalize(x)
-        if self.stages == 0:
-            return self.model(x)
-        final, stages = self.model.forward_intermediates(x, indices=list(range(self.stages)), intermediates_only=False)
-        if hasattr(self.model, "forward_head"):
-            final = self.model.forward_head(final, pre_logits=True)
-        elif final.ndim == 4:
-            final = final.mean((2, 3))
-        return torch.cat([s.mean((2, 3)) for s in stages] + [final], 1)
+def all_cuts(backbone: Backbone) -> nn.Module:
+    """Normalize, then the pooled features of every cut point at once, concatenated (the backbone's
+    own network, not a copy: BatchNorm probes hook into it)."""
+    normalize = Normalize(backbone.preprocessing.mean, backbone.preprocessing.std)
+    names = [c.name for c in backbone.cut_points]
+    return nn.Sequential(normalize, MultiCut(backbone.model, names, names))
 
 
 def _stage_of_batchnorms(backbone: Backbone) -> dict[str, str]:
@@ -72,7 +60,7 @@ def _run_over(model: nn.Module, pixels: torch.Tensor) -> None:
 
 def _batchnorm_gaps(backbone: Backbone, pixels: torch.Tensor) -> dict[str, float]:
     """Mean BatchNorm gap of the layers of each cut point, on ``BATCHNORM_SAMPLE`` images."""
-    model = AllCuts(backbone).eval()
+    model = all_cuts(backbone).eval()
     with BatchNormGap(backbone.model) as probe:
         _run_over(model, pixels)
     gaps, stage_of = probe.gaps(), _stage_of_batchnorms(backbone)
@@ -91,7 +79,7 @@ def random_twin(backbone: Backbone, pixels: torch.Tensor, seed: int = 0) -> Back
     torch.manual_seed(seed)
     twin = Backbone(backbone.name, backbone.arch, build_architecture(backbone.arch), backbone.preprocessing,
                     list(backbone.cut_points), "random init")  # fmt: skip
-    model = AllCuts(twin)
+    model = all_cuts(twin)
     for layer in (m for m in twin.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average over the sample
@@ -116,7 +104,7 @@ def features_at_every_cut(backbone: Backbone, weights_digest: str, images: Image
     parts)`` runs the frozen pass on another engine (PyTorch without one)."""
     preprocessing = backbone.preprocessing
     parts = {"weights": weights_digest, "cut": "all", "mean": preprocessing.mean, "std": preprocessing.std}
-    extractor = AllCuts(backbone) if engine is None else engine(AllCuts(backbone), parts)
+    extractor = all_cuts(backbone) if engine is None else engine(all_cuts(backbone), parts)
     features, _ = cached_features(extractor, parts, images, resolution, cache, desc="advise")
     values, labels = features.readable(images.labels)
     ends = np.cumsum([cut.channels for cut in backbone.cut_points])

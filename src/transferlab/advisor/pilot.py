@@ -8,14 +8,13 @@ trajectory, at about an eighth of a fine-tuning run's cost. It never sees the te
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import TrainConfig
+from ..config import TrainConfig, for_strategy
 from ..prepare import PreparedRun
 from ..trainer.train import fit_stages
 
@@ -42,10 +41,11 @@ def pilot_finetune(prepared: PreparedRun, config: TrainConfig) -> Pilot:
     """One pilot epoch of ``finetune`` (frozen BatchNorm statistics, as the plan would train it) on
     ``prepared``'s training split, scored on its validation split."""
     started = time.perf_counter()
-    pilot = dataclasses.replace(config, strategy="finetune", cut=None, epochs=PILOT_EPOCHS,
-                                warmup_epochs=PILOT_WARMUP_EPOCHS, freeze_bn=True, resume=False, tensorboard=None)  # fmt: skip
+    pilot = for_strategy(config, "finetune", cut=None, epochs=PILOT_EPOCHS, warmup_epochs=PILOT_WARMUP_EPOCHS,
+                         freeze_bn=True, resume=False, tensorboard=None)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="transferlab-pilot-") as scratch_dir:
-        _, _, (probe, network) = fit_stages(prepared.without_test(), pilot, Path(scratch_dir))
+        _, _, stages = fit_stages(prepared.without_test(), pilot, Path(scratch_dir))
+    probe, network = stages["probe"], stages["network"]
     result = Pilot(min(probe.history, key=lambda r: r["val_loss"])["val_accuracy"], network.history[-1]["val_accuracy"],
                    len(network.labels["val"]), time.perf_counter() - started)  # fmt: skip
     log.info("pilot: validation accuracy %.4f after the probe, %.4f after one epoch of fine-tuning (%.1f s)",

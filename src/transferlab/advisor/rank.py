@@ -18,17 +18,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from ..config import TrainConfig
+from ..config import OFFLINE_BACKBONES, TrainConfig
 from ..data import per_class_subset
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
-from ..strategy import CutEvidence, best_cut, transfer_gain
-from ..trainer.train import frozen_runner
+from ..plan import CutEvidence, best_cut, transfer_gain
+from ..trainer.stages import frozen_runner
 from .measure import features_at_every_cut, measure, measurement_resolution, probe_learning_curve, source_leep
 
 log = logging.getLogger(__name__)
 
-OFFLINE_SOURCES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2")
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def score_source(prepared: PreparedRun, config: TrainConfig, name: str, twin: bo
     )  # fmt: skip
 
 
-def rank_sources(prepared: PreparedRun, config: TrainConfig, candidates: tuple[str, ...] = OFFLINE_SOURCES) -> Ranking:
+def rank_sources(prepared: PreparedRun, config: TrainConfig, candidates: tuple[str, ...] = OFFLINE_BACKBONES) -> Ranking:
     """Score every candidate on the same sample (one frozen pass each) and order them, best first."""
     scores = []
     for name in candidates:

@@ -35,13 +35,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig
+from ..config import TrainConfig, for_strategy
 from ..datasets import CATALOG
 from ..features import FeatureCache
-from ..forecast import OPTIONS, Signals, choose, fit_forecaster
+from ..forecast import Signals, choose, fit_forecaster
 from ..prepare import PreparedRun, prepare
 from ..report import save_figure, write_report
-from ..strategy import FINAL_CUT, best_cut, decide, signals_of
+from ..plan import cut_for, decide, signals_of
+from ..strategies import AUTO, FINAL_CUT, STRATEGIES, forecast_options
 from ..trainer.train import train_prepared
 from .advise import Measurements, measure_prepared
 
@@ -73,23 +74,28 @@ def run_key(strategy: str, cut: str) -> str:
 
 def _base_config(data: str, size: int, seed: int, settings: StudySettings, cache: str | None) -> TrainConfig:
     """What every run of a seed shares: the data, its size and subsample, the resolution."""
-    probe = {"probe_epochs": settings.head_epochs} if settings.head_epochs else {}
     return TrainConfig(data=data, samples_per_class=size, test_per_class=settings.test_per_class, seed=seed,
                        resolution=settings.resolution, measure_per_class=settings.measure_per_class, cache_dir=cache,
-                       **probe)  # fmt: skip
+                       strategy=AUTO)  # fmt: skip
+
+
+def study_runs(cuts: list[str]) -> list[tuple[str, str]]:
+    """Every (strategy, cut) the study runs on a seed, as the strategy table says: each forecast
+    strategy at the final features, one that cuts earlier at each earlier cut."""
+    return [(name, cut) for name in forecast_options()
+            for cut in (cuts[:-1] if STRATEGIES[name].cuts == "earlier" else [FINAL_CUT])]  # fmt: skip
 
 
 def _option_configs(base: TrainConfig, cuts: list[str], settings: StudySettings, folder: Path) -> dict[str, TrainConfig]:
-    """Every option of a seed: head, truncate at each earlier cut, finetune (frozen BatchNorm statistics), scratch."""
-    runs = [("head", FINAL_CUT), *[("truncate", c) for c in cuts[:-1]], ("finetune", FINAL_CUT), ("scratch", FINAL_CUT)]
-    return {
-        run_key(s, c): dataclasses.replace(
-            base, strategy=s, cut=None if c == FINAL_CUT else c, freeze_bn=s == "finetune",
-            epochs=settings.network_epochs if s in ("finetune", "scratch") else settings.head_epochs,
-            out=str(folder / f"{s}-{c}"),
-        )
-        for s, c in runs
-    }  # fmt: skip
+    """Every option of a seed with its strategy's defaults (the CLI's), its epochs set by the settings."""
+    configs = {}
+    for s, c in study_runs(cuts):
+        trains_body = STRATEGIES[s].trains_body
+        epochs = settings.network_epochs if trains_body else settings.head_epochs
+        probe = {"probe_epochs": settings.head_epochs} if settings.head_epochs and "probe_epochs" in STRATEGIES[s].options else {}
+        configs[run_key(s, c)] = for_strategy(base, s, cut=None if c == FINAL_CUT else c, epochs=epochs,
+                                              out=str(folder / f"{s}-{c}"), **probe)  # fmt: skip
+    return configs
 
 
 def _trajectory(metrics: dict) -> list[float]:
@@ -170,15 +176,16 @@ def signals(seed: dict) -> Signals:
 
 
 def option_run(seed: dict, option: str) -> str:
-    """The run an advised option stands for on this seed: ``truncate`` at the best probing earlier cut."""
-    evidence = _measurements(seed).evidence
-    return run_key(option, best_cut(evidence[:-1]).cut if option == "truncate" else FINAL_CUT)
+    """The run an advised option stands for on this seed: at the plan's cut (for a strategy that
+    cuts earlier, the best probing earlier cut)."""
+    return run_key(option, cut_for(option, _measurements(seed).evidence))
 
 
 def outcome(seed: dict) -> dict[str, float]:
-    """Each advised option's balanced test accuracy on this seed."""
+    """Each advised option's balanced test accuracy on this seed (those that need an earlier cut
+    only where the body has one)."""
     has_earlier_cuts = len(_measurements(seed).evidence) > 1
-    options = [option for option in OPTIONS if has_earlier_cuts or option != "truncate"]
+    options = [option for option in forecast_options() if has_earlier_cuts or STRATEGIES[option].cuts != "earlier"]
     return {option: seed["runs"][option_run(seed, option)]["balanced_accuracy"] for option in options}
 
 

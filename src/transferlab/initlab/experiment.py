@@ -21,24 +21,19 @@ from tqdm.auto import tqdm
 
 from ..datasets import load_dataset
 from ..errors import ConfigError, check_choice
-from ..inits import init_module, initializer_names
+from ..inits import init_module
+from .config import LAB_MODELS, LabConfig
 from .report import write_lab_report
 
 log = logging.getLogger(__name__)
 
-LAB_MODELS = ("mlp", "deep-mlp", "cnn")
-OPTIMIZERS = ("adam", "sgd")
-DEFAULT_INITS = (
-    "zeros", "ones", "uniform", "uniform-centered", "general-rule", "normal", "default",
-    "xavier-uniform", "kaiming-normal", "orthogonal", "lsuv",
-)  # fmt: skip
 SYMMETRY_TOLERANCE = 1e-6
 
 
 def build_lab_model(name: str) -> nn.Sequential:
     """``mlp``: the seed's 784-256-128-10 with ReLU and dropout 0.2; ``deep-mlp``: 10 hidden
     layers of 128 ReLU units; ``cnn``: two conv blocks and two Linear layers."""
-    check_choice("model", name, LAB_MODELS, "init-lab")
+    check_choice("--model", name, LAB_MODELS)
     if name == "mlp":
         return nn.Sequential(
             nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Dropout(0.2),
@@ -54,35 +49,6 @@ def build_lab_model(name: str) -> nn.Sequential:
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
         nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class LabConfig:
-    """The experiment; defaults are the seed source's (2 epochs, batch 100, Adam 0.001, 20% held out)."""
-
-    inits: tuple[str, ...] = DEFAULT_INITS
-    model: str = "mlp"
-    epochs: int = 2
-    batch_size: int = 100
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    seeds: int = 3
-    val_fraction: float = 0.2
-    train_samples: int | None = None  # subsample the training pool (for quick runs)
-    data: str = "fashion-mnist"
-    data_dir: str | None = None
-    out: str = "runs/init-lab"
-
-    def __post_init__(self):
-        check_choice("model", self.model, LAB_MODELS, "init-lab")
-        check_choice("optimizer", self.optimizer, OPTIMIZERS, "init-lab")
-        for name in self.inits:
-            if not name.startswith("constant:"):
-                check_choice("init", name, initializer_names(), "init-lab")
-        if self.epochs < 1 or self.seeds < 1 or self.batch_size < 1:
-            raise ConfigError("epochs, seeds and batch_size must each be at least 1.")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}.")
 
 
 @dataclass

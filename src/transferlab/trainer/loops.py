@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm, trange
 
 from .. import distributed
+from ..config import TrainConfig
 from ..errors import ConfigError, TrainingDiverged
 from ..features import predict_pixels, to_unit_float
 from ..heads import LinearHead
@@ -27,23 +28,29 @@ from ..metrics import evaluate_logits
 log = logging.getLogger(__name__)
 
 
+def _config_default(name: str):
+    """``TrainConfig``'s default of ``name``: the trainer's settings have no defaults of their own."""
+    return TrainConfig.__dataclass_fields__[name].default
+
+
 @dataclass(frozen=True)
 class HeadTraining:
-    """Optimizer settings for training a head on features.
+    """Optimizer settings for training a head on features (built from a ``TrainConfig`` by
+    ``stages.head_settings``; the defaults here are TrainConfig's).
 
     ``min_steps``: on small data ``epochs`` passes are few optimizer steps (10 images per class,
     batches of 32: 4 a pass), too few for the head to converge; the epochs are then raised to
     take at least this many steps.
     """
 
-    epochs: int = 40
-    lr: float = 1e-3
-    batch_size: int = 64
-    weight_decay: float = 1e-4
-    seed: int = 0
+    epochs: int
+    lr: float
+    batch_size: int = _config_default("batch_size")
+    weight_decay: float = _config_default("weight_decay")
+    seed: int = _config_default("seed")
     min_steps: int = 500
-    class_weight: str = "none"  # "balanced": each class's loss weighted by n / (classes x its count);
-    # "balanced-sampling": each epoch draws its images with replacement, every class equally likely
+    class_weight: str = _config_default("class_weight")  # "balanced": each class's loss weighted by n / (classes x
+    # its count); "balanced-sampling": each epoch draws its images with replacement, every class equally likely
 
     def epochs_for(self, samples: int) -> int:
         return max(self.epochs, math.ceil(self.min_steps / math.ceil(samples / self.batch_size)))
@@ -76,7 +83,7 @@ def fit_head(
     train_y: np.ndarray,
     val_x: np.ndarray,
     val_y: np.ndarray,
-    settings: HeadTraining = HeadTraining(),
+    settings: HeadTraining,
     on_epoch: EpochCallback | None = None,
 ) -> list[dict[str, float]]:
     """Train ``head`` with AdamW on standardized feature vectors; keep the weights of the best
@@ -141,30 +148,31 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 @dataclass(frozen=True)
 class NetworkTraining:
-    """Settings for training a whole network on images.
+    """Settings for training a whole network on images (built from a ``TrainConfig`` by
+    ``stages.network_settings``; the defaults here are TrainConfig's).
 
     ``layer_decay``: each layer group below the head gets ``lr * layer_decay**depth`` (1.0: one
     rate for all). ``gradual_unfreeze``: start with the top groups trainable and unfreeze the rest
     over the first half of the epochs. ``freeze_bn``: keep every BatchNorm's statistics fixed.
     """
 
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 64
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    layer_decay: float = 0.85
-    patience: int = 3
-    augment: bool = False
+    epochs: int
+    lr: float
+    batch_size: int = _config_default("batch_size")
+    weight_decay: float = _config_default("weight_decay")
+    warmup_epochs: float = _config_default("warmup_epochs")
+    layer_decay: float = _config_default("layer_decay")
+    patience: int = _config_default("patience")
+    augment: bool = _config_default("augment")
     freeze_bn: bool = False
-    gradual_unfreeze: bool = False
-    seed: int = 0
-    class_weight: str = "none"  # see HeadTraining
+    gradual_unfreeze: bool = _config_default("gradual_unfreeze")
+    seed: int = _config_default("seed")
+    class_weight: str = _config_default("class_weight")  # see HeadTraining
     micro_batch: int = 0  # > 0: each step's batch runs in passes of at most this many images, gradients accumulated
-    schedule: str = "cosine"  # or "one-cycle"
-    regularizer: str = "none"  # "l2-sp": pull the body towards its starting weights; "bss": batch spectral shrinkage
-    regularizer_strength: float = 0.01
-    tune: str = "all"  # which body parameters train: "all", "bias" (BitFit), "norm" (normalization layers), "lora"
+    schedule: str = _config_default("schedule")  # or "one-cycle"
+    regularizer: str = _config_default("regularizer")  # "l2-sp": pull the body towards its starting weights; "bss"
+    regularizer_strength: float = 0.0  # the config's resolved strength
+    tune: str = _config_default("tune")  # which body parameters train: "all", "bias" (BitFit), "norm", "lora"
 
 
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -303,7 +311,15 @@ def bss_penalty(features: torch.Tensor, strength: float, k: int = BSS_COMPONENTS
     return strength * (singular[-k:] ** 2).sum()
 
 
-def _accumulate(net: nn.Module, batch: torch.Tensor, pixels: torch.Tensor, labels: torch.Tensor,
+def prepare_trainable(model: nn.Module, groups: list[dict], settings: NetworkTraining) -> dict | None:
+    """Only the optimizer's body parameters (``tune``) get gradients; returns L2-SP's anchors
+    (their starting values) when that regularizer is on, else ``None``."""
+    trainable = [p for group in groups[:-1] for p in group["params"]]
+    _freeze_untunable(model, trainable)
+    return {p: p.detach().clone() for p in trainable} if settings.regularizer == "l2-sp" else None
+
+
+def accumulate_gradients(net: nn.Module, batch: torch.Tensor, pixels: torch.Tensor, labels: torch.Tensor,
                 weight: torch.Tensor | None, settings: NetworkTraining,
                 anchors: dict[nn.Parameter, torch.Tensor] | None = None) -> tuple[float, int]:  # fmt: skip
     """Forward and backward over ``batch`` in micro-batches, the gradients summed as one batch's
@@ -321,7 +337,7 @@ def _accumulate(net: nn.Module, batch: torch.Tensor, pixels: torch.Tensor, label
 
 
 def _passes(net, chunks, batch, pixels, labels, weight, settings, anchors, features) -> tuple[float, int]:
-    """The passes of :func:`_accumulate`, one per chunk of ``batch``."""
+    """The passes of :func:`accumulate_gradients`, one per chunk of ``batch``."""
     total, correct = 0.0, 0
     for k, chunk in enumerate(chunks):
         inputs = pixels[chunk]
@@ -371,7 +387,8 @@ def fit_network(
     resume: bool = False,
     on_epoch: EpochCallback | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` on uint8 images with AdamW, warm-up + cosine, early stopping on val loss.
+    """Train ``model`` on uint8 images with AdamW, warm-up + cosine, early stopping on val loss
+    (``groups`` and ``settings``: from ``stages.setup_network``).
 
     Every epoch reseeds from ``settings.seed`` (data order, augmentation, dropout), and a
     checkpoint (model, optimizer, scheduler, history, best weights) is written atomically after
@@ -389,9 +406,7 @@ def fit_network(
         model.freeze_bn = settings.freeze_bn
     history, best_loss, best_state, start, stale = [], float("inf"), None, 0, 0
     weight = loss_weights(train_y, int(train_y.max()) + 1, settings.class_weight)
-    trainable = [p for group in groups[:-1] for p in group["params"]]
-    anchors = {p: p.detach().clone() for p in trainable} if settings.regularizer == "l2-sp" else None
-    _freeze_untunable(model, trainable)
+    anchors = prepare_trainable(model, groups, settings)
     net = distributed.wrap(model)
     path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir else None
     if checkpoint_dir and distributed.is_main():
@@ -421,7 +436,7 @@ def fit_network(
                   leave=False, disable=None if distributed.is_main() else True) as bar:  # fmt: skip
             for step, batch in enumerate(bar):
                 optimizer.zero_grad(set_to_none=True)
-                step_loss, step_correct = _accumulate(net, batch, train_pixels, train_y, weight, settings, anchors)
+                step_loss, step_correct = accumulate_gradients(net, batch, train_pixels, train_y, weight, settings, anchors)
                 if not math.isfinite(step_loss):
                     where = f"the last good checkpoint is {path}" if path and path.exists() else "no checkpoint was written yet"
                     raise TrainingDiverged(

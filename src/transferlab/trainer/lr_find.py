@@ -2,7 +2,8 @@
 WACV 2017; fastai's ``lr_find``): one training step at each of exponentially growing rates,
 the loss smoothed, stopped once it diverges; the suggestion is a tenth of the rate at the lowest
 smoothed loss. Run on the fine-tuning set-up (the linear probe first, as ``finetune`` does), and
-the weights are put back afterwards.
+the weights are put back afterwards. The set-up is training's own (``stages.setup_network``): what
+``--tune`` trains is what the test moves, and a ``--regularizer`` penalty enters every step's loss.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from torch import nn
 
 from ..config import TrainConfig
-from ..features import to_unit_float
 from ..prepare import PreparedRun
 from ..report import save_figure
-from .loops import layer_groups
-from .train import build_model, cached_splits, head_on_features, network_settings, readable_rows
+from .loops import accumulate_gradients, prepare_trainable
+from .stages import RunContext, cached_splits, probe_stage, readable_rows, setup_network
+from .train import build_model
 
 START, END, STEPS = 1e-7, 10.0, 100
 SMOOTHING, DIVERGENCE = 0.98, 4.0  # exponential moving average of the loss; stop above 4x its best
@@ -70,21 +70,19 @@ def plot_finding(finding: LrFinding):
 
 
 def find_lr(prepared: PreparedRun, config: TrainConfig, out: Path) -> LrFinding:
-    """The range test on ``prepared`` as ``config`` would fine-tune it; ``lr-find.png`` and
-    ``lr-find.json`` in ``out``."""
-    config = dataclasses.replace(config, strategy="finetune")
+    """The range test on ``prepared`` as ``config`` (a ``finetune`` run) would fine-tune it;
+    ``lr-find.png`` and ``lr-find.json`` in ``out``."""
     torch.manual_seed(config.seed)
     model, cut = build_model(prepared, config)
-    head_on_features(model, prepared, cut, config, None)
+    probe_stage(model, prepared, cut, config, RunContext(out))
     inputs, _ = cached_splits(None, {}, prepared, model.preprocessing.resolution, config, "decode", splits=("train",))
     pixels, labels = (torch.from_numpy(a) for a in readable_rows(inputs, prepared)["train"])
-    settings = network_settings(config)
-    model.body.requires_grad_(True)
-    groups = layer_groups(model, settings)
+    settings, groups = setup_network(model, config)
     optimizer = torch.optim.AdamW(groups)
     saved = copy.deepcopy(model.state_dict())
     model.train().to(memory_format=torch.channels_last)
-    model.freeze_bn = bool(config.freeze_bn)
+    model.freeze_bn = settings.freeze_bn
+    anchors = prepare_trainable(model, groups, settings)
     order = iter(())
 
     def step(rate: float) -> float:
@@ -95,11 +93,10 @@ def find_lr(prepared: PreparedRun, config: TrainConfig, out: Path) -> LrFinding:
             batch = next(order)
         for group in optimizer.param_groups:
             group["lr"] = rate * group["lr_scale"]
-        loss = nn.functional.cross_entropy(model(to_unit_float(pixels[batch])), labels[batch])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, _ = accumulate_gradients(model, batch, pixels, labels, None, settings, anchors)
         optimizer.step()
-        return loss.item()
+        return loss
 
     finding = lr_range(step)
     model.load_state_dict(saved)

@@ -26,7 +26,7 @@ from ..report import (
     save_figure,
     write_report,
 )
-from ..strategy import Plan
+from ..plan import Plan
 from .memory import peak_rss_bytes
 
 log = logging.getLogger(__name__)
@@ -49,17 +49,18 @@ def _warn_small_validation(labels: np.ndarray, classes: tuple[str, ...]) -> None
         )
 
 
-def build_metrics(config: TrainConfig, stages, info: BundleInfo, weights_source: str, plan: Plan | None,
+def build_metrics(config: TrainConfig, stages: dict, info: BundleInfo, weights_source: str, plan: Plan | None,
                   started: float) -> dict:  # fmt: skip
-    """The run's metrics from its training stages (the last one made the final model)."""
-    last = stages[-1]
+    """The run's metrics from its training ``stages`` (by name; the last one made the final model);
+    each earlier stage's history is kept as ``<name>_history`` (``probe_history`` for LP-FT)."""
+    *earlier, last = stages.values()
     eval_split = "test" if "test" in last.logits else "val"
     labels = last.labels
     val_loss, val_accuracy = evaluate_logits(last.logits["val"], torch.from_numpy(labels["val"]))
     eval_loss, eval_accuracy = evaluate_logits(last.logits[eval_split], torch.from_numpy(labels[eval_split]))
     quality = classification_metrics(labels[eval_split], last.logits[eval_split].argmax(1).numpy(), info.classes)
     skipped = sorted({name for f in last.inputs.values() for name in f.skipped})
-    seconds = {k: v for stage in stages for k, v in stage.seconds.items()}
+    seconds = {k: v for stage in stages.values() for k, v in stage.seconds.items()}
     _warn_small_validation(labels["val"], info.classes)
     return {
         "strategy": config.strategy,
@@ -82,7 +83,7 @@ def build_metrics(config: TrainConfig, stages, info: BundleInfo, weights_source:
         "classes": list(info.classes),
         "skipped_files": len(skipped),
         "skipped": skipped,
-        "feature_cache": _cache_state([hit for stage in stages for hit in stage.cache_hits]),
+        "feature_cache": _cache_state([hit for stage in stages.values() for hit in stage.cache_hits]),
         **seconds,
         "train_seconds": time.perf_counter() - started,
         "processes": distributed.world_size(),
@@ -91,7 +92,7 @@ def build_metrics(config: TrainConfig, stages, info: BundleInfo, weights_source:
         "allocator": allocator_in_use(),
         "config": dataclasses.asdict(config),
         "history": last.history,
-        **({"probe_history": stages[0].history} if len(stages) > 1 else {}),
+        **{f"{name}_history": stage.history for name, stage in stages.items() if stage is not last},
         **({"plan": plan.to_json()} if plan is not None else {}),
     }
 
@@ -154,8 +155,8 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
     }
     if figures["confusions"] is not None:
         images[f"The most confused pairs ({split}), examples"] = save_figure(figures["confusions"], out / "confusions.png")
-    hidden = ("config", "history", "probe_history", "skipped", "per_class", "confusion_matrix", "plan")
-    summary = {k: v for k, v in metrics.items() if k not in hidden and not k.endswith("_seconds")}
+    hidden = ("config", "history", "skipped", "per_class", "confusion_matrix", "plan")
+    summary = {k: v for k, v in metrics.items() if k not in hidden and not k.endswith(("_seconds", "_history"))}
     summary["seconds"] = ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in metrics.items() if k.endswith("_seconds"))
     tables = {
         f"Per class ({split})": _per_class_table(metrics["per_class"]),
@@ -174,12 +175,12 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
                  summary, images, {"skipped": metrics["skipped"]} if metrics["skipped"] else None, tables)  # fmt: skip
 
 
-def write_outputs(out: Path, config: TrainConfig, stages, present: dict[str, ImageSet], info: BundleInfo,
+def write_outputs(out: Path, config: TrainConfig, stages: dict, present: dict[str, ImageSet], info: BundleInfo,
                   weights_source: str, plan: Plan | None, started: float) -> dict:  # fmt: skip
     """Metrics, history, plan and report of a finished run (the main process writes them)."""
     metrics = build_metrics(config, stages, info, weights_source, plan, started)
     if distributed.is_main():
-        split, last = metrics["evaluated_on"], stages[-1]
+        split, last = metrics["evaluated_on"], list(stages.values())[-1]
         logits, valid, images = last.logits[split], last.inputs[split].valid, present[split]
         pairs = worst_confusions(np.asarray(metrics["confusion_matrix"]), info.classes)
         figures = {"samples": _sample_figure(logits, valid, images, config.seed),

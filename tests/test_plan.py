@@ -6,7 +6,7 @@ import json
 import pytest
 
 from transferlab.forecast import Forecaster, OptionModel
-from transferlab.strategy import CutEvidence, Decision, Plan, Thresholds, decide, gain_per_doubling, make_plan, signals_of
+from transferlab.plan import CutEvidence, Decision, Plan, Thresholds, decide, gain_per_doubling, make_plan, signals_of
 
 ZERO = (0.0,) * 7
 

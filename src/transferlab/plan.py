@@ -1,12 +1,7 @@
-"""The strategies and the choice among them: names, defaults, the evidence, the decision, the plan.
+"""The choice among the strategies (:mod:`.strategies`): the evidence, the decision, the plan.
 
 Torch-free on purpose: the configuration, the CLI and the study's calibration read it without
-loading a network. The seed's four cases:
-
-| data | similar to the source | different from it |
-|---|---|---|
-| small | ``head``: frozen body, new head | ``truncate``: early stages frozen, new head |
-| large | ``finetune``: train everything from the pretrained weights | ``scratch``: random init, train everything |
+loading a network.
 
 The plan (:func:`make_plan`) takes the option with the best forecast test accuracy, with an
 interval, from the advisor's measurements (:mod:`.forecast`; its model is fitted on the study's
@@ -29,37 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .forecast import Choice, Forecaster, Signals, choose
-
-FINAL_CUT = "final"
-FEATURE_STRATEGIES = ("head", "truncate")  # a frozen body: the head trains on cached features
-NETWORK_STRATEGIES = ("finetune", "scratch")  # the whole network trains on (cached, decoded) images
-STRATEGIES = (*FEATURE_STRATEGIES, *NETWORK_STRATEGIES)
-AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class StrategyDefaults:
-    epochs: int
-    lr: float
-
-
-STRATEGY_DEFAULTS = {  # epochs and learning rate when the config leaves them unset
-    "head": StrategyDefaults(40, 1e-3),
-    "truncate": StrategyDefaults(40, 1e-3),
-    "finetune": StrategyDefaults(8, 3e-4),
-    "scratch": StrategyDefaults(15, 2e-3),
-}
-
-
-TUNE_MODES = ("all", "bias", "norm", "lora")  # which body parameters fine-tuning trains
-SCHEDULES = ("cosine", "one-cycle")  # the learning-rate schedules of whole-network training
-REGULARIZER_STRENGTHS = {"none": 0.0, "l2-sp": 0.01, "bss": 0.001}  # fine-tuning regularizers, their papers' strengths
-
-
-def keeps_whole_body(strategy: str) -> bool:
-    """``head`` and ``scratch`` use the body up to its final cut; the others take any cut."""
-    return strategy in ("head", "scratch")
-
+from .strategies import FINAL_CUT, STRATEGIES
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -164,8 +129,13 @@ def decide_by_forecast(signals: Signals, evidence, forecaster: Forecaster) -> tu
     """The strategy :func:`.forecast.choose` takes from ``forecaster``'s forecasts, at its cut:
     ``truncate`` at the best probing cut before the final one, the others whole."""
     choice = choose(forecaster.predict(signals))
-    cut = best_cut(evidence[:-1]).cut if choice.option == "truncate" else FINAL_CUT
-    return Decision(choice.option, cut, signals.transfer_gain), choice
+    return Decision(choice.option, cut_for(choice.option, evidence), signals.transfer_gain), choice
+
+
+def cut_for(strategy: str, evidence) -> str:
+    """Where the plan cuts for ``strategy``: at the best probing cut before the final one for a
+    strategy that cuts earlier, else at the final features."""
+    return best_cut(evidence[:-1]).cut if STRATEGIES[strategy].cuts == "earlier" else FINAL_CUT
 
 
 def _estimate_text(best: CutEvidence, curve: tuple[tuple[int, float], ...]) -> str:
@@ -218,7 +188,7 @@ class Plan:
     backbone: str
     images_per_class: int
     class_balance: float  # smallest class / largest class
-    freeze_bn: bool  # finetune with BatchNorm statistics fixed, as the study measured it
+    freeze_bn: bool  # the strategy's default: finetune with BatchNorm statistics fixed, as the study measured it
     transfer_gain: float
     evidence: tuple[CutEvidence, ...]
     explanation: str
@@ -280,11 +250,11 @@ def make_plan(images_per_class: int, class_balance: float, resolution: int, back
     pilot = pilot or {}
     signals = signals_of(images_per_class, evidence, curve, pilot.get("gain", 0.0))
     decision, choice = decide_by_forecast(signals, evidence, forecaster)
-    defaults = STRATEGY_DEFAULTS[decision.strategy]
+    strategy = STRATEGIES[decision.strategy]
     return Plan(
-        strategy=decision.strategy, cut=decision.cut, lr=defaults.lr, epochs=defaults.epochs, resolution=resolution,
+        strategy=decision.strategy, cut=decision.cut, lr=strategy.lr, epochs=strategy.epochs, resolution=resolution,
         backbone=backbone, images_per_class=images_per_class, class_balance=class_balance,
-        freeze_bn=decision.strategy == "finetune", transfer_gain=decision.transfer_gain, evidence=tuple(evidence),
+        freeze_bn=strategy.freeze_bn, transfer_gain=decision.transfer_gain, evidence=tuple(evidence),
         explanation=explain(decision, choice, signals, evidence, forecaster, curve),
         forecasts=tuple(asdict(f) for f in choice.forecasts), signals=asdict(signals), pilot=pilot,
         candidates=candidates, learning_curve=curve,

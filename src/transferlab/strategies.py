@@ -1,0 +1,131 @@
+"""The strategies, one table: each entry says what a strategy trains and how, and everything else
+reads it (the configuration and its checks, the trainer's stages, the forecast, the study).
+
+Torch-free on purpose: the configuration, the CLI and the forecast read it without loading a
+network. The seed's four cases:
+
+| data | similar to the source | different from it |
+|---|---|---|
+| small | ``head``: frozen body, new head | ``truncate``: early stages frozen, new head |
+| large | ``finetune``: train everything from the pretrained weights | ``scratch``: random init, train everything |
+
+Adding a strategy is one :func:`register_strategy` call, plus a training stage of its own
+(``trainer.stages.register_stage``) when the existing ones do not do what it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+FINAL_CUT = "final"
+AUTO = "auto"
+PROBE_LR = 1e-3  # the rate of a new linear head on frozen features (head, truncate, and LP-FT's probe)
+
+TUNE_MODES = ("all", "bias", "norm", "lora")  # which body parameters fine-tuning trains
+SCHEDULES = ("cosine", "one-cycle")  # the learning-rate schedules of whole-network training
+REGULARIZER_STRENGTHS = {"none": 0.0, "l2-sp": 0.01, "bss": 0.001}  # fine-tuning regularizers, their papers' strengths
+
+# Where a strategy's body ends: only at the final features; before them (default: the middle
+# stage); or anywhere (default: the final features).
+CUT_RULES = ("final", "earlier", "any")
+
+# The options (TrainConfig fields) that apply to some strategies only; each entry lists its own.
+SPECIFIC_OPTIONS = ("probe_epochs", "layer_decay", "warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze",
+                    "tune", "lora_rank", "regularizer", "regularizer_strength", "schedule", "init", "max_memory")
+_NETWORK_OPTIONS = frozenset({"warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze", "schedule",
+                              "max_memory"})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way to transfer: its defaults, what trains, its stages, where it cuts, what the
+    advisor's forecast and the study do with it, and which specific options apply to it."""
+
+    name: str
+    summary: str
+    epochs: int  # default epochs of its last stage
+    lr: float  # default learning rate of its last stage
+    stages: tuple[str, ...]  # the training stages in order (``trainer.stages.STAGES``); the last makes the model
+    trains: str  # in words: what moves ("the head", "the whole network", ...)
+    cuts: str = "final"  # one of CUT_RULES
+    pretrained: bool = True  # False: the body starts from random weights
+    freeze_bn: bool = False  # the default of --freeze-bn: BatchNorm statistics fixed while the body trains
+    layer_decay: bool = False  # layer-wise learning rates decaying downwards (else one rate for the body)
+    options: frozenset[str] = frozenset()  # the SPECIFIC_OPTIONS that apply
+    anchor: str | None = None  # the forecast's starting point (a ``forecast.Signals`` attribute); None: not forecast
+    with_cut: str | None = None  # the strategy a plan for this one becomes when the user sets --cut
+
+    def __post_init__(self):
+        if self.cuts not in CUT_RULES:
+            raise ValueError(f"cuts must be one of {', '.join(CUT_RULES)}, got {self.cuts!r}.")
+        unknown = self.options - set(SPECIFIC_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown options for strategy {self.name!r}: {', '.join(sorted(unknown))}.")
+
+    @property
+    def trains_body(self) -> bool:
+        """Whether the body's weights move (a ``network`` stage), so images and not features feed it."""
+        return "network" in self.stages
+
+    @property
+    def takes_cut(self) -> bool:
+        return self.cuts != "final"
+
+    def default_cut(self, cut_names: list[str]) -> str:
+        """The middle stage for a strategy that cuts earlier, else the final features."""
+        return cut_names[(len(cut_names) - 1) // 2] if self.cuts == "earlier" else FINAL_CUT
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(strategy: Strategy) -> Strategy:
+    """Add ``strategy`` to the table (a name already taken is refused)."""
+    if strategy.name in STRATEGIES or strategy.name == AUTO:
+        raise ValueError(f"a strategy named {strategy.name!r} is registered already.")
+    STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+def unregister_strategy(name: str) -> None:
+    """Take ``name`` out of the table (tests that register a throw-away strategy)."""
+    STRATEGIES.pop(name, None)
+
+
+def get_strategy(name: str) -> Strategy:
+    """The table's entry for ``name``; a ConfigError naming the choices otherwise."""
+    if name not in STRATEGIES:
+        raise ConfigError(f"--strategy must be one of {', '.join((*STRATEGIES, AUTO))}, got {name!r}.")
+    return STRATEGIES[name]
+
+
+def applying_to(option: str) -> list[str]:
+    """The strategies a specific option applies to."""
+    return [s.name for s in STRATEGIES.values() if option in s.options]
+
+
+def forecast_options() -> list[str]:
+    """The strategies the advisor forecasts and the study runs."""
+    return [s.name for s in STRATEGIES.values() if s.anchor is not None]
+
+
+register_strategy(Strategy(
+    "head", "frozen body, new head on its final features", epochs=40, lr=PROBE_LR, stages=("head",),
+    trains="the head", anchor="probe_final", with_cut="truncate",
+))
+register_strategy(Strategy(
+    "truncate", "early stages frozen, new head on them", epochs=40, lr=PROBE_LR, stages=("head",),
+    trains="the head", cuts="earlier", anchor="probe_stage",
+))
+register_strategy(Strategy(
+    "finetune", "a linear probe first, then everything trains from the pretrained weights (LP-FT)", epochs=8,
+    lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True,
+    layer_decay=True, anchor="probe_final",
+    options=_NETWORK_OPTIONS | {"probe_epochs", "layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength"},
+))
+register_strategy(Strategy(
+    "scratch", "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),
+    trains="the whole network", pretrained=False, anchor="probe_random", options=_NETWORK_OPTIONS | {"init"},
+))  # fmt: skip

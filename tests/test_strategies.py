@@ -1,0 +1,108 @@
+"""The strategy table: its entries' contract, the options checked against it, and no strategy name
+compared anywhere else in the code."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from transferlab.config import TrainConfig, for_strategy
+from transferlab.errors import ConfigError
+from transferlab.forecast import Signals
+from transferlab.strategies import SPECIFIC_OPTIONS, STRATEGIES, Strategy, applying_to, register_strategy
+from transferlab.trainer.stages import STAGES
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "transferlab"
+
+# A value other than the default for every strategy-specific option.
+SET_VALUES = {
+    "probe_epochs": 3, "layer_decay": 0.5, "warmup_epochs": 0.0, "patience": 1, "augment": True, "freeze_bn": True,
+    "gradual_unfreeze": True, "tune": "bias", "lora_rank": 8, "regularizer": "bss", "regularizer_strength": 0.5,
+    "schedule": "one-cycle", "init": "xavier-uniform", "max_memory": 2.0,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_entry_names_stages_anchors_and_options_that_exist(name):
+    strategy = STRATEGIES[name]
+    assert strategy.stages and all(stage in STAGES for stage in strategy.stages)
+    assert strategy.options <= set(SPECIFIC_OPTIONS)
+    if strategy.anchor is not None:
+        assert isinstance(getattr(Signals(10, 0.8, 0.7, 0.9, 0.2, 0.05, 0.01), strategy.anchor), float)
+    if strategy.with_cut is not None:
+        assert STRATEGIES[strategy.with_cut].takes_cut
+    assert strategy.epochs >= 1 and strategy.lr > 0
+
+
+def test_every_specific_option_applies_somewhere_and_has_a_test_value():
+    assert set(SET_VALUES) == set(SPECIFIC_OPTIONS)
+    assert all(applying_to(name) for name in SPECIFIC_OPTIONS)
+
+
+PAIRS = [(s, o) for s in STRATEGIES for o in SPECIFIC_OPTIONS]
+
+
+@pytest.mark.parametrize("strategy, option", PAIRS)
+def test_an_option_is_accepted_exactly_where_the_table_says_it_applies(strategy, option):
+    options = {"strategy": strategy, option: SET_VALUES[option]}
+    if option in STRATEGIES[strategy].options:
+        needs = {"lora_rank": {"tune": "lora"}, "regularizer_strength": {"regularizer": "l2-sp"}}.get(option, {})
+        TrainConfig(data="x", **options, **needs)
+    else:
+        flag = "--freeze-bn" if option == "freeze_bn" else "--" + option.replace("_", "-")
+        with pytest.raises(ConfigError, match=f"^{flag} applies to .*, not to --strategy {strategy}.$"):
+            TrainConfig(data="x", **options)
+
+
+def test_options_that_depend_on_another_option_say_so():
+    with pytest.raises(ConfigError, match="--lora-rank applies to --tune lora, not to --tune all"):
+        TrainConfig(data="x", strategy="finetune", lora_rank=8)
+    with pytest.raises(ConfigError, match="--regularizer-strength applies with --regularizer"):
+        TrainConfig(data="x", strategy="finetune", regularizer_strength=0.1)
+
+
+def test_auto_takes_any_option_and_turning_into_a_strategy_drops_what_does_not_apply(caplog):
+    config = TrainConfig(data="x", strategy="auto", tune="lora", init="xavier-uniform", probe_epochs=3)
+    finetune = for_strategy(config, "finetune")
+    assert (finetune.tune, finetune.init, finetune.probe_epochs) == ("lora", "kaiming-normal", 3)
+    assert "--init does not apply to finetune" in caplog.text
+    head = for_strategy(config, "head")
+    assert (head.tune, head.probe_epochs) == ("all", 40)
+
+
+def test_finetune_defaults_to_the_measured_recipe_with_frozen_batchnorm_statistics():
+    assert TrainConfig(data="x", strategy="finetune").resolved_freeze_bn is True
+    assert TrainConfig(data="x", strategy="finetune", freeze_bn=False).resolved_freeze_bn is False
+    assert TrainConfig(data="x", strategy="scratch").resolved_freeze_bn is False
+
+
+def test_a_name_already_in_the_table_is_refused():
+    with pytest.raises(ValueError, match="registered already"):
+        register_strategy(dataclasses.replace(STRATEGIES["head"]))
+    with pytest.raises(ValueError, match="registered already"):
+        register_strategy(Strategy("auto", "x", 1, 1.0, ("head",), "the head"))
+
+
+_COMPARED = re.compile(
+    r"""(==|!=|\bin)\s*\(?\s*["'](?:{names})["']|["'](?:{names})["']\s*(==|!=|\bin\b)""".format(
+        names="|".join(re.escape(n) for n in STRATEGIES)
+    )
+)
+
+
+def test_no_strategy_name_is_compared_outside_the_table():
+    found = [
+        f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+        for path in SRC.rglob("*.py")
+        if path.name != "strategies.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if _COMPARED.search(line)
+    ]
+    assert not found, "strategy names compared outside strategies.py:\n" + "\n".join(found)
+
+
+def test_the_check_finds_a_comparison_when_there_is_one():
+    assert _COMPARED.search('if config.strategy == "scratch":')
+    assert _COMPARED.search('head = config.strategy in ("head", "truncate")')
+    assert not _COMPARED.search('config = for_strategy(config, "finetune")')

@@ -1,0 +1,108 @@
+"""The contract every strategy of the table keeps (like timm's tests over ``list_models()``): it
+trains on a tiny set, saves, reloads and predicts what the run measured, exports to ONNX with
+parity, and resumes after an interruption to the result of an uninterrupted run. A throw-away
+strategy, registered here with a training stage of its own, goes through the same path: adding
+a strategy is one table entry plus its training code, no edit anywhere else."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import transferlab as tl
+from transferlab.strategies import STRATEGIES, Strategy
+from transferlab.trainer import loops, stages
+from transferlab.trainer.stages import STAGES, RunContext, Stage, cached_splits, readable_rows
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from conftest import write_folder
+
+    root = tmp_path_factory.mktemp("contract")
+    write_folder(root / "d" / "train", per_class=10)
+    write_folder(root / "d" / "test", per_class=4, seed=7)
+    return root
+
+
+def _config(root, strategy: str, out: str) -> tl.TrainConfig:
+    body = {"epochs": 2, "probe_epochs": 5} if "probe_epochs" in STRATEGIES[strategy].options else {"epochs": 5}
+    return tl.TrainConfig(data=str(root / "d"), strategy=strategy, out=str(root / out), resolution=32, val_fraction=0.3,
+                          batch_size=8, cache_dir=str(root / "cache"), **body)  # fmt: skip
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_first(monkeypatch, module, name):
+    """Raise in the first call of ``module.name`` after it ran (a checkpoint written, a head fitted)."""
+    real = getattr(module, name)
+
+    def once(*args, **kwargs):
+        result = real(*args, **kwargs)
+        monkeypatch.setattr(module, name, real)
+        raise Interrupted
+
+    monkeypatch.setattr(module, name, once)
+
+
+@pytest.mark.parametrize("strategy", ["head", "truncate", "finetune", "scratch"])
+def test_every_strategy_trains_saves_reloads_exports_and_resumes(strategy, data, monkeypatch):
+    assert strategy in STRATEGIES
+    metrics = tl.train(_config(data, strategy, f"{strategy}-whole")).metrics
+    assert metrics["strategy"] == strategy and metrics["num_test"] == 12
+
+    model = tl.load(data / f"{strategy}-whole" / "model")
+    again = model.evaluate(str(data / "d" / "test"))
+    assert again["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    assert again["confusion_matrix"] == metrics["confusion_matrix"]
+    path = model.export("onnx")
+    assert path.exists()
+
+    if STRATEGIES[strategy].trains_body:  # killed after the first epoch's checkpoint
+        _interrupt_first(monkeypatch, loops, "_save_checkpoint")
+    else:  # killed after the head was fitted, before any output
+        _interrupt_first(monkeypatch, stages, "fit_head")
+    config = _config(data, strategy, f"{strategy}-interrupted")
+    with pytest.raises(Interrupted):
+        tl.train(config)
+    resumed = tl.train(dataclasses.replace(config, resume=True)).metrics
+    assert resumed["history"] == metrics["history"] and resumed["test_accuracy"] == metrics["test_accuracy"]
+
+
+def _class_means(model, prepared, cut, config, context: RunContext) -> Stage:
+    """A head that is the nearest class mean of the frozen features (its own training code)."""
+    extractor = torch.nn.Sequential(model.normalize, model.body)
+    parts = {"weights": prepared.weights_digest, "cut": cut, "resolution": model.preprocessing.resolution}
+    inputs, hits = cached_splits(extractor, parts, prepared, model.preprocessing.resolution, config, "features")
+    rows = readable_rows(inputs, prepared)
+    x, y = (torch.from_numpy(np.asarray(a)) for a in rows["train"])
+    means = torch.stack([x[y == c].mean(0) for c in range(len(prepared.classes))])
+    with torch.no_grad():  # argmax of -|x - m|^2 / 2 = x.m - |m|^2 / 2
+        model.head.fc.weight.copy_(means)
+        model.head.fc.bias.copy_(-0.5 * means.square().sum(1))
+        logits = {split: model.head(torch.from_numpy(np.asarray(v))) for split, (v, _) in rows.items()}
+    labels = {split: np.asarray(labels) for split, (_, labels) in rows.items()}
+    val_loss = torch.nn.functional.cross_entropy(logits["val"], torch.from_numpy(labels["val"])).item()
+    val_accuracy = float((logits["val"].argmax(1).numpy() == labels["val"]).mean())
+    history = [{"epoch": 1, "train_loss": 0.0, "train_accuracy": 1.0, "val_loss": val_loss, "val_accuracy": val_accuracy,
+                "lr": 0.0}]  # fmt: skip
+    return Stage(inputs, labels, logits, history, {"class_means_seconds": 0.0}, hits)
+
+
+def test_a_new_strategy_is_one_table_entry_plus_its_training_code(data, monkeypatch):
+    monkeypatch.setitem(STAGES, "class-means", _class_means)
+    monkeypatch.setitem(STRATEGIES, "class-means", Strategy(
+        "class-means", "frozen body, the nearest class mean as the head", epochs=1, lr=1.0, stages=("class-means",),
+        trains="nothing: the head is computed",
+    ))  # fmt: skip
+    config = tl.TrainConfig(data=str(data / "d"), strategy="class-means", out=str(data / "means"), resolution=32,
+                            val_fraction=0.3, cache_dir=str(data / "cache"))  # fmt: skip
+    metrics = tl.train(config).metrics
+    assert metrics["strategy"] == "class-means" and metrics["test_accuracy"] >= 0.9  # three colours: an easy task
+    model = tl.load(data / "means" / "model")
+    assert model.evaluate(str(data / "d" / "test"))["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    with pytest.raises(tl.ConfigError, match="--tune applies to finetune, not to --strategy class-means"):
+        tl.TrainConfig(data="x", strategy="class-means", tune="bias")
