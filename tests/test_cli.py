@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,58 @@ def test_a_memory_budget_too_small_for_one_image_is_one_line(image_folder, tmp_p
     result = run("train", str(image_folder), "--strategy", "finetune", "--resolution", "32", "--max-memory", "0.01",
                  "--out", str(tmp_path / "o"), cache=tmp_path / "cache")  # fmt: skip
     assert_one_line_error(result, "max_memory must leave room for at least one image")
+
+
+def test_help_and_version_answer_fast_without_loading_torch(tmp_path):
+    probe = "import sys; from transferlab.cli import _build_parser; _build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
+    for args in (("--help",), ("--version",), ("train", "--help")):
+        seconds = []
+        for _ in range(3):  # the best of three: a loaded machine slows some starts, not all
+            started = time.perf_counter()
+            result = run(*args, cache=tmp_path)
+            seconds.append(time.perf_counter() - started)
+            assert result.returncode == 0 and "transferlab" in result.stdout
+        assert min(seconds) < 1.0, (args, seconds)
+
+
+def test_a_mistyped_option_is_one_line_not_the_usage(tmp_path):
+    result = run("train", str(tmp_path), "--strategy", "fine-tune", cache=tmp_path)
+    assert result.stderr.count("\n") == 1 and "usage:" not in result.stderr
+    assert_one_line_error(result, "invalid choice: 'fine-tune'")
+    assert "see 'transferlab train --help'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (("--strategy", "head", "--tune", "lora"), "--tune applies to finetune, not to --strategy head."),
+        (("--strategy", "scratch", "--tune", "bias"), "--tune applies to finetune, not to --strategy scratch."),
+        (("--strategy", "head", "--regularizer", "bss"), "--regularizer applies to finetune, not to --strategy head."),
+        (("--strategy", "truncate", "--augment"), "--augment applies to finetune, scratch, not to --strategy truncate."),
+        (("--strategy", "head", "--cut", "blocks.2"), "use --strategy truncate or finetune for --cut blocks.2"),
+        (("--strategy", "finetune", "--lora-rank", "8"), "--lora-rank applies to --tune lora, not to --tune all."),
+    ],
+)
+def test_an_option_that_does_not_apply_to_the_strategy_is_one_line(tmp_path, options, expected):
+    assert_one_line_error(run("train", str(tmp_path), *options, cache=tmp_path), expected)
+
+
+def test_a_class_whose_every_image_is_unreadable_is_named_and_no_empty_output_is_left(tmp_path):
+    data = write_folder(tmp_path / "d", per_class=6)
+    for path in (data / "green").iterdir():
+        path.write_bytes(b"not an image")
+    result = run("train", str(data), "--resolution", "32", "--out", str(tmp_path / "out"), cache=tmp_path / "cache")
+    assert_one_line_error(result, "no training image is left of class 'green' (5 unreadable)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_and_val_folders_are_the_training_and_validation_splits(tmp_path):
+    write_folder(tmp_path / "d" / "train", per_class=8)
+    write_folder(tmp_path / "d" / "val", per_class=3, seed=3)
+    result = run("train", str(tmp_path / "d"), "--resolution", "32", "--epochs", "3", "--out", str(tmp_path / "out"),
+                 cache=tmp_path / "cache")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["classes"] == ["blue", "green", "red"] and (metrics["num_train"], metrics["num_val"]) == (24, 9)
+    assert "no test split" in result.stdout

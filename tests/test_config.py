@@ -25,6 +25,7 @@ def _plan(favoured="truncate"):
         ({"strategy": "head", "cut": "blocks.2"}, "use --strategy truncate"),
         ({"resolution": 4}, "--resolution must be between 16 and 1024 pixels, got 4"),
         ({"head_init": "nope"}, "--head-init must be one of .*got 'nope'"),
+        ({"head_init": "lsuv"}, "--head-init lsuv needs a batch of data"),
         ({"epochs": 0}, "--epochs must be at least 1, got 0"),
         ({"lr": 0.0}, "--lr must be positive, got 0.0"),
         ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),

@@ -31,3 +31,31 @@ def test_tests_named_in_the_docs_exist(page):
         source = ROOT / path
         assert source.exists(), f"{page.name} names {path}, which does not exist"
         assert f"def {name}(" in source.read_text(), f"{page.name} names {path}::{name}, which does not exist"
+
+
+def _documented_options() -> dict[str, set[str]]:
+    """Per command, the flags docs/guide.md's "Every option" section lists."""
+    text = (ROOT / "docs" / "guide.md").read_text().split("## Every option", 1)[1]
+    sections = re.split(r"^### `transferlab ([\w-]+)`$", text, flags=re.M)[1:]
+    return {name: set(re.findall(r"`(--[\w-]+)`", body.split("\n## ")[0]))
+            for name, body in zip(sections[::2], sections[1::2])}  # fmt: skip
+
+
+def _parser_options() -> dict[str, set[str]]:
+    """Per command, the flags ``--help`` lists."""
+    import argparse
+
+    from transferlab.cli import _build_parser
+
+    commands = next(a for a in _build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: {flag for action in command._actions if action.help != argparse.SUPPRESS
+                   for flag in action.option_strings if flag.startswith("--") and flag != "--help"}
+            for name, command in commands.choices.items()}  # fmt: skip
+
+
+def test_every_option_of_every_command_is_documented_and_nothing_else():
+    documented, actual = _documented_options(), _parser_options()
+    assert set(documented) == set(actual), "a command without its section in docs/guide.md, or one too many"
+    for command, flags in actual.items():
+        assert flags - documented[command] == set(), f"{command}: in --help, not in docs/guide.md"
+        assert documented[command] - flags == set(), f"{command}: in docs/guide.md, not in --help"

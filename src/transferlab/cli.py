@@ -21,6 +21,7 @@ from .config import ENGINES, EXPORT_FORMATS, OFFLINE_BACKBONES, TrainConfig, fie
 from .errors import ConfigError, TransferlabError
 from .initlab.config import DEFAULT_INITS, LAB_MODELS, OPTIMIZERS, LabConfig
 from .inits import initializer_names
+from .strategies import STRATEGIES
 
 log = logging.getLogger("transferlab")
 
@@ -41,12 +42,16 @@ def _words(text: str) -> list[str]:
     return [word for word in text.split(",") if word]
 
 
-def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None, **overrides) -> None:
-    """One option per TrainConfig field (or per field in ``names``), with its type, default and help."""
+def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None,
+                        helps: dict[str, str] | None = None, **overrides) -> None:  # fmt: skip
+    """One option per TrainConfig field (or per field in ``names``), with its type, default and help
+    (``helps`` and ``overrides``: another help text or default for some)."""
     for f in dataclasses.fields(TrainConfig):
         if f.name == "data" or (names is not None and f.name not in names):
             continue
         meta, default = field_help(f.name), overrides.get(f.name, f.default)
+        if helps and f.name in helps:
+            meta["help"] = helps[f.name]
         flag = meta.get("flag", "--" + f.name.replace("_", "-"))
         options = {"dest": f.name, "default": default, "help": meta["help"]}
         if f.type == "bool":
@@ -88,7 +93,9 @@ def _build_parser() -> argparse.ArgumentParser:
     pre = commands.add_parser("pretrain", help="train a source network from scratch; transfer from it later")
     pre.add_argument("data", help=data_help)
     pre.add_argument("--arch", required=True, help="architecture, e.g. cnn-small or timm:resnet18")
-    _add_config_options(pre, PRETRAIN_OPTIONS, batch_size=128, out="runs/pretrain")
+    scratch = STRATEGIES["scratch"]  # what pretrain runs
+    _add_config_options(pre, PRETRAIN_OPTIONS, {"epochs": f"default: {scratch.epochs}", "lr": f"default: {scratch.lr:g}"},
+                        batch_size=128, out="runs/pretrain")  # fmt: skip
 
     a = commands.add_parser("advise", help="measure the data against a backbone and print the plan")
     a.add_argument("data", help=data_help)
@@ -107,7 +114,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("predict", help="top-k classes for image files")
     p.add_argument("model", help="a model folder written by 'train' (OUT/model)")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
     p.add_argument("--top-k", type=int, default=3, help="how many classes per image (default: 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_engine_option(p)
@@ -125,12 +132,13 @@ def _build_parser() -> argparse.ArgumentParser:
     st = commands.add_parser("study", help="every option on the data-set pool against the advisor's pick, "
                                            "leave one data set out")  # fmt: skip
     st.add_argument("--quick", action="store_true", help="the CI-sized study (two generated sets, under two minutes)")
-    st.add_argument("--out", default="runs/study")
-    st.add_argument("--cache-dir")
+    st.add_argument("--out", default="runs/study", help="folder of the study's runs and results, reused when "
+                                                        "resumed (default: runs/study)")  # fmt: skip
+    st.add_argument("--cache-dir", help=field_help("cache_dir")["help"])
 
     x = commands.add_parser("export", help="export a model to ONNX or TorchScript (checked for parity)")
-    x.add_argument("model")
-    x.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    x.add_argument("model", help="a model folder written by 'train' (OUT/model)")
+    x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the file format")
     x.add_argument("--out", help="output file (default: inside the model folder)")
     x.add_argument("--int8", action="store_true", help="onnx: quantize to int8 (static), calibrated on --calibration")
     x.add_argument("--calibration", metavar="DATA", help="--int8: your images (folder, CSV or built-in name), 200 used")
@@ -139,14 +147,15 @@ def _build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--dataset", default="fashion-mnist", help="28x28 grayscale data (default fashion-mnist)")
     lab.add_argument("--inits", nargs="+", type=_words, default=[list(DEFAULT_INITS)],
                      help=f"'a b' or 'a,b', from: {', '.join(initializer_names())}")  # fmt: skip
-    lab.add_argument("--model", default="mlp", choices=LAB_MODELS)
-    lab.add_argument("--epochs", type=int, default=2)
-    lab.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
-    lab.add_argument("--lr", type=float, default=1e-3)
-    lab.add_argument("--batch-size", type=int, default=100)
-    lab.add_argument("--seeds", type=int, default=3)
-    lab.add_argument("--train-samples", type=int, help="use only this many images of the training pool")
-    lab.add_argument("--out", default="runs/init-lab")
+    lab.add_argument("--model", default="mlp", choices=LAB_MODELS, help="the network (default: mlp, the seed's)")
+    lab.add_argument("--epochs", type=int, default=2, help="epochs per run (default: 2)")
+    lab.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="default: adam")
+    lab.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 0.001)")
+    lab.add_argument("--batch-size", type=int, default=100, help="images per step (default: 100)")
+    lab.add_argument("--seeds", type=int, default=3, help="how many seeds each init runs with: 0, 1, ..., N-1 "
+                                                          "(default: 3)")  # fmt: skip
+    lab.add_argument("--train-samples", type=int, help="use only this many training images in all (not per class)")
+    lab.add_argument("--out", default="runs/init-lab", help="output folder (default: runs/init-lab)")
     lab.add_argument("--data-dir", help=field_help("data_dir")["help"])
 
     b = commands.add_parser("backbones", help="list what can be loaded, and from where")

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from .datasets import CATALOG
 from .errors import ConfigError, check_choice
-from .inits import DEFAULT_HEAD_INIT, initializer_names, resolve_initializer
+from .inits import DATA_DEPENDENT, DEFAULT_HEAD_INIT, initializer_names, resolve_initializer
 from .plan import Plan
 from .strategies import (
     AUTO,
@@ -103,7 +105,8 @@ class TrainConfig:
     measure_per_class: int = option(200, "auto, advise, rank: labelled images per class the advisor measures on")
     seed: int = option(0, "seed of splits, data order, augmentation and initialization")
     data_dir: str | None = option(None, "folder holding Fashion-MNIST's *-ubyte.gz files (default: Debian's path)")
-    cache_dir: str | None = option(None, "feature cache folder (default ~/.cache/transferlab/features)")
+    cache_dir: str | None = option(None, "cache folder: features in DIR/features, ONNX models in DIR/onnx (default: "
+                                         "$TRANSFERLAB_CACHE, else ~/.cache/transferlab)")
     use_cache: bool = option(True, "recompute features, write none", flag="--no-cache")
     strict: bool = option(False, "fail on an unreadable image instead of skipping it")
     max_memory: float | None = option(4.0, "finetune, scratch: keep training inside about this many GB of resident "
@@ -122,8 +125,11 @@ class TrainConfig:
         check_choice("--tune", self.tune, TUNE_MODES)
         check_choice("--regularizer", self.regularizer, tuple(REGULARIZER_STRENGTHS))
         check_choice("--schedule", self.schedule, SCHEDULES)
-        resolve_initializer(self.head_init, "--head-init")
-        resolve_initializer(self.init, "--init")
+        for name, flag in (("head_init", "--head-init"), ("init", "--init")):
+            resolve_initializer(getattr(self, name), flag)
+            if getattr(self, name) in DATA_DEPENDENT:
+                raise ConfigError(f"{flag} {getattr(self, name)} needs a batch of data to size each layer: the init lab "
+                                  "uses it; choose another initializer here.")  # fmt: skip
         _check(self.resolution is None or 16 <= self.resolution <= 1024, "resolution", "between 16 and 1024 pixels",
                self.resolution)  # fmt: skip
         _check(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
@@ -148,6 +154,13 @@ class TrainConfig:
     def strategy_entry(self) -> Strategy:
         """The strategy table's entry for this run (not for ``auto``, which a plan resolves first)."""
         return get_strategy(self.strategy)
+
+    @property
+    def cache_root(self) -> Path:
+        """The cache folder: ``--cache-dir``, else ``$TRANSFERLAB_CACHE``, else ~/.cache/transferlab."""
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        return Path(os.environ.get("TRANSFERLAB_CACHE", Path.home() / ".cache" / "transferlab"))
 
     @property
     def starts_pretrained(self) -> bool:

@@ -6,6 +6,7 @@ squeeze-excitation)."""
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from timm.layers.conv2d_same import Conv2dSame
 from timm.layers.padding import get_same_padding
 
 from .errors import ConfigError
+from .hardware import int8_format, this_cpu
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_BATCH = 16
 # ONNX Runtime runs at most this many images at once: measured on EfficientNet-Lite0's body (best of
@@ -23,7 +27,12 @@ CALIBRATION_BATCH = 16
 # 4 1,030 / 2,066, 8 1,099 / 2,166, 12 984 / 1,921, 32 805 / 1,642, 64 746 / 1,473; at 224 px:
 # batch 4 274 / 468, 8 247 / 453-479, 64 224 / 404 (the activations of a few images stay in cache).
 ONNX_BATCH = 8
-INT8_RECIPE = 3  # how quantize_onnx builds the int8 graph; part of the cache key of what it computes
+INT8_RECIPE = 4  # how quantize_onnx builds the int8 graph; part of the cache key of what it computes
+
+
+def int8_recipe() -> str:
+    """The int8 recipe on this CPU (its version and format), a part of the cache key of what it computes."""
+    return f"{INT8_RECIPE}-{int8_format(this_cpu()).name}"
 
 
 class Bfloat16(torch.nn.Module):
@@ -147,7 +156,10 @@ def quantize_onnx(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
     """Static int8 quantization of ``fp32`` into ``int8``: the graph optimized and its shapes inferred
     first (ONNX Runtime's ``quant_pre_process``: measured 2.2x over float32 against 1.9x without it,
     same features), then QDQ format, per-channel int8 weights, uint8 activations whose ranges are
-    calibrated on ``calibration`` (N x 3 x R x R images in [0, 1])."""
+    calibrated on ``calibration`` (N x 3 x R x R images in [0, 1]); 7-bit weights on a CPU without
+    VNNI (:func:`.hardware.int8_format`)."""
+    form = int8_format(this_cpu())
+    log.info("int8 format %s: %s", form.name, form.why)
     _onnxruntime()
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -163,7 +175,7 @@ def quantize_onnx(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
     partial, optimized = int8.with_suffix(".partial"), int8.with_suffix(".optimized.onnx")
     quant_pre_process(str(fp32), str(optimized))
     quantize_static(str(optimized), str(partial), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+                    reduce_range=form.reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
     optimized.unlink()
     partial.replace(int8)
 

@@ -13,6 +13,7 @@ from .bundle import load_bundle
 from .config import EXPORT_FORMATS
 from .engines import OnnxRunner, onnx_runner, write_onnx
 from .errors import ExportError, check_choice
+from .hardware import int8_format, this_cpu
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,11 @@ def export_int8(model_dir: str | Path, calibration: torch.Tensor, out: str | Pat
         expected = torch.cat([model(chunk) for chunk in calibration.split(64)]).argmax(1)
     agreement = float((torch.cat([runner(chunk) for chunk in calibration.split(64)]).argmax(1) == expected).float().mean())
     if agreement < INT8_AGREEMENT:
+        cpu = this_cpu()
         raise ExportError(f"{path}: the int8 model agrees with PyTorch's top class on {agreement:.1%} of the "
-                          f"calibration images (< {INT8_AGREEMENT:.0%}); keep the float32 export.")  # fmt: skip
+                          f"{len(calibration)} calibration images (< {INT8_AGREEMENT:.0%}) on this CPU ({cpu.kind}, "
+                          f"int8 format {int8_format(cpu).name}). Calibrate on more, and more varied, images like "
+                          "those it will see (--calibration), or keep the float32 export (--format onnx without "
+                          "--int8).")  # fmt: skip
     log.info("exported %s (top class as PyTorch's on %.1f%% of %d images)", path, 100 * agreement, len(calibration))
     return path, agreement

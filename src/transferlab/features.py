@@ -30,9 +30,6 @@ from .images import UNREADABLE, resize_center_crop
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = Path(os.environ.get("TRANSFERLAB_CACHE", Path.home() / ".cache" / "transferlab"))
-
-
 @dataclass(frozen=True)
 class Features:
     """Feature vectors of an image set; rows of unreadable images are zero and marked invalid."""
@@ -175,7 +172,7 @@ def cache_key(images: ImageSet, resolution: int, model: dict) -> str:
 class FeatureCache:
     """A folder of feature entries, one sub-folder per key."""
 
-    def __init__(self, root: str | Path = DEFAULT_CACHE_DIR / "features"):
+    def __init__(self, root: str | Path):
         self.root = Path(root)
 
     def load(self, key: str) -> Features | None:

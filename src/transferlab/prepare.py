@@ -68,7 +68,7 @@ def prepare(config: TrainConfig) -> PreparedRun:
     splits = split_dataset(dataset, config.val_fraction, config.samples_per_class, config.test_per_class, config.seed)
     pretrained = config.pretrained and config.starts_pretrained
     backbone = build_backbone(config.backbone, pretrained, config.weights if pretrained else None)
-    cache = (FeatureCache(config.cache_dir) if config.cache_dir else FeatureCache()) if config.use_cache else None
+    cache = FeatureCache(config.cache_root / "features") if config.use_cache else None
     run = PreparedRun(splits, backbone, cache, time.perf_counter() - started)
     run._siblings[config.backbone] = run
     return run

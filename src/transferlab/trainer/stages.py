@@ -27,10 +27,9 @@ from torch import nn
 from .. import distributed
 from ..config import TrainConfig
 from ..data import ImageSet, per_class_subset
-from ..engines import INT8_RECIPE, Bfloat16, onnx_runner
+from ..engines import Bfloat16, int8_recipe, onnx_runner
 from ..errors import DataError
 from ..features import (
-    DEFAULT_CACHE_DIR,
     Features,
     cached_features,
     compute_outputs,
@@ -157,10 +156,9 @@ def frozen_runner(module: nn.Module, parts: dict, resolution: int, prepared: Pre
     if config.engine == "onnxruntime-int8":
         sample = per_class_subset(prepared.splits.train, max(1, CALIBRATION_IMAGES // len(prepared.classes)), config.seed)
         parts["calibration"] = sample.fingerprint()  # the int8 model depends on the images it was calibrated on
-        parts["recipe"] = INT8_RECIPE  # and on how it was quantized
+        parts["recipe"] = int8_recipe()  # and on how it was quantized (which depends on the CPU)
         calibration = _decoded(sample, resolution, prepared, config)
-    cache_root = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
-    return onnx_runner(module, resolution, cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx", calibration)
+    return onnx_runner(module, resolution, config.cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx", calibration)
 
 
 def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig, context: RunContext,
