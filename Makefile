@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test bench data browser install clean
+.PHONY: demo test bench gpu-check data browser install clean
 
 # Packages whose metadata declares dependencies they do not need (an old torch, tensorflow) go in
 # with --no-deps: MobileNetV2's ImageNet weights, the animal-mnist arrays, scikit-image's sample
@@ -52,6 +52,10 @@ bench: install data
 	@echo "Command: \`make bench\` ($$(date -u +%Y-%m-%d), $$(nproc) cores)." >> benchmarks/results.md
 	@echo "" >> benchmarks/results.md
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/speed.py --markdown benchmarks/results.md
+
+# On a machine with a CUDA GPU: head and finetune at 224 px on the GPU against the CPU, and speeds.
+gpu-check: install data
+	$(BIN)/python benchmarks/gpu_check.py --out runs/gpu-check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

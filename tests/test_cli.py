@@ -86,7 +86,7 @@ def test_predict_on_non_image(trained, tmp_path):
 
 def test_strict_fails_on_corrupt_image(trained, tmp_path):
     root, data, _ = trained
-    result = run("train", str(data), "--strict", "--resolution", "64", "--out", str(tmp_path / "o"), cache=root / "cache")
+    result = run("train", str(data), "--strategy", "head", "--strict", "--resolution", "64", "--out", str(tmp_path / "o"), cache=root / "cache")
     assert_one_line_error(result, "corrupt.jpg")
 
 
@@ -102,11 +102,11 @@ def test_strict_fails_on_corrupt_image(trained, tmp_path):
 )
 def test_bad_data_gives_one_line_and_exit_2(tmp_path, setup, expected):
     setup(tmp_path / "data")
-    assert_one_line_error(run("train", str(tmp_path / "data"), cache=tmp_path / "cache"), expected)
+    assert_one_line_error(run("train", str(tmp_path / "data"), "--strategy", "head", cache=tmp_path / "cache"), expected)
 
 
 def test_unknown_backbone_lists_close_matches(image_folder, tmp_path):
-    result = run("train", str(image_folder), "--backbone", "efficientnet_lite", cache=tmp_path / "cache")
+    result = run("train", str(image_folder), "--strategy", "head", "--backbone", "efficientnet_lite", cache=tmp_path / "cache")
     assert_one_line_error(result, "Did you mean: efficientnet_lite")
     assert "efficientnet_lite0" in result.stderr
 
@@ -140,7 +140,7 @@ def test_pretrain_then_transfer_from_the_bundle(tmp_path):
                  "--out", str(tmp_path / "src"), cache=cache)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "src" / "metrics.json").read_text())["classes"] == ["blue", "green"]
-    result = run("train", str(data), "--backbone", str(tmp_path / "src" / "model"), "--epochs", "5",
+    result = run("train", str(data), "--strategy", "head", "--backbone", str(tmp_path / "src" / "model"), "--epochs", "5",
                  "--out", str(tmp_path / "t"), cache=cache)  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
@@ -149,7 +149,7 @@ def test_pretrain_then_transfer_from_the_bundle(tmp_path):
 
 def test_allocator_preload_can_be_declined(image_folder, tmp_path):
     env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "TRANSFERLAB_CACHE": str(tmp_path / "c"), "TQDM_DISABLE": "1"}
-    result = subprocess.run([CLI, "train", str(image_folder), "--resolution", "32", "--epochs", "2", "--out",
+    result = subprocess.run([CLI, "train", str(image_folder), "--strategy", "head", "--resolution", "32", "--epochs", "2", "--out",
                              str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["allocator"] == "glibc"
@@ -206,7 +206,7 @@ def test_a_class_whose_every_image_is_unreadable_is_named_and_no_empty_output_is
     data = write_folder(tmp_path / "d", per_class=6)
     for path in (data / "green").iterdir():
         path.write_bytes(b"not an image")
-    result = run("train", str(data), "--resolution", "32", "--out", str(tmp_path / "out"), cache=tmp_path / "cache")
+    result = run("train", str(data), "--strategy", "head", "--resolution", "32", "--out", str(tmp_path / "out"), cache=tmp_path / "cache")
     assert_one_line_error(result, "no training image is left of class 'green' (5 unreadable)")
     assert not (tmp_path / "out").exists()
 
@@ -214,7 +214,7 @@ def test_a_class_whose_every_image_is_unreadable_is_named_and_no_empty_output_is
 def test_train_and_val_folders_are_the_training_and_validation_splits(tmp_path):
     write_folder(tmp_path / "d" / "train", per_class=8)
     write_folder(tmp_path / "d" / "val", per_class=3, seed=3)
-    result = run("train", str(tmp_path / "d"), "--resolution", "32", "--epochs", "3", "--out", str(tmp_path / "out"),
+    result = run("train", str(tmp_path / "d"), "--strategy", "head", "--resolution", "32", "--epochs", "3", "--out", str(tmp_path / "out"),
                  cache=tmp_path / "cache")  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())

@@ -32,7 +32,7 @@ def _plan(favoured="truncate"):
         ({"layer_decay": 1.5}, r"--layer-decay must be in \(0, 1\], got 1.5"),
         ({"val_fraction": 1.0}, "--val-fraction must be between 0 and 1, got 1.0"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
-        ({"plan": "p.json"}, "--plan goes with --strategy auto, got --strategy head"),
+        ({"strategy": "head", "plan": "p.json"}, "--plan goes with --strategy auto, got --strategy head"),
         ({"data": None}, "DATA must name"),
     ],
 )

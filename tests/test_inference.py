@@ -14,7 +14,7 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("inference")
     data = write_folder(root / "d", per_class=10)
-    tl.train(str(data), resolution=32, epochs=10, lr=0.01, out=str(root / "run"), cache_dir=str(root / "cache"))
+    tl.train(str(data), strategy="head", resolution=32, epochs=10, lr=0.01, out=str(root / "run"), cache_dir=str(root / "cache"))
     return root, data, tl.load(root / "run" / "model")
 
 
@@ -61,8 +61,8 @@ def test_export_checks_parity_and_says_so_when_it_fails(trained, tmp_path, monke
 def test_int8_engine_and_export_agree_with_pytorch(trained, tmp_path):
     root, data, _ = trained
     options = {"resolution": 112, "epochs": 10, "lr": 0.01, "use_cache": False}
-    fp32 = tl.train(str(data), out=str(tmp_path / "f"), **options)
-    int8 = tl.train(str(data), out=str(tmp_path / "i"), engine="onnxruntime-int8", **options).metrics
+    fp32 = tl.train(str(data), strategy="head", out=str(tmp_path / "f"), **options)
+    int8 = tl.train(str(data), strategy="head", out=str(tmp_path / "i"), engine="onnxruntime-int8", **options).metrics
     assert abs(int8["val_accuracy"] - fp32.metrics["val_accuracy"]) <= 0.005
     model = fp32.model
     with pytest.raises(tl.ConfigError, match="has no model.int8.onnx"):
@@ -74,15 +74,15 @@ def test_int8_engine_and_export_agree_with_pytorch(trained, tmp_path):
     by_torch = model.predict(images)
     assert np.mean([a.top[0][0] == b.top[0][0] for a, b in zip(by_int8, by_torch)]) >= 0.95
     small = {**options, "resolution": 32}  # small maps quantize too since the "same" paddings are constants
-    small_fp32 = tl.train(str(data), out=str(tmp_path / "sf"), **small).metrics
-    small_int8 = tl.train(str(data), out=str(tmp_path / "si"), engine="onnxruntime-int8", **small).metrics
+    small_fp32 = tl.train(str(data), strategy="head", out=str(tmp_path / "sf"), **small).metrics
+    small_int8 = tl.train(str(data), strategy="head", out=str(tmp_path / "si"), engine="onnxruntime-int8", **small).metrics
     assert abs(small_int8["val_accuracy"] - small_fp32["val_accuracy"]) <= 0.05
 
 
 def test_bf16_engine_keeps_the_predictions(trained, tmp_path):
     root, data, model = trained
-    fp32 = tl.train(str(data), resolution=32, epochs=10, lr=0.01, out=str(tmp_path / "f"), use_cache=False).metrics
-    bf16 = tl.train(str(data), resolution=32, epochs=10, lr=0.01, out=str(tmp_path / "b"), use_cache=False,
+    fp32 = tl.train(str(data), strategy="head", resolution=32, epochs=10, lr=0.01, out=str(tmp_path / "f"), use_cache=False).metrics
+    bf16 = tl.train(str(data), strategy="head", resolution=32, epochs=10, lr=0.01, out=str(tmp_path / "b"), use_cache=False,
                     engine="pytorch-bf16").metrics  # fmt: skip
     assert bf16["val_accuracy"] == fp32["val_accuracy"] and abs(bf16["val_loss"] - fp32["val_loss"]) < 0.05
     images = sorted(data.rglob("*.png"))

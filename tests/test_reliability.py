@@ -184,7 +184,7 @@ def test_second_run_on_the_same_output_folder_is_refused(tmp_path, image_folder)
     with OutputLock(tmp_path / "out"):
         with pytest.raises(OutputInUse):
             OutputLock(tmp_path / "out").__enter__()
-        result = run("train", str(image_folder), "--resolution", "32", "--out", str(tmp_path / "out"),
+        result = run("train", str(image_folder), "--strategy", "head", "--resolution", "32", "--out", str(tmp_path / "out"),
                      cache=tmp_path / "cache")  # fmt: skip
         assert_one_line_error(result, "in use by another transferlab run")
     with OutputLock(tmp_path / "out"):  # released: usable again
@@ -217,7 +217,7 @@ def test_stress_5000_images_with_5_percent_corrupt(tmp_path):
     env_cache = tmp_path / "cache"
     results = {}
     for name in ("clean", "messy"):
-        result = run("train", str(tmp_path / name), "--resolution", "32", "--epochs", "20", "--out",
+        result = run("train", str(tmp_path / name), "--strategy", "head", "--resolution", "32", "--epochs", "20", "--out",
                      str(tmp_path / f"run-{name}"), cache=env_cache)  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
         results[name] = json.loads((tmp_path / f"run-{name}" / "metrics.json").read_text())
@@ -234,7 +234,7 @@ def test_sigkill_during_feature_extraction_leaves_no_corrupt_cache(tmp_path):
     data = write_folder(tmp_path / "d", per_class=150)
     cache = tmp_path / "cache"
     env = {**os.environ, "TRANSFERLAB_CACHE": str(cache), "TQDM_DISABLE": "1"}
-    command = [CLI, "train", str(data), "--resolution", "96", "--epochs", "3", "--out", str(tmp_path / "run")]
+    command = [CLI, "train", str(data), "--strategy", "head", "--resolution", "96", "--epochs", "3", "--out", str(tmp_path / "run")]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list((cache / "features").glob(".*")) and time.monotonic() < deadline:

@@ -17,7 +17,7 @@ from pathlib import Path
 import transferlab as tl
 
 from . import __version__
-from .config import ENGINES, EXPORT_FORMATS, OFFLINE_BACKBONES, TrainConfig, field_help
+from .config import EXPORT_FORMATS, OFFLINE_BACKBONES, TrainConfig, field_help
 from .errors import ConfigError, TransferlabError
 from .initlab.config import DEFAULT_INITS, LAB_MODELS, OPTIMIZERS, LabConfig
 from .inits import initializer_names
@@ -27,13 +27,13 @@ log = logging.getLogger("transferlab")
 
 _TYPES = {"int": int, "float": float, "str": str}
 PRETRAIN_OPTIONS = ("out", "classes", "epochs", "lr", "batch_size", "resolution", "samples_per_class", "augment",
-                    "resume", "seed", "data_dir", "cache_dir")  # fmt: skip
+                    "resume", "seed", "data_dir", "cache_dir", "device")  # fmt: skip
 ADVISE_OPTIONS = ("out", "backbone", "backbones", "weights", "classes", "measure_per_class", "samples_per_class",
-                  "resolution", "engine", "cache_dir", "seed", "data_dir")  # fmt: skip
-LR_FIND_OPTIONS = ("out", "backbone", "weights", "classes", "samples_per_class", "resolution", "batch_size", "engine",
+                  "resolution", "engine", "device", "cache_dir", "seed", "data_dir")  # fmt: skip
+LR_FIND_OPTIONS = ("out", "backbone", "weights", "classes", "samples_per_class", "resolution", "batch_size", "engine", "device",
                    "freeze_bn", "layer_decay", "tune", "regularizer", "regularizer_strength", "cache_dir", "seed",
                    "data_dir")  # fmt: skip
-RANK_OPTIONS = ("out", "backbones", "classes", "measure_per_class", "samples_per_class", "resolution", "engine", "cache_dir", "seed",
+RANK_OPTIONS = ("out", "backbones", "classes", "measure_per_class", "samples_per_class", "resolution", "engine", "device", "cache_dir", "seed",
                 "data_dir")
 
 
@@ -75,8 +75,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"transferlab: error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_engine_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", default="pytorch", choices=ENGINES, help="engine of the forward passes (default: pytorch)")
+def _add_engine_and_device_options(parser: argparse.ArgumentParser) -> None:
+    for name in ("engine", "device"):
+        meta = field_help(name)
+        parser.add_argument(f"--{name}", default="auto", choices=meta.get("choices"), help=meta["help"] + " (default: auto)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -117,7 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
     p.add_argument("--top-k", type=int, default=3, help="how many classes per image (default: 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    _add_engine_option(p)
+    _add_engine_and_device_options(p)
 
     e = commands.add_parser("evaluate", help="accuracy, balanced accuracy and confusion matrix on labelled data")
     e.add_argument("model", help="a model folder written by 'train' (OUT/model)")
@@ -126,7 +128,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                                           "(default: runs/evaluate)")  # fmt: skip
     e.add_argument("--test-per-class", type=int, help="evaluate on a per-class subsample of the images")
     e.add_argument("--samples-per-class", dest="test_per_class", type=int, help=argparse.SUPPRESS)  # old name
-    _add_engine_option(e)
+    _add_engine_and_device_options(e)
     e.add_argument("--data-dir", help=field_help("data_dir")["help"])
 
     st = commands.add_parser("study", help="every option on the data-set pool against the advisor's pick, "
@@ -135,6 +137,7 @@ def _build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", default="runs/study", help="folder of the study's runs and results, reused when "
                                                         "resumed (default: runs/study)")  # fmt: skip
     st.add_argument("--cache-dir", help=field_help("cache_dir")["help"])
+    st.add_argument("--device", default="auto", help=field_help("device")["help"] + " (default: auto)")
 
     x = commands.add_parser("export", help="export a model to ONNX or TorchScript (checked for parity)")
     x.add_argument("model", help="a model folder written by 'train' (OUT/model)")
@@ -157,6 +160,7 @@ def _build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--train-samples", type=int, help="use only this many training images in all (not per class)")
     lab.add_argument("--out", default="runs/init-lab", help="output folder (default: runs/init-lab)")
     lab.add_argument("--data-dir", help=field_help("data_dir")["help"])
+    lab.add_argument("--device", default="auto", help=field_help("device")["help"] + " (default: auto)")
 
     b = commands.add_parser("backbones", help="list what can be loaded, and from where")
     b.add_argument("--cuts", metavar="NAME", help="show the cut points of one backbone")
@@ -187,6 +191,8 @@ def _print_summary(args, metrics: dict) -> None:
     if "test_accuracy" in metrics:
         print(f"test accuracy: {metrics['test_accuracy']:.4f} ({metrics['num_test']} images); balanced accuracy "
               f"{metrics['balanced_accuracy']:.4f}, always the largest class {metrics['majority_baseline']:.4f}")  # fmt: skip
+    if metrics["near_chance"]:
+        print("near chance: the model has learnt next to nothing; see 'When the result is poor' in docs/guide.md")
     else:
         print("no test split: the figures above are on the validation split; put a test/ folder beside train/ "
               "(root/train/<class>/..., root/test/<class>/...) to measure on images the run never chose by")
@@ -210,7 +216,7 @@ def _run_pretrain(args) -> None:
 
 
 def _run_predict(args) -> None:
-    predictions = tl.load(args.model, args.engine).predict(args.images, args.top_k)
+    predictions = tl.load(args.model, args.engine, args.device).predict(args.images, args.top_k)
     if args.json:
         print(json.dumps([p.to_json() for p in predictions], indent=2))
         return
@@ -219,7 +225,7 @@ def _run_predict(args) -> None:
 
 
 def _run_evaluate(args) -> None:
-    metrics = tl.load(args.model, args.engine).evaluate(args.data, args.out, args.data_dir, args.test_per_class)
+    metrics = tl.load(args.model, args.engine, args.device).evaluate(args.data, args.out, args.data_dir, args.test_per_class)
     print(f"accuracy: {metrics['accuracy']:.4f}, balanced accuracy {metrics['balanced_accuracy']:.4f} "
           f"(always the largest class: {metrics['majority_baseline']:.4f}) on {metrics['num_images']} images "
           f"({metrics['skipped_files']} skipped); confusion matrix in {args.out}")  # fmt: skip
@@ -261,7 +267,7 @@ def _run_lr_find(args) -> None:
 def _run_study(args) -> None:
     from .advisor.study import table
 
-    summary = tl.run_study(args.quick, args.out, args.cache_dir)
+    summary = tl.run_study(args.quick, args.out, args.cache_dir, device=args.device)
     print(table(summary["cells"]))
     s = summary["summary"]
     print(f"leave one data set out: advisor mean regret {s['advisor']['mean']:.2f} points, worst "
@@ -289,7 +295,7 @@ def _run_init_lab(args) -> None:
     inits = tuple(name for group in args.inits for name in group)
     config = LabConfig(inits=inits, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                        optimizer=args.optimizer, lr=args.lr, seeds=args.seeds, train_samples=args.train_samples,
-                       data=args.dataset, data_dir=args.data_dir, out=args.out)  # fmt: skip
+                       data=args.dataset, data_dir=args.data_dir, out=args.out, device=args.device)  # fmt: skip
     from .initlab.report import markdown_table
 
     metrics = tl.run_lab(config)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .datasets import CATALOG
 from .errors import ConfigError, check_choice
+from .hardware import check_device, resolve_device
 from .inits import DATA_DEPENDENT, DEFAULT_HEAD_INIT, initializer_names, resolve_initializer
 from .plan import Plan
 from .strategies import (
@@ -61,7 +62,8 @@ class TrainConfig:
     data: str = option(None, f"a folder root/<class>/<image> (or root/train/..., root/test/...), a CSV of path,label, "
                              f"or a built-in data set: {', '.join(CATALOG)}")  # fmt: skip
     out: str = option("runs/latest", "output folder")
-    strategy: str = option("head", "auto: measure the data, then choose", choices=(*STRATEGIES, AUTO))
+    strategy: str = option(AUTO, "auto: measure the data, then choose and say why (the study: lower regret than any "
+                                 "fixed strategy, docs/advisor.md)", choices=(*STRATEGIES, AUTO))  # fmt: skip
     backbone: str = option("efficientnet_lite0", "registered, timm or torchvision name, or a model folder")
     backbones: tuple[str, ...] = option((), "auto, advise, rank: candidate backbones, comma-separated ('a,b'); the advisor "
                                             "ranks them and chooses the source with the strategy")  # fmt: skip
@@ -113,14 +115,18 @@ class TrainConfig:
                                            "memory by passes of fewer images per step (the same effective batch)")
     tensorboard: str | None = option(None, "write losses, accuracies, learning rates and the confusion matrix per "
                                            "epoch to this folder for TensorBoard")  # fmt: skip
-    engine: str = option("pytorch", "engine of the frozen body's forward passes", choices=ENGINES)
+    engine: str = option("auto", "engine of the frozen body's forward passes; auto: the fastest that is correct on this "
+                                 "machine (see docs/speed.md), said in the log and metrics.json", choices=("auto", *ENGINES))
+    device: str = option("auto", "where the networks run: auto (the first GPU when CUDA has one, else the CPU), cpu, "
+                                 "cuda or cuda:N")  # fmt: skip
 
     def __post_init__(self):
         if not self.data:
             raise ConfigError("DATA must name a data set, a folder or a CSV file, got nothing.")
         if self.strategy != AUTO:
             get_strategy(self.strategy)
-        check_choice("--engine", self.engine, ENGINES)
+        check_choice("--engine", self.engine, ("auto", *ENGINES))
+        check_device(self.device)
         check_choice("--class-weight", self.class_weight, CLASS_WEIGHTS)
         check_choice("--tune", self.tune, TUNE_MODES)
         check_choice("--regularizer", self.regularizer, tuple(REGULARIZER_STRENGTHS))
@@ -161,6 +167,11 @@ class TrainConfig:
         if self.cache_dir:
             return Path(self.cache_dir)
         return Path(os.environ.get("TRANSFERLAB_CACHE", Path.home() / ".cache" / "transferlab"))
+
+    @property
+    def resolved_device(self) -> str:
+        """The device this run's networks go on (:func:`.hardware.resolve_device`)."""
+        return resolve_device(self.device)
 
     @property
     def starts_pretrained(self) -> bool:

@@ -58,8 +58,9 @@ def gather_rows(rows: np.ndarray, count: int) -> np.ndarray:
     return full
 
 
-def wrap(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel when several processes train, else itself."""
+def wrap(model: torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
+    """``model`` (on ``device``) in DistributedDataParallel when several processes train, else itself."""
     if not dist.is_initialized():
         return model
-    return torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    devices = [torch.device(device).index] if device.startswith("cuda") else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=devices, find_unused_parameters=True)

@@ -56,7 +56,7 @@ def _onnxruntime():
     try:
         import onnxruntime
     except ImportError as error:
-        raise ConfigError("ONNX needs onnx and onnxruntime: pip install 'transferlab[export]'.") from error
+        raise ConfigError("ONNX needs onnx and onnxruntime (transferlab's dependencies): pip install onnx onnxruntime.") from error
     return onnxruntime
 
 

@@ -114,7 +114,10 @@ def run_batch(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     engines convert the pixels themselves)."""
     if isinstance(model, OnnxRunner):
         return model.run_pixels(pixels)
-    return model(to_unit_float(pixels)).float()
+    parameter = next(model.parameters(), None)
+    if parameter is not None and parameter.device.type != "cpu":  # batches go where the model is
+        pixels = pixels.pin_memory().to(parameter.device, non_blocking=True)
+    return model(to_unit_float(pixels)).float().cpu()
 
 
 def predict_pixels(model: nn.Module, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""What this machine's CPU offers the engines, read as the compute kernels read it (cpuid, through
-PyTorch's cpuinfo), and the int8 format that keeps its accuracy there.
+"""What this machine offers: the CPU's instruction sets, read as the compute kernels read them
+(cpuid, through PyTorch's cpuinfo), the int8 format that keeps its accuracy there, the device a run
+uses (a GPU when there is one) and its precision, and the engine of the frozen forward passes.
 
 ONNX Runtime's x86 int8 kernels multiply uint8 activations by int8 weights (U8S8). With AVX-512
 VNNI (or AMX) one instruction does it exactly; without VNNI the AVX2 and AVX-512 kernels use
@@ -10,7 +11,10 @@ the remedy, 7-bit weights (``reduce_range``). Measured both ways in docs/speed.m
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
+
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -69,3 +73,85 @@ REDUCED = Int8Format("u8s8-reduce-range", True, "this CPU has no VNNI: 7-bit wei
 def int8_format(cpu: Cpu) -> Int8Format:
     """The int8 format that keeps accuracy on ``cpu``."""
     return EXACT if cpu.exact_int8 else REDUCED
+
+
+# --------------------------------------------------------------------------------------------
+# The device a run's networks go on, and the precision they run in there.
+
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def check_device(text: str) -> str:
+    """``text`` if it names a device this option takes (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
+    kind, _, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()):
+        return text
+    raise ConfigError(f"--device must be {DEVICES}, got {text!r}.")
+
+
+def resolve_device(requested: str, cuda_devices: int | None = None) -> str:
+    """The device a run uses: ``auto`` takes the first GPU when CUDA has one, else the CPU; a GPU
+    asked for by name must exist. ``cuda_devices``: how many CUDA reports (default: ask it)."""
+    if cuda_devices is None:
+        import torch
+
+        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if requested == "auto":  # under torchrun, each process takes the GPU of its local rank
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % cuda_devices}" if cuda_devices else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    index = int(requested.partition(":")[2] or 0)
+    if index >= cuda_devices:
+        raise ConfigError(f"--device {requested}: this machine has {cuda_devices} CUDA device(s) "
+                          f"({'none' if not cuda_devices else f'cuda:0 to cuda:{cuda_devices - 1}'}); use --device cpu.")  # fmt: skip
+    return f"cuda:{index}"
+
+
+def autocast_dtype(device: str, bf16_supported: bool | None = None) -> str | None:
+    """The mixed precision a device trains in: none on the CPU (its float32 path stays the tested
+    one), bfloat16 on a GPU that supports it (Ampere and newer; no loss scaling needed), else none
+    (float16 would need loss scaling: such GPUs train in float32)."""
+    if not device.startswith("cuda"):
+        return None
+    if bf16_supported is None:
+        import torch
+
+        bf16_supported = torch.cuda.is_bf16_supported()
+    return "bfloat16" if bf16_supported else None
+
+
+# --------------------------------------------------------------------------------------------
+# The engine of the frozen forward passes, chosen for the machine and the job.
+
+ORT_SPEEDUP = 1.43  # float32 ONNX Runtime over PyTorch, EfficientNet-Lite0 at 112 px, tcmalloc (docs/speed.md)
+PYTORCH_SECONDS_PER_IMAGE_AT_112 = 1 / 250  # PyTorch float32 extraction on 2 cores at 112 px (docs/speed.md)
+EXPORT_SECONDS = 4.0  # exporting EfficientNet-Lite0 to ONNX before the first pass (docs/speed.md)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: str
+    reason: str
+
+
+def choose_engine(requested: str, device: str, cpu: Cpu, onnxruntime: bool, images: int, resolution: int,
+                  exported: bool) -> EngineChoice:  # fmt: skip
+    """The engine of a frozen pass over ``images`` at ``resolution``: the one asked for, or for
+    ``auto`` the fastest that is correct here - PyTorch on a GPU; float32 ONNX Runtime on a CPU
+    where it was measured faster (AVX-512) once the images are enough to pay for the export (or the
+    export is ``exported`` already); else PyTorch. int8 and bf16 change the features, so ``auto``
+    never picks them."""
+    if requested != "auto":
+        return EngineChoice(requested, "asked for")
+    if device.startswith("cuda"):
+        return EngineChoice("pytorch", f"PyTorch runs on the GPU ({device})")
+    if not onnxruntime:
+        return EngineChoice("pytorch", "onnxruntime is not installed")
+    if not cpu.avx512:
+        return EngineChoice("pytorch", f"ONNX Runtime's speed is not measured on this CPU ({cpu.kind})")
+    saving = images * PYTORCH_SECONDS_PER_IMAGE_AT_112 * (resolution / 112) ** 2 * (1 - 1 / ORT_SPEEDUP)
+    if not exported and saving < EXPORT_SECONDS:
+        return EngineChoice("pytorch", f"{images} images at {resolution} px would save {saving:.1f} s on ONNX Runtime, "
+                                       f"less than the {EXPORT_SECONDS:.0f} s its export takes")  # fmt: skip
+    return EngineChoice("onnxruntime", f"float32 ONNX Runtime, {ORT_SPEEDUP}x PyTorch on this kind of CPU ({cpu.kind})"
+                                       + ("; its export is cached" if exported else f"; saves about {saving:.0f} s here"))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from .datasets import load_dataset
 from .config import ENGINES
 from .engines import Bfloat16, OnnxRunner, onnx_runner
 from .errors import ConfigError, DataError, check_choice
+from .hardware import check_device, choose_engine, resolve_device, this_cpu
 from .export import INT8_FILE, export_bundle, export_int8
 from .features import compute_outputs, to_unit_float
 from .images import open_image, to_rgb
@@ -65,21 +67,29 @@ class Prediction:
 class Model:
     """A trained transfer model loaded from its folder (``OUT/model``)."""
 
-    def __init__(self, directory: str | Path, engine: str = "pytorch"):
-        check_choice("--engine", engine, ENGINES)
+    def __init__(self, directory: str | Path, engine: str = "auto", device: str = "auto"):
+        check_choice("--engine", engine, ("auto", *ENGINES))
         self.directory = Path(directory)
         self.network, self.info = load_bundle(self.directory)
+        self.device = resolve_device(check_device(device))
+        if engine == "auto":  # ONNX Runtime only where it is faster and the model is exported already
+            exported = (self.directory / "model.onnx").exists()
+            engine = choose_engine("auto", self.device, this_cpu(), importlib.util.find_spec("onnxruntime") is not None,
+                                   0, self.resolution, exported).engine  # fmt: skip
         self.engine = engine
-        self._runner = self.network
+        self._runner = self._runner_for(engine)
+
+    def _runner_for(self, engine: str):
+        """The network on ``engine``: PyTorch's on the device, ONNX Runtime's on the CPU."""
         if engine == "onnxruntime":  # exported once next to the bundle
-            self._runner = onnx_runner(self.network, self.resolution, self.directory / "model.onnx")
-        elif engine == "pytorch-bf16":
-            self._runner = Bfloat16(self.network)
-        elif engine == "onnxruntime-int8":
+            return onnx_runner(self.network, self.resolution, self.directory / "model.onnx")
+        if engine == "onnxruntime-int8":
             if not (self.directory / INT8_FILE).exists():
                 raise ConfigError(f"{self.directory} has no {INT8_FILE}: make it with 'transferlab export "
                                   f"{self.directory} --format onnx --int8 --calibration DATA' (your own images).")  # fmt: skip
-            self._runner = OnnxRunner(self.directory / INT8_FILE)
+            return OnnxRunner(self.directory / INT8_FILE)
+        network = self.network.to(self.device)
+        return Bfloat16(network) if engine == "pytorch-bf16" else network
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -142,9 +152,10 @@ class Model:
         return to_unit_float(torch.from_numpy(decoded.readable(images.labels)[0]))
 
 
-def load(directory: str | Path, engine: str = "pytorch") -> Model:
-    """The model trained into ``directory`` (``OUT/model``); ``engine`` runs it with PyTorch or ONNX Runtime."""
-    return Model(directory, engine)
+def load(directory: str | Path, engine: str = "auto", device: str = "auto") -> Model:
+    """The model trained into ``directory`` (``OUT/model``); ``engine`` runs it with PyTorch (on
+    ``device``) or ONNX Runtime; ``auto`` chooses for this machine (:func:`.hardware.choose_engine`)."""
+    return Model(directory, engine, device)
 
 
 def _labelled_for(info: BundleInfo, data: str, data_dir: str | None) -> ImageSet:

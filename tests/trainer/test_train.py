@@ -19,7 +19,7 @@ def run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("api")
     data = write_folder(root / "colours", per_class=10)
-    config = tl.TrainConfig(data=str(data), out=str(root / "run"), resolution=48, epochs=10, lr=0.01,
+    config = tl.TrainConfig(data=str(data), strategy="head", out=str(root / "run"), resolution=48, epochs=10, lr=0.01,
                             val_fraction=0.3, cache_dir=str(root / "cache"))  # fmt: skip
     return root, config, tl.train(config).metrics
 
@@ -63,7 +63,7 @@ def small_data(tmp_path_factory):
 
 
 def _config(root, **changes):
-    base = tl.TrainConfig(data=str(root / "d"), out=str(root / "run"), resolution=32, val_fraction=0.25,
+    base = tl.TrainConfig(data=str(root / "d"), strategy="head", out=str(root / "run"), resolution=32, val_fraction=0.25,
                           cache_dir=str(root / "cache"), batch_size=16)  # fmt: skip
     return dataclasses.replace(base, **changes)
 

@@ -23,7 +23,7 @@ from ..data import per_class_subset
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
 from ..plan import CutEvidence, best_cut, transfer_gain
-from ..trainer.stages import frozen_runner
+from ..trainer.stages import engine_choice, frozen_runner
 from .measure import features_at_every_cut, measure, measurement_resolution, probe_learning_curve, source_leep
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ def score_source(prepared: PreparedRun, config: TrainConfig, name: str, twin: bo
     labelled = prepared.splits.train.union(prepared.splits.val)
     sample = per_class_subset(labelled, config.measure_per_class, config.seed)
     resolution = measurement_resolution(backbone, sample, config.resolution)
-    engine = functools.partial(frozen_runner, resolution=resolution, prepared=prepared, config=config)
+    choice = engine_choice(config, len(sample) * (2 if twin else 1), resolution)  # the random twin's pass too
+    engine = functools.partial(frozen_runner, resolution=resolution, prepared=prepared, config=config, engine=choice.engine)
     blocks, labels = features_at_every_cut(backbone, prepared.weights_digest, sample, resolution, prepared.cache, engine)
     evidence = measure(backbone, blocks, labels, sample, resolution, prepared.cache, config.seed, twin, engine)
     best = best_cut(evidence)

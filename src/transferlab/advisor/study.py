@@ -72,11 +72,12 @@ def run_key(strategy: str, cut: str) -> str:
     return f"{strategy}@{cut}"
 
 
-def _base_config(data: str, size: int, seed: int, settings: StudySettings, cache: str | None) -> TrainConfig:
-    """What every run of a seed shares: the data, its size and subsample, the resolution."""
+def _base_config(data: str, size: int, seed: int, settings: StudySettings, cache: str | None,
+                 device: str = "auto") -> TrainConfig:  # fmt: skip
+    """What every run of a seed shares: the data, its size and subsample, the resolution, the device."""
     return TrainConfig(data=data, samples_per_class=size, test_per_class=settings.test_per_class, seed=seed,
                        resolution=settings.resolution, measure_per_class=settings.measure_per_class, cache_dir=cache,
-                       strategy=AUTO)  # fmt: skip
+                       strategy=AUTO, device=device)  # fmt: skip
 
 
 def study_runs(cuts: list[str]) -> list[tuple[str, str]]:
@@ -142,9 +143,10 @@ def _run(prepared: Callable[[], PreparedRun], config: TrainConfig) -> dict:
     return result
 
 
-def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path, cache: str | None) -> dict:
+def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path, cache: str | None,
+             device: str = "auto") -> dict:  # fmt: skip
     """The advisor's measurements (timed) and every option's outcome on one seed of a cell."""
-    base = _base_config(data, size, seed, settings, cache)
+    base = _base_config(data, size, seed, settings, cache, device)
     folder = out / f"{data}@{size}" / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "measurements.json"
@@ -320,7 +322,7 @@ def _plot_regrets(scored: dict[str, dict]):
 
 
 def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: str | None = None,
-              settings: StudySettings | None = None) -> dict:  # fmt: skip
+              settings: StudySettings | None = None, device: str = "auto") -> dict:  # fmt: skip
     """Run every seed of every cell (reusing finished ones), score leave-one-data-set-out, write
     study.json, table.md, forecaster.json (fitted on every cell) and report.html into ``out``."""
     settings = settings or (QUICK if quick else FULL)
@@ -328,7 +330,7 @@ def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: st
     started = time.perf_counter()
     jobs = [(d, n, s) for n in settings.sizes for d in settings.data  # every set early
             for s in (settings.seeds if n <= SEEDED_SIZES else settings.seeds[:1])]  # fmt: skip
-    records = [run_seed(d, n, s, settings, out, cache_dir) for d, n, s in tqdm(jobs, desc="study", unit="seed")]
+    records = [run_seed(d, n, s, settings, out, cache_dir, device) for d, n, s in tqdm(jobs, desc="study", unit="seed")]
     scored = leave_one_parent_out(records)
     cells = len(scored)
     source = (f"transferlab study{' --quick' if quick else ''}: {cells} cells of {len(settings.data)} data sets, "

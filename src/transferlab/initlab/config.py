@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError, check_choice
+from ..hardware import check_device
 from ..inits import initializer_names
 
 LAB_MODELS = ("mlp", "deep-mlp", "cnn")
@@ -31,6 +32,7 @@ class LabConfig:
     data: str = "fashion-mnist"
     data_dir: str | None = None
     out: str = "runs/init-lab"
+    device: str = "auto"  # where the networks train: auto (a GPU when CUDA has one), cpu, cuda, cuda:N
 
     def __post_init__(self):
         check_choice("--model", self.model, LAB_MODELS)
@@ -40,5 +42,6 @@ class LabConfig:
                 check_choice("--inits", name, initializer_names())
         if self.epochs < 1 or self.seeds < 1 or self.batch_size < 1:
             raise ConfigError("--epochs, --seeds and --batch-size must each be at least 1.")
+        check_device(self.device)
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}.")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..datasets import load_dataset
 from ..errors import ConfigError, check_choice
+from ..hardware import resolve_device
 from ..inits import init_module
 from .config import LAB_MODELS, LabConfig
 from .report import write_lab_report
@@ -57,6 +58,9 @@ class LabData:
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
+
+    def to(self, device: str) -> LabData:
+        return LabData(*(t.to(device) for t in (self.train_x, self.train_y, self.val_x, self.val_y)))
 
 
 def load_lab_data(config: LabConfig) -> LabData:
@@ -164,7 +168,7 @@ def _optimizer(config: LabConfig, model: nn.Module) -> torch.optim.Optimizer:
 def run_one(config: LabConfig, data: LabData, init: str, seed: int, probe: int = 1000) -> RunResult:
     """Train one network from initialization ``init``; every init sees the same batches per seed."""
     torch.manual_seed(seed)
-    model = build_lab_model(config.model)
+    model = build_lab_model(config.model).to(data.train_x.device)
     init_module(model, init, sample=data.train_x[:probe])
     probe_x, probe_y = data.val_x[:probe], data.val_y[:probe]
     at_init = layer_statistics(model, probe_x, probe_y)
@@ -214,7 +218,8 @@ def summarize(results: list[RunResult]) -> dict[str, dict[str, float]]:
 
 def run_lab(config: LabConfig) -> dict:
     """Run every init over every seed; write plots, ``metrics.json`` and ``report.html``."""
-    data = load_lab_data(config)
+    device = resolve_device(config.device)
+    data = load_lab_data(config).to(device)
     log.info("init lab: %s, %d training and %d validation images", config.model, len(data.train_y), len(data.val_y))
     results = []
     runs = [(init, seed) for seed in range(config.seeds) for init in config.inits]

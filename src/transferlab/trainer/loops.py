@@ -173,6 +173,8 @@ class NetworkTraining:
     regularizer: str = _config_default("regularizer")  # "l2-sp": pull the body towards its starting weights; "bss"
     regularizer_strength: float = 0.0  # the config's resolved strength
     tune: str = _config_default("tune")  # which body parameters train: "all", "bias" (BitFit), "norm", "lora"
+    device: str = "cpu"  # where the batches go (the model is there already)
+    precision: str | None = None  # "bfloat16": autocast on a GPU (hardware.autocast_dtype); None: float32
 
 
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -340,11 +342,11 @@ def _passes(net, chunks, batch, pixels, labels, weight, settings, anchors, featu
     """The passes of :func:`accumulate_gradients`, one per chunk of ``batch``."""
     total, correct = 0.0, 0
     for k, chunk in enumerate(chunks):
-        inputs = pixels[chunk]
+        inputs, targets = _to_device(pixels[chunk], settings.device), _to_device(labels[chunk], settings.device)
         sync = k == len(chunks) - 1 or not hasattr(net, "no_sync")  # DDP: all-reduce once per step
-        with contextlib.nullcontext() if sync else net.no_sync():
-            logits = net(to_unit_float(augment_batch(inputs) if settings.augment else inputs))
-            loss = nn.functional.cross_entropy(logits, labels[chunk], weight=weight)
+        with contextlib.nullcontext() if sync else net.no_sync(), _autocast(settings):
+            logits = net(to_unit_float(augment_batch(inputs) if settings.augment else inputs)).float()
+            loss = nn.functional.cross_entropy(logits, targets, weight=weight)
             if not torch.isfinite(loss):
                 return float(loss.item()), 0
             scaled = loss * (len(chunk) / len(batch))
@@ -354,14 +356,28 @@ def _passes(net, chunks, batch, pixels, labels, weight, settings, anchors, featu
                 scaled = scaled + bss_penalty(features.pop(), settings.regularizer_strength) * (len(chunk) / len(batch))
             scaled.backward()
         total += loss.item() * len(chunk)
-        correct += (logits.argmax(1) == labels[chunk]).sum().item()
+        correct += (logits.argmax(1) == targets).sum().item()
     return total / len(batch), correct
+
+
+def _to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
+    """``tensor`` on ``device``: through pinned memory and a non-blocking copy to a GPU; itself on the CPU."""
+    if device == "cpu":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _autocast(settings: NetworkTraining):
+    """Mixed precision where the device supports it (``settings.precision``), else nothing."""
+    if settings.precision is None:
+        return contextlib.nullcontext()
+    return torch.autocast(settings.device.partition(":")[0], dtype=getattr(torch, settings.precision))
 
 
 def _resumable(settings: dict | None) -> dict | None:
     """The settings a resumed run must share: all but the micro-batch, which the memory budget
-    chooses from what the machine has free at the start of each run."""
-    return {k: v for k, v in settings.items() if k != "micro_batch"} if settings else settings
+    chooses from what the machine has free at the start of each run, and the device."""
+    return {k: v for k, v in settings.items() if k not in ("micro_batch", "device", "precision")} if settings else settings
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -406,8 +422,9 @@ def fit_network(
         model.freeze_bn = settings.freeze_bn
     history, best_loss, best_state, start, stale = [], float("inf"), None, 0, 0
     weight = loss_weights(train_y, int(train_y.max()) + 1, settings.class_weight)
+    weight = weight.to(settings.device) if weight is not None else None
     anchors = prepare_trainable(model, groups, settings)
-    net = distributed.wrap(model)
+    net = distributed.wrap(model, settings.device)
     path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir else None
     if checkpoint_dir and distributed.is_main():
         checkpoint_dir.mkdir(parents=True, exist_ok=True)

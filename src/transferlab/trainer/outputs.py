@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 SAMPLE_GRID_SIZE = 16
 WORST_PAIRS, EXAMPLES_PER_PAIR = 3, 4
 FEW_VALIDATION_IMAGES = 5  # per class: below this a validation accuracy means little
+NEAR_BASELINE = 0.05  # balanced accuracy within this of chance (1 / classes): the model has learnt next to nothing
+POOR_RESULT = ("balanced accuracy {balanced:.1%} is near chance ({chance:.1%}): compare with the baseline, add images, "
+               "try the recipe for your data size and look at the confused pairs in report.html "
+               "(docs/guide.md, 'When the result is poor')")  # fmt: skip
 
 
 def _cache_state(hits: list[bool]) -> str:
@@ -62,6 +66,10 @@ def build_metrics(config: TrainConfig, stages: dict, info: BundleInfo, weights_s
     skipped = sorted({name for f in last.inputs.values() for name in f.skipped})
     seconds = {k: v for stage in stages.values() for k, v in stage.seconds.items()}
     _warn_small_validation(labels["val"], info.classes)
+    chance = 1 / len(info.classes)
+    poor = quality["balanced_accuracy"] < chance + NEAR_BASELINE
+    if poor:
+        log.warning(POOR_RESULT.format(balanced=quality["balanced_accuracy"], chance=chance))
     return {
         "strategy": config.strategy,
         "backbone": config.backbone,
@@ -75,6 +83,7 @@ def build_metrics(config: TrainConfig, stages: dict, info: BundleInfo, weights_s
         "balanced_accuracy": quality["balanced_accuracy"],
         "macro_f1": quality["macro_f1"],
         "majority_baseline": quality["majority_baseline"],
+        "near_chance": poor,
         "per_class": quality["per_class"],
         "confusion_matrix": quality["confusion_matrix"],
         "num_train": int(len(labels["train"])),
@@ -87,6 +96,8 @@ def build_metrics(config: TrainConfig, stages: dict, info: BundleInfo, weights_s
         **seconds,
         "train_seconds": time.perf_counter() - started,
         "processes": distributed.world_size(),
+        "device": config.resolved_device,
+        **next(({"engine": stage.engine} for stage in stages.values() if stage.engine), {}),
         "peak_rss_mb": peak_rss_bytes() / 2**20,
         **last.memory,
         "allocator": allocator_in_use(),
@@ -158,6 +169,8 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
     hidden = ("config", "history", "skipped", "per_class", "confusion_matrix", "plan")
     summary = {k: v for k, v in metrics.items() if k not in hidden and not k.endswith(("_seconds", "_history"))}
     summary["seconds"] = ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in metrics.items() if k.endswith("_seconds"))
+    if metrics["near_chance"]:
+        summary["poor result"] = POOR_RESULT.format(balanced=metrics["balanced_accuracy"], chance=1 / len(metrics["classes"]))
     tables = {
         f"Per class ({split})": _per_class_table(metrics["per_class"]),
         f"Most confused pairs ({split})": (["true class", "predicted as", "images"], [list(p) for p in pairs]),

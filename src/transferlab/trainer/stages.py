@@ -14,6 +14,7 @@ optimizer's groups) that training, ``lr-find``, the advisor's pilot and the benc
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from ..features import (
     to_unit_float,
 )
 from ..inits import init_module
+from ..hardware import EngineChoice, autocast_dtype, choose_engine, this_cpu
 from ..prepare import PreparedRun
 from ..strategies import PROBE_LR
 from ..surgery import TransferModel
@@ -60,6 +62,7 @@ class Stage:
     seconds: dict[str, float] = field(default_factory=dict)
     cache_hits: list[bool] = field(default_factory=list)
     memory: dict[str, int] = field(default_factory=dict)  # the batch plan of whole-network training
+    engine: dict[str, str] = field(default_factory=dict)  # the frozen pass's engine and why it was chosen
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ def network_settings(config: TrainConfig, micro_batch: int = 0) -> NetworkTraini
         augment=config.augment, freeze_bn=config.resolved_freeze_bn, gradual_unfreeze=config.gradual_unfreeze,
         seed=config.seed, class_weight=config.class_weight, micro_batch=micro_batch, schedule=config.schedule,
         regularizer=config.regularizer, regularizer_strength=config.resolved_regularizer_strength, tune=config.tune,
+        device=config.resolved_device, precision=autocast_dtype(config.resolved_device),
     )  # fmt: skip
 
 
@@ -143,17 +147,33 @@ def _decoded(images: ImageSet, resolution: int, prepared: PreparedRun, config: T
     return to_unit_float(torch.from_numpy(pixels.readable(images.labels)[0]))
 
 
-def frozen_runner(module: nn.Module, parts: dict, resolution: int, prepared: PreparedRun, config: TrainConfig):
-    """``module`` (a frozen forward pass over images at ``resolution``) on ``config.engine``. ``parts``
-    (the cache key of what it computes) gains the engine and, for int8, the calibration images and
-    the recipe; ONNX models are kept in the cache folder under that key."""
-    if config.engine == "pytorch":
-        return module
-    parts["engine"] = config.engine
-    if config.engine == "pytorch-bf16":
-        return Bfloat16(module)
+def engine_choice(config: TrainConfig, images: int, resolution: int, parts: dict | None = None) -> EngineChoice:
+    """The engine of a frozen pass over ``images`` (``config.engine``; ``auto`` chooses for this
+    machine and job, :func:`.hardware.choose_engine`; ``parts``: the pass's cache key, to find its
+    export), logged with its reason."""
+    exported = parts is not None and (config.cache_root / "onnx" /
+                                      f"{digest({**parts, 'engine': 'onnxruntime'})}-{resolution}.onnx").exists()
+    choice = choose_engine(config.engine, config.resolved_device, this_cpu(), importlib.util.find_spec("onnxruntime") is not None,
+                           images, resolution, exported)  # fmt: skip
+    log.info("engine %s (%s)", choice.engine, choice.reason)
+    return choice
+
+
+def frozen_runner(module: nn.Module, parts: dict, resolution: int, prepared: PreparedRun, config: TrainConfig,
+                  engine: str):  # fmt: skip
+    """``module`` (a frozen forward pass over images at ``resolution``) on ``engine`` (PyTorch ones on
+    the run's device). ``parts`` (the cache key of what it computes) gains the engine and, for int8,
+    the calibration images and the recipe; ONNX models are kept in the cache folder under that key."""
+    if engine == "pytorch":
+        return module.to(config.resolved_device)
+    parts["engine"] = engine
+    if engine == "pytorch-bf16":
+        if not this_cpu().native_bf16:
+            log.warning("this CPU (%s) has no native bfloat16: pytorch-bf16 is emulated here and slower than float32",
+                        this_cpu().kind)  # fmt: skip
+        return Bfloat16(module.to(config.resolved_device))
     calibration = None
-    if config.engine == "onnxruntime-int8":
+    if engine == "onnxruntime-int8":
         sample = per_class_subset(prepared.splits.train, max(1, CALIBRATION_IMAGES // len(prepared.classes)), config.seed)
         parts["calibration"] = sample.fingerprint()  # the int8 model depends on the images it was calibrated on
         parts["recipe"] = int8_recipe()  # and on how it was quantized (which depends on the CPU)
@@ -167,8 +187,10 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     tick = time.perf_counter()
     resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
     parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
-             "engine": config.engine}  # fmt: skip
-    extractor = frozen_runner(nn.Sequential(model.normalize, model.body), parts, resolution, prepared, config)
+             "engine": "pytorch"}  # fmt: skip
+    images = sum(len(split) for split in present_splits(prepared).values())
+    choice = engine_choice(config, images, resolution, parts)
+    extractor = frozen_runner(nn.Sequential(model.normalize, model.body), parts, resolution, prepared, config, choice.engine)
     inputs, hits = cached_splits(extractor, parts, prepared, resolution, config, "features")
     features_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
@@ -184,7 +206,8 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     with torch.no_grad():
         logits = {split: model.head(torch.from_numpy(x)) for split, (x, _) in rows.items()}
     seconds = {"features_seconds": features_seconds, "head_seconds": time.perf_counter() - tick}
-    return Stage(inputs, {s: y for s, (_, y) in rows.items()}, logits, history, seconds, hits)
+    return Stage(inputs, {s: y for s, (_, y) in rows.items()}, logits, history, seconds, hits,
+                 engine={"engine": choice.engine, "reason": choice.reason})
 
 
 def head_stage(model, prepared, cut, config, context) -> Stage:
@@ -209,7 +232,7 @@ def setup_network(model: TransferModel, config: TrainConfig, micro_batch: int = 
     """The body made trainable as ``config`` says - re-initialized for a strategy that does not start
     pretrained, LoRA adapters added for ``--tune lora`` - and the settings and optimizer groups
     (layer-wise rates, only the ``--tune`` parameters) to train it with."""
-    model.body.requires_grad_(True)
+    model.to(config.resolved_device).body.requires_grad_(True)
     if not config.strategy_entry.pretrained:
         _reinitialize(model.body, config.init)
     if config.tune == "lora":

@@ -66,7 +66,7 @@ def fit_stages(prepared: PreparedRun, config: TrainConfig, out: Path) -> tuple[T
     finally:
         if board is not None:
             board.close()
-    return model, cut, stages
+    return model.cpu(), cut, stages
 
 
 def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dict:
