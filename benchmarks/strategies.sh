@@ -17,6 +17,7 @@ wall {open('$OUT/$name.time').read().strip()} s\")"
 }
 mkdir -p "$OUT"
 run head-100 --strategy head --samples-per-class 100
+run finetune-100-no-freeze-bn --strategy finetune --samples-per-class 100 --no-freeze-bn
 run finetune-100 --strategy finetune --samples-per-class 100
 run head-10 --strategy head --samples-per-class 10
 run scratch-10 --strategy scratch --samples-per-class 10

@@ -123,9 +123,13 @@ def autocast_dtype(device: str, bf16_supported: bool | None = None) -> str | Non
 # --------------------------------------------------------------------------------------------
 # The engine of the frozen forward passes, chosen for the machine and the job.
 
-ORT_SPEEDUP = 1.43  # float32 ONNX Runtime over PyTorch, EfficientNet-Lite0 at 112 px, tcmalloc (docs/speed.md)
-PYTORCH_SECONDS_PER_IMAGE_AT_112 = 1 / 250  # PyTorch float32 extraction on 2 cores at 112 px (docs/speed.md)
-EXPORT_SECONDS = 4.0  # exporting EfficientNet-Lite0 to ONNX before the first pass (docs/speed.md)
+# Measured on EfficientNet-Lite0 under tcmalloc, 2 cores, AVX-512 VNNI (`python benchmarks/speed.py --only
+# onnxruntime` with tcmalloc preloaded, as the CLI runs; docs/speed.md), taken at their least favourable
+# to ONNX Runtime: it ran 1.16x to 1.44x PyTorch's speed, PyTorch up to 378 img/s at 112 px, the
+# export and load took up to 2.2 s.
+ORT_SPEEDUP = 1.16
+PYTORCH_SECONDS_PER_IMAGE_AT_112 = 1 / 378
+EXPORT_SECONDS = 2.2
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,6 @@ def choose_engine(requested: str, device: str, cpu: Cpu, onnxruntime: bool, imag
     saving = images * PYTORCH_SECONDS_PER_IMAGE_AT_112 * (resolution / 112) ** 2 * (1 - 1 / ORT_SPEEDUP)
     if not exported and saving < EXPORT_SECONDS:
         return EngineChoice("pytorch", f"{images} images at {resolution} px would save {saving:.1f} s on ONNX Runtime, "
-                                       f"less than the {EXPORT_SECONDS:.0f} s its export takes")  # fmt: skip
+                                       f"less than the {EXPORT_SECONDS:.1f} s its export takes")  # fmt: skip
     return EngineChoice("onnxruntime", f"float32 ONNX Runtime, {ORT_SPEEDUP}x PyTorch on this kind of CPU ({cpu.kind})"
                                        + ("; its export is cached" if exported else f"; saves about {saving:.0f} s here"))
