@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import CLI, assert_one_line_error, run, write_folder
+from conftest import CLI, assert_one_line_error, make_image, run, write_folder
 
 from transferlab.allocator import TCMALLOC_PATHS
 
@@ -220,3 +221,31 @@ def test_train_and_val_folders_are_the_training_and_validation_splits(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["classes"] == ["blue", "green", "red"] and (metrics["num_train"], metrics["num_val"]) == (24, 9)
     assert "no test split" in result.stdout
+
+
+def test_a_run_with_a_test_split_reports_it_with_its_engine_and_device(tmp_path):
+    write_folder(tmp_path / "d" / "train", per_class=8)
+    write_folder(tmp_path / "d" / "test", per_class=3, seed=3)
+    result = run("train", str(tmp_path / "d"), "--strategy", "head", "--resolution", "32", "--epochs", "3", "--out",
+                 str(tmp_path / "out"), cache=tmp_path / "cache")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy:" in result.stdout and "no test split" not in result.stdout and "near chance" not in result.stdout
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["num_test"] == 9 and metrics["device"] == "cpu" and not metrics["near_chance"]
+    assert metrics["engine"]["engine"] == "pytorch" and "export" in metrics["engine"]["reason"]  # too few images to pay
+
+
+def test_a_model_that_learnt_nothing_says_so(tmp_path):
+    image = make_image((120, 120, 120), np.random.default_rng(0))  # every image the same: nothing to learn
+    for split, count in (("train", 6), ("test", 3)):
+        for name in ("a", "b", "c"):
+            (tmp_path / "d" / split / name).mkdir(parents=True)
+            for i in range(count):
+                image.save(tmp_path / "d" / split / name / f"{i}.png")
+    result = run("train", str(tmp_path / "d"), "--strategy", "head", "--resolution", "32", "--epochs", "3",
+                 "--out", str(tmp_path / "out"), cache=tmp_path / "cache")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "near chance" in result.stdout and "When the result is poor" in result.stdout
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["near_chance"] and metrics["balanced_accuracy"] == pytest.approx(1 / 3)  # one answer for all
+    assert "poor result" in (tmp_path / "out" / "report.html").read_text()

@@ -191,11 +191,11 @@ def _print_summary(args, metrics: dict) -> None:
     if "test_accuracy" in metrics:
         print(f"test accuracy: {metrics['test_accuracy']:.4f} ({metrics['num_test']} images); balanced accuracy "
               f"{metrics['balanced_accuracy']:.4f}, always the largest class {metrics['majority_baseline']:.4f}")  # fmt: skip
-    if metrics["near_chance"]:
-        print("near chance: the model has learnt next to nothing; see 'When the result is poor' in docs/guide.md")
     else:
         print("no test split: the figures above are on the validation split; put a test/ folder beside train/ "
               "(root/train/<class>/..., root/test/<class>/...) to measure on images the run never chose by")
+    if metrics["near_chance"]:
+        print("near chance: the model has learnt next to nothing; see 'When the result is poor' in docs/guide.md")
     print(f"time: {metrics['train_seconds']:.1f} s; model, metrics.json and report.html in {metrics['config']['out']}")
 
 
