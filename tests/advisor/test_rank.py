@@ -47,6 +47,8 @@ def test_rank_from_the_command_line(folder, tmp_path):
     assert "best start:" in result.stdout and (tmp_path / "r" / "rank.png").stat().st_size > 1000
     assert len(json.loads((tmp_path / "r" / "ranking.json").read_text())) == 2
     assert_one_line_error(run("rank", str(data), "efficientnet_lite9", cache=root / "c"), "Unknown backbone 'efficientnet_lite9'")
+    assert_one_line_error(run("rank", str(data), "--backbones", "efficientnet_lite9,mobilenet_v2", cache=root / "c"),
+                          "Unknown backbone 'efficientnet_lite9'")  # the flag the other commands take, the same names
 
 
 def test_ranking_on_onnx_runtime_engines_scores_as_pytorch_does(folder):
