@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 FINAL_CUT = "final"
+ALL_CUTS = "all"  # a body read at every cut point at once
 AUTO = "auto"
 PROBE_LR = 1e-3  # the rate of a new linear head on frozen features (head, truncate, and LP-FT's probe)
 
@@ -28,8 +29,8 @@ SCHEDULES = ("cosine", "one-cycle")  # the learning-rate schedules of whole-netw
 REGULARIZER_STRENGTHS = {"none": 0.0, "l2-sp": 0.01, "bss": 0.001}  # fine-tuning regularizers, their papers' strengths
 
 # Where a strategy's body ends: only at the final features; before them (default: the middle
-# stage); or anywhere (default: the final features).
-CUT_RULES = ("final", "earlier", "any")
+# stage); anywhere (default: the final features); or the head reads every cut point at once.
+CUT_RULES = ("final", "earlier", "any", "all")
 
 # The options (TrainConfig fields) that apply to some strategies only; each entry lists its own.
 SPECIFIC_OPTIONS = ("probe_epochs", "layer_decay", "warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze",
@@ -71,10 +72,14 @@ class Strategy:
 
     @property
     def takes_cut(self) -> bool:
-        return self.cuts != "final"
+        """Whether the user may choose the cut (``--cut``)."""
+        return self.cuts in ("earlier", "any")
 
     def default_cut(self, cut_names: list[str]) -> str:
-        """The middle stage for a strategy that cuts earlier, else the final features."""
+        """The middle stage for a strategy that cuts earlier, every cut for one that reads them all,
+        else the final features."""
+        if self.cuts == "all":
+            return ALL_CUTS
         return cut_names[(len(cut_names) - 1) // 2] if self.cuts == "earlier" else FINAL_CUT
 
 
@@ -124,6 +129,11 @@ register_strategy(Strategy(
     lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True,
     layer_decay=True, anchor="probe_final",
     options=_NETWORK_OPTIONS | {"probe_epochs", "layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength"},
+))
+register_strategy(Strategy(
+    "multicut", "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022); "
+    "not yet judged by the study, so auto does not choose it", epochs=40, lr=PROBE_LR, stages=("multicut",),
+    trains="the head", cuts="all",
 ))
 register_strategy(Strategy(
     "scratch", "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),

@@ -2,6 +2,7 @@
 
 * ``head``: features of the frozen body (cached), then a new head on them (``head``, ``truncate``);
 * ``probe``: the same with the linear probe's settings, the first stage of LP-FT (``finetune``);
+* ``multicut``: a head over the features of every cut point, each tap standardized (``multicut``);
 * ``network``: decoded images (cached), then the whole network (``finetune``, ``scratch``).
 
 Each stage function takes the model, the prepared run, the cut, the config and the run's context
@@ -181,9 +182,22 @@ def frozen_runner(module: nn.Module, parts: dict, resolution: int, prepared: Pre
     return onnx_runner(module, resolution, config.cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx", calibration)
 
 
+def tap_standardization(features: np.ndarray, widths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per feature, the mean and a scale that standardize it and divide its tap's block by
+    sqrt(width): every tap weighs the same in the head however wide it is (Head2Toe's recipe).
+    Features that barely vary get a floor of a tenth of their tap's typical deviation (no noise blown up)."""
+    values = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+    mean, scales = values.mean(0), []
+    for block in values.split(widths, dim=1):
+        std = block.std(0)
+        scales.append(std.clamp_min(0.1 * float(std.mean()) + 1e-12) * len(std) ** 0.5)
+    return mean, torch.cat(scales)
+
+
 def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig, context: RunContext,
-                      probe: bool) -> Stage:  # fmt: skip
-    """Features of the frozen body (cached), then the head on them."""
+                      probe: bool, tap_widths: list[int] | None = None) -> Stage:  # fmt: skip
+    """Features of the frozen body (cached), then the head on them (with ``tap_widths``: the
+    features of several taps, each standardized per tap first)."""
     tick = time.perf_counter()
     resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
     parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
@@ -198,8 +212,15 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     (train_x, train_y), (val_x, val_y) = rows["train"], rows["val"]
     check_every_class(train_y, prepared)
     name = "probe" if probe else "head"
-    history = fit_head(model.head, train_x, train_y, val_x, val_y, head_settings(config, probe),
-                       context.epoch_log(name, val_y))  # fmt: skip
+    if tap_widths is None:
+        history = fit_head(model.head, train_x, train_y, val_x, val_y, head_settings(config, probe),
+                           context.epoch_log(name, val_y))  # fmt: skip
+    else:
+        mean, scale = tap_standardization(train_x, tap_widths)
+        standardized = [((torch.as_tensor(np.asarray(x)) - mean) / scale).numpy() for x in (train_x, val_x)]
+        history = fit_head(model.head, standardized[0], train_y, standardized[1], val_y, head_settings(config, probe),
+                           context.epoch_log(name, val_y))  # fmt: skip
+        model.head.absorb_standardization(mean, scale)  # the head takes the taps' raw features
     best = min(history, key=lambda r: r["val_loss"])
     log.info("%s: best epoch %d of %d, val accuracy %.4f", name, best["epoch"], len(history), best["val_accuracy"])
     model.head.eval()
@@ -218,6 +239,13 @@ def head_stage(model, prepared, cut, config, context) -> Stage:
 def probe_stage(model, prepared, cut, config, context) -> Stage:
     """``probe``: the linear probe that starts LP-FT (its own epochs and rate)."""
     return _head_on_features(model, prepared, cut, config, context, probe=True)
+
+
+def multicut_stage(model, prepared, cut, config, context) -> Stage:
+    """``multicut``: one head over the pooled features of every cut point (one frozen pass fills
+    the cache for all), each tap standardized and weighed by 1/sqrt(its width)."""
+    widths = [point.channels for point in prepared.backbone.cut_points]
+    return _head_on_features(model, prepared, cut, config, context, probe=False, tap_widths=widths)
 
 
 def _reinitialize(body: nn.Module, init: str) -> None:
@@ -274,7 +302,8 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
     return Stage(inputs, labels, logits, history, seconds, hits, memory)
 
 
-STAGES: dict[str, StageFunction] = {"head": head_stage, "probe": probe_stage, "network": network_stage}
+STAGES: dict[str, StageFunction] = {"head": head_stage, "probe": probe_stage, "multicut": multicut_stage,
+                                     "network": network_stage}  # fmt: skip
 
 
 def register_stage(name: str, function: StageFunction) -> StageFunction:

@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 
 from .. import distributed
-from ..bundle import BundleInfo, save_bundle
+from ..bundle import BundleInfo, Tap, save_bundle
 from ..config import TrainConfig
 from ..heads import make_head
 from ..plan import Plan
 from ..prepare import PreparedRun
 from ..runlock import OutputLock
-from ..surgery import TransferModel, body_at, freeze
+from ..strategies import ALL_CUTS
+from ..surgery import TransferModel, body_over, freeze
 from .outputs import write_outputs
 from .stages import STAGES, RunContext, Stage, present_splits
 from .tensorboard import TensorBoardLog
@@ -43,14 +44,22 @@ def train_prepared(prepared: PreparedRun, config: TrainConfig, plan: Plan | None
         return _train(prepared, config, plan)
 
 
+def taps_of(backbone, cut: str) -> tuple[Tap, ...]:
+    """The cut points a head at ``cut`` reads: that one, or every one for ``ALL_CUTS``."""
+    points = backbone.cut_points if cut == ALL_CUTS else [backbone.cut(cut)]
+    return tuple(Tap(point.name, point.channels) for point in points)
+
+
 def build_model(prepared: PreparedRun, config: TrainConfig) -> tuple[TransferModel, str]:
-    """The transfer model ``config`` asks for - the frozen body up to its cut and a new head - and the cut."""
+    """The transfer model ``config`` asks for - the frozen body up to its cut (or over every cut)
+    and a new head - and the cut."""
     backbone = prepared.backbone
     cut = config.resolved_cut([c.name for c in backbone.cut_points])
+    taps = taps_of(backbone, cut)
     preprocessing = dataclasses.replace(backbone.preprocessing,
                                         resolution=config.resolution or backbone.preprocessing.resolution)  # fmt: skip
-    head = make_head(backbone.cut(cut).channels, len(prepared.classes), config.head_init, config.dropout)
-    return TransferModel(freeze(body_at(backbone, cut)), head, preprocessing), cut
+    head = make_head(sum(t.channels for t in taps), len(prepared.classes), config.head_init, config.dropout)
+    return TransferModel(freeze(body_over(backbone, [t.cut for t in taps])), head, preprocessing), cut
 
 
 def fit_stages(prepared: PreparedRun, config: TrainConfig, out: Path) -> tuple[TransferModel, str, dict[str, Stage]]:
@@ -76,10 +85,11 @@ def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dic
     backbone = prepared.backbone
     model, cut, stages = fit_stages(prepared, config, out)
     preprocessing = model.preprocessing
+    taps = taps_of(backbone, cut)
     info = BundleInfo(
         classes=prepared.classes, preprocessing=preprocessing, backbone=config.backbone, arch=backbone.arch, cut=cut,
-        cut_points=tuple(backbone.cut_points), num_features=backbone.cut(cut).channels,
-        head_dropout=config.dropout, head_init=config.head_init, strategy=config.strategy,
+        cut_points=tuple(backbone.cut_points), num_features=sum(t.channels for t in taps),
+        head_dropout=config.dropout, head_init=config.head_init, strategy=config.strategy, taps=taps,
     )  # fmt: skip
     if distributed.is_main():
         save_bundle(out / "model", model.eval(), info)
