@@ -21,15 +21,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from transferlab.config import TrainConfig
 from transferlab.data import per_class_subset, split_dataset
 from transferlab.datasets import load_dataset
-from transferlab.hardware import this_cpu
 from transferlab.features import DecodedImages, FeatureCache, cached_features, predict_pixels, to_unit_float
+from transferlab.hardware import this_cpu
 from transferlab.heads import make_head
 from transferlab.metrics import evaluate_logits
 from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at, freeze
-from transferlab.config import TrainConfig
 from transferlab.trainer.loops import fit_head, fit_network
 from transferlab.trainer.stages import head_settings, setup_network
 

@@ -3,8 +3,8 @@ import torch
 
 from transferlab.backbones import build_architecture
 from transferlab.errors import BackboneError
-from transferlab.sources import build_backbone, list_backbones
 from transferlab.plan import FINAL_CUT
+from transferlab.sources import build_backbone, list_backbones
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ def _plan(favoured="truncate"):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"strategy": "fine-tune"}, "--strategy must be one of head, truncate, finetune, scratch, auto, got 'fine-tune'"),
+        ({"strategy": "fine-tune"}, "--strategy must be one of head, truncate, finetune, multicut, scratch, auto, got 'fine-tune'"),
         ({"strategy": "head", "cut": "blocks.2"}, "use --strategy truncate"),
         ({"resolution": 4}, "--resolution must be between 16 and 1024 pixels, got 4"),
         ({"head_init": "nope"}, "--head-init must be one of .*got 'nope'"),

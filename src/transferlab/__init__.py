@@ -54,8 +54,8 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .initlab.config import LabConfig
     from .initlab.experiment import run_lab
     from .jobs import TrainResult, advise, lr_find, pretrain, rank, train
-    from .sources import build_backbone, list_backbones
     from .plan import Plan
+    from .sources import build_backbone, list_backbones
     from .strategies import STRATEGIES, Strategy, register_strategy
 
 

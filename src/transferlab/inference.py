@@ -14,14 +14,14 @@ import torch
 from PIL import Image
 
 from .bundle import BundleInfo, load_bundle
+from .config import ENGINES
 from .data import ImageSet, per_class_subset
 from .datasets import load_dataset
-from .config import ENGINES
 from .engines import Bfloat16, OnnxRunner, onnx_runner
 from .errors import ConfigError, DataError, check_choice
-from .hardware import check_device, choose_engine, resolve_device, this_cpu
 from .export import INT8_FILE, export_bundle, export_int8
 from .features import compute_outputs, to_unit_float
+from .hardware import check_device, choose_engine, resolve_device, this_cpu
 from .images import open_image, to_rgb
 from .metrics import classification_metrics
 from .report import plot_confusion, save_figure, write_report

@@ -19,8 +19,8 @@ from .config import OFFLINE_BACKBONES, TrainConfig, with_plan
 from .errors import ConfigError
 from .forecast import Forecaster
 from .inference import Model, load
-from .prepare import PreparedRun, prepare
 from .plan import Plan
+from .prepare import PreparedRun, prepare
 from .strategies import AUTO
 from .trainer.lr_find import LrFinding, find_lr
 from .trainer.train import train_prepared

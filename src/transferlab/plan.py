@@ -26,6 +26,7 @@ from pathlib import Path
 from .forecast import Choice, Forecaster, Signals, choose
 from .strategies import FINAL_CUT, STRATEGIES
 
+
 @dataclass(frozen=True)
 class Thresholds:
     """The threshold rule's settings (the study's baseline): where "small" ends, when pretraining

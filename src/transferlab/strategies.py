@@ -9,7 +9,8 @@ network. The seed's four cases:
 | small | ``head``: frozen body, new head | ``truncate``: early stages frozen, new head |
 | large | ``finetune``: train everything from the pretrained weights | ``scratch``: random init, train everything |
 
-Adding a strategy is one :func:`register_strategy` call, plus a training stage of its own
+Beyond them, ``multicut`` reads every cut point at once. Adding a strategy is one
+:func:`register_strategy` call, plus a training stage of its own
 (``trainer.stages.register_stage``) when the existing ones do not do what it needs.
 """
 
@@ -92,11 +93,6 @@ def register_strategy(strategy: Strategy) -> Strategy:
         raise ValueError(f"a strategy named {strategy.name!r} is registered already.")
     STRATEGIES[strategy.name] = strategy
     return strategy
-
-
-def unregister_strategy(name: str) -> None:
-    """Take ``name`` out of the table (tests that register a throw-away strategy)."""
-    STRATEGIES.pop(name, None)
 
 
 def get_strategy(name: str) -> Strategy:

@@ -41,7 +41,7 @@ def _interrupt_first(monkeypatch, module, name):
     real = getattr(module, name)
 
     def once(*args, **kwargs):
-        result = real(*args, **kwargs)
+        real(*args, **kwargs)
         monkeypatch.setattr(module, name, real)
         raise Interrupted
 

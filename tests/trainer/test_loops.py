@@ -315,8 +315,8 @@ def test_bss_penalizes_the_smallest_singular_value_and_trains():
 
 
 def test_lora_trains_few_parameters_and_merges_into_the_same_logits():
-    from transferlab.trainer.lora import add_lora, merge_lora
     from transferlab.trainer.loops import tunable
+    from transferlab.trainer.lora import add_lora, merge_lora
 
     lite0 = build_backbone("efficientnet_lite0").model
     add_lora(lite0, rank=4)

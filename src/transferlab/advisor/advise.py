@@ -16,8 +16,8 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..forecast import Forecaster
-from ..prepare import PreparedRun
 from ..plan import CutEvidence, Plan, make_plan
+from ..prepare import PreparedRun
 from .pilot import pilot_finetune
 from .rank import rank_sources, score_source
 

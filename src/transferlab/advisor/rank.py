@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt
 
 from ..config import OFFLINE_BACKBONES, TrainConfig
 from ..data import per_class_subset
+from ..plan import CutEvidence, best_cut, transfer_gain
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
-from ..plan import CutEvidence, best_cut, transfer_gain
 from ..trainer.stages import engine_choice, frozen_runner
 from .measure import features_at_every_cut, measure, measurement_resolution, probe_learning_curve, source_leep
 

@@ -39,9 +39,9 @@ from ..config import TrainConfig, for_strategy
 from ..datasets import CATALOG
 from ..features import FeatureCache
 from ..forecast import Signals, choose, fit_forecaster
+from ..plan import cut_for, decide, signals_of
 from ..prepare import PreparedRun, prepare
 from ..report import save_figure, write_report
-from ..plan import cut_for, decide, signals_of
 from ..strategies import AUTO, FINAL_CUT, STRATEGIES, forecast_options
 from ..trainer.train import train_prepared
 from .advise import Measurements, measure_prepared

@@ -19,6 +19,7 @@ from ..bundle import BundleInfo
 from ..config import TrainConfig
 from ..data import ImageSet
 from ..metrics import classification_metrics, evaluate_logits
+from ..plan import Plan
 from ..report import (
     plot_confusion,
     plot_curves,
@@ -26,7 +27,6 @@ from ..report import (
     save_figure,
     write_report,
 )
-from ..plan import Plan
 from .memory import peak_rss_bytes
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def build_metrics(config: TrainConfig, stages: dict, info: BundleInfo, weights_s
                   started: float) -> dict:  # fmt: skip
     """The run's metrics from its training ``stages`` (by name; the last one made the final model);
     each earlier stage's history is kept as ``<name>_history`` (``probe_history`` for LP-FT)."""
-    *earlier, last = stages.values()
+    last = list(stages.values())[-1]
     eval_split = "test" if "test" in last.logits else "val"
     labels = last.labels
     val_loss, val_accuracy = evaluate_logits(last.logits["val"], torch.from_numpy(labels["val"]))

@@ -39,8 +39,8 @@ from ..features import (
     predict_pixels,
     to_unit_float,
 )
-from ..inits import init_module
 from ..hardware import EngineChoice, autocast_dtype, choose_engine, this_cpu
+from ..inits import init_module
 from ..prepare import PreparedRun
 from ..strategies import PROBE_LR
 from ..surgery import TransferModel
