@@ -232,7 +232,7 @@ def test_a_run_with_a_test_split_reports_it_with_its_engine_and_device(tmp_path)
     assert "test accuracy:" in result.stdout and "no test split" not in result.stdout and "near chance" not in result.stdout
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["num_test"] == 9 and metrics["device"] == "cpu" and not metrics["near_chance"]
-    assert metrics["engine"]["engine"] == "pytorch" and "export" in metrics["engine"]["reason"]  # too few images to pay
+    assert metrics["engine"]["engine"] == "pytorch" and metrics["engine"]["reason"]  # too few images, on any CPU
 
 
 def test_a_model_that_learnt_nothing_says_so(tmp_path):

@@ -112,7 +112,9 @@ def test_multicut_weighs_every_tap_the_same_and_reads_every_cut(data):
     from transferlab.trainer.stages import tap_standardization
 
     rng = np.random.default_rng(0)
-    features = np.hstack([rng.normal(5, 0.01, (50, 16)), rng.normal(0, 30, (50, 1280))])  # a narrow, a wide tap
+    base = rng.normal(size=(50, 16 + 1280))
+    base = (base - base.mean(0)) / base.std(0, ddof=1)  # every column deviates exactly 1
+    features = np.hstack([5 + 0.01 * base[:, :16], 30 * base[:, 16:]])  # a narrow tap of small values, a wide one
     mean, scale = tap_standardization(features, [16, 1280])
     standardized = (torch.as_tensor(features, dtype=torch.float32) - mean) / scale
     block_variance = [float(standardized[:, :16].var(0).sum()), float(standardized[:, 16:].var(0).sum())]
