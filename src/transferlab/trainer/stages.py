@@ -152,8 +152,7 @@ def engine_choice(config: TrainConfig, images: int, resolution: int, parts: dict
     """The engine of a frozen pass over ``images`` (``config.engine``; ``auto`` chooses for this
     machine and job, :func:`.hardware.choose_engine`; ``parts``: the pass's cache key, to find its
     export), logged with its reason."""
-    exported = parts is not None and (config.cache_root / "onnx" /
-                                      f"{digest({**parts, 'engine': 'onnxruntime'})}-{resolution}.onnx").exists()
+    exported = parts is not None and _onnx_path(config, {**parts, "engine": "onnxruntime"}, resolution).exists()
     choice = choose_engine(config.engine, config.resolved_device, this_cpu(), importlib.util.find_spec("onnxruntime") is not None,
                            images, resolution, exported)  # fmt: skip
     log.info("engine %s (%s)", choice.engine, choice.reason)
@@ -179,7 +178,12 @@ def frozen_runner(module: nn.Module, parts: dict, resolution: int, prepared: Pre
         parts["calibration"] = sample.fingerprint()  # the int8 model depends on the images it was calibrated on
         parts["recipe"] = int8_recipe()  # and on how it was quantized (which depends on the CPU)
         calibration = _decoded(sample, resolution, prepared, config)
-    return onnx_runner(module, resolution, config.cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx", calibration)
+    return onnx_runner(module, resolution, _onnx_path(config, parts, resolution), calibration)
+
+
+def _onnx_path(config: TrainConfig, parts: dict, resolution: int) -> Path:
+    """Where the ONNX model of the frozen pass keyed by ``parts`` is kept in the cache."""
+    return config.cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx"
 
 
 def tap_standardization(features: np.ndarray, widths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
