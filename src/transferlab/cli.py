@@ -188,6 +188,9 @@ def _print_summary(args, metrics: dict) -> None:
     print(f"strategy {metrics['strategy']} on {args.data}: {metrics['num_train']} training images, "
           f"{metrics['skipped_files']} skipped, feature cache {metrics['feature_cache']}")  # fmt: skip
     print(f"validation accuracy: {metrics['val_accuracy']:.4f}")
+    if "interpolation" in metrics:
+        print(f"interpolation: alpha {metrics['interpolation']['alpha']:g} ({metrics['interpolation']['rule']}; 0: the "
+              "linear probe, 1: the fine-tuned network)")  # fmt: skip
     if "test_accuracy" in metrics:
         print(f"test accuracy: {metrics['test_accuracy']:.4f} ({metrics['num_test']} images); balanced accuracy "
               f"{metrics['balanced_accuracy']:.4f}, always the largest class {metrics['majority_baseline']:.4f}")  # fmt: skip

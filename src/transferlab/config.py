@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 CLASS_WEIGHTS = ("none", "balanced", "balanced-sampling")
 ENGINES = ("pytorch", "pytorch-bf16", "onnxruntime", "onnxruntime-int8")  # what runs a frozen forward pass (engines.py)
 EXPORT_FORMATS = ("onnx", "torchscript")  # what a model exports to (export.py)
+INTERPOLATE_AUTO, INTERPOLATE_NONE = "auto", "none"  # --interpolate's words beside a number (trainer/interpolate.py)
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2")  # rank's default
 
 
@@ -102,6 +103,9 @@ class TrainConfig:
                                                       "0.01 for l2-sp, 0.001 for bss)")  # fmt: skip
     schedule: str = option("cosine", "finetune, scratch: warm-up + cosine, or one-cycle (Smith 2018)", choices=SCHEDULES)
     init: str = option("kaiming-normal", "scratch: initializer of the body's layers")
+    interpolate: str = option(INTERPOLATE_NONE, "finetune: the weights (1 - alpha) x the linear probe's + alpha x the "
+                                                "fine-tuned network's (WiSE-FT); auto: alpha on 0, 0.1, ..., 1 chosen on "
+                                                "validation; a number in [0, 1]; none: the fine-tuned network (alpha 1)")
     resume: bool = option(False, "continue an interrupted run from OUT/checkpoint.pt")
     plan: str | None = option(None, "with --strategy auto: carry out this saved plan.json")
     measure_per_class: int = option(200, "auto, advise, rank: labelled images per class the advisor measures on")
@@ -152,6 +156,8 @@ class TrainConfig:
         _check(0 < self.layer_decay <= 1, "layer_decay", "in (0, 1]", self.layer_decay)
         for name in ("warmup_epochs", "weight_decay"):
             _check(getattr(self, name) >= 0, name, "at least 0", getattr(self, name))
+        _check(interpolation_alpha(self.interpolate) is not None or self.interpolate in (INTERPOLATE_AUTO, INTERPOLATE_NONE),
+               "interpolate", f"{INTERPOLATE_AUTO}, {INTERPOLATE_NONE} or a number in [0, 1]", self.interpolate)
         if self.plan and self.strategy != AUTO:
             raise ConfigError(f"--plan goes with --strategy auto, got --strategy {self.strategy}.")
         _check_options(self)
@@ -199,6 +205,15 @@ class TrainConfig:
         if self.regularizer_strength is not None:
             return self.regularizer_strength
         return REGULARIZER_STRENGTHS[self.regularizer]
+
+
+def interpolation_alpha(setting: str) -> float | None:
+    """The alpha an ``--interpolate`` setting names as a number in [0, 1]; ``None`` for anything else."""
+    try:
+        alpha = float(setting)
+    except ValueError:
+        return None
+    return alpha if 0.0 <= alpha <= 1.0 else None
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

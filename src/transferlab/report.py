@@ -30,6 +30,18 @@ def plot_curves(history: list[dict[str, float]]):
     return figure
 
 
+def plot_interpolation(alphas: list[float], val_accuracy: list[float], chosen: float):
+    """Validation accuracy along the line from the linear probe (alpha 0) to the fine-tuned network (1)."""
+    figure, axis = plt.subplots(figsize=(5, 3.4))
+    axis.plot(alphas, val_accuracy, marker="o")
+    axis.axvline(chosen, color="grey", linestyle="--", label=f"kept: alpha {chosen:g}")
+    axis.set(xlabel="alpha (0: linear probe, 1: fine-tuned)", ylabel="validation accuracy", title="Interpolation")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
 def plot_confusion(counts: np.ndarray, classes: tuple[str, ...], title: str = "Confusion matrix"):
     size = max(4.0, 0.55 * len(classes) + 2)
     figure, axis = plt.subplots(figsize=(size + 1, size))

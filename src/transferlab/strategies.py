@@ -35,7 +35,8 @@ CUT_RULES = ("final", "earlier", "any", "all")
 
 # The options (TrainConfig fields) that apply to some strategies only; each entry lists its own.
 SPECIFIC_OPTIONS = ("probe_epochs", "layer_decay", "warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze",
-                    "tune", "lora_rank", "regularizer", "regularizer_strength", "schedule", "init", "max_memory")
+                    "tune", "lora_rank", "regularizer", "regularizer_strength", "schedule", "init", "max_memory",
+                    "interpolate")
 _NETWORK_OPTIONS = frozenset({"warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze", "schedule",
                               "max_memory"})  # fmt: skip
 
@@ -124,7 +125,8 @@ register_strategy(Strategy(
     "finetune", "a linear probe first, then everything trains from the pretrained weights (LP-FT)", epochs=8,
     lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True,
     layer_decay=True, anchor="probe_final",
-    options=_NETWORK_OPTIONS | {"probe_epochs", "layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength"},
+    options=_NETWORK_OPTIONS | {"probe_epochs", "layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength",
+                                "interpolate"},
 ))
 register_strategy(Strategy(
     "multicut", "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022); "

@@ -23,6 +23,7 @@ from ..plan import Plan
 from ..report import (
     plot_confusion,
     plot_curves,
+    plot_interpolation,
     plot_samples,
     save_figure,
     write_report,
@@ -100,6 +101,7 @@ def build_metrics(config: TrainConfig, stages: dict, info: BundleInfo, weights_s
         **next(({"engine": stage.engine} for stage in stages.values() if stage.engine), {}),
         "peak_rss_mb": peak_rss_bytes() / 2**20,
         **last.memory,
+        **{name: value for stage in stages.values() for name, value in stage.details.items()},
         "allocator": allocator_in_use(),
         "config": dataclasses.asdict(config),
         "history": last.history,
@@ -166,9 +168,15 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
     }
     if figures["confusions"] is not None:
         images[f"The most confused pairs ({split}), examples"] = save_figure(figures["confusions"], out / "confusions.png")
-    hidden = ("config", "history", "skipped", "per_class", "confusion_matrix", "plan")
+    interpolation = metrics.get("interpolation", {})
+    if interpolation.get("alphas"):
+        figure = plot_interpolation(interpolation["alphas"], interpolation["val_accuracy"], interpolation["alpha"])
+        images["From the linear probe to the fine-tuned network"] = save_figure(figure, out / "interpolation.png")
+    hidden = ("config", "history", "skipped", "per_class", "confusion_matrix", "plan", "interpolation")
     summary = {k: v for k, v in metrics.items() if k not in hidden and not k.endswith(("_seconds", "_history"))}
     summary["seconds"] = ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in metrics.items() if k.endswith("_seconds"))
+    if interpolation:
+        summary["interpolation"] = f"alpha {interpolation['alpha']:g} ({interpolation['rule']})"
     if metrics["near_chance"]:
         summary["poor result"] = POOR_RESULT.format(balanced=metrics["balanced_accuracy"], chance=1 / len(metrics["classes"]))
     tables = {

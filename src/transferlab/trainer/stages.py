@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .. import distributed
-from ..config import TrainConfig
+from ..config import INTERPOLATE_NONE, TrainConfig
 from ..data import ImageSet, per_class_subset
 from ..engines import Bfloat16, int8_recipe, onnx_runner
 from ..errors import DataError
@@ -44,6 +44,7 @@ from ..inits import init_module
 from ..prepare import PreparedRun
 from ..strategies import PROBE_LR
 from ..surgery import TransferModel
+from .interpolate import interpolate, snapshot
 from .loops import HeadTraining, NetworkTraining, fit_head, fit_network, layer_groups
 from .lora import add_lora, merge_lora
 from .memory import plan_for
@@ -64,6 +65,7 @@ class Stage:
     cache_hits: list[bool] = field(default_factory=list)
     memory: dict[str, int] = field(default_factory=dict)  # the batch plan of whole-network training
     engine: dict[str, str] = field(default_factory=dict)  # the frozen pass's engine and why it was chosen
+    details: dict[str, dict] = field(default_factory=dict)  # more to report, by name (``interpolation``)
 
 
 @dataclass(frozen=True)
@@ -291,11 +293,15 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
     if plan.accumulation > 1:
         log.info("max_memory %.1f GB: steps of %d images run as %d passes of at most %d", config.max_memory,
                  config.batch_size, plan.accumulation, plan.micro_batch)  # fmt: skip
+    start = snapshot(model) if config.interpolate != INTERPOLATE_NONE else None  # LP-FT: the probe's network
     settings, groups = setup_network(model, config, plan.micro_batch if plan.accumulation > 1 else 0)
     history = fit_network(model, groups, train_x, train_y, val_x, val_y, settings, checkpoint_dir=context.out,
                           resume=config.resume, on_epoch=context.epoch_log(config.strategy, val_y.numpy()))  # fmt: skip
     if config.tune == "lora":
         merge_lora(model.body)
+    details = {}
+    if start is not None:
+        details["interpolation"] = interpolate(model, start, config.interpolate, val_x, val_y, plan.micro_batch).to_json()
     logits = {split: predict_pixels(model, x, plan.micro_batch) for split, (x, _) in pixels.items()}
     labels = {split: y.numpy() for split, (_, y) in pixels.items()}
     if prepared.splits.test is not None:
@@ -305,7 +311,7 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
         logits["test"] = torch.from_numpy(np.asarray(test_logits))
     seconds = {"decode_seconds": decode_seconds, "network_seconds": time.perf_counter() - tick}
     memory = {"micro_batch": plan.micro_batch, "accumulation": plan.accumulation}
-    return Stage(inputs, labels, logits, history, seconds, hits, memory)
+    return Stage(inputs, labels, logits, history, seconds, hits, memory, details=details)
 
 
 STAGES: dict[str, StageFunction] = {"head": head_stage, "probe": probe_stage, "multicut": multicut_stage,

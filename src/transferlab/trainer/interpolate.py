@@ -1,0 +1,93 @@
+"""Interpolation between the linear probe and the fine-tuned network (WiSE-FT: Wortsman et al.,
+"Robust fine-tuning of zero-shot models", CVPR 2022; the same straight line as model soups).
+
+LP-FT starts fine-tuning from the pretrained body with the probe's head, ``theta_probe``; it ends
+at ``theta_tuned``. The weights ``(1 - alpha) theta_probe + alpha theta_tuned`` are one network
+of the same shape for every ``alpha`` in [0, 1]: 0 is the probe, 1 the fine-tuned network. Every
+floating-point tensor of the state moves along the line, BatchNorm's running statistics too
+(with frozen statistics both ends share them, so they stay put); counters keep the tuned end's.
+The chosen network is saved as plain weights, like a LoRA merge.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import INTERPOLATE_AUTO
+from ..features import predict_pixels
+from ..metrics import evaluate_logits
+
+log = logging.getLogger(__name__)
+
+ALPHAS = tuple(step / 10 for step in range(11))  # the grid ``auto`` chooses on: 0, 0.1, ..., 1
+
+State = dict[str, torch.Tensor]
+
+
+def snapshot(model: nn.Module) -> State:
+    """A copy of ``model``'s state, on the CPU."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+
+
+def blended(start: State, end: State, alpha: float) -> State:
+    """The state at ``alpha`` on the line from ``start`` (0) to ``end`` (1)."""
+    return {name: torch.lerp(start[name], tensor, alpha) if tensor.is_floating_point() else tensor
+            for name, tensor in end.items()}  # fmt: skip
+
+
+def load_blend(model: nn.Module, start: State, end: State, alpha: float) -> None:
+    """Set ``model``'s weights to the state at ``alpha`` between ``start`` and ``end``."""
+    model.load_state_dict(blended(start, end, alpha))
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """The alpha kept, how it was chosen, and per alpha tried the validation loss and accuracy."""
+
+    alpha: float
+    rule: str  # "chosen on validation" or "set by --interpolate"
+    alphas: tuple[float, ...] = ()
+    val_loss: tuple[float, ...] = ()
+    val_accuracy: tuple[float, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"alpha": self.alpha, "rule": self.rule, "alphas": list(self.alphas), "val_loss": list(self.val_loss),
+                "val_accuracy": list(self.val_accuracy)}  # fmt: skip
+
+
+def along_the_line(model: nn.Module, start: State, end: State, pixels: torch.Tensor, labels: torch.Tensor,
+                   alphas=ALPHAS, batch_size: int = 64) -> tuple[list[float], list[float]]:  # fmt: skip
+    """(loss, accuracy) of ``model`` on ``pixels`` at each of ``alphas`` between ``start`` and ``end``;
+    the model is left at the last alpha."""
+    losses, accuracies = [], []
+    for alpha in alphas:
+        load_blend(model, start, end, alpha)
+        loss, accuracy = evaluate_logits(predict_pixels(model, pixels, batch_size).float().cpu(), labels)
+        losses.append(loss)
+        accuracies.append(accuracy)
+    return losses, accuracies
+
+
+def best_alpha(alphas, losses: list[float], accuracies: list[float]) -> float:
+    """The alpha of the highest validation accuracy; among ties the lowest loss, then the larger alpha."""
+    return max(zip(alphas, losses, accuracies), key=lambda row: (row[2], -row[1], row[0]))[0]
+
+
+def interpolate(model: nn.Module, start: State, setting: str | float, val_pixels: torch.Tensor, val_labels: torch.Tensor,
+                batch_size: int = 64) -> Interpolation:  # fmt: skip
+    """Move ``model`` (fine-tuned from ``start``) to the alpha ``setting`` names: a number, or ``auto``
+    (the best on the validation images of :data:`ALPHAS`)."""
+    end = snapshot(model)
+    if setting != INTERPOLATE_AUTO:
+        load_blend(model, start, end, float(setting))
+        return Interpolation(float(setting), "set by --interpolate")
+    losses, accuracies = along_the_line(model, start, end, val_pixels, val_labels, ALPHAS, batch_size)
+    alpha = best_alpha(ALPHAS, losses, accuracies)
+    load_blend(model, start, end, alpha)
+    log.info("interpolation: alpha %.1f chosen on %d validation images (accuracy %.4f at it, %.4f fine-tuned)", alpha,
+             len(val_labels), accuracies[ALPHAS.index(alpha)], accuracies[-1])  # fmt: skip
+    return Interpolation(alpha, "chosen on validation", ALPHAS, tuple(losses), tuple(accuracies))
