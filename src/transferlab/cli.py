@@ -191,6 +191,10 @@ def _print_summary(args, metrics: dict) -> None:
     if "interpolation" in metrics:
         print(f"interpolation: alpha {metrics['interpolation']['alpha']:g} ({metrics['interpolation']['rule']}; 0: the "
               "linear probe, 1: the fine-tuned network)")  # fmt: skip
+    if "unlabeled" in metrics:
+        from .trainer.outputs import unlabeled_summary
+
+        print(f"unlabelled images: {unlabeled_summary(metrics['unlabeled'])}")
     if "test_accuracy" in metrics:
         print(f"test accuracy: {metrics['test_accuracy']:.4f} ({metrics['num_test']} images); balanced accuracy "
               f"{metrics['balanced_accuracy']:.4f}, always the largest class {metrics['majority_baseline']:.4f}")  # fmt: skip

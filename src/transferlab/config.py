@@ -103,6 +103,9 @@ class TrainConfig:
                                                       "0.01 for l2-sp, 0.001 for bss)")  # fmt: skip
     schedule: str = option("cosine", "finetune, scratch: warm-up + cosine, or one-cycle (Smith 2018)", choices=SCHEDULES)
     init: str = option("kaiming-normal", "scratch: initializer of the body's layers")
+    unlabeled: str | None = option(None, "head, truncate, multicut: a folder of images without labels to learn from "
+                                         "too (default: DATA/unlabeled/ when it exists); kept only when the validation "
+                                         "images say they help")  # fmt: skip
     interpolate: str = option(INTERPOLATE_NONE, "finetune: the weights (1 - alpha) x the linear probe's + alpha x the "
                                                 "fine-tuned network's (WiSE-FT); auto: alpha on 0, 0.1, ..., 1 chosen on "
                                                 "validation; a number in [0, 1]; none: the fine-tuned network (alpha 1)")

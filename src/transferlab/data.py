@@ -136,19 +136,29 @@ class Splits:
     train: ImageSet
     val: ImageSet
     test: ImageSet | None
+    unlabeled: ImageSet | None = None  # images without labels the run may learn from (``--unlabeled``)
 
 
 # --------------------------------------------------------------------------------------------
 # A user's own data: an image folder or a CSV.
 
 
-def _is_image_file(path: Path) -> bool:
+def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+UNLABELED_NAMES = ("unlabeled", "unlabelled")  # a data folder's sub-folder of images without labels
+
+
+def _sub_folders(root: Path) -> list[Path]:
+    """``root``'s visible sub-folders, but for one of unlabelled images."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and p.name.lower() not in UNLABELED_NAMES)  # fmt: skip
 
 
 def _folder_set(root: Path, classes: tuple[str, ...] | None = None) -> ImageSet:
     """An ImageSet from ``root/<class>/<image>``; ``classes`` fixes the class order when given."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = _sub_folders(root)
     if not class_dirs:
         files = [p for p in root.iterdir() if p.is_file()]
         what = "only loose files, no class folders" if files else "nothing"
@@ -159,7 +169,7 @@ def _folder_set(root: Path, classes: tuple[str, ...] | None = None) -> ImageSet:
     classes = classes or names
     paths, labels = [], []
     for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and _is_image_file(p))
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p))
         if not files:
             raise DataError(f"Class folder {class_dir} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
         paths += files
@@ -173,7 +183,7 @@ SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validati
 def _split_folders(root: Path) -> dict[str, Path] | None:
     """``root``'s split folders by split (train, val, test), or ``None`` when it holds none; a
     layout that mixes split folders with class folders, or has no training folder, is refused."""
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    folders = _sub_folders(root)
     found: dict[str, Path] = {}
     for folder in folders:
         split = next((s for s, names in SPLIT_NAMES.items() if folder.name.lower() in names), None)

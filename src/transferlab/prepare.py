@@ -6,7 +6,9 @@ classes selected, the splits drawn and the backbone built (its weights hashed) o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +18,10 @@ from .data import Splits, select_classes, split_dataset
 from .datasets import load_dataset
 from .features import FeatureCache
 from .sources import build_backbone
+from .strategies import applying_to
+from .unlabeled import apart_from, found_folder, load_unlabeled
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,13 +65,26 @@ class PreparedRun:
         return self.splits.train.classes
 
 
+def with_unlabeled(splits: Splits, config: TrainConfig) -> Splits:
+    """``splits`` with the unlabelled images of ``--unlabeled`` (or of ``DATA/unlabeled/``), apart
+    from every labelled image."""
+    folder = config.unlabeled or found_folder(config.data)
+    if folder is None:
+        return splits
+    if not config.unlabeled:
+        log.info("unlabelled images in %s: used where the strategy learns from them (%s)", folder,
+                 ", ".join(applying_to("unlabeled")))
+    return dataclasses.replace(splits, unlabeled=apart_from(load_unlabeled(folder), splits))
+
+
 def prepare(config: TrainConfig) -> PreparedRun:
     """Load and split the data, build the backbone and open the cache, as ``config`` says."""
     started = time.perf_counter()
     dataset = load_dataset(config.data, config.data_dir)
     if config.classes:
         dataset = select_classes(dataset, config.classes)
-    splits = split_dataset(dataset, config.val_fraction, config.samples_per_class, config.test_per_class, config.seed)
+    splits = with_unlabeled(split_dataset(dataset, config.val_fraction, config.samples_per_class, config.test_per_class,
+                                          config.seed), config)  # fmt: skip
     pretrained = config.pretrained and config.starts_pretrained
     backbone = build_backbone(config.backbone, pretrained, config.weights if pretrained else None)
     cache = FeatureCache(config.cache_root / "features") if config.use_cache else None

@@ -36,7 +36,7 @@ CUT_RULES = ("final", "earlier", "any", "all")
 # The options (TrainConfig fields) that apply to some strategies only; each entry lists its own.
 SPECIFIC_OPTIONS = ("probe_epochs", "layer_decay", "warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze",
                     "tune", "lora_rank", "regularizer", "regularizer_strength", "schedule", "init", "max_memory",
-                    "interpolate")
+                    "interpolate", "unlabeled")
 _NETWORK_OPTIONS = frozenset({"warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze", "schedule",
                               "max_memory"})  # fmt: skip
 
@@ -115,11 +115,11 @@ def forecast_options() -> list[str]:
 
 register_strategy(Strategy(
     "head", "frozen body, new head on its final features", epochs=40, lr=PROBE_LR, stages=("head",),
-    trains="the head", anchor="probe_final", with_cut="truncate",
+    trains="the head", anchor="probe_final", with_cut="truncate", options=frozenset({"unlabeled"}),
 ))
 register_strategy(Strategy(
     "truncate", "early stages frozen, new head on them", epochs=40, lr=PROBE_LR, stages=("head",),
-    trains="the head", cuts="earlier", anchor="probe_stage",
+    trains="the head", cuts="earlier", anchor="probe_stage", options=frozenset({"unlabeled"}),
 ))
 register_strategy(Strategy(
     "finetune", "a linear probe first, then everything trains from the pretrained weights (LP-FT)", epochs=8,
@@ -131,7 +131,7 @@ register_strategy(Strategy(
 register_strategy(Strategy(
     "multicut", "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022); "
     "not yet judged by the study, so auto does not choose it", epochs=40, lr=PROBE_LR, stages=("multicut",),
-    trains="the head", cuts="all",
+    trains="the head", cuts="all", options=frozenset({"unlabeled"}),
 ))
 register_strategy(Strategy(
     "scratch", "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),

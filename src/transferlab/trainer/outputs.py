@@ -41,6 +41,13 @@ POOR_RESULT = ("balanced accuracy {balanced:.1%} is near chance ({chance:.1%}): 
                "(docs/guide.md, 'When the result is poor')")  # fmt: skip
 
 
+def unlabeled_summary(report: dict) -> str:
+    """One line on what the run did with its unlabelled images."""
+    verdict = "used" if report["used"] else "not used"
+    return (f"{report['images']} read ({report['unreadable']} unreadable), {report['pseudo_labelled']} pseudo-labelled by "
+            f"{report['method']}; {verdict}: {report['reason']}")  # fmt: skip
+
+
 def _cache_state(hits: list[bool]) -> str:
     return "hit" if all(hits) else ("partial" if any(hits) else "miss")
 
@@ -172,9 +179,11 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
     if interpolation.get("alphas"):
         figure = plot_interpolation(interpolation["alphas"], interpolation["val_accuracy"], interpolation["alpha"])
         images["From the linear probe to the fine-tuned network"] = save_figure(figure, out / "interpolation.png")
-    hidden = ("config", "history", "skipped", "per_class", "confusion_matrix", "plan", "interpolation")
+    hidden = ("config", "history", "skipped", "per_class", "confusion_matrix", "plan", "interpolation", "unlabeled")
     summary = {k: v for k, v in metrics.items() if k not in hidden and not k.endswith(("_seconds", "_history"))}
     summary["seconds"] = ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in metrics.items() if k.endswith("_seconds"))
+    if "unlabeled" in metrics:
+        summary["unlabelled images"] = unlabeled_summary(metrics["unlabeled"])
     if interpolation:
         summary["interpolation"] = f"alpha {interpolation['alpha']:g} ({interpolation['rule']})"
     if metrics["near_chance"]:

@@ -42,12 +42,13 @@ from ..features import (
 from ..hardware import EngineChoice, autocast_dtype, choose_engine, this_cpu
 from ..inits import init_module
 from ..prepare import PreparedRun
-from ..strategies import PROBE_LR
+from ..strategies import PROBE_LR, applying_to
 from ..surgery import TransferModel
 from .interpolate import interpolate, snapshot
 from .loops import HeadTraining, NetworkTraining, fit_head, fit_network, layer_groups
 from .lora import add_lora, merge_lora
 from .memory import plan_for
+from .pseudo_labels import fit_with_unlabeled
 from .tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -202,10 +203,52 @@ def tap_standardization(features: np.ndarray, widths: list[int]) -> tuple[torch.
     return mean, torch.cat(scales)
 
 
+def _graph_features(train_x: np.ndarray, unlabeled_x: np.ndarray, tap_widths: list[int] | None):
+    """How the pseudo-labels' graph sees the features: as they are, or with ``tap_widths`` each tap
+    standardized over the labelled and unlabelled images together (every tap weighing the same)."""
+    if tap_widths is None:
+        return lambda x: x
+    mean, scale = tap_standardization(np.vstack([train_x, unlabeled_x]), tap_widths)
+    return lambda x: ((torch.as_tensor(np.asarray(x)) - mean) / scale).numpy()
+
+
+def head_fitter(val_x: np.ndarray, val_y: np.ndarray, settings: HeadTraining, on_epoch, tap_widths: list[int] | None):
+    """``fit(head, features, labels) -> history``: :func:`.loops.fit_head` against the validation
+    features, with ``tap_widths`` each tap standardized first (the head then takes raw features)."""
+
+    def fit(head, x: np.ndarray, y: np.ndarray) -> list[dict]:
+        if tap_widths is None:
+            return fit_head(head, x, y, val_x, val_y, settings, on_epoch)
+        mean, scale = tap_standardization(x, tap_widths)
+        standardized = [((torch.as_tensor(np.asarray(v)) - mean) / scale).numpy() for v in (x, val_x)]
+        history = fit_head(head, standardized[0], y, standardized[1], val_y, settings, on_epoch)
+        head.absorb_standardization(mean, scale)
+        return history
+
+    return fit
+
+
+def _unlabeled_features(extractor, parts: dict, prepared: PreparedRun, resolution: int, config: TrainConfig,
+                        hits: list[bool]) -> Features | None:  # fmt: skip
+    """The frozen features of the run's unlabelled images (cached), when its strategy learns from them."""
+    images = prepared.splits.unlabeled
+    if images is None:
+        return None
+    if "unlabeled" not in config.strategy_entry.options:
+        log.warning("%d unlabelled images left out: %s does not learn from them (%s do)", len(images), config.strategy,
+                    ", ".join(applying_to("unlabeled")))  # fmt: skip
+        return None
+    features, hit = cached_features(extractor, parts, images, resolution, prepared.cache, config.strict,
+                                    desc="features unlabeled")  # fmt: skip
+    hits.append(hit)
+    return features
+
+
 def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig, context: RunContext,
                       probe: bool, tap_widths: list[int] | None = None) -> Stage:  # fmt: skip
     """Features of the frozen body (cached), then the head on them (with ``tap_widths``: the
-    features of several taps, each standardized per tap first)."""
+    features of several taps, each standardized per tap first); with unlabelled images, the head
+    that learns from them too where the validation says it should (:mod:`.pseudo_labels`)."""
     tick = time.perf_counter()
     resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
     parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
@@ -214,21 +257,22 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     choice = engine_choice(config, images, resolution, parts)
     extractor = frozen_runner(nn.Sequential(model.normalize, model.body), parts, resolution, prepared, config, choice.engine)
     inputs, hits = cached_splits(extractor, parts, prepared, resolution, config, "features")
+    unlabeled = _unlabeled_features(extractor, parts, prepared, resolution, config, hits)
     features_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     rows = readable_rows(inputs, prepared)
     (train_x, train_y), (val_x, val_y) = rows["train"], rows["val"]
     check_every_class(train_y, prepared)
     name = "probe" if probe else "head"
-    if tap_widths is None:
-        history = fit_head(model.head, train_x, train_y, val_x, val_y, head_settings(config, probe),
-                           context.epoch_log(name, val_y))  # fmt: skip
+    fit = head_fitter(val_x, val_y, head_settings(config, probe), context.epoch_log(name, val_y), tap_widths)
+    details = {}
+    if unlabeled is None:
+        history = fit(model.head, train_x, train_y)
     else:
-        mean, scale = tap_standardization(train_x, tap_widths)
-        standardized = [((torch.as_tensor(np.asarray(x)) - mean) / scale).numpy() for x in (train_x, val_x)]
-        history = fit_head(model.head, standardized[0], train_y, standardized[1], val_y, head_settings(config, probe),
-                           context.epoch_log(name, val_y))  # fmt: skip
-        model.head.absorb_standardization(mean, scale)  # the head takes the taps' raw features
+        unlabeled_x = unlabeled.readable(prepared.splits.unlabeled.labels)[0]
+        history, report = fit_with_unlabeled(model.head, train_x, train_y, unlabeled_x, fit, len(prepared.classes),
+                                             _graph_features(train_x, unlabeled_x, tap_widths))  # fmt: skip
+        details["unlabeled"] = {**report, "unreadable": len(unlabeled.skipped)}
     best = min(history, key=lambda r: r["val_loss"])
     log.info("%s: best epoch %d of %d, val accuracy %.4f", name, best["epoch"], len(history), best["val_accuracy"])
     model.head.eval()
@@ -236,7 +280,7 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
         logits = {split: model.head(torch.from_numpy(x)) for split, (x, _) in rows.items()}
     seconds = {"features_seconds": features_seconds, "head_seconds": time.perf_counter() - tick}
     return Stage(inputs, {s: y for s, (_, y) in rows.items()}, logits, history, seconds, hits,
-                 engine={"engine": choice.engine, "reason": choice.reason})
+                 engine={"engine": choice.engine, "reason": choice.reason}, details=details)
 
 
 def head_stage(model, prepared, cut, config, context) -> Stage:
