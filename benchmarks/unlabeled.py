@@ -1,9 +1,8 @@
 """Unlabelled images for a frozen head (issue 24): what they add, with and without the guard.
 
-Per cell (data set, labelled images per class, seed): the labelled subsample as `transferlab train
---strategy head --resolution 64 --samples-per-class N --test-per-class 100 --seed S` draws it,
-and 100 images per class of the same training pool with their labels hidden (never the test
-split, which is not in the pool). On the frozen final features, test balanced accuracy of:
+Per cell (data set, labelled images per class, seed; see frozen_cells.py): the labelled subsample
+and 100 images per class of the same training pool with their labels hidden. On the frozen final
+features, test balanced accuracy of:
 
 * plain: the head on the labelled images alone (the run without --unlabeled);
 * each pseudo-labelling method (label propagation, self-training) unguarded: always kept;
@@ -24,87 +23,49 @@ import time
 from pathlib import Path
 
 import numpy as np
+from frozen_cells import FLAGS, HIDDEN_PER_CLASS, frozen_cell
 
 DATA = ("fashion-mnist", "digits", "animal-mnist", "textures", "count", "orientation", "glyphs", "colour-shape")
 SIZES = (5, 10)
 SEEDS = (0, 1, 2)
-HIDDEN_PER_CLASS = 100
-FLAGS = "--strategy head --resolution 64 --test-per-class 100 --samples-per-class N --seed S"
 
 
 def run_cell(data: str, size: int, seed: int, cache_dir: str | None) -> dict:
     import torch
-    from torch import nn
 
-    from transferlab.config import TrainConfig
-    from transferlab.datasets import load_dataset
-    from transferlab.features import cached_features
-    from transferlab.metrics import classification_metrics
-    from transferlab.prepare import prepare
     from transferlab.semisupervised import propagate, pseudo_labelled, self_training
     from transferlab.trainer.pseudo_labels import METHODS, fit_with_unlabeled
-    from transferlab.trainer.stages import head_fitter, head_settings
-    from transferlab.trainer.train import build_model
-    from transferlab.unlabeled import hidden_labels
 
-    config = TrainConfig(data=data, strategy="head", resolution=64, test_per_class=100, samples_per_class=size, seed=seed,
-                         cache_dir=cache_dir)  # fmt: skip
-    prepared = prepare(config)
-    pool = load_dataset(data).train
-    hidden = hidden_labels(pool, prepared.splits, HIDDEN_PER_CLASS, seed)
-    order = np.argsort(pool.indices)
-    truth = pool.labels[order[np.searchsorted(pool.indices[order], hidden.indices)]]
-    model, cut = build_model(prepared, config)
-    extractor = nn.Sequential(model.normalize, model.body)
-    parts = {"weights": prepared.weights_digest, "cut": cut, "benchmark": "unlabeled"}
     started = time.perf_counter()
-    features = {}
-    for name, images in (("train", prepared.splits.train), ("val", prepared.splits.val), ("test", prepared.splits.test),
-                         ("unlabeled", hidden)):  # fmt: skip
-        values, _ = cached_features(extractor, parts, images, 64, prepared.cache, desc=name)
-        features[name] = values.readable(images.labels)
-    unlabeled_seconds = time.perf_counter() - started
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = features["train"], features["val"], features["test"]
-    unlabeled_x = features["unlabeled"][0]
-    classes = len(prepared.classes)
-    fit = head_fitter(val_x, val_y, head_settings(config), None, None)
-
-    def scored(head) -> float:
-        head.eval()
-        with torch.no_grad():
-            predicted = head(torch.from_numpy(np.asarray(test_x))).argmax(1).numpy()
-        return classification_metrics(test_y, predicted, prepared.classes)["balanced_accuracy"]
-
-    def new_head():
-        torch.manual_seed(seed)
-        return build_model(prepared, config)[0].head
-
+    cell = frozen_cell(data, size, seed, cache_dir)
+    features_seconds = time.perf_counter() - started
+    (train_x, train_y), unlabeled_x, truth = cell.features["train"], cell.features["unlabeled"][0], cell.truth
     result = {"config": {"data": data, "size": size, "seed": seed, "hidden_per_class": HIDDEN_PER_CLASS}}
-    plain = new_head()
+    plain = cell.new_head()
     tick = time.perf_counter()
-    fit(plain, train_x, train_y)
-    result["plain"] = scored(plain)
+    cell.fit(plain, train_x, train_y)
+    result["plain"] = cell.scored(plain)
     result["plain_seconds"] = time.perf_counter() - tick
     with torch.no_grad():
         plain_probabilities = torch.softmax(plain(torch.from_numpy(np.asarray(unlabeled_x))), 1).numpy()
     for method in METHODS:
-        pseudo = (propagate(train_x, train_y, unlabeled_x, classes) if method == "propagation"
+        pseudo = (propagate(train_x, train_y, unlabeled_x, cell.classes) if method == "propagation"
                   else self_training(plain_probabilities))  # fmt: skip
-        kept = pseudo_labelled(pseudo, classes)
+        kept = pseudo_labelled(pseudo, cell.classes)
         result[f"{method}: pseudo-label accuracy"] = float(np.mean(pseudo.labels[kept] == truth[kept])) if len(kept) else None
-        unguarded = new_head()
-        fit(unguarded, np.vstack([train_x, unlabeled_x[kept]]), np.concatenate([train_y, pseudo.labels[kept]]))
-        result[f"{method}: unguarded"] = scored(unguarded)
-        guarded = new_head()
+        unguarded = cell.new_head()
+        cell.fit(unguarded, np.vstack([train_x, unlabeled_x[kept]]), np.concatenate([train_y, pseudo.labels[kept]]))
+        result[f"{method}: unguarded"] = cell.scored(unguarded)
+        guarded = cell.new_head()
         tick = time.perf_counter()
-        _, report = fit_with_unlabeled(guarded, train_x, train_y, unlabeled_x, fit, classes, method=method)
+        _, report = fit_with_unlabeled(guarded, train_x, train_y, unlabeled_x, cell.fit, cell.classes, method=method)
         result[f"{method}: seconds"] = time.perf_counter() - tick
-        result[f"{method}: guarded"] = scored(guarded)
+        result[f"{method}: guarded"] = cell.scored(guarded)
         result[f"{method}: validation"] = {k: v for k, v in report.items() if k.startswith("val_")}
         lenient = report.get("val_accuracy_with", 0) >= report["val_accuracy_without"] and report.get(
             "val_loss_with", np.inf) < report["val_loss_without"]  # a tie in accuracy with a lower loss counts too
         result[f"{method}: lenient guard"] = result[f"{method}: unguarded"] if lenient else result["plain"]
-    result["unlabeled_features_seconds"] = unlabeled_seconds
+    result["features_seconds"] = features_seconds
     return result
 
 

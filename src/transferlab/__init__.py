@@ -1,7 +1,7 @@
 """transferlab: transfer learning on images, with the choice of strategy made from measurements.
 
 The jobs: ``train``, ``advise``, ``rank``, ``pretrain``, ``load`` (a trained model: ``.predict``,
-``.evaluate``, ``.export``), ``run_study`` and ``run_lab``; the building blocks a user needs:
+``.evaluate``, ``.export``), ``suggest`` (which images to label next), ``run_study`` and ``run_lab``; the building blocks a user needs:
 ``TrainConfig``, ``Plan``, ``Forecaster``, ``LabConfig``, the backbone registry, and every error.
 
 Names are imported on first use (PEP 562), so that ``import transferlab`` stays cheap: the
@@ -26,6 +26,7 @@ _EXPORTS = {
     "sources": ["build_backbone", "list_backbones"],
     "backbones": ["Backbone", "register_backbone"],
     "advisor.study": ["run_study"],
+    "suggestions": ["suggest"],
     "initlab.config": ["LabConfig"],
     "initlab.experiment": ["run_lab"],
     "errors": ["BackboneError", "BundleError", "ConfigError", "DataError", "ExportError", "OutputInUse",
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .plan import Plan
     from .sources import build_backbone, list_backbones
     from .strategies import STRATEGIES, Strategy, register_strategy
+    from .suggestions import suggest
 
 
 def __getattr__(name: str):

@@ -21,6 +21,7 @@ from .config import EXPORT_FORMATS, OFFLINE_BACKBONES, TrainConfig, field_help
 from .errors import ConfigError, TransferlabError
 from .initlab.config import DEFAULT_INITS, LAB_MODELS, OPTIMIZERS, LabConfig
 from .inits import initializer_names
+from .selection import SELECTION, SELECTIONS
 from .strategies import STRATEGIES
 
 log = logging.getLogger("transferlab")
@@ -131,6 +132,19 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_engine_and_device_options(e)
     e.add_argument("--data-dir", help=field_help("data_dir")["help"])
 
+    sg = commands.add_parser("suggest", help="the unlabelled images worth labelling next, best first, and what "
+                                             "labelling them should buy")  # fmt: skip
+    sg.add_argument("model", help="a model folder written by 'train' (OUT/model)")
+    sg.add_argument("unlabeled", help="a folder of images without labels")
+    sg.add_argument("-n", type=int, default=50, help="how many images to suggest (default: 50)")
+    sg.add_argument("--method", default=SELECTION, choices=SELECTIONS, help="badge: uncertain and diverse gradients "
+                    "(Ash et al. 2020); kcenter: spread over the most uncertain; margin: the most uncertain; random "
+                    f"(default: {SELECTION}, measured best, docs/unlabeled.md)")  # fmt: skip
+    sg.add_argument("--out", default="runs/suggest", help="folder for suggestions.csv, contact_sheet.png, report.html "
+                                                          "(default: runs/suggest)")  # fmt: skip
+    sg.add_argument("--seed", type=int, default=0, help="seed of the selections that draw (badge, random)")
+    sg.add_argument("--device", default="auto", help=field_help("device")["help"] + " (default: auto)")
+
     st = commands.add_parser("study", help="every option on the data-set pool against the advisor's pick, "
                                            "leave one data set out")  # fmt: skip
     st.add_argument("--quick", action="store_true", help="the CI-sized study (two generated sets, under two minutes)")
@@ -238,6 +252,17 @@ def _run_evaluate(args) -> None:
           f"({metrics['skipped_files']} skipped); confusion matrix in {args.out}")  # fmt: skip
 
 
+def _run_suggest(args) -> None:
+    result = tl.suggest(args.model, args.unlabeled, args.n, args.out, args.method, args.device, args.seed)
+    for s in result["suggestions"][:10]:
+        print(f"{s['rank']:>3}. {s['image']} (the model's guess: {s['predicted']}, margin {s['margin']:.2f})")
+    more = len(result["suggestions"]) - 10
+    print((f"... and {more} more; " if more > 0 else "") + f"all in {args.out}/suggestions.csv, to look at in "
+          f"{args.out}/report.html ({result['images']} images read, {result['unreadable']} unreadable)")  # fmt: skip
+    forecast = result["forecast"]
+    print("forecast: " + (forecast["text"] if forecast else "none (the run's metrics.json is not beside the model folder)"))
+
+
 def _run_advise(args) -> None:
     options = _config_options(args)
     out = options.pop("out")
@@ -322,8 +347,8 @@ def _run_backbones(args) -> None:
 
 HANDLERS = {
     "train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate,
-    "advise": _run_advise, "rank": _run_rank, "lr-find": _run_lr_find, "study": _run_study, "export": _run_export, "init-lab": _run_init_lab,
-    "backbones": _run_backbones,
+    "suggest": _run_suggest, "advise": _run_advise, "rank": _run_rank, "lr-find": _run_lr_find, "study": _run_study,
+    "export": _run_export, "init-lab": _run_init_lab, "backbones": _run_backbones,
 }  # fmt: skip
 
 

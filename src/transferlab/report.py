@@ -73,6 +73,20 @@ def plot_samples(images: list[np.ndarray], true: list[str], predicted: list[str]
     return figure
 
 
+def plot_contact_sheet(images: list[np.ndarray], captions: list[str]):
+    """A grid of images with a caption each, in order (for a person to go through)."""
+    columns = min(10, max(1, len(images)))
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, caption in zip(axes.flat, images, captions):
+        axis.imshow(image)
+        axis.set_title(caption, fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
 def save_figure(figure, path: Path) -> str:
     """Save ``figure`` as PNG at ``path``; return it base64-encoded for embedding."""
     buffer = io.BytesIO()
