@@ -30,7 +30,7 @@ def test_every_entry_names_stages_anchors_and_options_that_exist(name):
     assert strategy.stages and all(stage in STAGES for stage in strategy.stages)
     assert strategy.options <= set(SPECIFIC_OPTIONS)
     if strategy.anchor is not None:
-        assert isinstance(getattr(Signals(10, 0.8, 0.7, 0.9, 0.2, 0.05, 0.01), strategy.anchor), float)
+        assert isinstance(getattr(Signals(10, 0.8, 0.7, 0.9, 0.2, 0.05, 0.01, 0.95), strategy.anchor), float)
     if strategy.with_cut is not None:
         assert STRATEGIES[strategy.with_cut].takes_cut
     assert strategy.epochs >= 1 and strategy.lr > 0

@@ -26,6 +26,7 @@ from .hardware import check_device, resolve_device
 from .inits import DATA_DEPENDENT, DEFAULT_HEAD_INIT, initializer_names, resolve_initializer
 from .plan import Plan
 from .strategies import (
+    ALL_CUTS,
     AUTO,
     FINAL_CUT,
     REGULARIZER_STRENGTHS,
@@ -283,13 +284,14 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
     """
     strategy = get_strategy(plan.strategy)
     cut = config.cut if config.cut is not None else plan.cut
-    if cut != FINAL_CUT and not strategy.takes_cut:
+    whole = (FINAL_CUT, ALL_CUTS)  # where a strategy that does not take a cut reads the body
+    if cut not in whole and not strategy.takes_cut:
         if strategy.with_cut is None:
             raise ConfigError(f"The plan is {strategy.name!r} ({strategy.trains} trains, the whole body); it cannot go "
                               f"with --cut {cut}. Leave --cut out, or choose another --strategy.")  # fmt: skip
         strategy = get_strategy(strategy.with_cut)
     return for_strategy(
-        config, strategy.name, plan=None, cut=None if cut == FINAL_CUT else cut,
+        config, strategy.name, plan=None, cut=None if cut in whole else cut,
         epochs=config.epochs if config.epochs is not None else plan.epochs,
         lr=config.lr if config.lr is not None else plan.lr,
         resolution=config.resolution or plan.resolution, backbone=plan.backbone,

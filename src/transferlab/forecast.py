@@ -41,6 +41,7 @@ class Signals:
     transfer_gain: float  # best pretrained probe minus best random-weights probe
     curve_slope: float  # probe accuracy bought per doubling of the data (learning curve)
     pilot_gain: float  # validation accuracy added by one pilot epoch of fine-tuning
+    probe_all: float | None = None  # the probe on every cut's features at once (multicut's estimate; None: not measured)
 
     def vector(self) -> np.ndarray:
         return np.array([math.log2(max(1, self.images_per_class)), self.probe_final, self.probe_best - self.probe_final,
@@ -55,8 +56,10 @@ class Signals:
         """The measurement of an option's starting point, which its forecast is taken relative to, as
         the strategy table names it: the final features' probe for ``head`` and ``finetune`` (LP-FT
         starts from that probe), the best earlier cut's for ``truncate`` (NaN on a body without
-        earlier cuts: the option does not apply), the random twin's best probe for ``scratch``."""
-        return float(getattr(self, STRATEGIES[option].anchor))
+        earlier cuts: the option does not apply), the probe on every cut at once for ``multicut``,
+        the random twin's best probe for ``scratch``."""
+        value = getattr(self, STRATEGIES[option].anchor)
+        return math.nan if value is None else float(value)
 
 
 @dataclass(frozen=True)

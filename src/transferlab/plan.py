@@ -118,12 +118,13 @@ def gain_per_doubling(curve: tuple[tuple[int, float], ...]) -> float:
     return (high - low) / (math.log2(n_high / n_low) if n_high > n_low else 1.0)
 
 
-def signals_of(images_per_class: int, evidence, curve: tuple[tuple[int, float], ...], pilot_gain: float) -> Signals:
+def signals_of(images_per_class: int, evidence, curve: tuple[tuple[int, float], ...], pilot_gain: float,
+               probe_all: float | None = None) -> Signals:  # fmt: skip
     """The forecaster's view of the measurements (:mod:`.forecast`)."""
     final, best = evidence[-1], best_cut(evidence)
     stage = best_cut(evidence[:-1]).probe_accuracy if len(evidence) > 1 else float("nan")
     return Signals(images_per_class, final.probe_accuracy, stage, best.probe_accuracy, transfer_gain(evidence),
-                   gain_per_doubling(curve), pilot_gain)  # fmt: skip
+                   gain_per_doubling(curve), pilot_gain, probe_all)  # fmt: skip
 
 
 def decide_by_forecast(signals: Signals, evidence, forecaster: Forecaster) -> tuple[Decision, Choice]:
@@ -135,8 +136,10 @@ def decide_by_forecast(signals: Signals, evidence, forecaster: Forecaster) -> tu
 
 def cut_for(strategy: str, evidence) -> str:
     """Where the plan cuts for ``strategy``: at the best probing cut before the final one for a
-    strategy that cuts earlier, else at the final features."""
-    return best_cut(evidence[:-1]).cut if STRATEGIES[strategy].cuts == "earlier" else FINAL_CUT
+    strategy that cuts earlier, else where the strategy reads the body (the final features, or
+    every cut)."""
+    entry = STRATEGIES[strategy]
+    return best_cut(evidence[:-1]).cut if entry.cuts == "earlier" else entry.default_cut([e.cut for e in evidence])
 
 
 def _estimate_text(best: CutEvidence, curve: tuple[tuple[int, float], ...]) -> str:
@@ -156,6 +159,10 @@ def _estimate_text(best: CutEvidence, curve: tuple[tuple[int, float], ...]) -> s
     return text
 
 
+def _all_cuts_text(signals: Signals) -> str:
+    return "" if signals.probe_all is None else f"; every cut at once (multicut) probes at {signals.probe_all:.1%}"
+
+
 def explain(decision: Decision, choice: Choice, signals: Signals, evidence, forecaster: Forecaster,
             curve: tuple[tuple[int, float], ...] = ()) -> str:  # fmt: skip
     """The decision in words a practitioner can check against the evidence table."""
@@ -168,7 +175,7 @@ def explain(decision: Decision, choice: Choice, signals: Signals, evidence, fore
         f"Forecast test accuracy (a model fitted on {forecaster.source or f'{forecaster.cells} studied cells'}; +- its "
         f"spread there): "
         f"{forecasts}. {choice.reason}. Hence '{decision.strategy}' at cut '{decision.cut}'. The measurements behind it: "
-        f"{signals.images_per_class} training images per class; {depth}; pretraining adds {signals.transfer_gain:+.1%} to "
+        f"{signals.images_per_class} training images per class; {depth}{_all_cuts_text(signals)}; pretraining adds {signals.transfer_gain:+.1%} to "
         f"the best probe over the same network with random weights; one pilot epoch of fine-tuning moved validation "
         f"accuracy by {100 * signals.pilot_gain:+.1f} points. Check it: 'probe' is the leave-one-out accuracy of a linear "
         f"classifier on the features at each depth, 'random' the same on the random network; LogME ranks the depths "
@@ -244,12 +251,12 @@ class Plan:
 
 def make_plan(images_per_class: int, class_balance: float, resolution: int, backbone: str, evidence,
               curve: tuple[tuple[int, float], ...] = (), pilot: dict | None = None, candidates: tuple[dict, ...] = (),
-              forecaster: Forecaster | None = None) -> Plan:  # fmt: skip
+              forecaster: Forecaster | None = None, probe_all: float | None = None) -> Plan:  # fmt: skip
     """The plan the forecast makes from the measurements (the shipped forecaster unless one is
     given), with the chosen strategy's default epochs and rate."""
     forecaster = forecaster or Forecaster.load()
     pilot = pilot or {}
-    signals = signals_of(images_per_class, evidence, curve, pilot.get("gain", 0.0))
+    signals = signals_of(images_per_class, evidence, curve, pilot.get("gain", 0.0), probe_all)
     decision, choice = decide_by_forecast(signals, evidence, forecaster)
     strategy = STRATEGIES[decision.strategy]
     return Plan(

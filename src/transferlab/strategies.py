@@ -130,8 +130,8 @@ register_strategy(Strategy(
 ))
 register_strategy(Strategy(
     "multicut", "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022); "
-    "not yet judged by the study, so auto does not choose it", epochs=40, lr=PROBE_LR, stages=("multicut",),
-    trains="the head", cuts="all", options=frozenset({"unlabeled"}),
+    "auto chooses it once a study has fitted its forecast", epochs=40, lr=PROBE_LR, stages=("multicut",),
+    trains="the head", cuts="all", options=frozenset({"unlabeled"}), anchor="probe_all", with_cut="truncate",
 ))
 register_strategy(Strategy(
     "scratch", "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),

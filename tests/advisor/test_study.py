@@ -24,11 +24,12 @@ def _seed(data, size, seed, accuracies, probes=(0.5, 0.8, 0.7), pilot=0.0, advis
             "measurements": measurements.to_json(), "runs": runs}  # fmt: skip
 
 
-KEYS = ("head@final", "truncate@stage0", "truncate@stage1", "finetune@final", "scratch@final")
+KEYS = ("head@final", "truncate@stage0", "truncate@stage1", "finetune@final", "scratch@final", "multicut@all")
 
 
 def _accuracies(*values):
-    return dict(zip(KEYS, values))
+    """The runs' accuracies in the order of KEYS; multicut a point below head unless given."""
+    return {**dict(zip(KEYS, values)), "multicut@all": values[5] if len(values) > 5 else values[0] - 0.01}
 
 
 def test_regret_is_against_the_mean_over_seeds_and_the_noise_floor_against_one_seed():
@@ -42,7 +43,9 @@ def test_regret_is_against_the_mean_over_seeds_and_the_noise_floor_against_one_s
 def test_an_advised_option_stands_for_its_run():
     seed = _seed("a", 10, 0, _accuracies(0.7, 0.4, 0.9, 0.8, 0.1))
     assert study.option_run(seed, "truncate") == "truncate@stage1"  # the best probing earlier cut (0.8)
-    assert study.outcome(seed) == {"head": 0.7, "truncate": 0.9, "finetune": 0.8, "scratch": 0.1}
+    assert study.option_run(seed, "multicut") == "multicut@all"
+    assert study.outcome(seed) == pytest.approx({"head": 0.7, "truncate": 0.9, "finetune": 0.8, "multicut": 0.69,
+                                                 "scratch": 0.1})
 
 
 def test_the_race_sees_only_what_its_budget_buys():
@@ -68,9 +71,9 @@ def test_each_parent_set_is_scored_by_a_forecaster_that_never_saw_it(monkeypatch
     assert list(scored) == ["a@10", "a@30", "b@10", "b@30", "c@10", "c@30"]
     assert scored["a@30"]["oracle"] == "finetune@final" and scored["a@10"]["oracle"] == "head@final"
     assert scored["a@30"]["always finetune"] == 0 and scored["a@30"]["always head"] == pytest.approx(10)
-    assert scored["a@10"]["cost"] == pytest.approx(1 / 50)  # 1 s of advice against five runs of 10 s
+    assert scored["a@10"]["cost"] == pytest.approx(1 / 60)  # 1 s of advice against six runs of 10 s
     summary = study.summarize(scored)
-    assert summary["always head"]["worst"] == pytest.approx(10) and summary["cost"]["median"] == pytest.approx(0.02)
+    assert summary["always head"]["worst"] == pytest.approx(10) and summary["cost"]["median"] == pytest.approx(1 / 60)
     assert "| **mean** |" in study.table(scored)
     assert study.parent_table(scored).splitlines()[2].startswith("| a | 2 | 0.750 | ")  # two cells, oracles 0.7 and 0.8
 

@@ -36,6 +36,7 @@ class Measurements:
     learning_curve: tuple[tuple[int, float], ...]
     pilot: dict  # :class:`.pilot.Pilot` as a dict, with its gain
     candidates: tuple[dict, ...]  # with several candidate backbones: their ranking
+    probe_all: float | None = None  # the probe on every cut at once (None: measured by an older release)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -48,7 +49,7 @@ class Measurements:
 
     def plan(self, forecaster: Forecaster | None = None) -> Plan:
         return make_plan(self.images_per_class, self.class_balance, self.resolution, self.backbone, self.evidence,
-                         self.learning_curve, self.pilot, self.candidates, forecaster)  # fmt: skip
+                         self.learning_curve, self.pilot, self.candidates, forecaster, self.probe_all)  # fmt: skip
 
 
 def measure_prepared(prepared: PreparedRun, config: TrainConfig) -> Measurements:
@@ -67,7 +68,7 @@ def measure_prepared(prepared: PreparedRun, config: TrainConfig) -> Measurements
     pilot = pilot_finetune(chosen_run, dataclasses.replace(config, backbone=chosen.backbone, resolution=chosen.resolution))
     return Measurements(int(np.median(counts)), float(counts.min() / counts.max()), chosen.backbone, chosen.resolution,
                         chosen.evidence, chosen.learning_curve, {**dataclasses.asdict(pilot), "gain": pilot.gain},
-                        ranked)  # fmt: skip
+                        ranked, chosen.probe_all)  # fmt: skip
 
 
 def advise_prepared(prepared: PreparedRun, config: TrainConfig, forecaster: Forecaster | None = None) -> Plan:

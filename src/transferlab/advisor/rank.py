@@ -23,6 +23,7 @@ from ..data import per_class_subset
 from ..plan import CutEvidence, best_cut, transfer_gain
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
+from ..signals import multicut_probe_accuracy
 from ..trainer.stages import engine_choice, frozen_runner
 from .measure import features_at_every_cut, measure, measurement_resolution, probe_learning_curve, source_leep
 
@@ -45,6 +46,7 @@ class SourceScore:
     seconds: float
     evidence: tuple[CutEvidence, ...]
     learning_curve: tuple[tuple[int, float], ...] = ()  # with the twin: the probe at the best cut on 1/4, 1/2, all
+    probe_all: float | None = None  # with the twin: the probe on every cut at once (multicut's estimate)
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,12 @@ def score_source(prepared: PreparedRun, config: TrainConfig, name: str, twin: bo
     best = best_cut(evidence)
     leep = source_leep(backbone, blocks[-1], labels)
     curve = probe_learning_curve(blocks[evidence.index(best)], labels, config.seed) if twin else ()
+    probe_all = multicut_probe_accuracy(blocks, labels) if twin else None
     return SourceScore(
         backbone=name, parameters=sum(p.numel() for p in backbone.model.parameters()), resolution=resolution,
         best_cut=best.cut, probe_accuracy=best.probe_accuracy, logme=best.logme, leep=leep,
         transfer_gain=transfer_gain(evidence) if twin else None, seconds=time.perf_counter() - started,
-        evidence=tuple(evidence), learning_curve=curve,
+        evidence=tuple(evidence), learning_curve=curve, probe_all=probe_all,
     )  # fmt: skip
 
 

@@ -42,7 +42,7 @@ from ..forecast import Signals, choose, fit_forecaster
 from ..plan import cut_for, decide, signals_of
 from ..prepare import PreparedRun, prepare
 from ..report import save_figure, write_report
-from ..strategies import AUTO, FINAL_CUT, STRATEGIES, forecast_options
+from ..strategies import ALL_CUTS, AUTO, FINAL_CUT, STRATEGIES, forecast_options
 from ..trainer.train import train_prepared
 from .advise import Measurements, measure_prepared
 
@@ -84,7 +84,7 @@ def study_runs(cuts: list[str]) -> list[tuple[str, str]]:
     """Every (strategy, cut) the study runs on a seed, as the strategy table says: each forecast
     strategy at the final features, one that cuts earlier at each earlier cut."""
     return [(name, cut) for name in forecast_options()
-            for cut in (cuts[:-1] if STRATEGIES[name].cuts == "earlier" else [FINAL_CUT])]  # fmt: skip
+            for cut in (cuts[:-1] if STRATEGIES[name].cuts == "earlier" else [STRATEGIES[name].default_cut(cuts)])]  # fmt: skip
 
 
 def _option_configs(base: TrainConfig, cuts: list[str], settings: StudySettings, folder: Path) -> dict[str, TrainConfig]:
@@ -94,7 +94,7 @@ def _option_configs(base: TrainConfig, cuts: list[str], settings: StudySettings,
         trains_body = STRATEGIES[s].trains_body
         epochs = settings.network_epochs if trains_body else settings.head_epochs
         probe = {"probe_epochs": settings.head_epochs} if settings.head_epochs and "probe_epochs" in STRATEGIES[s].options else {}
-        configs[run_key(s, c)] = for_strategy(base, s, cut=None if c == FINAL_CUT else c, epochs=epochs,
+        configs[run_key(s, c)] = for_strategy(base, s, cut=None if c in (FINAL_CUT, ALL_CUTS) else c, epochs=epochs,
                                               out=str(folder / f"{s}-{c}"), **probe)  # fmt: skip
     return configs
 
@@ -116,7 +116,7 @@ def _reuse(record: Path, key: dict) -> dict | None:
     return None
 
 
-RUN_VERSION, MEASUREMENT_VERSION = 1, 3  # bump one when runs or the advisor's measurements change: they are redone
+RUN_VERSION, MEASUREMENT_VERSION = 1, 4  # bump one when runs or the advisor's measurements change: they are redone
 
 
 def _key(config: TrainConfig, version: int = RUN_VERSION) -> dict:
@@ -174,7 +174,7 @@ def _measurements(seed: dict) -> Measurements:
 
 def signals(seed: dict) -> Signals:
     m = _measurements(seed)
-    return signals_of(m.images_per_class, m.evidence, m.learning_curve, m.pilot["gain"])
+    return signals_of(m.images_per_class, m.evidence, m.learning_curve, m.pilot["gain"], m.probe_all)
 
 
 def option_run(seed: dict, option: str) -> str:
@@ -245,6 +245,7 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
             "picks": picks, "advisor": regret(seeds, picks),
             "always head": regret(seeds, [run_key("head", FINAL_CUT)] * len(seeds)),
             "always finetune": regret(seeds, [run_key("finetune", FINAL_CUT)] * len(seeds)),
+            "always multicut": regret(seeds, [run_key("multicut", ALL_CUTS)] * len(seeds)),
             "threshold rule": regret(seeds, [run_key(d.strategy, d.cut) for d in rule]),
             "successive halving": regret(seeds, [race(s, s["advise_seconds"]) for s in seeds]),
             "noise floor": noise_floor(seeds),
@@ -253,7 +254,7 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
     return scored
 
 
-RULES = ("advisor", "always head", "always finetune", "threshold rule", "successive halving")
+RULES = ("advisor", "always head", "always finetune", "always multicut", "threshold rule", "successive halving")
 
 
 def leave_one_parent_out(records: list[dict]) -> dict[str, dict]:

@@ -42,6 +42,7 @@ from ..features import (
 from ..hardware import EngineChoice, autocast_dtype, choose_engine, this_cpu
 from ..inits import init_module
 from ..prepare import PreparedRun
+from ..signals import tap_standardization
 from ..strategies import PROBE_LR, applying_to
 from ..surgery import TransferModel
 from .interpolate import interpolate, snapshot
@@ -189,27 +190,13 @@ def _onnx_path(config: TrainConfig, parts: dict, resolution: int) -> Path:
     return config.cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx"
 
 
-def tap_standardization(features: np.ndarray, widths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per feature, the mean and a scale that standardize it and divide its tap's block by
-    sqrt(width): every tap weighs the same in the head however wide it is (Head2Toe's recipe).
-    A feature that varies less than its tap's average is scaled as if it varied that much: near
-    constant features are not blown up (a floor of a tenth of it left 8e-5 between the logits of
-    PyTorch and of the ONNX export, near the 1e-4 parity check; this floor, 1e-5)."""
-    values = torch.as_tensor(np.asarray(features), dtype=torch.float32)
-    mean, scales = values.mean(0), []
-    for block in values.split(widths, dim=1):
-        std = block.std(0)
-        scales.append(std.clamp_min(float(std.mean()) + 1e-12) * len(std) ** 0.5)
-    return mean, torch.cat(scales)
-
-
 def _graph_features(train_x: np.ndarray, unlabeled_x: np.ndarray, tap_widths: list[int] | None):
     """How the pseudo-labels' graph sees the features: as they are, or with ``tap_widths`` each tap
     standardized over the labelled and unlabelled images together (every tap weighing the same)."""
     if tap_widths is None:
         return lambda x: x
     mean, scale = tap_standardization(np.vstack([train_x, unlabeled_x]), tap_widths)
-    return lambda x: ((torch.as_tensor(np.asarray(x)) - mean) / scale).numpy()
+    return lambda x: (np.asarray(x) - mean) / scale
 
 
 def head_fitter(val_x: np.ndarray, val_y: np.ndarray, settings: HeadTraining, on_epoch, tap_widths: list[int] | None):
@@ -220,9 +207,9 @@ def head_fitter(val_x: np.ndarray, val_y: np.ndarray, settings: HeadTraining, on
         if tap_widths is None:
             return fit_head(head, x, y, val_x, val_y, settings, on_epoch)
         mean, scale = tap_standardization(x, tap_widths)
-        standardized = [((torch.as_tensor(np.asarray(v)) - mean) / scale).numpy() for v in (x, val_x)]
+        standardized = [(np.asarray(v) - mean) / scale for v in (x, val_x)]
         history = fit_head(head, standardized[0], y, standardized[1], val_y, settings, on_epoch)
-        head.absorb_standardization(mean, scale)
+        head.absorb_standardization(torch.from_numpy(mean), torch.from_numpy(scale))
         return history
 
     return fit
