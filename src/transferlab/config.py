@@ -107,9 +107,10 @@ class TrainConfig:
     unlabeled: str | None = option(None, "head, truncate, multicut: a folder of images without labels to learn from "
                                          "too (default: DATA/unlabeled/ when it exists); kept only when the validation "
                                          "images say they help")  # fmt: skip
-    interpolate: str = option(INTERPOLATE_NONE, "finetune: the weights (1 - alpha) x the linear probe's + alpha x the "
+    interpolate: str = option(INTERPOLATE_AUTO, "finetune: the weights (1 - alpha) x the linear probe's + alpha x the "
                                                 "fine-tuned network's (WiSE-FT); auto: alpha on 0, 0.1, ..., 1 chosen on "
-                                                "validation; a number in [0, 1]; none: the fine-tuned network (alpha 1)")
+                                                "validation (measured: docs/strategies.md); a number in [0, 1]; none: the "
+                                                "fine-tuned network (alpha 1)")
     resume: bool = option(False, "continue an interrupted run from OUT/checkpoint.pt")
     plan: str | None = option(None, "with --strategy auto: carry out this saved plan.json")
     measure_per_class: int = option(200, "auto, advise, rank: labelled images per class the advisor measures on")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 SELECTIONS = ("badge", "kcenter", "margin", "random")
-SELECTION = "badge"  # what suggest runs (benchmarks/suggest.py measured all four)
+SELECTION = "kcenter"  # what suggest runs: benchmarks/suggest.py measured it best of the four (docs/unlabeled.md)
 CANDIDATE_SHARE = 4  # kcenter picks among the n x this most uncertain images
 
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import TrainConfig, for_strategy
+from ..config import INTERPOLATE_NONE, TrainConfig, for_strategy
 from ..prepare import PreparedRun
 from ..trainer.train import fit_stages
 
@@ -42,7 +42,7 @@ def pilot_finetune(prepared: PreparedRun, config: TrainConfig) -> Pilot:
     ``prepared``'s training split, scored on its validation split."""
     started = time.perf_counter()
     pilot = for_strategy(config, "finetune", cut=None, epochs=PILOT_EPOCHS, warmup_epochs=PILOT_WARMUP_EPOCHS,
-                         freeze_bn=True, resume=False, tensorboard=None)  # fmt: skip
+                         freeze_bn=True, resume=False, tensorboard=None, interpolate=INTERPOLATE_NONE)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="transferlab-pilot-") as scratch_dir:
         _, _, stages = fit_stages(prepared.without_test(), pilot, Path(scratch_dir))
     probe, network = stages["probe"], stages["network"]
