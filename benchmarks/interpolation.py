@@ -8,8 +8,10 @@ accuracy. One run gives every alpha, so the rules below are compared on the same
 
 * none: alpha 1 (plain LP-FT), the former default;
 * fixed alpha a: the same a everywhere;
-* auto: the alpha of the best validation accuracy (ties: lower loss, then larger alpha), which
-  ``--interpolate auto`` runs;
+* chosen on validation: the alpha of the best validation accuracy (ties: lower loss, then larger
+  alpha);
+* auto, what ``--interpolate auto`` runs: chosen on validation, but 0.5 below 10 validation images
+  in the smallest class;
 * and for BatchNorm: always frozen, always adapted, or the better on validation (after auto).
 
 Resumable: each run's numbers are kept as JSON in --out.
@@ -81,6 +83,14 @@ def best_alpha_index(row: dict) -> int:
     return row["alphas"].index(best_alpha(row["alphas"], row["val_loss"], row["val_accuracy"]))
 
 
+def auto_alpha_index(row: dict) -> int:
+    """What ``--interpolate auto`` keeps (every class of these sets gives N validation images)."""
+    from transferlab.trainer.interpolate import auto_alpha
+
+    alpha, _ = auto_alpha(row["alphas"], row["val_loss"], row["val_accuracy"], row["config"]["samples_per_class"])
+    return row["alphas"].index(alpha)
+
+
 def rules(runs: dict[str, dict]) -> dict[str, float]:
     """Test balanced accuracy of each rule on one cell-seed (``runs``: by BatchNorm setting)."""
     scores = {}
@@ -89,13 +99,14 @@ def rules(runs: dict[str, dict]) -> dict[str, float]:
         scores[f"{bn}: probe (alpha 0)"] = row["test_balanced"][0]
         for a in (0.5, 0.7, 0.8):
             scores[f"{bn}: fixed alpha {a}"] = row["test_balanced"][row["alphas"].index(a)]
-        scores[f"{bn}: auto"] = row["test_balanced"][best_alpha_index(row)]
+        scores[f"{bn}: chosen on validation"] = row["test_balanced"][best_alpha_index(row)]
+        scores[f"{bn}: auto (0.5 below 10 validation images per class)"] = row["test_balanced"][auto_alpha_index(row)]
         scores[f"{bn}: oracle alpha"] = max(row["test_balanced"])
     if len(runs) == 2:
         for rule in ("none (alpha 1)", "auto"):
             chosen = {}
             for bn, row in runs.items():
-                i = len(row["alphas"]) - 1 if rule.startswith("none") else best_alpha_index(row)
+                i = len(row["alphas"]) - 1 if rule.startswith("none") else auto_alpha_index(row)
                 chosen[bn] = (row["val_accuracy"][i], -row["val_loss"][i], row["test_balanced"][i])
             scores[f"BatchNorm chosen on validation: {rule}"] = max(chosen.values())[2]
     return scores

@@ -9,7 +9,16 @@ import torch
 from torch import nn
 
 import transferlab as tl
-from transferlab.trainer.interpolate import ALPHAS, best_alpha, blended, interpolate, load_blend, snapshot
+from transferlab.trainer.interpolate import (
+    ALPHAS,
+    FIXED_ALPHA,
+    auto_alpha,
+    best_alpha,
+    blended,
+    interpolate,
+    load_blend,
+    snapshot,
+)
 
 
 def _network(seed: int) -> nn.Module:
@@ -37,14 +46,19 @@ def test_the_ends_of_the_line_are_the_two_networks_exactly():
 def test_auto_keeps_the_alpha_with_the_best_validation_accuracy():
     assert best_alpha([0.0, 0.5, 1.0], [0.9, 0.4, 0.6], [0.5, 0.8, 0.8]) == 0.5  # a tie in accuracy: the lower loss
     assert best_alpha([0.0, 0.5, 1.0], [0.5, 0.5, 0.5], [0.8, 0.8, 0.8]) == 1.0  # a full tie: the tuned end
+    assert auto_alpha([0.0, 0.5, 1.0], [0.9, 0.4, 0.6], [0.9, 0.5, 0.8], 10) == (0.0, "chosen on validation")
+    alpha, rule = auto_alpha([0.0, 0.5, 1.0], [0.9, 0.4, 0.6], [0.9, 0.5, 0.8], 9)
+    assert alpha == FIXED_ALPHA == 0.5 and rule.startswith("fixed: 9 validation image(s) in the smallest class")
     probe, tuned = _network(0), _network(1)
-    pixels = torch.randint(0, 256, (30, 3, 8, 8), dtype=torch.uint8)
+    pixels = torch.randint(0, 256, (300, 3, 8, 8), dtype=torch.uint8)
     with torch.no_grad():
         labels = probe(pixels.float() / 255).argmax(1)  # the probe is right on every image, the tuned network is not
+    counts = torch.bincount(labels)
+    assert counts[counts > 0].min() >= 10  # enough to choose by
     result = interpolate(tuned, snapshot(probe), "auto", pixels, labels)
     assert result.alphas == ALPHAS and result.val_accuracy[0] == 1.0 and result.alpha == best_alpha(
         ALPHAS, list(result.val_loss), list(result.val_accuracy))
-    assert result.val_accuracy[ALPHAS.index(result.alpha)] == 1.0
+    assert result.val_accuracy[ALPHAS.index(result.alpha)] == 1.0 and result.rule == "chosen on validation"
     fixed = interpolate(_network(1), snapshot(probe), "0.3", pixels, labels)
     assert fixed.alpha == 0.3 and fixed.alphas == ()
 
@@ -72,8 +86,8 @@ def test_alpha_zero_gives_the_probe_and_auto_saves_what_it_measured(data):
         probe["val_loss"], abs=1e-4)  # the whole network at alpha 0 is the probe on the frozen features
 
     metrics = tl.train(_config(data, "auto", "auto")).metrics
-    chosen = metrics["interpolation"]
-    assert chosen["alphas"] == list(ALPHAS) and chosen["alpha"] in ALPHAS
+    chosen = metrics["interpolation"]  # 3 validation images per class: too few to choose by
+    assert chosen["alphas"] == list(ALPHAS) and chosen["alpha"] == FIXED_ALPHA and chosen["rule"].startswith("fixed: 3")
     assert metrics["val_accuracy"] == pytest.approx(chosen["val_accuracy"][ALPHAS.index(chosen["alpha"])])
     assert (data / "auto" / "interpolation.png").exists()
     assert json.loads((data / "auto" / "metrics.json").read_text())["interpolation"] == chosen
