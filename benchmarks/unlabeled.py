@@ -34,7 +34,7 @@ def run_cell(data: str, size: int, seed: int, cache_dir: str | None) -> dict:
     import torch
 
     from transferlab.semisupervised import propagate, pseudo_labelled, self_training
-    from transferlab.trainer.pseudo_labels import METHODS, fit_with_unlabeled
+    from transferlab.trainer.pseudo_labels import METHODS, fit_with_unlabeled, labelled_weight
 
     started = time.perf_counter()
     cell = frozen_cell(data, size, seed, cache_dir)
@@ -54,7 +54,9 @@ def run_cell(data: str, size: int, seed: int, cache_dir: str | None) -> dict:
         kept = pseudo_labelled(pseudo, cell.classes)
         result[f"{method}: pseudo-label accuracy"] = float(np.mean(pseudo.labels[kept] == truth[kept])) if len(kept) else None
         unguarded = cell.new_head()
-        cell.fit(unguarded, np.vstack([train_x, unlabeled_x[kept]]), np.concatenate([train_y, pseudo.labels[kept]]))
+        repeat = labelled_weight(len(train_x), len(kept))
+        cell.fit(unguarded, np.vstack([np.repeat(train_x, repeat, 0), unlabeled_x[kept]]),
+                 np.concatenate([np.repeat(train_y, repeat), pseudo.labels[kept]]))  # fmt: skip
         result[f"{method}: unguarded"] = cell.scored(unguarded)
         guarded = cell.new_head()
         tick = time.perf_counter()

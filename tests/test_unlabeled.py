@@ -15,7 +15,7 @@ from transferlab.datasets import load_dataset
 from transferlab.errors import DataError
 from transferlab.heads import make_head
 from transferlab.semisupervised import propagate, pseudo_labelled
-from transferlab.trainer.pseudo_labels import fit_with_unlabeled
+from transferlab.trainer.pseudo_labels import fit_with_unlabeled, labelled_weight
 from transferlab.unlabeled import NO_LABEL, apart_from, hidden_labels, load_unlabeled
 
 from conftest import COLOURS, assert_one_line_error, make_image, run, write_folder
@@ -55,7 +55,8 @@ def test_the_guard_keeps_unlabelled_images_only_when_validation_prefers_them(wit
     history, report = fit_with_unlabeled(head, train_x, train_y, rng.normal(size=(60, 8)).astype(np.float32),
                                          _fake_fit(with_them), 3)  # fmt: skip
     assert report["used"] is used and (report["val_accuracy_without"], report["val_accuracy_with"]) == (0.8, with_them)
-    assert float(head.fc.bias[0].detach()) == (6 + report["pseudo_labelled"] if used else 6)  # the kept head is the one reported
+    rows = 6 * labelled_weight(6, report["pseudo_labelled"]) + report["pseudo_labelled"]  # labelled images repeated
+    assert float(head.fc.bias[0].detach()) == (rows if used else 6)  # the kept head is the one reported
     assert history[0]["val_accuracy"] == (with_them if used else 0.8)
 
 

@@ -39,6 +39,14 @@ def _pseudo_labels(method: str, plain: LinearHead, train_x, train_y, unlabeled_x
         return self_training(torch.softmax(plain(torch.as_tensor(np.asarray(unlabeled_x))), 1).numpy())
 
 
+def labelled_weight(labelled: int, pseudo_labelled: int) -> int:
+    """How many times each labelled image enters the fit beside the pseudo-labelled ones: together
+    they weigh about as much as all the pseudo-labelled images (measured on five sets, seeds 0-1:
+    unguarded, +2.9 / +1.9 points at 5 / 10 labelled per class against +2.3 / +0.0 with each image
+    once; docs/unlabeled.md)."""
+    return max(1, round(pseudo_labelled / max(1, labelled)))
+
+
 def helps(with_them: dict, without: dict) -> bool:
     """Whether validation says the pseudo-labelled images help: a higher accuracy (a tie is no
     evidence; a lower loss alone let images of a class the model does not know through)."""
@@ -60,7 +68,9 @@ def fit_with_unlabeled(head: LinearHead, train_x: np.ndarray, train_y: np.ndarra
     without = _kept_epoch(plain_history)
     report.update(val_accuracy_without=without["val_accuracy"], val_loss_without=without["val_loss"])
     if len(kept):
-        semi_history = fit(head, np.vstack([train_x, unlabeled_x[kept]]), np.concatenate([train_y, pseudo.labels[kept]]))
+        repeat = report["labelled_weight"] = labelled_weight(len(train_x), len(kept))
+        semi_history = fit(head, np.vstack([np.repeat(train_x, repeat, 0), unlabeled_x[kept]]),
+                           np.concatenate([np.repeat(train_y, repeat), pseudo.labels[kept]]))  # fmt: skip
         with_them = _kept_epoch(semi_history)
         report.update(val_accuracy_with=with_them["val_accuracy"], val_loss_with=with_them["val_loss"])
         if helps(with_them, without):
