@@ -2,6 +2,7 @@
 network exactly, auto chooses on validation, the chosen network saves, reloads and exports like
 any other, and bad settings are refused in one line."""
 
+import dataclasses
 import json
 
 import pytest
@@ -97,6 +98,11 @@ def test_alpha_zero_gives_the_probe_and_auto_saves_what_it_measured(data):
 
     path, difference = export_bundle(data / "auto" / "model", "onnx")
     assert path.exists() and difference < 1e-4
+
+
+def test_only_finetune_interpolates(data):
+    config = dataclasses.replace(_config(data, "scratch", "auto"), strategy="scratch", probe_epochs=40, epochs=1)
+    assert "interpolation" not in tl.train(config).metrics  # the option's default does not reach a strategy without it
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "half", "nan"])

@@ -324,7 +324,8 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
     if plan.accumulation > 1:
         log.info("max_memory %.1f GB: steps of %d images run as %d passes of at most %d", config.max_memory,
                  config.batch_size, plan.accumulation, plan.micro_batch)  # fmt: skip
-    start = snapshot(model) if config.interpolate != INTERPOLATE_NONE else None  # LP-FT: the probe's network
+    interpolating = "interpolate" in config.strategy_entry.options and config.interpolate != INTERPOLATE_NONE
+    start = snapshot(model) if interpolating else None  # LP-FT: the probe's network
     settings, groups = setup_network(model, config, plan.micro_batch if plan.accumulation > 1 else 0)
     history = fit_network(model, groups, train_x, train_y, val_x, val_y, settings, checkpoint_dir=context.out,
                           resume=config.resume, on_epoch=context.epoch_log(config.strategy, val_y.numpy()))  # fmt: skip
