@@ -116,7 +116,7 @@ def _reuse(record: Path, key: dict) -> dict | None:
     return None
 
 
-RUN_VERSION, MEASUREMENT_VERSION = 2, 4  # bump one when runs or the advisor's measurements change: they are redone
+RUN_VERSION, MEASUREMENT_VERSION = 3, 4  # bump one when runs or the advisor's measurements change: they are redone
 
 
 def _key(config: TrainConfig, version: int = RUN_VERSION) -> dict:
