@@ -22,14 +22,14 @@ Resumable: each run's numbers are kept as JSON in --out.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import itertools
 import json
-import logging
 import time
 from pathlib import Path
 
 import numpy as np
+from resumable import arguments, record
 
 DATA = ("fashion-mnist", "digits", "animal-mnist", "orientation", "count", "glyphs", "colour-shape", "textures")
 SIZES = (5, 10, 30)
@@ -139,27 +139,11 @@ def report(out: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/interpolation")
-    parser.add_argument("--cache-dir")
-    parser.add_argument("--data", nargs="+", default=list(DATA))
-    parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--report", action="store_true", help="only print the tables of the finished runs")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.WARNING)
+    args = arguments(__doc__, "runs/interpolation", DATA, SEEDS, SIZES)
     if not args.report:
-        for seed in args.seeds:
-            for size in args.sizes:
-                for data in args.data:
-                    for bn, freeze in BATCHNORM.items():
-                        path = out / f"{data}__{size}__{seed}__{bn}.json"
-                        if not path.exists():
-                            path.write_text(json.dumps(run_cell(data, size, seed, freeze, args.cache_dir)))
-                            print(f"{path.stem}: done", flush=True)
-    print(report(out))
+        for seed, size, data, (bn, freeze) in itertools.product(args.seeds, args.sizes, args.data, BATCHNORM.items()):
+            record(args.out / f"{data}__{size}__{seed}__{bn}.json", lambda: run_cell(data, size, seed, freeze, args.cache_dir))
+    print(report(args.out))
 
 
 if __name__ == "__main__":

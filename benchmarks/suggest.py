@@ -11,13 +11,13 @@ random from each class (which needs the labels a user does not have). Resumable:
 
 from __future__ import annotations
 
-import argparse
+import itertools
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 from frozen_cells import FLAGS, frozen_cell
+from resumable import arguments, record
 
 DATA = ("fashion-mnist", "digits", "animal-mnist", "textures", "count", "orientation", "glyphs", "colour-shape")
 SEEDS = (0, 1, 2)
@@ -71,24 +71,11 @@ def report(out: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/suggest")
-    parser.add_argument("--cache-dir")
-    parser.add_argument("--data", nargs="+", default=list(DATA))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--report", action="store_true", help="only print the table of the finished runs")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.ERROR)
+    args = arguments(__doc__, "runs/suggest", DATA, SEEDS)
     if not args.report:
-        for seed in args.seeds:
-            for data in args.data:
-                path = out / f"{data}__{seed}.json"
-                if not path.exists():
-                    path.write_text(json.dumps(run_cell(data, seed, args.cache_dir)))
-                    print(f"{path.stem}: done", flush=True)
-    print(report(out))
+        for seed, data in itertools.product(args.seeds, args.data):
+            record(args.out / f"{data}__{seed}.json", lambda: run_cell(data, seed, args.cache_dir))
+    print(report(args.out))
 
 
 if __name__ == "__main__":

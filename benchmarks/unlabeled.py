@@ -16,14 +16,14 @@ and the pseudo-labels' own accuracy against the hidden truth. Resumable: one JSO
 
 from __future__ import annotations
 
-import argparse
+import itertools
 import json
-import logging
 import time
 from pathlib import Path
 
 import numpy as np
 from frozen_cells import FLAGS, HIDDEN_PER_CLASS, frozen_cell
+from resumable import arguments, record
 
 DATA = ("fashion-mnist", "digits", "animal-mnist", "textures", "count", "orientation", "glyphs", "colour-shape")
 SIZES = (5, 10)
@@ -101,26 +101,11 @@ def report(out: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/unlabeled")
-    parser.add_argument("--cache-dir")
-    parser.add_argument("--data", nargs="+", default=list(DATA))
-    parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--report", action="store_true", help="only print the tables of the finished runs")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.ERROR)
+    args = arguments(__doc__, "runs/unlabeled", DATA, SEEDS, SIZES)
     if not args.report:
-        for seed in args.seeds:
-            for size in args.sizes:
-                for data in args.data:
-                    path = out / f"{data}__{size}__{seed}.json"
-                    if not path.exists():
-                        path.write_text(json.dumps(run_cell(data, size, seed, args.cache_dir)))
-                        print(f"{path.stem}: done", flush=True)
-    print(report(out))
+        for seed, size, data in itertools.product(args.seeds, args.sizes, args.data):
+            record(args.out / f"{data}__{size}__{seed}.json", lambda: run_cell(data, size, seed, args.cache_dir))
+    print(report(args.out))
 
 
 if __name__ == "__main__":

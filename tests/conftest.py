@@ -37,6 +37,13 @@ def write_folder(root: Path, per_class: int = 12, classes=tuple(COLOURS), seed: 
     return root
 
 
+def split_folders(root: Path, train_per_class: int, test_seed: int) -> Path:
+    """``root/d/train`` (``train_per_class`` images of each colour) and ``root/d/test`` (4 each); returns ``root``."""
+    write_folder(root / "d" / "train", per_class=train_per_class)
+    write_folder(root / "d" / "test", per_class=4, seed=test_seed)
+    return root
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     """3 classes x 12 PNG images of 40x40 pixels."""

@@ -18,12 +18,9 @@ from transferlab.trainer.stages import STAGES, RunContext, Stage, cached_splits,
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from conftest import write_folder
+    from conftest import split_folders
 
-    root = tmp_path_factory.mktemp("contract")
-    write_folder(root / "d" / "train", per_class=10)
-    write_folder(root / "d" / "test", per_class=4, seed=7)
-    return root
+    return split_folders(tmp_path_factory.mktemp("contract"), 10, 7)
 
 
 def _config(root, strategy: str, out: str) -> tl.TrainConfig:

@@ -66,12 +66,9 @@ def test_auto_keeps_the_alpha_with_the_best_validation_accuracy():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from conftest import write_folder
+    from conftest import split_folders
 
-    root = tmp_path_factory.mktemp("interpolate")
-    write_folder(root / "d" / "train", per_class=10)
-    write_folder(root / "d" / "test", per_class=4, seed=7)
-    return root
+    return split_folders(tmp_path_factory.mktemp("interpolate"), 10, 7)
 
 
 def _config(root, out: str, interpolate: str) -> tl.TrainConfig:

@@ -54,12 +54,9 @@ def test_truncate_trains_a_head_on_an_early_stage(run, tmp_path):
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
-    from conftest import write_folder
+    from conftest import split_folders
 
-    root = tmp_path_factory.mktemp("strategies")
-    write_folder(root / "d" / "train", per_class=16)
-    write_folder(root / "d" / "test", per_class=4, seed=5)
-    return root
+    return split_folders(tmp_path_factory.mktemp("strategies"), 16, 5)
 
 
 def _config(root, **changes):
