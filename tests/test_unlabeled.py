@@ -16,7 +16,7 @@ from transferlab.errors import DataError
 from transferlab.heads import make_head
 from transferlab.semisupervised import propagate, pseudo_labelled
 from transferlab.trainer.pseudo_labels import fit_with_unlabeled, labelled_weight
-from transferlab.unlabeled import NO_LABEL, apart_from, hidden_labels, load_unlabeled
+from transferlab.unlabeled import NO_LABEL, apart_from, at_most, hidden_labels, load_unlabeled
 
 from conftest import COLOURS, assert_one_line_error, make_image, run, write_folder
 
@@ -115,6 +115,13 @@ def test_unlabelled_copies_of_labelled_images_are_left_out_and_counted(two_colou
     kept = apart_from(load_unlabeled(folder), splits)
     assert len(kept) == 40 and "left out 3 image(s) that are also in the test split" in caplog.text
     assert (kept.labels == NO_LABEL).all()
+
+
+def test_a_large_unlabelled_folder_is_sampled_to_the_limit(two_colours, caplog):
+    images = load_unlabeled(two_colours / "known")
+    sample = at_most(images, limit=15, seed=3)
+    assert len(sample) == 15 and len(set(sample.indices.tolist())) == 15 and "a seeded sample of 15" in caplog.text
+    assert at_most(images, limit=15, seed=3).indices.tolist() == sample.indices.tolist() and at_most(images) is images
 
 
 def test_simulated_unlabelled_images_never_come_from_the_test_split():

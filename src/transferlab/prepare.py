@@ -19,7 +19,7 @@ from .datasets import load_dataset
 from .features import FeatureCache
 from .sources import build_backbone
 from .strategies import applying_to
-from .unlabeled import apart_from, found_folder, load_unlabeled
+from .unlabeled import apart_from, at_most, found_folder, load_unlabeled
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def with_unlabeled(splits: Splits, config: TrainConfig) -> Splits:
     if not config.unlabeled:
         log.info("unlabelled images in %s: used where the strategy learns from them (%s)", folder,
                  ", ".join(applying_to("unlabeled")))
-    return dataclasses.replace(splits, unlabeled=apart_from(load_unlabeled(folder), splits))
+    return dataclasses.replace(splits, unlabeled=at_most(apart_from(load_unlabeled(folder), splits), seed=config.seed))
 
 
 def prepare(config: TrainConfig) -> PreparedRun:

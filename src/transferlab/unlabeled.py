@@ -20,6 +20,7 @@ from .errors import DataError
 log = logging.getLogger(__name__)
 
 NO_LABEL = -1
+MOST_IMAGES = 10_000  # unlabelled images a run learns from at most: the graph's cost grows with their square
 
 
 def found_folder(data: str) -> Path | None:
@@ -79,6 +80,15 @@ def apart_from(unlabeled: ImageSet, splits: Splits) -> ImageSet:
     if not keep.any():
         raise DataError("--unlabeled: every image in it is also a labelled one; nothing is left to learn from.")
     return unlabeled.subset(np.flatnonzero(keep))
+
+
+def at_most(unlabeled: ImageSet, limit: int = MOST_IMAGES, seed: int = 0) -> ImageSet:
+    """``unlabeled``, or a seeded sample of ``limit`` of its images when it holds more (logged)."""
+    if len(unlabeled) <= limit:
+        return unlabeled
+    log.warning("--unlabeled: %d images; learning from a seeded sample of %d (the neighbour graph's cost grows with "
+                "the square of their number)", len(unlabeled), limit)  # fmt: skip
+    return unlabeled.subset(np.sort(np.random.default_rng(seed).permutation(len(unlabeled))[:limit]))
 
 
 def hidden_labels(pool: ImageSet, splits: Splits, per_class: int, seed: int = 0) -> ImageSet:
