@@ -5,8 +5,9 @@ learning curve says that many more labels would buy.
 
 The forecast reads the run's folder (``MODEL_DIR/..``: its ``metrics.json`` names the data and
 the split): the linear probe's leave-one-out accuracy on a quarter, a half and all of the
-training images per class, the gain per doubling, extended to the labelled images plus the
-suggested ones (the advisor's learning curve, :func:`.advisor.measure.probe_learning_curve`).
+training images per class (at most ``--measure-per-class`` of each, as the advisor measures), the
+gain per doubling, extended to the labelled images plus the suggested ones (the advisor's
+learning curve, :func:`.advisor.measure.probe_learning_curve`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from .advisor.measure import probe_learning_curve
-from .data import split_dataset
+from .data import per_class_subset, split_dataset
 from .datasets import load_dataset
 from .errors import ConfigError
 from .features import compute_outputs
@@ -91,12 +92,13 @@ def label_forecast(model: Model, added_per_class: float) -> LabelForecast | None
     if tuple(dataset.train.classes) != tuple(model.classes):
         return None  # a class selection or another data set: no forecast rather than a wrong one
     train = split_dataset(dataset, config["val_fraction"], config["samples_per_class"], None, config["seed"]).train
+    sample = per_class_subset(train, config["measure_per_class"], config["seed"])  # as many as the advisor measures
     network = model.network.eval()
     extractor = nn.Sequential(network.normalize, network.body).to(model.device)
-    features = compute_outputs(extractor, train, model.resolution, desc="learning curve")
-    values, labels = features.readable(train.labels)
+    features = compute_outputs(extractor, sample, model.resolution, desc="learning curve")
+    values, labels = features.readable(sample.labels)
     curve = probe_learning_curve(np.asarray(values), labels, config["seed"])
-    return LabelForecast(int(np.bincount(labels).min()), added_per_class, curve, gain_per_doubling(curve))
+    return LabelForecast(int(train.counts().min()), added_per_class, curve, gain_per_doubling(curve))
 
 
 def suggest(model_dir: str | Path, unlabeled_dir: str | Path, n: int = 50, out: str | Path = "runs/suggest",
