@@ -104,6 +104,14 @@ def test_a_data_folder_s_own_unlabeled_folder_is_found_and_is_not_a_class(two_co
     assert tl.train(config).metrics["unlabeled"]["images"] == 40
 
 
+def test_advise_says_what_the_plan_does_with_unlabelled_images(two_colours):
+    plan = tl.advise(str(two_colours / "d"), resolution=32, val_fraction=0.5, unlabeled=str(two_colours / "known"),
+                     cache_dir=str(two_colours / "cache"))  # fmt: skip
+    learns = "unlabeled" in tl.STRATEGIES[plan.strategy].options
+    said = "learns from them too" if learns else "does not learn from them"
+    assert f"40 unlabelled images: '{plan.strategy}' {said}" in plan.explanation
+
+
 def test_unlabelled_copies_of_labelled_images_are_left_out_and_counted(two_colours, tmp_path, caplog):
     folder = tmp_path / "u"
     shutil.copytree(two_colours / "known", folder)

@@ -18,6 +18,7 @@ from ..config import TrainConfig
 from ..forecast import Forecaster
 from ..plan import CutEvidence, Plan, make_plan
 from ..prepare import PreparedRun
+from ..strategies import STRATEGIES, applying_to
 from .pilot import pilot_finetune
 from .rank import rank_sources, score_source
 
@@ -71,10 +72,22 @@ def measure_prepared(prepared: PreparedRun, config: TrainConfig) -> Measurements
                         ranked, chosen.probe_all)  # fmt: skip
 
 
+def unlabeled_text(strategy: str, images: int) -> str:
+    """What the planned ``strategy`` will do with the run's ``images`` unlabelled images."""
+    if "unlabeled" in STRATEGIES[strategy].options:
+        return (f"{images} unlabelled images: '{strategy}' learns from them too, kept only if the validation images "
+                "say they help (docs/unlabeled.md).")  # fmt: skip
+    return (f"{images} unlabelled images: '{strategy}' does not learn from them ({', '.join(applying_to('unlabeled'))} "
+            "do); they are left out.")  # fmt: skip
+
+
 def advise_prepared(prepared: PreparedRun, config: TrainConfig, forecaster: Forecaster | None = None) -> Plan:
     """The plan for ``prepared``: its measurements (:func:`measure_prepared`), forecast by
     ``forecaster`` (the shipped one unless given)."""
     plan = measure_prepared(prepared, config).plan(forecaster)
+    if prepared.splits.unlabeled is not None:
+        plan = dataclasses.replace(plan, explanation=plan.explanation + " " + unlabeled_text(plan.strategy,
+                                                                                           len(prepared.splits.unlabeled)))
     log.info("advisor: %s at cut %s of %s (forecast %s)", plan.strategy, plan.cut, plan.backbone,
              ", ".join(f"{f['option']} {f['accuracy']:.3f}" for f in plan.forecasts))  # fmt: skip
     return plan
