@@ -11,7 +11,7 @@ distribution over log C, Iscen et al.); :func:`pseudo_labelled` keeps each class
 at most as many per class as the median class is given, so that no class floods the head. Whether they are used
 at all is the trainer's guard: only when validation images the fit did not see say they help.
 
-Torch-free (NumPy and SciPy).
+NumPy and SciPy (and the eigendecomposition :mod:`.signals` uses).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import cg
+
+from .signals import left_singular
 
 NEIGHBOURS = 10  # the graph's k
 WHITENED = 128  # the graph is built on the features' leading principal directions, each scaled to one:
@@ -51,15 +53,8 @@ def whitened(features: np.ndarray, dimensions: int = WHITENED) -> np.ndarray:
     10 labelled images per class (seeds 0-1, unguarded): the head gained +6.7 / +4.3 points with a
     graph on these against +2.9 / +1.7 on the raw features (32 directions: +6.0 / +3.1)."""
     x = np.asarray(features, dtype=np.float64)
-    x = x - x.mean(0)
-    n, d = x.shape
-    if n <= d:
-        values, vectors = np.linalg.eigh(x @ x.T)
-    else:
-        values, directions = np.linalg.eigh(x.T @ x)
-        vectors = x @ directions / np.sqrt(np.maximum(values, 1e-300))
-    keep = values > values.max() * 1e-10
-    return vectors[:, keep][:, -min(dimensions, max(1, d // WHITENED_SHARE)):]
+    vectors, _ = left_singular(x - x.mean(0))  # unit columns, the largest singular values last
+    return vectors[:, -min(dimensions, max(1, x.shape[1] // WHITENED_SHARE)) :]
 
 
 def knn_graph(features: np.ndarray, neighbours: int = NEIGHBOURS) -> sparse.csr_matrix:

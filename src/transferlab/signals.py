@@ -24,7 +24,7 @@ import numpy as np
 from torch import nn
 
 
-def _left_singular(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def left_singular(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(left singular vectors, squared singular values) of ``x``, the non-zero ones, from the
     eigendecomposition of the smaller Gram matrix: on a few hundred samples of a thousand
     features, many times faster than an SVD."""
@@ -42,7 +42,7 @@ def logme(features: np.ndarray, labels: np.ndarray, iterations: int = 11) -> flo
     """LogME evidence per sample, averaged over one-vs-rest targets of each class."""
     f = np.asarray(features, dtype=np.float64)
     n, d = f.shape
-    u, s2 = _left_singular(f)
+    u, s2 = left_singular(f)
     evidences = []
     for k in np.unique(labels):
         y = (labels == k).astype(np.float64)
@@ -85,7 +85,7 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
     x = np.hstack([x - x.mean(0), np.ones((len(x), 1))])  # the intercept; the penalty scales with the features
     classes, target = np.unique(labels, return_inverse=True)
     y = np.eye(len(classes))[target]
-    u, s2 = _left_singular(x)
+    u, s2 = left_singular(x)
     projected = u.T @ y
     accuracies = []
     for penalty in RIDGE_PENALTIES:
