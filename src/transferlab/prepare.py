@@ -74,7 +74,8 @@ def with_unlabeled(splits: Splits, config: TrainConfig) -> Splits:
     if not config.unlabeled:
         log.info("unlabelled images in %s: used where the strategy learns from them (%s)", folder,
                  ", ".join(applying_to("unlabeled")))
-    return dataclasses.replace(splits, unlabeled=at_most(apart_from(load_unlabeled(folder), splits), seed=config.seed))
+    # sampled before the duplicates check: a huge folder is not read byte by byte beyond the sample
+    return dataclasses.replace(splits, unlabeled=apart_from(at_most(load_unlabeled(folder), seed=config.seed), splits))
 
 
 def prepare(config: TrainConfig) -> PreparedRun:

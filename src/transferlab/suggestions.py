@@ -69,15 +69,19 @@ class LabelForecast:
                 f"forecast to add {100 * self.gain:+.1f} points")  # fmt: skip
 
 
+def _frozen_body(model: Model) -> nn.Module:
+    """The model's normalization and body on its device: the features its head reads."""
+    network = model.network.eval()
+    return nn.Sequential(network.normalize, network.body).to(model.device)
+
+
 def frozen_view(model: Model, folder: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, int]:
     """(the readable images, their features at the model's cut, its head's probabilities, unreadable count)."""
     images = load_unlabeled(folder)
-    network = model.network.eval()
-    extractor = nn.Sequential(network.normalize, network.body).to(model.device)
-    features = compute_outputs(extractor, images, model.resolution, desc="features")
+    features = compute_outputs(_frozen_body(model), images, model.resolution, desc="features")
     values = np.asarray(features.values)[features.valid]
     with torch.no_grad():
-        probabilities = torch.softmax(network.head.cpu()(torch.from_numpy(values)), 1).numpy()
+        probabilities = torch.softmax(model.network.head.cpu()(torch.from_numpy(values)), 1).numpy()
     names = [images.describe(i) for i in np.flatnonzero(features.valid)]
     return names, values, probabilities, len(features.skipped)
 
@@ -93,9 +97,7 @@ def label_forecast(model: Model, added_per_class: float) -> LabelForecast | None
         return None  # a class selection or another data set: no forecast rather than a wrong one
     train = split_dataset(dataset, config["val_fraction"], config["samples_per_class"], None, config["seed"]).train
     sample = per_class_subset(train, config["measure_per_class"], config["seed"])  # as many as the advisor measures
-    network = model.network.eval()
-    extractor = nn.Sequential(network.normalize, network.body).to(model.device)
-    features = compute_outputs(extractor, sample, model.resolution, desc="learning curve")
+    features = compute_outputs(_frozen_body(model), sample, model.resolution, desc="learning curve")
     values, labels = features.readable(sample.labels)
     curve = probe_learning_curve(np.asarray(values), labels, config["seed"])
     return LabelForecast(int(train.counts().min()), added_per_class, curve, gain_per_doubling(curve))

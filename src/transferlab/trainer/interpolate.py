@@ -54,7 +54,7 @@ class Interpolation:
     """The alpha kept, how it was chosen, and per alpha tried the validation loss and accuracy."""
 
     alpha: float
-    rule: str  # "chosen on validation" or "set by --interpolate"
+    rule: str  # "chosen on validation", "fixed: ..." (too few validation images) or "set by --interpolate"
     alphas: tuple[float, ...] = ()
     val_loss: tuple[float, ...] = ()
     val_accuracy: tuple[float, ...] = ()
