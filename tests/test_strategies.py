@@ -27,7 +27,9 @@ SET_VALUES = {
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_every_entry_names_stages_anchors_and_options_that_exist(name):
     strategy = STRATEGIES[name]
-    assert strategy.stages and all(stage in STAGES for stage in strategy.stages)
+    assert bool(strategy.stages) != bool(strategy.members)  # its own stages, or an ensemble of other entries
+    assert all(stage in STAGES for stage in strategy.stages)
+    assert all(member in STRATEGIES and not STRATEGIES[member].members for member in strategy.members)
     assert strategy.options <= set(SPECIFIC_OPTIONS)
     if strategy.anchor is not None:
         assert isinstance(getattr(Signals(10, 0.8, 0.7, 0.9, 0.2, 0.05, 0.01, 0.95), strategy.anchor), float)

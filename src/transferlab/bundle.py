@@ -4,6 +4,9 @@ Loading never unpickles: the JSON names the architecture, which is rebuilt witho
 and the safetensors file fills it. The JSON records the file's SHA-256, checked on load, and the
 taps the head reads (each cut point, its width and pooling), so that a head over several cuts
 rebuilds like a head over one. Format 1 (no taps: one cut) still loads.
+
+An ensemble (format 3) is a folder of bundles: each member a bundle of its own in a subfolder, and
+a ``bundle.json`` naming them with their temperatures (:class:`.ensemble.Ensemble`).
 """
 
 from __future__ import annotations
@@ -11,19 +14,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import safetensors.torch
 import torch
 
 from .backbones import Backbone, CutPoint, Preprocessing, build_architecture
+from .ensemble import Ensemble
 from .errors import BundleError
 from .heads import LinearHead
 from .surgery import TransferModel, body_over
 
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 1: a head on one cut, described by ``cut`` and ``num_features``
+ENSEMBLE_FORMAT_VERSION = 3  # a folder of member bundles
+READABLE_VERSIONS = (1, 2, 3)  # 1: a head on one cut, described by ``cut`` and ``num_features``
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "bundle.json"
 
@@ -35,6 +40,14 @@ class Tap:
     cut: str
     channels: int
     pooling: str = "avg"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of an ensemble: the subfolder of its bundle and the temperature its logits are divided by."""
+
+    folder: str
+    temperature: float
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,7 @@ class BundleInfo:
     head_init: str
     strategy: str
     taps: tuple[Tap, ...] = ()  # the cut points the head reads, in order (default: ``cut`` alone)
+    members: tuple[Member, ...] = ()  # an ensemble's models (then the fields above describe its last member)
 
     def __post_init__(self):
         if not self.taps:
@@ -64,6 +78,7 @@ class BundleInfo:
     def from_json(data: dict) -> BundleInfo:
         data = dict(data)
         data["taps"] = tuple(Tap(**t) for t in data.get("taps", ()))
+        data["members"] = tuple(Member(**m) for m in data.get("members", ()))
         data["classes"] = tuple(data["classes"])
         data["preprocessing"] = Preprocessing(
             data["preprocessing"]["resolution"], tuple(data["preprocessing"]["mean"]), tuple(data["preprocessing"]["std"])
@@ -80,18 +95,40 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _write_meta(directory: Path, meta: dict) -> None:
+    (directory / (META_FILE + ".tmp")).write_text(json.dumps(meta, indent=2))
+    os.replace(directory / (META_FILE + ".tmp"), directory / META_FILE)
+
+
+def _fresh_folder(directory: Path) -> None:
+    """``directory`` created, without the exports of an earlier model in it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in ("model.onnx", "model.torchscript.pt", "model.int8.onnx"):
+        (directory / stale).unlink(missing_ok=True)
+
+
 def save_bundle(directory: str | Path, model: TransferModel, info: BundleInfo) -> Path:
     """Write the bundle into ``directory`` (created); files are renamed into place when complete."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in ("model.onnx", "model.torchscript.pt"):  # exports of an earlier model in this folder
-        (directory / stale).unlink(missing_ok=True)
+    _fresh_folder(directory)
     weights = directory / WEIGHTS_FILE
     safetensors.torch.save_model(model, str(weights) + ".tmp")
     os.replace(str(weights) + ".tmp", weights)
-    meta = {"format_version": FORMAT_VERSION, "weights_sha256": _sha256(weights), **info.to_json()}
-    (directory / (META_FILE + ".tmp")).write_text(json.dumps(meta, indent=2))
-    os.replace(directory / (META_FILE + ".tmp"), directory / META_FILE)
+    _write_meta(directory, {"format_version": FORMAT_VERSION, "weights_sha256": _sha256(weights), **info.to_json()})
+    return directory
+
+
+def save_ensemble(directory: str | Path, members: dict[str, tuple[TransferModel, BundleInfo]], temperatures: list[float],
+                  info: BundleInfo) -> Path:  # fmt: skip
+    """Write an ensemble into ``directory``: each member's bundle into the subfolder named by its key,
+    then the ``bundle.json`` that names them (``info``: the ensemble's, its members filled in here)."""
+    directory = Path(directory)
+    _fresh_folder(directory)
+    (directory / WEIGHTS_FILE).unlink(missing_ok=True)  # a single model's weights saved here before
+    for folder, (model, member_info) in members.items():
+        save_bundle(directory / folder, model, member_info)
+    listed = tuple(Member(folder, float(t)) for folder, t in zip(members, temperatures))
+    _write_meta(directory, {"format_version": ENSEMBLE_FORMAT_VERSION, **replace(info, members=listed).to_json()})
     return directory
 
 
@@ -111,10 +148,14 @@ def read_info(directory: str | Path) -> tuple[BundleInfo, dict]:
         raise BundleError(f"{meta_path} is malformed: {error}") from error
 
 
-def load_bundle(directory: str | Path) -> tuple[TransferModel, BundleInfo]:
-    """Rebuild the model saved in ``directory``; refuse tampered or mismatched files."""
+def load_bundle(directory: str | Path) -> tuple[TransferModel | Ensemble, BundleInfo]:
+    """Rebuild the model saved in ``directory`` (an ensemble: each member from its subfolder);
+    refuse tampered or mismatched files."""
     directory = Path(directory)
     info, meta = read_info(directory)
+    if info.members:
+        members = [load_bundle(directory / member.folder)[0] for member in info.members]
+        return Ensemble(members, [member.temperature for member in info.members]).eval(), info
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise BundleError(f"{directory}: {WEIGHTS_FILE} is missing.")

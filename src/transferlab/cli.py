@@ -209,6 +209,10 @@ def _print_summary(args, metrics: dict) -> None:
         from .trainer.outputs import unlabeled_summary
 
         print(f"unlabelled images: {unlabeled_summary(metrics['unlabeled'])}")
+    if "ensemble" in metrics:
+        from .trainer.outputs import ensemble_summary
+
+        print(f"ensemble members: {ensemble_summary(metrics['ensemble'], metrics['evaluated_on'])}")
     if "test_accuracy" in metrics:
         print(f"test accuracy: {metrics['test_accuracy']:.4f} ({metrics['num_test']} images); balanced accuracy "
               f"{metrics['balanced_accuracy']:.4f}, always the largest class {metrics['majority_baseline']:.4f}")  # fmt: skip

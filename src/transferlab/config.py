@@ -54,7 +54,9 @@ def option(default, help: str, **cli):  # noqa: A002 - the argparse word
 
 
 def _strategy_defaults_text(what: str) -> str:
-    return ", ".join(f"{getattr(s, what):g} ({name})" for name, s in STRATEGIES.items())
+    ensembles = [name for name, s in STRATEGIES.items() if s.members]
+    return ", ".join([*(f"{getattr(s, what):g} ({name})" for name, s in STRATEGIES.items() if not s.members),
+                      *(f"each member its own ({name})" for name in ensembles)])
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,11 @@ def _is_bundle(name: str) -> bool:
 def _from_bundle(name: str, pretrained: bool) -> Backbone:
     """A bundle's whole body as the source network; without ``pretrained``, its architecture with fresh weights."""
     directory = Path(name)
+    info, _ = read_info(directory)
+    if info.members:
+        raise BackboneError(f"{directory} is an ensemble of {len(info.members)} networks; give one of them as the "
+                            f"backbone: {', '.join(str(directory / m.folder) for m in info.members)}.")  # fmt: skip
     if not pretrained:
-        info, _ = read_info(directory)
         return Backbone(name, info.arch, build_architecture(info.arch), info.preprocessing, list(info.cut_points),
                         "random init")  # fmt: skip
     model, info = load_bundle(directory)

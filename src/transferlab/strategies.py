@@ -9,7 +9,8 @@ network. The seed's four cases:
 | small | ``head``: frozen body, new head | ``truncate``: early stages frozen, new head |
 | large | ``finetune``: train everything from the pretrained weights | ``scratch``: random init, train everything |
 
-Beyond them, ``multicut`` reads every cut point at once. Adding a strategy is one
+Beyond them, ``multicut`` reads every cut point at once, and ``ensemble`` averages two trained
+strategies (its ``members``). Adding a strategy is one
 :func:`register_strategy` call, plus a training stage of its own
 (``trainer.stages.register_stage``) when the existing ones do not do what it needs.
 """
@@ -59,8 +60,11 @@ class Strategy:
     options: frozenset[str] = frozenset()  # the SPECIFIC_OPTIONS that apply
     anchor: str | None = None  # the forecast's starting point (a ``forecast.Signals`` attribute); None: not forecast
     with_cut: str | None = None  # the strategy a plan for this one becomes when the user sets --cut
+    members: tuple[str, ...] = ()  # an ensemble's strategies, each trained with its own defaults (then no stages)
 
     def __post_init__(self):
+        if bool(self.members) == bool(self.stages):
+            raise ValueError(f"strategy {self.name!r} must have stages or members, not both or neither.")
         if self.cuts not in CUT_RULES:
             raise ValueError(f"cuts must be one of {', '.join(CUT_RULES)}, got {self.cuts!r}.")
         unknown = self.options - set(SPECIFIC_OPTIONS)
@@ -69,8 +73,9 @@ class Strategy:
 
     @property
     def trains_body(self) -> bool:
-        """Whether the body's weights move (a ``network`` stage), so images and not features feed it."""
-        return "network" in self.stages
+        """Whether the body's weights move (a ``network`` stage, its own or a member's), so images and
+        not features feed it."""
+        return "network" in self.stages or any(STRATEGIES[member].trains_body for member in self.members)
 
     @property
     def takes_cut(self) -> bool:
@@ -89,9 +94,12 @@ STRATEGIES: dict[str, Strategy] = {}
 
 
 def register_strategy(strategy: Strategy) -> Strategy:
-    """Add ``strategy`` to the table (a name already taken is refused)."""
+    """Add ``strategy`` to the table (a name already taken, or a member not in it, is refused)."""
     if strategy.name in STRATEGIES or strategy.name == AUTO:
         raise ValueError(f"a strategy named {strategy.name!r} is registered already.")
+    unknown = [member for member in strategy.members if member not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"strategy {strategy.name!r}: members {', '.join(unknown)} are not registered.")
     STRATEGIES[strategy.name] = strategy
     return strategy
 
@@ -132,6 +140,13 @@ register_strategy(Strategy(
     "multicut", "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022); "
     "auto chooses it once a study has fitted its forecast", epochs=40, lr=PROBE_LR, stages=("multicut",),
     trains="the head", cuts="all", options=frozenset({"unlabeled"}), anchor="probe_all", with_cut="truncate",
+))
+register_strategy(Strategy(
+    "ensemble", "multicut and finetune both trained, each calibrated by a temperature fitted on validation, their "
+    "probabilities averaged (two networks at prediction)", epochs=STRATEGIES["finetune"].epochs,
+    lr=STRATEGIES["finetune"].lr, stages=(), members=("multicut", "finetune"), freeze_bn=True, layer_decay=True,
+    trains="the multicut head, then the whole fine-tuned network",
+    options=STRATEGIES["multicut"].options | STRATEGIES["finetune"].options,
 ))
 register_strategy(Strategy(
     "scratch", "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),

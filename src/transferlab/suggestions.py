@@ -112,6 +112,9 @@ def suggest(model_dir: str | Path, unlabeled_dir: str | Path, n: int = 50, out: 
     if method not in SELECTIONS:
         raise ConfigError(f"--method must be one of {', '.join(SELECTIONS)}, got {method!r}.")
     model = Model(model_dir, engine="pytorch", device=device)
+    if model.info.members:
+        raise ConfigError(f"{model_dir} is an ensemble; suggest reads one frozen body and its head: give it the member "
+                          f"{Path(model_dir) / model.info.members[0].folder}.")  # fmt: skip
     names, features, probabilities, unreadable = frozen_view(model, unlabeled_dir)
     rows = select(features, probabilities, n, method, seed)
     gaps = margins(probabilities)

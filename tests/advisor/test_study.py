@@ -24,12 +24,14 @@ def _seed(data, size, seed, accuracies, probes=(0.5, 0.8, 0.7), pilot=0.0, advis
             "measurements": measurements.to_json(), "runs": runs}  # fmt: skip
 
 
-KEYS = ("head@final", "truncate@stage0", "truncate@stage1", "finetune@final", "scratch@final", "multicut@all")
+KEYS = ("head@final", "truncate@stage0", "truncate@stage1", "finetune@final", "scratch@final", "multicut@all",
+        "ensemble@final")  # fmt: skip
 
 
 def _accuracies(*values):
-    """The runs' accuracies in the order of KEYS; multicut a point below head unless given."""
-    return {**dict(zip(KEYS, values)), "multicut@all": values[5] if len(values) > 5 else values[0] - 0.01}
+    """The runs' accuracies in the order of KEYS; multicut a point below head and the ensemble two unless given."""
+    return {**dict(zip(KEYS, values)), "multicut@all": values[5] if len(values) > 5 else values[0] - 0.01,
+            "ensemble@final": values[6] if len(values) > 6 else values[0] - 0.02}  # fmt: skip
 
 
 def test_regret_is_against_the_mean_over_seeds_and_the_noise_floor_against_one_seed():
@@ -71,9 +73,10 @@ def test_each_parent_set_is_scored_by_a_forecaster_that_never_saw_it(monkeypatch
     assert list(scored) == ["a@10", "a@30", "b@10", "b@30", "c@10", "c@30"]
     assert scored["a@30"]["oracle"] == "finetune@final" and scored["a@10"]["oracle"] == "head@final"
     assert scored["a@30"]["always finetune"] == 0 and scored["a@30"]["always head"] == pytest.approx(10)
-    assert scored["a@10"]["cost"] == pytest.approx(1 / 60)  # 1 s of advice against six runs of 10 s
+    assert scored["a@30"]["always ensemble"] == pytest.approx(12)  # two points below head
+    assert scored["a@10"]["cost"] == pytest.approx(1 / 70)  # 1 s of advice against seven runs of 10 s
     summary = study.summarize(scored)
-    assert summary["always head"]["worst"] == pytest.approx(10) and summary["cost"]["median"] == pytest.approx(1 / 60)
+    assert summary["always head"]["worst"] == pytest.approx(10) and summary["cost"]["median"] == pytest.approx(1 / 70)
     assert "| **mean** |" in study.table(scored)
     assert study.parent_table(scored).splitlines()[2].startswith("| a | 2 | 0.750 | ")  # two cells, oracles 0.7 and 0.8
 
@@ -111,6 +114,12 @@ def test_quick_study_runs_every_option_and_scores_the_advisor_leaving_each_set_o
         assert cell["advisor"] >= 0 and cell["always head"] >= 0 and cell["noise floor"] >= 0 and 0 < cell["cost"] < 1
     seed = json.loads((out / "orientation@5" / "seed0" / "measurements.json").read_text())["result"]
     assert seed["measurements"]["pilot"]["val_images"] == 4 * 5  # 4 classes, validation as large as training
+    ensemble = json.loads((out / "orientation@5" / "seed0" / "ensemble-final" / "study-run.json").read_text())
+    assert [m["strategy"] for m in ensemble["config"]["members"]] == ["multicut", "finetune"]
+    members = [json.loads((out / "orientation@5" / "seed0" / f / "study-run.json").read_text())["result"]
+               for f in ("multicut-all", "finetune-final")]  # fmt: skip
+    assert ensemble["result"]["seconds"] >= sum(m["seconds"] for m in members)  # it costs both members
+    assert 0.25 <= ensemble["result"]["balanced_accuracy"] <= 1  # above chance on four orientations
     assert Forecaster.load(out / "forecaster.json").cells == 2
     assert "| **worst** |" in (out / "table.md").read_text()
     again = run("study", "--quick", "--out", str(out), cache=cache)

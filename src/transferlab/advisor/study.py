@@ -3,15 +3,17 @@
 A cell is a built-in data set (its parent) at a training size; each of its seeds redraws the
 training subsample. Per seed: the advisor measures (probes, random twin, learning curve, the
 fine-tuning pilot; timed from an empty cache, after the data is loaded, which the runs share),
-then every option trains with default settings - ``head``,
-``truncate`` at each cut, ``finetune`` (LP-FT), ``scratch`` - and is scored by balanced accuracy
-on the test split. Per cell, the oracle is the option with the best mean over seeds.
+then every option trains with default settings - ``head``, ``truncate`` at each cut, ``finetune``
+(LP-FT), ``multicut``, ``scratch`` - and is scored by balanced accuracy on the test split. An
+ensemble is scored from its members' runs (their saved models' outputs, combined as training
+combines them: :func:`..trainer.train.ensemble_stage`). Per cell, the oracle is the option with
+the best mean over seeds.
 
 The forecaster the advisor decides with is fitted on these outcomes, so it is scored
 **leave-one-data-set-out**: for each parent set, fitted on the cells of all the others only. The
 study reports its regret beside the baselines' on the same runs - always ``head``, always
-``finetune``, the former threshold rule, and a successive-halving race with the advisor's time -
-and the noise floor (the regret of choosing by one seed's test accuracy). It writes
+``finetune``, always ``multicut``, always ``ensemble``, the former threshold rule, and a
+successive-halving race with the advisor's time - and the noise floor (the regret of choosing by one seed's test accuracy). It writes
 ``forecaster.json``, fitted on every cell: the model ``transferlab advise`` ships with.
 
 Resumable: each finished run and each seed's measurements are kept in the study's folder and
@@ -33,17 +35,21 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+from ..bundle import load_bundle
 from ..config import TrainConfig, for_strategy
 from ..datasets import CATALOG
-from ..features import FeatureCache
+from ..features import FeatureCache, compute_outputs
 from ..forecast import Signals, choose, fit_forecaster
+from ..metrics import classification_metrics
 from ..plan import cut_for, decide, signals_of
 from ..prepare import PreparedRun, prepare
 from ..report import save_figure, write_report
 from ..strategies import ALL_CUTS, AUTO, FINAL_CUT, STRATEGIES, forecast_options
-from ..trainer.train import train_prepared
+from ..trainer.stages import Stage
+from ..trainer.train import ensemble_stage, train_prepared
 from .advise import Measurements, measure_prepared
 
 log = logging.getLogger(__name__)
@@ -97,6 +103,45 @@ def _option_configs(base: TrainConfig, cuts: list[str], settings: StudySettings,
         configs[run_key(s, c)] = for_strategy(base, s, cut=None if c in (FINAL_CUT, ALL_CUTS) else c, epochs=epochs,
                                               out=str(folder / f"{s}-{c}"), **probe)  # fmt: skip
     return configs
+
+
+def ensembles(cuts: list[str]) -> dict[str, list[str]]:
+    """Every ensemble of the table by its run key, with its members' run keys (each at its default cut)."""
+    return {run_key(name, FINAL_CUT): [run_key(m, STRATEGIES[m].default_cut(cuts)) for m in entry.members]
+            for name, entry in STRATEGIES.items() if entry.members}  # fmt: skip
+
+
+def _saved_outputs(run: PreparedRun, model_dir: Path) -> Stage:
+    """The validation and test logits of the model saved in ``model_dir`` on ``run``'s splits."""
+    network, _ = load_bundle(model_dir)
+    resolution, logits, labels = network.preprocessing.resolution, {}, {}
+    for split in ("val", "test"):
+        images = getattr(run.splits, split)
+        values, labels[split] = compute_outputs(network, images, resolution, desc=f"ensemble {split}").readable(images.labels)
+        logits[split] = torch.from_numpy(np.asarray(values))
+    return Stage({}, labels, logits, [])
+
+
+def _ensemble_run(prepared: Callable[[], PreparedRun], folder: Path, member_configs: list[TrainConfig],
+                  member_runs: list[dict]) -> dict:  # fmt: skip
+    """An ensemble scored from its members' saved models (a run of its own would train them again,
+    to the same weights): balanced test accuracy, the members' seconds, and its validation accuracy
+    as its one-step trajectory. Kept in ``folder`` like a run."""
+    record = folder / "study-run.json"
+    key = {"version": RUN_VERSION, "members": [_key(config) for config in member_configs]}
+    if (result := _reuse(record, key)) is not None:
+        return result
+    run = prepared()
+    started = time.perf_counter()
+    stage, _ = ensemble_stage([_saved_outputs(run, Path(config.out) / "model") for config in member_configs])
+    test_labels = stage.labels["test"]
+    balanced = classification_metrics(test_labels, stage.logits["test"].argmax(1).numpy(), run.classes)["balanced_accuracy"]
+    val_accuracy = float((stage.logits["val"].argmax(1).numpy() == stage.labels["val"]).mean())
+    result = {"balanced_accuracy": balanced, "seconds": sum(r["seconds"] for r in member_runs) + time.perf_counter() - started,
+              "trajectory": [val_accuracy]}  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"config": key, "result": result}))
+    return result
 
 
 def _trajectory(metrics: dict) -> list[float]:
@@ -159,7 +204,11 @@ def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path
             measured = {"measurements": measurements.to_json(), "seconds": time.perf_counter() - started}
         record.write_text(json.dumps({"config": _key(base, MEASUREMENT_VERSION), "result": measured}))
     cuts = [e["cut"] for e in measured["measurements"]["evidence"]]  # one per cut point of the backbone
-    runs = {key: _run(prepared, config) for key, config in _option_configs(base, cuts, settings, folder).items()}
+    configs = _option_configs(base, cuts, settings, folder)
+    runs = {key: _run(prepared, config) for key, config in configs.items()}
+    for key, members in ensembles(cuts).items():
+        runs[key] = _ensemble_run(prepared, folder / key.replace("@", "-"), [configs[m] for m in members],
+                                  [runs[m] for m in members])  # fmt: skip
     return {"data": data, "size": size, "seed": seed, "advise_seconds": measured["seconds"],
             "measurements": measured["measurements"], "runs": runs}  # fmt: skip
 
@@ -246,6 +295,7 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
             "always head": regret(seeds, [run_key("head", FINAL_CUT)] * len(seeds)),
             "always finetune": regret(seeds, [run_key("finetune", FINAL_CUT)] * len(seeds)),
             "always multicut": regret(seeds, [run_key("multicut", ALL_CUTS)] * len(seeds)),
+            "always ensemble": regret(seeds, [run_key("ensemble", FINAL_CUT)] * len(seeds)),
             "threshold rule": regret(seeds, [run_key(d.strategy, d.cut) for d in rule]),
             "successive halving": regret(seeds, [race(s, s["advise_seconds"]) for s in seeds]),
             "noise floor": noise_floor(seeds),
@@ -254,7 +304,8 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
     return scored
 
 
-RULES = ("advisor", "always head", "always finetune", "always multicut", "threshold rule", "successive halving")
+RULES = ("advisor", "always head", "always finetune", "always multicut", "always ensemble", "threshold rule",
+         "successive halving")  # fmt: skip
 
 
 def leave_one_parent_out(records: list[dict]) -> dict[str, dict]:
@@ -281,7 +332,7 @@ def summarize(scored: dict[str, dict]) -> dict:
 def table(scored: dict[str, dict]) -> str:
     """The per-cell table in Markdown: oracle, the advisor's picks, regrets (points), noise floor, cost."""
     header = "| cell | oracle | advisor's picks | " + " | ".join((*RULES, "noise floor", "cost")) + " |"
-    lines = [header, "|---" * 10 + "|"]
+    lines = [header, "|---" * (len(RULES) + 5) + "|"]
     for cell, c in scored.items():
         lines.append(f"| {cell} | {c['oracle']} {c['oracle_accuracy']:.3f} | {', '.join(c['picks'])} | "
                      + " | ".join(f"{c[rule]:.2f}" for rule in (*RULES, "noise floor")) + f" | {c['cost']:.1%} |")  # fmt: skip
@@ -298,7 +349,7 @@ def parent_table(scored: dict[str, dict]) -> str:
     parents: dict[str, list[dict]] = {}
     for cell, c in scored.items():
         parents.setdefault(cell.split("@")[0], []).append(c)
-    lines = ["| data set | cells | oracle | " + " | ".join((*RULES, "noise floor", "cost")) + " |", "|---" * 10 + "|"]
+    lines = ["| data set | cells | oracle | " + " | ".join((*RULES, "noise floor", "cost")) + " |", "|---" * (len(RULES) + 5) + "|"]
     for parent, cells in parents.items():
         lines.append(f"| {parent} | {len(cells)} | {np.mean([c['oracle_accuracy'] for c in cells]):.3f} | "
                      + " | ".join(f"{np.mean([c[r] for c in cells]):.2f}" for r in (*RULES, "noise floor"))

@@ -3,8 +3,9 @@
 The model is the body up to the cut with a new head; then the strategy's stages run in the order
 its table entry names them (:mod:`.stages`): ``head``/``truncate`` train the head on cached
 features of the frozen body, ``finetune`` the probe and then the whole network, ``scratch`` the
-re-initialized whole network. Outputs are written into the run's folder as they come;
-``metrics.json`` last, so a folder with a ``metrics.json`` holds a finished run.
+re-initialized whole network. A strategy with members (``ensemble``) trains each of them as its
+own run would, then averages their calibrated probabilities (:mod:`..ensemble`). Outputs are
+written into the run's folder as they come; ``metrics.json`` last, so a folder with a ``metrics.json`` holds a finished run.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import distributed
-from ..bundle import BundleInfo, Tap, save_bundle
-from ..config import TrainConfig
+from ..bundle import BundleInfo, Tap, save_bundle, save_ensemble
+from ..config import TrainConfig, for_strategy
+from ..ensemble import combined, fit_temperature
 from ..heads import make_head
+from ..metrics import classification_metrics, evaluate_logits
 from ..plan import Plan
 from ..prepare import PreparedRun
 from ..runlock import OutputLock
@@ -78,20 +82,71 @@ def fit_stages(prepared: PreparedRun, config: TrainConfig, out: Path) -> tuple[T
     return model.cpu(), cut, stages
 
 
+def bundle_info(prepared: PreparedRun, config: TrainConfig, model: TransferModel, cut: str) -> BundleInfo:
+    """What the bundle of ``model`` (trained as ``config`` says, at ``cut``) records beside its weights."""
+    backbone, taps = prepared.backbone, taps_of(prepared.backbone, cut)
+    return BundleInfo(
+        classes=prepared.classes, preprocessing=model.preprocessing, backbone=config.backbone, arch=backbone.arch,
+        cut=cut, cut_points=tuple(backbone.cut_points), num_features=sum(t.channels for t in taps),
+        head_dropout=config.dropout, head_init=config.head_init, strategy=config.strategy, taps=taps,
+    )  # fmt: skip
+
+
+def ensemble_stage(member_stages: list[Stage]) -> tuple[Stage, list[float]]:
+    """The ensemble of the members' final stages: each member's temperature fitted on its validation
+    logits, the calibrated probabilities averaged on every split; and the temperatures."""
+    last = member_stages[-1]
+    for stage in member_stages:
+        for split, labels in last.labels.items():
+            if not np.array_equal(stage.labels[split], labels):
+                raise RuntimeError(f"the ensemble's members read different {split} images; they cannot be averaged.")
+    val_labels = torch.from_numpy(last.labels["val"])
+    temperatures = [fit_temperature(stage.logits["val"], val_labels) for stage in member_stages]
+    logits = {split: combined([stage.logits[split] for stage in member_stages], temperatures) for split in last.logits}
+    return Stage(last.inputs, last.labels, logits, last.history, memory=last.memory), temperatures
+
+
+def _member_report(name: str, cut: str, temperature: float, stage: Stage, classes: tuple[str, ...]) -> dict:
+    """What metrics.json says of one member: its cut, its temperature, its own figures alone."""
+    val_loss, val_accuracy = evaluate_logits(stage.logits["val"], torch.from_numpy(stage.labels["val"]))
+    split = "test" if "test" in stage.logits else "val"
+    predictions = stage.logits[split].argmax(1).numpy()
+    balanced = classification_metrics(stage.labels[split], predictions, classes)["balanced_accuracy"]
+    return {"strategy": name, "cut": cut, "temperature": temperature, "val_accuracy": val_accuracy,
+            "val_loss": val_loss, f"{split}_balanced_accuracy": balanced}  # fmt: skip
+
+
+def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path) -> tuple[BundleInfo, dict[str, Stage]]:
+    """Each member trained as its own run would be (checkpoints in ``out/<member>``), the ensemble
+    scored and saved; its info and every stage by name, the ensemble's last."""
+    members, stages, finals = {}, {}, []
+    for name in config.strategy_entry.members:
+        member_config = for_strategy(config, name, out=str(out / name))
+        model, cut, member_stages = fit_stages(prepared, member_config, out / name)
+        members[name] = (model.eval(), bundle_info(prepared, member_config, model, cut))
+        stages.update(member_stages)
+        finals.append((name, cut, list(member_stages.values())[-1]))
+    stages["ensemble"], temperatures = ensemble_stage([stage for _, _, stage in finals])
+    reports = [_member_report(name, cut, t, stage, prepared.classes) for (name, cut, stage), t in zip(finals, temperatures)]
+    stages["ensemble"].details["ensemble"] = {"members": reports}
+    log.info("ensemble of %s at temperatures %s", ", ".join(members), ", ".join(f"{t:.2f}" for t in temperatures))
+    info = dataclasses.replace(list(members.values())[-1][1], strategy=config.strategy)
+    if distributed.is_main():
+        save_ensemble(out / "model", members, temperatures, info)
+    return info, stages
+
+
 def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dict:
     started = time.perf_counter() - prepared.seconds  # train_seconds covers the whole run
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     backbone = prepared.backbone
-    model, cut, stages = fit_stages(prepared, config, out)
-    preprocessing = model.preprocessing
-    taps = taps_of(backbone, cut)
-    info = BundleInfo(
-        classes=prepared.classes, preprocessing=preprocessing, backbone=config.backbone, arch=backbone.arch, cut=cut,
-        cut_points=tuple(backbone.cut_points), num_features=sum(t.channels for t in taps),
-        head_dropout=config.dropout, head_init=config.head_init, strategy=config.strategy, taps=taps,
-    )  # fmt: skip
-    if distributed.is_main():
-        save_bundle(out / "model", model.eval(), info)
+    if config.strategy_entry.members:
+        info, stages = _train_ensemble(prepared, config, out)
+    else:
+        model, cut, stages = fit_stages(prepared, config, out)
+        info = bundle_info(prepared, config, model, cut)
+        if distributed.is_main():
+            save_bundle(out / "model", model.eval(), info)
     weights_source = backbone.weights_source if config.strategy_entry.pretrained else f"{config.init} init"
     return write_outputs(out, config, stages, present_splits(prepared), info, weights_source, plan, started)

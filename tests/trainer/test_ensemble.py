@@ -1,0 +1,123 @@
+"""The ensemble (``--strategy ensemble``): temperatures that undo a known over- or under-confidence,
+the average of calibrated probabilities, members trained exactly as their own runs, one bundle
+that reloads, predicts and exports as the run measured, and one-line refusals."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import transferlab as tl
+from transferlab.bundle import load_bundle
+from transferlab.ensemble import TEMPERATURES, Ensemble, combined, fit_temperature
+from transferlab.strategies import STRATEGIES, Strategy, register_strategy
+
+
+def _calibrated(seed: int, images: int = 4000, classes: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels drawn from their softmax: temperature 1 is the truth."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = 2 * torch.randn(images, classes, generator=generator)
+    labels = torch.multinomial(torch.softmax(logits, 1), 1, generator=generator).squeeze(1)
+    return logits, labels
+
+
+@pytest.mark.parametrize("scale", [0.25, 1.0, 3.0])
+def test_the_temperature_undoes_a_known_scaling_of_calibrated_logits(scale):
+    logits, labels = _calibrated(0)
+    fitted = fit_temperature(scale * logits, labels)
+    assert fitted in TEMPERATURES
+    assert abs(math.log(fitted / scale)) < 0.12  # within one step of the grid (12%)
+
+
+def test_the_average_is_of_calibrated_probabilities_and_is_a_distribution():
+    sure = torch.tensor([[8.0, 0.0, 0.0], [0.0, 0.0, 8.0]])
+    unsure = torch.tensor([[0.0, 0.5, 0.0], [0.5, 0.0, 0.0]])
+    log_mean = combined([sure, unsure], [1.0, 1.0])
+    expected = (torch.softmax(sure, 1) + torch.softmax(unsure, 1)) / 2
+    assert torch.allclose(log_mean.exp(), expected, atol=1e-6)
+    assert torch.allclose(log_mean.exp().sum(1), torch.ones(2))
+    assert log_mean.argmax(1).tolist() == [0, 2]  # the confident member decides
+    cooled = combined([sure, unsure], [64.0, 1.0])  # a temperature that flattens the confident member hands it over
+    assert cooled.argmax(1).tolist() == [1, 0]
+
+
+def test_an_ensemble_network_is_the_average_of_its_members():
+    torch.manual_seed(0)
+    members = [torch.nn.Linear(4, 3) for _ in range(2)]
+    for member in members:
+        member.preprocessing = None
+    ensemble = Ensemble(members, [0.5, 2.0])
+    x = torch.randn(6, 4)
+    with torch.no_grad():
+        assert torch.allclose(ensemble(x), combined([m(x) for m in members], [0.5, 2.0]))
+    with pytest.raises(ValueError, match="two members or more"):
+        Ensemble(members[:1], [1.0])
+
+
+def test_an_entry_has_stages_or_members_and_its_members_must_exist():
+    with pytest.raises(ValueError, match="stages or members, not both or neither"):
+        Strategy("both", "x", 1, 1.0, ("head",), "the head", members=("head",))
+    with pytest.raises(ValueError, match="members nowhere are not registered"):
+        register_strategy(Strategy("lost", "x", 1, 1.0, (), "the heads", members=("head", "nowhere")))
+    assert "lost" not in STRATEGIES
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The ensemble and its two members trained alone, on the same tiny set with the same settings."""
+    from conftest import split_folders
+
+    root = split_folders(tmp_path_factory.mktemp("ensemble"), 10, 7)
+
+    def run(strategy: str) -> dict:
+        probe = {"probe_epochs": 5} if "probe_epochs" in STRATEGIES[strategy].options else {}
+        config = tl.TrainConfig(data=str(root / "d"), strategy=strategy, out=str(root / strategy), resolution=32,
+                                val_fraction=0.3, batch_size=8, epochs=2, cache_dir=str(root / "cache"), **probe)  # fmt: skip
+        return tl.train(config).metrics
+
+    return root, {strategy: run(strategy) for strategy in ("ensemble", "multicut", "finetune")}
+
+
+def test_each_member_is_trained_exactly_as_its_own_run(runs):
+    root, metrics = runs
+    members = {m["strategy"]: m for m in metrics["ensemble"]["ensemble"]["members"]}
+    assert list(members) == ["multicut", "finetune"] and members["multicut"]["cut"] == "all"
+    for name in members:
+        alone = metrics[name]
+        assert members[name]["val_accuracy"] == pytest.approx(alone["val_accuracy"], abs=1e-6)
+        assert members[name]["test_balanced_accuracy"] == pytest.approx(alone["balanced_accuracy"], abs=1e-6)
+    assert metrics["ensemble"]["history"] == metrics["finetune"]["history"]
+    assert metrics["ensemble"]["interpolation"] == metrics["finetune"]["interpolation"]
+
+
+def test_the_bundle_is_its_members_bundles_and_reloads_to_what_the_run_measured(runs):
+    root, metrics = runs
+    network, info = load_bundle(root / "ensemble" / "model")
+    assert isinstance(network, Ensemble) and [m.folder for m in info.members] == ["multicut", "finetune"]
+    temperatures = [m["temperature"] for m in metrics["ensemble"]["ensemble"]["members"]]
+    assert network.temperatures.tolist() == pytest.approx(temperatures)
+    meta = json.loads((root / "ensemble" / "model" / "bundle.json").read_text())
+    assert meta["format_version"] == 3 and meta["strategy"] == "ensemble"
+    alone, _ = load_bundle(root / "ensemble" / "model" / "finetune")  # each member is a bundle of its own
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(network(x), combined([m(x) for m in network.members], temperatures), atol=1e-6)
+        assert torch.allclose(network.members[1](x), alone(x), atol=1e-6)
+    model = tl.load(root / "ensemble" / "model")
+    again = model.evaluate(str(root / "d" / "test"))
+    assert again["accuracy"] == pytest.approx(metrics["ensemble"]["test_accuracy"], abs=1e-6)
+    predictions = model.predict(sorted((root / "d" / "test" / "red").iterdir())[:2], top_k=3)
+    assert all(sum(p for _, p in prediction.top) == pytest.approx(1.0, abs=1e-5) for prediction in predictions)
+    assert model.export("onnx").exists()  # with parity, or it raises
+
+
+def test_an_ensemble_cannot_be_cut_be_a_backbone_or_feed_suggest(runs, tmp_path):
+    root, _ = runs
+    with pytest.raises(tl.ConfigError, match="^--strategy ensemble keeps the whole body"):
+        tl.TrainConfig(data="x", strategy="ensemble", cut="blocks.2")
+    with pytest.raises(tl.BackboneError, match="is an ensemble of 2 networks; give one of them as the backbone"):
+        tl.build_backbone(str(root / "ensemble" / "model"))
+    (tmp_path / "pool").mkdir()
+    with pytest.raises(tl.ConfigError, match="is an ensemble; suggest reads one frozen body"):
+        tl.suggest(root / "ensemble" / "model", tmp_path / "pool")
