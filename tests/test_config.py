@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from transferlab.config import TrainConfig, field_help, with_plan
+from transferlab.config import TrainConfig, field_help, for_strategy, with_plan
 from transferlab.errors import ConfigError
 from transferlab.forecast import Forecaster, OptionModel
 from transferlab.plan import CutEvidence, make_plan
@@ -21,7 +21,7 @@ def _plan(favoured="truncate"):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"strategy": "fine-tune"}, "--strategy must be one of head, truncate, finetune, multicut, scratch, auto, got 'fine-tune'"),
+        ({"strategy": "fine-tune"}, "--strategy must be one of head, truncate, finetune, multicut, ensemble, scratch, auto, got 'fine-tune'"),
         ({"strategy": "head", "cut": "blocks.2"}, "use --strategy truncate"),
         ({"resolution": 4}, "--resolution must be between 16 and 1024 pixels, got 4"),
         ({"head_init": "nope"}, "--head-init must be one of .*got 'nope'"),
@@ -51,6 +51,14 @@ def test_plan_fills_what_the_user_left_unset():
     merged = with_plan(TrainConfig(data="x", strategy="auto"), plan)
     assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.resolution) == ("truncate", "blocks.2", 40, 1e-3, 64)
     assert merged.resolved_freeze_bn is False and merged.plan is None
+
+
+def test_a_plan_for_the_ensemble_leaves_each_member_its_own_epochs_rate_and_batchnorm(caplog):
+    plan = dataclasses.replace(_plan(), strategy="ensemble", cut="final", epochs=8, lr=3e-4, freeze_bn=True)
+    merged = with_plan(TrainConfig(data="x", strategy="auto"), plan)
+    assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.freeze_bn) == ("ensemble", None, None, None, None)
+    assert for_strategy(merged, "multicut").resolved_epochs == 40 and for_strategy(merged, "finetune").resolved_epochs == 8
+    assert "does not apply" not in caplog.text  # nothing the members do not take was set
 
 
 def test_user_cut_epochs_lr_and_resolution_win_over_the_plan(caplog):

@@ -106,3 +106,13 @@ def test_a_plan_of_an_older_release_still_loads(tmp_path):
     plan = make_plan(10, 1.0, 64, "b", _evidence([0.5, 0.9, 0.6]), forecaster=_forecaster())
     old = {**plan.to_json(), "small": True, "similar": False, "thresholds": {}}  # fields the 0.x plans carried
     assert Plan.from_json(old) == plan
+
+
+def test_auto_plans_the_advised_option_and_keeps_every_forecast_as_evidence():
+    models = {o: OptionModel((offset, *ZERO[1:]), 0.01) for o, offset in
+              (("head", 0.05), ("finetune", 0.0), ("multicut", 0.0), ("ensemble", -0.02))}  # fmt: skip
+    forecaster = Forecaster((0.0,) * 6, (1.0,) * 6, models, 12, "constructed")
+    plan = make_plan(10, 1.0, 64, "b", _evidence([0.5, 0.7, 0.8]), forecaster=forecaster, probe_all=0.8)
+    assert plan.strategy == "ensemble" and plan.cut == "final"  # the one advised option, though head is forecast higher
+    assert [f["option"] for f in plan.forecasts][0] == "head" and "is the option auto trains" in plan.explanation
+    assert "ensemble" in plan.forecast_table().splitlines()[-1] and "<- plan" in plan.forecast_table()

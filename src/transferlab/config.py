@@ -66,8 +66,9 @@ class TrainConfig:
     data: str = option(None, f"a folder root/<class>/<image> (or root/train/..., root/test/...), a CSV of path,label, "
                              f"or a built-in data set: {', '.join(CATALOG)}")  # fmt: skip
     out: str = option("runs/latest", "output folder")
-    strategy: str = option(AUTO, "auto: measure the data, then choose and say why (the study: lower regret than any "
-                                 "fixed strategy, docs/advisor.md)", choices=(*STRATEGIES, AUTO))  # fmt: skip
+    strategy: str = option(AUTO, "auto: measure the data, show the evidence and each option's forecast, then train the "
+                                 "option of least regret in the study (ensemble; docs/advisor.md)",
+                           choices=(*STRATEGIES, AUTO))  # fmt: skip
     backbone: str = option("efficientnet_lite0", "registered, timm or torchvision name, or a model folder")
     backbones: tuple[str, ...] = option((), "auto, advise, rank: candidate backbones, comma-separated ('a,b'); the advisor "
                                             "ranks them and chooses the source with the strategy")  # fmt: skip
@@ -280,7 +281,8 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
     """The config that carries out ``plan``.
 
     Precedence: the user's explicit ``cut``, ``epochs``, ``lr``, ``resolution`` and
-    ``freeze_bn`` win; the plan sets the strategy, the backbone and everything left unset. A
+    ``freeze_bn`` win; the plan sets the strategy, the backbone and everything left unset (for an
+    ensemble the members keep their own epochs, rate and BatchNorm setting). A
     user's cut on a plan for ``head`` makes it ``truncate`` at that cut (the body stays frozen);
     a user's cut cannot go with ``scratch``, which trains the whole body. Options that do not
     apply to the planned strategy are left out, each with a warning (:func:`for_strategy`).
@@ -293,11 +295,11 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
             raise ConfigError(f"The plan is {strategy.name!r} ({strategy.trains} trains, the whole body); it cannot go "
                               f"with --cut {cut}. Leave --cut out, or choose another --strategy.")  # fmt: skip
         strategy = get_strategy(strategy.with_cut)
-    return for_strategy(
-        config, strategy.name, plan=None, cut=None if cut in whole else cut,
-        epochs=config.epochs if config.epochs is not None else plan.epochs,
-        lr=config.lr if config.lr is not None else plan.lr,
-        resolution=config.resolution or plan.resolution, backbone=plan.backbone,
+    settings = {} if strategy.members else {  # an ensemble's members each keep their own
+        "epochs": config.epochs if config.epochs is not None else plan.epochs,
+        "lr": config.lr if config.lr is not None else plan.lr,
         **({"freeze_bn": config.freeze_bn if config.freeze_bn is not None else plan.freeze_bn}
            if "freeze_bn" in strategy.options else {}),
-    )  # fmt: skip
+    }  # fmt: skip
+    return for_strategy(config, strategy.name, plan=None, cut=None if cut in whole else cut,
+                        resolution=config.resolution or plan.resolution, backbone=plan.backbone, **settings)

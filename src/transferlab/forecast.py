@@ -142,11 +142,17 @@ class Choice:
     reason: str
 
 
-def choose(forecasts: list[Forecast]) -> Choice:
-    """The option with the best forecast - unless the runner-up is within the two forecasts'
-    combined spread, then the one of the two with the higher worst case (forecast minus spread)."""
+def choose(forecasts: list[Forecast], among: list[str] | None = None) -> Choice:
+    """The option of ``among`` (default, or when the forecaster forecasts none of them: every
+    forecast one) with the best forecast - unless the runner-up is within the two forecasts'
+    combined spread, then the one of the two with the higher worst case (forecast minus spread). A
+    single option is taken as it is; every forecast is kept, best first, as the evidence."""
     ranked = tuple(sorted(forecasts, key=lambda f: f.accuracy, reverse=True))
-    top, runner = ranked[0], ranked[1]
+    candidates = [f for f in ranked if among is not None and f.option in among] or list(ranked)
+    if len(candidates) == 1:
+        return Choice(candidates[0].option, ranked, f"'{candidates[0].option}' is the option auto trains (the study's best "
+                      "rule, docs/advisor.md); the other forecasts say what each option alone should reach")  # fmt: skip
+    top, runner = candidates[0], candidates[1]
     if top.accuracy - runner.accuracy >= math.hypot(top.spread, runner.spread):
         return Choice(top.option, ranked, f"'{top.option}' is forecast best, clear of '{runner.option}' beyond both intervals")
     safer = max((top, runner), key=lambda f: f.worst_case)

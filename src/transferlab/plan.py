@@ -3,9 +3,10 @@
 Torch-free on purpose: the configuration, the CLI and the study's calibration read it without
 loading a network.
 
-The plan (:func:`make_plan`) takes the option with the best forecast test accuracy, with an
-interval, from the advisor's measurements (:mod:`.forecast`; its model is fitted on the study's
-outcomes). The earlier rule, four thresholds on the same measurements (:func:`decide`), stays as
+The plan (:func:`make_plan`) forecasts every option's test accuracy, with an interval, from the
+advisor's measurements (:mod:`.forecast`; its model is fitted on the study's outcomes) and takes
+the best of the options the strategy table marks ``advised`` - since the study of 2026-12-01 the
+ensemble alone, the rule of least regret; the other forecasts are the evidence. The earlier rule, four thresholds on the same measurements (:func:`decide`), stays as
 a baseline the study scores the forecast against:
 
 * does pretraining help? When its *transfer gain* (best pretrained probe minus best random
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .forecast import Choice, Forecaster, Signals, choose
-from .strategies import FINAL_CUT, STRATEGIES
+from .strategies import FINAL_CUT, STRATEGIES, advised_options
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,9 @@ def signals_of(images_per_class: int, evidence, curve: tuple[tuple[int, float], 
 
 
 def decide_by_forecast(signals: Signals, evidence, forecaster: Forecaster) -> tuple[Decision, Choice]:
-    """The strategy :func:`.forecast.choose` takes from ``forecaster``'s forecasts, at its cut:
-    ``truncate`` at the best probing cut before the final one, the others whole."""
-    choice = choose(forecaster.predict(signals))
+    """The strategy :func:`.forecast.choose` takes among the advised options from ``forecaster``'s
+    forecasts, at its cut: ``truncate`` at the best probing cut before the final one, the others whole."""
+    choice = choose(forecaster.predict(signals), advised_options())
     return Decision(choice.option, cut_for(choice.option, evidence), signals.transfer_gain), choice
 
 

@@ -61,6 +61,7 @@ class Strategy:
     anchor: str | None = None  # the forecast's starting point (a ``forecast.Signals`` attribute); None: not forecast
     with_cut: str | None = None  # the strategy a plan for this one becomes when the user sets --cut
     members: tuple[str, ...] = ()  # an ensemble's strategies, each trained with its own defaults (then no stages)
+    advised: bool = False  # whether ``auto`` plans it; the others are forecast as evidence only (the study decides)
 
     def __post_init__(self):
         if bool(self.members) == bool(self.stages):
@@ -117,8 +118,13 @@ def applying_to(option: str) -> list[str]:
 
 
 def forecast_options() -> list[str]:
-    """The strategies the advisor forecasts and the study runs."""
+    """The strategies the advisor forecasts and the study scores."""
     return [s.name for s in STRATEGIES.values() if s.anchor is not None]
+
+
+def advised_options() -> list[str]:
+    """The strategies ``auto`` chooses among: those the study did not find dominated."""
+    return [s.name for s in STRATEGIES.values() if s.advised]
 
 
 register_strategy(Strategy(
@@ -137,15 +143,15 @@ register_strategy(Strategy(
                                 "interpolate"},
 ))
 register_strategy(Strategy(
-    "multicut", "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022); "
-    "auto chooses it once a study has fitted its forecast", epochs=40, lr=PROBE_LR, stages=("multicut",),
+    "multicut", "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022)",
+    epochs=40, lr=PROBE_LR, stages=("multicut",),
     trains="the head", cuts="all", options=frozenset({"unlabeled"}), anchor="probe_all", with_cut="truncate",
 ))
 register_strategy(Strategy(
     "ensemble", "multicut and finetune both trained, each calibrated by a temperature fitted on validation, their "
     "probabilities averaged (two networks at prediction)", epochs=STRATEGIES["finetune"].epochs,
     lr=STRATEGIES["finetune"].lr, stages=(), members=("multicut", "finetune"), freeze_bn=True, layer_decay=True,
-    trains="the multicut head, then the whole fine-tuned network",
+    trains="the multicut head, then the whole fine-tuned network", anchor="probe_final", advised=True,
     options=STRATEGIES["multicut"].options | STRATEGIES["finetune"].options,
 ))
 register_strategy(Strategy(

@@ -46,8 +46,9 @@ def test_an_advised_option_stands_for_its_run():
     seed = _seed("a", 10, 0, _accuracies(0.7, 0.4, 0.9, 0.8, 0.1))
     assert study.option_run(seed, "truncate") == "truncate@stage1"  # the best probing earlier cut (0.8)
     assert study.option_run(seed, "multicut") == "multicut@all"
+    assert study.option_run(seed, "ensemble") == "ensemble@final"
     assert study.outcome(seed) == pytest.approx({"head": 0.7, "truncate": 0.9, "finetune": 0.8, "multicut": 0.69,
-                                                 "scratch": 0.1})
+                                                 "ensemble": 0.68, "scratch": 0.1})
 
 
 def test_the_race_sees_only_what_its_budget_buys():
@@ -73,10 +74,13 @@ def test_each_parent_set_is_scored_by_a_forecaster_that_never_saw_it(monkeypatch
     assert list(scored) == ["a@10", "a@30", "b@10", "b@30", "c@10", "c@30"]
     assert scored["a@30"]["oracle"] == "finetune@final" and scored["a@10"]["oracle"] == "head@final"
     assert scored["a@30"]["always finetune"] == 0 and scored["a@30"]["always head"] == pytest.approx(10)
-    assert scored["a@30"]["always ensemble"] == pytest.approx(12)  # two points below head
-    assert scored["a@10"]["cost"] == pytest.approx(1 / 70)  # 1 s of advice against seven runs of 10 s
+    assert scored["a@30"]["picks"] == ["ensemble@final"] * 2  # the one advised option
+    assert scored["a@30"]["advisor"] == pytest.approx(12)  # two points below head
+    assert scored["a@30"]["forecast, any option"] <= scored["a@30"]["always head"]
+    assert scored["a@10"]["cost"] == pytest.approx(1 / 60)  # 1 s of advice against six trained runs of 10 s
+    assert scored["a@10"]["training cost"] == pytest.approx(1 / 6)  # the ensemble's seconds are scored as 10 s here
     summary = study.summarize(scored)
-    assert summary["always head"]["worst"] == pytest.approx(10) and summary["cost"]["median"] == pytest.approx(1 / 70)
+    assert summary["always head"]["worst"] == pytest.approx(10) and summary["cost"]["median"] == pytest.approx(1 / 60)
     assert "| **mean** |" in study.table(scored)
     assert study.parent_table(scored).splitlines()[2].startswith("| a | 2 | 0.750 | ")  # two cells, oracles 0.7 and 0.8
 
@@ -127,3 +131,18 @@ def test_quick_study_runs_every_option_and_scores_the_advisor_leaving_each_set_o
     if CHROMIUM:  # the report as a browser renders it: the plot loads
         seen = render(out / "report.html", tmp_path)
         assert seen["images"] == 1 and seen["broken"] == 0 and seen["tables"] >= 2
+
+
+def test_the_paired_test_tells_a_steady_gain_from_noise():
+    steady = {f"c{i}": {"advisor": 1.0, "always finetune": 2.0 + 0.1 * (i % 3)} for i in range(12)}
+    result = study.paired_test(steady, "advisor", "always finetune", draws=20_000)
+    assert result["mean_difference"] == pytest.approx(1.1) and result["p_value"] < 0.001  # 12 cells, all one way
+    noisy = {f"c{i}": {"advisor": 1.0, "always finetune": 1.0 + (1 if i % 2 else -1)} for i in range(12)}
+    assert study.paired_test(noisy, "advisor", "always finetune", draws=20_000)["p_value"] > 0.9  # half each way
+
+
+def test_multicut_is_compared_with_the_best_frozen_head_on_one_cut_up_to_thirty_per_class():
+    records = [_seed("a", 10, s, _accuracies(0.70, 0.4, 0.75, 0.9, 0.1, 0.745)) for s in (0, 1)]
+    records += [_seed("a", 100, 0, _accuracies(0.70, 0.4, 0.75, 0.9, 0.1, 0.5))]  # above 30 per class: not compared
+    gaps = study.multicut_gaps(records)
+    assert list(gaps) == ["a@10"] and gaps["a@10"] == pytest.approx(0.5)  # truncate@stage1 is the best frozen head

@@ -81,7 +81,7 @@ def runs(tmp_path_factory):
 
 def test_each_member_is_trained_exactly_as_its_own_run(runs):
     root, metrics = runs
-    members = {m["strategy"]: m for m in metrics["ensemble"]["ensemble"]["members"]}
+    members = {m["strategy"]: m for m in metrics["ensemble"]["members"]}
     assert list(members) == ["multicut", "finetune"] and members["multicut"]["cut"] == "all"
     for name in members:
         alone = metrics[name]
@@ -95,7 +95,7 @@ def test_the_bundle_is_its_members_bundles_and_reloads_to_what_the_run_measured(
     root, metrics = runs
     network, info = load_bundle(root / "ensemble" / "model")
     assert isinstance(network, Ensemble) and [m.folder for m in info.members] == ["multicut", "finetune"]
-    temperatures = [m["temperature"] for m in metrics["ensemble"]["ensemble"]["members"]]
+    temperatures = [m["temperature"] for m in metrics["ensemble"]["members"]]
     assert network.temperatures.tolist() == pytest.approx(temperatures)
     meta = json.loads((root / "ensemble" / "model" / "bundle.json").read_text())
     assert meta["format_version"] == 3 and meta["strategy"] == "ensemble"

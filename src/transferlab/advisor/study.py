@@ -11,9 +11,12 @@ the best mean over seeds.
 
 The forecaster the advisor decides with is fitted on these outcomes, so it is scored
 **leave-one-data-set-out**: for each parent set, fitted on the cells of all the others only. The
-study reports its regret beside the baselines' on the same runs - always ``head``, always
-``finetune``, always ``multicut``, always ``ensemble``, the former threshold rule, and a
-successive-halving race with the advisor's time - and the noise floor (the regret of choosing by one seed's test accuracy). It writes
+advisor chooses among the table's advised options; the study reports its regret beside the
+baselines' on the same runs - the forecast choosing among every option, always ``head``, always
+``finetune``, always ``multicut``, the former threshold rule, and a successive-halving race with
+the advisor's time - and the noise floor (the regret of choosing by one seed's test accuracy),
+the advisor's cost (measuring) and the training cost of its picks, both against training every
+option once. It writes
 ``forecaster.json``, fitted on every cell: the model ``transferlab advise`` ships with.
 
 Resumable: each finished run and each seed's measurements are kept in the study's folder and
@@ -47,7 +50,7 @@ from ..metrics import classification_metrics
 from ..plan import cut_for, decide, signals_of
 from ..prepare import PreparedRun, prepare
 from ..report import save_figure, write_report
-from ..strategies import ALL_CUTS, AUTO, FINAL_CUT, STRATEGIES, forecast_options
+from ..strategies import ALL_CUTS, AUTO, FINAL_CUT, STRATEGIES, advised_options, forecast_options
 from ..trainer.stages import Stage
 from ..trainer.train import ensemble_stage, train_prepared
 from .advise import Measurements, measure_prepared
@@ -89,7 +92,7 @@ def _base_config(data: str, size: int, seed: int, settings: StudySettings, cache
 def study_runs(cuts: list[str]) -> list[tuple[str, str]]:
     """Every (strategy, cut) the study runs on a seed, as the strategy table says: each forecast
     strategy at the final features, one that cuts earlier at each earlier cut."""
-    return [(name, cut) for name in forecast_options()
+    return [(name, cut) for name in forecast_options() if not STRATEGIES[name].members  # ensembles: from their members
             for cut in (cuts[:-1] if STRATEGIES[name].cuts == "earlier" else [STRATEGIES[name].default_cut(cuts)])]  # fmt: skip
 
 
@@ -256,6 +259,11 @@ def noise_floor(seeds: list[dict]) -> float:
     return regret(seeds, [max(s["runs"], key=lambda k: s["runs"][k]["balanced_accuracy"]) for s in seeds])
 
 
+def trained(key: str) -> bool:
+    """Whether run ``key`` trained (an ensemble's is scored from its members' runs)."""
+    return not STRATEGIES[key.split("@")[0]].members
+
+
 def race(seed: dict, budget: float) -> str:
     """Successive halving over every run of the seed with ``budget`` seconds: rounds of equal
     shares, each arm watched by its validation trajectory (an epoch costs its run's seconds over
@@ -284,9 +292,10 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
                                 "the other data sets")  # fmt: skip
     scored = {}
     for cell, seeds in test.items():
-        picks = [option_run(s, choose(forecaster.predict(signals(s))).option) for s in seeds]
+        picks = [option_run(s, choose(forecaster.predict(signals(s)), advised_options()).option) for s in seeds]
+        any_option = [option_run(s, choose(forecaster.predict(signals(s))).option) for s in seeds]
         rule = [decide(m.images_per_class, m.evidence) for m in map(_measurements, seeds)]
-        brute_force = [sum(r["seconds"] for r in s["runs"].values()) for s in seeds]
+        brute_force = [sum(r["seconds"] for key, r in s["runs"].items() if trained(key)) for s in seeds]
         means = cell_means(seeds)
         oracle = max(means, key=means.get)
         scored[cell] = {
@@ -295,16 +304,17 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
             "always head": regret(seeds, [run_key("head", FINAL_CUT)] * len(seeds)),
             "always finetune": regret(seeds, [run_key("finetune", FINAL_CUT)] * len(seeds)),
             "always multicut": regret(seeds, [run_key("multicut", ALL_CUTS)] * len(seeds)),
-            "always ensemble": regret(seeds, [run_key("ensemble", FINAL_CUT)] * len(seeds)),
+            "forecast, any option": regret(seeds, any_option),
             "threshold rule": regret(seeds, [run_key(d.strategy, d.cut) for d in rule]),
             "successive halving": regret(seeds, [race(s, s["advise_seconds"]) for s in seeds]),
             "noise floor": noise_floor(seeds),
             "cost": float(np.median([s["advise_seconds"] / b for s, b in zip(seeds, brute_force)])),
+            "training cost": float(np.median([s["runs"][p]["seconds"] / b for s, p, b in zip(seeds, picks, brute_force)])),
         }  # fmt: skip
     return scored
 
 
-RULES = ("advisor", "always head", "always finetune", "always multicut", "always ensemble", "threshold rule",
+RULES = ("advisor", "forecast, any option", "always head", "always finetune", "always multicut", "threshold rule",
          "successive halving")  # fmt: skip
 
 
@@ -320,12 +330,45 @@ def leave_one_parent_out(records: list[dict]) -> dict[str, dict]:
     return scored
 
 
+def paired_test(scored: dict[str, dict], rule: str, baseline: str, draws: int = 100_000) -> dict:
+    """How much less ``rule`` regrets than ``baseline`` over the cells (mean of the paired differences,
+    points) and the two-sided p-value of a sign-flip permutation test of those differences: the chance
+    that a difference as large comes from cells whose differences are noise, symmetric about 0."""
+    differences = np.array([c[baseline] - c[rule] for c in scored.values()])
+    flips = np.random.default_rng(0).choice([-1.0, 1.0], size=(draws, len(differences)))
+    extreme = np.abs((flips * differences).mean(1)) >= abs(differences.mean()) - 1e-12
+    return {"rule": rule, "baseline": baseline, "mean_difference": float(differences.mean()),
+            "p_value": float((1 + extreme.sum()) / (draws + 1))}  # fmt: skip
+
+
+def frozen_single_cut(key: str) -> bool:
+    """Whether run ``key`` is a frozen head on one cut (``head``, ``truncate``)."""
+    entry = STRATEGIES[key.split("@")[0]]
+    return not entry.trains_body and not entry.members and entry.cuts != ALL_CUTS
+
+
+def multicut_gaps(records: list[dict], up_to: int = SEEDED_SIZES) -> dict[str, float]:
+    """Per cell up to ``up_to`` images per class: the points by which ``multicut`` trails the best
+    frozen head on one cut (``head``, ``truncate`` at every cut; means over seeds; negative: it leads)."""
+    cells: dict[str, list[dict]] = {}
+    for seed in records:
+        if seed["size"] <= up_to:
+            cells.setdefault(f"{seed['data']}@{seed['size']}", []).append(seed)
+    gaps = {}
+    for cell, seeds in cells.items():
+        means = cell_means(seeds)
+        best_frozen = max(value for key, value in means.items() if frozen_single_cut(key))
+        gaps[cell] = 100 * (best_frozen - means[run_key("multicut", ALL_CUTS)])
+    return gaps
+
+
 def summarize(scored: dict[str, dict]) -> dict:
     """Mean and worst regret of the advisor and each baseline, the noise floor, the advisor's cost."""
     summary = {rule: {"mean": float(np.mean([c[rule] for c in scored.values()])),
                       "worst": float(max(c[rule] for c in scored.values()))} for rule in (*RULES, "noise floor")}  # fmt: skip
-    costs = [c["cost"] for c in scored.values()]
-    summary["cost"] = {"median": float(np.median(costs)), "max": float(max(costs))}
+    for name in ("cost", "training cost"):
+        costs = [c[name] for c in scored.values()]
+        summary[name] = {"median": float(np.median(costs)), "max": float(max(costs))}
     return summary
 
 
@@ -390,7 +433,11 @@ def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: st
               f"{SEEDED_SIZES} per class and the first above, "
               f"{settings.resolution} px")  # fmt: skip
     forecaster = fit_forecaster([(signals(s), outcome(s)) for s in records], cells, source).save(out / "forecaster.json")
+    gaps = multicut_gaps(records)
     summary = {"quick": quick, "settings": dataclasses.asdict(settings), "cells": scored, "summary": summarize(scored),
+               "advisor against always finetune": paired_test(scored, "advisor", "always finetune"),
+               "multicut against the best frozen head": {"gaps": gaps, "within_one_point": float(np.mean(
+                   [gap <= 1.0 for gap in gaps.values()]))},
                "seconds": time.perf_counter() - started}  # fmt: skip
     (out / "study.json").write_text(json.dumps(summary, indent=2))
     (out / "table.md").write_text(parent_table(scored) + "\n\n" + table(scored) + "\n")

@@ -48,10 +48,10 @@ def unlabeled_summary(report: dict) -> str:
             f"{report['method']}; {verdict}: {report['reason']}")  # fmt: skip
 
 
-def ensemble_summary(report: dict, split: str) -> str:
+def ensemble_summary(members: list[dict], split: str) -> str:
     """One line on an ensemble's members: each one's temperature and its own balanced accuracy."""
     return "; ".join(f"{m['strategy']} alone {m[f'{split}_balanced_accuracy']:.1%} (temperature {m['temperature']:.2f})"
-                     for m in report["members"])  # fmt: skip
+                     for m in members)  # fmt: skip
 
 
 def _cache_state(hits: list[bool]) -> str:
@@ -186,15 +186,15 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
         figure = plot_interpolation(interpolation["alphas"], interpolation["val_accuracy"], interpolation["alpha"])
         images["From the linear probe to the fine-tuned network"] = save_figure(figure, out / "interpolation.png")
     hidden = ("config", "history", "skipped", "per_class", "confusion_matrix", "plan", "interpolation", "unlabeled",
-              "ensemble")  # fmt: skip
+              "members")  # fmt: skip
     summary = {k: v for k, v in metrics.items() if k not in hidden and not k.endswith(("_seconds", "_history"))}
     summary["seconds"] = ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in metrics.items() if k.endswith("_seconds"))
     if "unlabeled" in metrics:
         summary["unlabelled images"] = unlabeled_summary(metrics["unlabeled"])
     if interpolation:
         summary["interpolation"] = f"alpha {interpolation['alpha']:g} ({interpolation['rule']})"
-    if "ensemble" in metrics:
-        summary["ensemble"] = ensemble_summary(metrics["ensemble"], split)
+    if "members" in metrics:
+        summary["ensemble"] = ensemble_summary(metrics["members"], split)
     if metrics["near_chance"]:
         summary["poor result"] = POOR_RESULT.format(balanced=metrics["balanced_accuracy"], chance=1 / len(metrics["classes"]))
     tables = {

@@ -128,7 +128,7 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path) -> tu
         finals.append((name, cut, list(member_stages.values())[-1]))
     stages["ensemble"], temperatures = ensemble_stage([stage for _, _, stage in finals])
     reports = [_member_report(name, cut, t, stage, prepared.classes) for (name, cut, stage), t in zip(finals, temperatures)]
-    stages["ensemble"].details["ensemble"] = {"members": reports}
+    stages["ensemble"].details["members"] = reports
     log.info("ensemble of %s at temperatures %s", ", ".join(members), ", ".join(f"{t:.2f}" for t in temperatures))
     info = dataclasses.replace(list(members.values())[-1][1], strategy=config.strategy)
     if distributed.is_main():
