@@ -171,4 +171,4 @@ def test_bad_unlabelled_folders_give_one_line_errors(two_colours, tmp_path, setu
 
 def test_unlabeled_with_a_strategy_that_trains_the_body_is_refused(tmp_path):
     result = run("train", "digits", "--strategy", "finetune", "--unlabeled", str(tmp_path), cache=tmp_path / "cache")
-    assert_one_line_error(result, "--unlabeled applies to head, truncate, multicut, not to --strategy finetune.")
+    assert_one_line_error(result, "--unlabeled applies to head, truncate, multicut, ensemble, not to --strategy finetune.")

@@ -7,6 +7,7 @@ import transferlab as tl
 from transferlab.advisor.measure import random_twin
 from transferlab.forecast import Forecaster
 from transferlab.plan import Plan, decide_by_forecast, signals_of, transfer_gain
+from transferlab.strategies import advised_options, forecast_options
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +24,12 @@ def test_advise_measures_every_cut_pilots_and_explains(advised):
     _, _, plan = advised
     assert [e.cut for e in plan.evidence] == ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6", "final"]
     assert plan.images_per_class == 11 and plan.class_balance == 1.0  # 12 a class, 1 held out
-    signals = signals_of(11, plan.evidence, plan.learning_curve, plan.pilot["gain"])
+    signals = signals_of(11, plan.evidence, plan.learning_curve, plan.pilot["gain"], plan.signals["probe_all"])
     decision, choice = decide_by_forecast(signals, plan.evidence, Forecaster.load())
     assert (plan.strategy, plan.cut) == (decision.strategy, decision.cut)
     assert [f["option"] for f in plan.forecasts] == [f.option for f in choice.forecasts]
-    assert {f["option"] for f in plan.forecasts} == {"head", "truncate", "finetune", "scratch"}
+    assert {f["option"] for f in plan.forecasts} == set(forecast_options())  # every option, as evidence
+    assert plan.strategy in advised_options()
     assert all(0 <= e.probe_accuracy <= 1 and 0 <= e.random_probe_accuracy <= 1 for e in plan.evidence)
     assert all(e.batchnorm_gap is not None for e in plan.evidence)
     assert plan.transfer_gain == pytest.approx(transfer_gain(plan.evidence))

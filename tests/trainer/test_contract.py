@@ -100,7 +100,7 @@ def test_a_new_strategy_is_one_table_entry_plus_its_training_code(data, monkeypa
     assert metrics["strategy"] == "class-means" and metrics["test_accuracy"] >= 0.9  # three colours: an easy task
     model = tl.load(data / "means" / "model")
     assert model.evaluate(str(data / "d" / "test"))["accuracy"] == pytest.approx(metrics["test_accuracy"])
-    with pytest.raises(tl.ConfigError, match="--tune applies to finetune, not to --strategy class-means"):
+    with pytest.raises(tl.ConfigError, match="--tune applies to finetune, ensemble, not to --strategy class-means"):
         tl.TrainConfig(data="x", strategy="class-means", tune="bias")
 
 

@@ -88,6 +88,7 @@ def test_each_member_is_trained_exactly_as_its_own_run(runs):
         assert members[name]["val_accuracy"] == pytest.approx(alone["val_accuracy"], abs=1e-6)
         assert members[name]["test_balanced_accuracy"] == pytest.approx(alone["balanced_accuracy"], abs=1e-6)
     assert metrics["ensemble"]["history"] == metrics["finetune"]["history"]
+    assert {"multicut_features_seconds", "finetune_network_seconds"} <= set(metrics["ensemble"])  # each member's times
     assert metrics["ensemble"]["interpolation"] == metrics["finetune"]["interpolation"]
 
 

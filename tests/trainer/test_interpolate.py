@@ -112,4 +112,4 @@ def test_interpolate_on_a_frozen_head_is_a_one_line_error(tmp_path):
     from conftest import assert_one_line_error, run
 
     result = run("train", "digits", "--strategy", "head", "--interpolate", "0.5", cache=tmp_path / "cache")
-    assert_one_line_error(result, "--interpolate applies to finetune, not to --strategy head.")
+    assert_one_line_error(result, "--interpolate applies to finetune, ensemble, not to --strategy head.")

@@ -124,6 +124,8 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path) -> tu
         member_config = for_strategy(config, name, out=str(out / name))
         model, cut, member_stages = fit_stages(prepared, member_config, out / name)
         members[name] = (model.eval(), bundle_info(prepared, member_config, model, cut))
+        for stage in member_stages.values():  # each member's times under its own name
+            stage.seconds = {f"{name}_{key}": value for key, value in stage.seconds.items()}
         stages.update(member_stages)
         finals.append((name, cut, list(member_stages.values())[-1]))
     stages["ensemble"], temperatures = ensemble_stage([stage for _, _, stage in finals])
