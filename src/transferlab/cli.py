@@ -273,7 +273,9 @@ def _run_advise(args) -> None:
     plan = tl.advise(args.data, **options)
     path = plan.save(Path(out) / "plan.json")
     print(plan.evidence_table() + "\n\n" + plan.forecast_table())
-    print(f"\nplan: {plan.strategy} (cut {plan.cut}), lr {plan.lr}, {plan.epochs} epochs, {plan.resolution} px")
+    members = tl.STRATEGIES[plan.strategy].members
+    settings = f"{', '.join(members)}: each its own epochs and rate" if members else f"lr {plan.lr}, {plan.epochs} epochs"
+    print(f"\nplan: {plan.strategy} (cut {plan.cut}), {settings}, {plan.resolution} px")
     print(plan.explanation)
     print(f"saved {path}; run it with: transferlab train {args.data} --strategy auto --plan {path}")
 
