@@ -7,7 +7,8 @@ The forecast reads the run's folder (``MODEL_DIR/..``: its ``metrics.json`` name
 the split): the linear probe's leave-one-out accuracy on a quarter, a half and all of the
 training images per class (at most ``--measure-per-class`` of each, as the advisor measures), the
 gain per doubling, extended to the labelled images plus the suggested ones (the advisor's
-learning curve, :func:`.advisor.measure.probe_learning_curve`).
+learning curve, :func:`.advisor.measure.probe_learning_curve`). Of an ensemble (what ``auto``
+trains) suggest reads the member whose body stayed frozen (:func:`frozen_model`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from .advisor.measure import probe_learning_curve
+from .bundle import read_info
 from .data import per_class_subset, split_dataset
 from .datasets import load_dataset
 from .errors import ConfigError
@@ -33,6 +35,7 @@ from .inference import Model
 from .plan import gain_per_doubling
 from .report import plot_contact_sheet, save_figure, write_report
 from .selection import SELECTION, SELECTIONS, margins, select
+from .strategies import STRATEGIES
 from .unlabeled import load_unlabeled
 
 log = logging.getLogger(__name__)
@@ -86,9 +89,24 @@ def frozen_view(model: Model, folder: str | Path) -> tuple[list[str], np.ndarray
     return names, values, probabilities, len(features.skipped)
 
 
-def label_forecast(model: Model, added_per_class: float) -> LabelForecast | None:
-    """The forecast from the run's own training images (``None`` when the run's folder is not beside the model)."""
-    metrics_path = model.directory.parent / "metrics.json"
+def frozen_model(model_dir: str | Path) -> Path:
+    """The model suggest reads in ``model_dir``: the model itself, or an ensemble's member whose body
+    stayed frozen (its features are the pretrained network's, as the selection wants them)."""
+    info, _ = read_info(model_dir)
+    for member in info.members:
+        if not STRATEGIES[read_info(Path(model_dir) / member.folder)[0].strategy].trains_body:
+            log.info("%s is an ensemble: suggest reads its frozen member %s", model_dir, member.folder)
+            return Path(model_dir) / member.folder
+    if info.members:
+        raise ConfigError(f"{model_dir} is an ensemble without a member whose body stayed frozen; suggest reads one "
+                          "frozen body and its head.")  # fmt: skip
+    return Path(model_dir)
+
+
+def label_forecast(model: Model, added_per_class: float, run_dir: Path) -> LabelForecast | None:
+    """The forecast from the run's own training images (``None`` without the run's ``metrics.json``
+    in ``run_dir``)."""
+    metrics_path = run_dir / "metrics.json"
     if not metrics_path.exists():
         return None
     config = json.loads(metrics_path.read_text())["config"]
@@ -111,16 +129,13 @@ def suggest(model_dir: str | Path, unlabeled_dir: str | Path, n: int = 50, out: 
         raise ConfigError(f"-n must be at least 1, got {n}.")
     if method not in SELECTIONS:
         raise ConfigError(f"--method must be one of {', '.join(SELECTIONS)}, got {method!r}.")
-    model = Model(model_dir, engine="pytorch", device=device)
-    if model.info.members:
-        raise ConfigError(f"{model_dir} is an ensemble; suggest reads one frozen body and its head: give it the member "
-                          f"{Path(model_dir) / model.info.members[0].folder}.")  # fmt: skip
+    model = Model(frozen_model(model_dir), engine="pytorch", device=device)
     names, features, probabilities, unreadable = frozen_view(model, unlabeled_dir)
     rows = select(features, probabilities, n, method, seed)
     gaps = margins(probabilities)
     suggestions = [Suggestion(rank + 1, names[row], model.classes[int(probabilities[row].argmax())],
                               float(probabilities[row].max()), float(gaps[row])) for rank, row in enumerate(rows)]  # fmt: skip
-    forecast = label_forecast(model, len(suggestions) / len(model.classes))
+    forecast = label_forecast(model, len(suggestions) / len(model.classes), Path(model_dir).parent)
     result = {"model": str(model_dir), "unlabeled": str(unlabeled_dir), "method": method, "images": len(names),
               "unreadable": unreadable, "suggestions": [asdict(s) for s in suggestions],
               "forecast": None if forecast is None else {**asdict(forecast), "gain": forecast.gain, "text": forecast.text()}}  # fmt: skip

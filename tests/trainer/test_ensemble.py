@@ -113,12 +113,16 @@ def test_the_bundle_is_its_members_bundles_and_reloads_to_what_the_run_measured(
     assert model.export("onnx").exists()  # with parity, or it raises
 
 
-def test_an_ensemble_cannot_be_cut_be_a_backbone_or_feed_suggest(runs, tmp_path):
+def test_an_ensemble_cannot_be_cut_or_be_a_backbone_and_suggest_reads_its_frozen_member(runs, tmp_path):
+    from conftest import write_folder
+
     root, _ = runs
     with pytest.raises(tl.ConfigError, match="^--strategy ensemble keeps the whole body"):
         tl.TrainConfig(data="x", strategy="ensemble", cut="blocks.2")
     with pytest.raises(tl.BackboneError, match="is an ensemble of 2 networks; give one of them as the backbone"):
         tl.build_backbone(str(root / "ensemble" / "model"))
-    (tmp_path / "pool").mkdir()
-    with pytest.raises(tl.ConfigError, match="is an ensemble; suggest reads one frozen body"):
-        tl.suggest(root / "ensemble" / "model", tmp_path / "pool")
+    pool = write_folder(tmp_path / "pool", per_class=3, seed=5)
+    from_ensemble = tl.suggest(root / "ensemble" / "model", pool, n=4, out=tmp_path / "s1")
+    from_member = tl.suggest(root / "ensemble" / "model" / "multicut", pool, n=4, out=tmp_path / "s2")
+    assert from_ensemble["suggestions"] == from_member["suggestions"] and len(from_ensemble["suggestions"]) == 4
+    assert from_ensemble["forecast"] is not None  # the run's metrics.json, above the member's folder
