@@ -114,14 +114,18 @@ def test_the_bundle_is_its_members_bundles_and_reloads_to_what_the_run_measured(
 
 
 def test_an_ensemble_cannot_be_cut_or_be_a_backbone_and_suggest_reads_its_frozen_member(runs, tmp_path):
-    from conftest import write_folder
+    import numpy as np
+    from conftest import COLOURS, make_image
 
     root, _ = runs
     with pytest.raises(tl.ConfigError, match="^--strategy ensemble keeps the whole body"):
         tl.TrainConfig(data="x", strategy="ensemble", cut="blocks.2")
     with pytest.raises(tl.BackboneError, match="is an ensemble of 2 networks; give one of them as the backbone"):
         tl.build_backbone(str(root / "ensemble" / "model"))
-    pool = write_folder(tmp_path / "pool", per_class=3, seed=5)
+    pool, rng = tmp_path / "pool", np.random.default_rng(5)
+    pool.mkdir()
+    for i, colour in enumerate(list(COLOURS.values()) * 3):  # loose images, no class folders
+        make_image(colour, rng).save(pool / f"{i:02d}.png")
     from_ensemble = tl.suggest(root / "ensemble" / "model", pool, n=4, out=tmp_path / "s1")
     from_member = tl.suggest(root / "ensemble" / "model" / "multicut", pool, n=4, out=tmp_path / "s2")
     assert from_ensemble["suggestions"] == from_member["suggestions"] and len(from_ensemble["suggestions"]) == 4
