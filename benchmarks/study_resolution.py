@@ -24,7 +24,8 @@ import numpy as np
 DATA = ("fashion-mnist", "animal-mnist", "glyphs")
 SIZES = (10, 30)
 SEEDS = (0,)
-RULES = {"always head": "head@final", "always finetune": "finetune@final", "always multicut": "multicut@all"}
+RULES = {"always head": "head@final", "always finetune": "finetune@final", "always multicut": "multicut@all",
+         "always ensemble": "ensemble@final"}  # fmt: skip
 
 
 def forecast_pick(seed: dict, among: list[str] | None) -> str:

@@ -108,11 +108,25 @@ def test_a_plan_of_an_older_release_still_loads(tmp_path):
     assert Plan.from_json(old) == plan
 
 
-def test_auto_plans_the_advised_option_and_keeps_every_forecast_as_evidence():
-    models = {o: OptionModel((offset, *ZERO[1:]), 0.01) for o, offset in
-              (("head", 0.05), ("finetune", 0.0), ("multicut", 0.0), ("ensemble", -0.02))}  # fmt: skip
-    forecaster = Forecaster((0.0,) * 6, (1.0,) * 6, models, 12, "constructed")
-    plan = make_plan(10, 1.0, 64, "b", _evidence([0.5, 0.7, 0.8]), forecaster=forecaster, probe_all=0.8)
-    assert plan.strategy == "ensemble" and plan.cut == "final"  # the one advised option, though head is forecast higher
-    assert [f["option"] for f in plan.forecasts][0] == "head" and "is the option auto trains" in plan.explanation
-    assert "ensemble" in plan.forecast_table().splitlines()[-1] and "<- plan" in plan.forecast_table()
+def test_auto_chooses_among_the_advised_options_and_keeps_every_forecast_as_evidence():
+    def plan_with(multicut: float, ensemble: float):
+        models = {o: OptionModel((offset, *ZERO[1:]), 0.01) for o, offset in
+                  (("head", 0.05), ("finetune", 0.0), ("multicut", multicut), ("ensemble", ensemble))}  # fmt: skip
+        forecaster = Forecaster((0.0,) * 6, (1.0,) * 6, models, 12, "constructed")
+        return make_plan(10, 1.0, 64, "b", _evidence([0.5, 0.7, 0.8]), forecaster=forecaster, probe_all=0.8)
+
+    clear = plan_with(multicut=-0.05, ensemble=0.0)
+    assert (clear.strategy, clear.cut) == ("ensemble", "final")  # head is forecast higher, but is not advised
+    assert clear.forecasts[0]["option"] == "head" and "clear of 'multicut'" in clear.explanation
+    assert "<- plan" in [line for line in clear.forecast_table().splitlines() if line.startswith("ensemble")][0]
+    assert plan_with(multicut=0.0, ensemble=-0.05).strategy == "multicut"
+    assert "within each other's intervals" in plan_with(multicut=0.0, ensemble=-0.005).explanation
+
+
+def test_a_single_advised_option_is_taken_as_it_is():
+    from transferlab.forecast import Forecast, choose
+
+    forecasts = [Forecast("head", 0.9, 0.01), Forecast("ensemble", 0.8, 0.01)]
+    choice = choose(forecasts, ["ensemble"])
+    assert choice.option == "ensemble" and [f.option for f in choice.forecasts] == ["head", "ensemble"]
+    assert choose(forecasts, ["nothing forecast"]).option == "head"  # none of them forecast: every option counts

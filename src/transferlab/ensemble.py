@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-# The grid a member's temperature is chosen on: 1/10 to 10, evenly in log scale (1 included).
-TEMPERATURES = tuple(float(t) for t in np.exp(np.linspace(math.log(0.1), math.log(10.0), 41)))
+# The grid a temperature is chosen on: 1/100 to 100, evenly in log scale (1 included; a step of 17%),
+# wide enough for a ridge head's scores (one-hot targets: differences of a fraction of 1).
+TEMPERATURES = tuple(float(t) for t in np.exp(np.linspace(math.log(0.01), math.log(100.0), 61)))
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -72,6 +72,28 @@ def logme(features: np.ndarray, labels: np.ndarray, iterations: int = 11) -> flo
 RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # times the mean squared singular value
 
 
+def _ridge_leave_one_out(features: np.ndarray, target: np.ndarray):
+    """The ridge regression of the one-hot ``target`` on the centred ``features`` (with an
+    intercept) at each of ``RIDGE_PENALTIES``: its exact leave-one-out accuracy, from one
+    eigendecomposition. Returns (accuracies, the centred design, its mean, u, s2, u^T target, the
+    penalties' scale)."""
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(0)
+    design = np.hstack([x - mean, np.ones((len(x), 1))])  # the intercept; the penalty scales with the features
+    truth = target.argmax(1)
+    u, s2 = left_singular(design)
+    projected = u.T @ target
+    scale = np.sum(s2) / min(design.shape)
+    accuracies = []
+    for penalty in RIDGE_PENALTIES:
+        shrink = s2 / (s2 + penalty * scale)
+        fitted = u @ (shrink[:, None] * projected)
+        hat = np.einsum("ij,j,ij->i", u, shrink, u)
+        left_out = (fitted - hat[:, None] * target) / np.maximum(1 - hat, 1e-9)[:, None]
+        accuracies.append(float(np.mean(left_out.argmax(1) == truth)))
+    return accuracies, design, mean, u, s2, projected, scale
+
+
 def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
     """Exact leave-one-out accuracy of a linear ridge-regression classifier on centred features.
 
@@ -81,20 +103,19 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
     (Rifkin and Lippert, "Notes on Regularized Least Squares", MIT 2007). Deterministic, and on a
     small sample far less noisy than one held-out split.
     """
-    x = np.asarray(features, dtype=np.float64)
-    x = np.hstack([x - x.mean(0), np.ones((len(x), 1))])  # the intercept; the penalty scales with the features
     classes, target = np.unique(labels, return_inverse=True)
-    y = np.eye(len(classes))[target]
-    u, s2 = left_singular(x)
-    projected = u.T @ y
-    accuracies = []
-    for penalty in RIDGE_PENALTIES:
-        shrink = s2 / (s2 + penalty * np.sum(s2) / min(x.shape))
-        fitted = u @ (shrink[:, None] * projected)
-        hat = np.einsum("ij,j,ij->i", u, shrink, u)
-        left_out = (fitted - hat[:, None] * y) / np.maximum(1 - hat, 1e-9)[:, None]
-        accuracies.append(float(np.mean(left_out.argmax(1) == target)))
-    return max(accuracies)
+    return max(_ridge_leave_one_out(features, np.eye(len(classes))[target])[0])
+
+
+def ridge_classifier(features: np.ndarray, labels: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The ridge classifier :func:`probe_accuracy` scores, fitted on every row: one-hot targets over
+    ``classes``, at the penalty of the best leave-one-out accuracy (ties: the stronger). Returns
+    (weights: features x classes, bias: classes, the penalty, its leave-one-out accuracy)."""
+    accuracies, design, mean, u, s2, projected, scale = _ridge_leave_one_out(features, np.eye(classes)[labels])
+    best = max(range(len(RIDGE_PENALTIES)), key=lambda i: (accuracies[i], i))
+    coefficients = design.T @ (u @ ((1 / (s2 + RIDGE_PENALTIES[best] * scale))[:, None] * projected))
+    weights, bias = coefficients[:-1], coefficients[-1] - mean @ coefficients[:-1]
+    return weights, bias, RIDGE_PENALTIES[best], accuracies[best]
 
 
 def tap_standardization(features: np.ndarray, widths: list[int]) -> tuple[np.ndarray, np.ndarray]:

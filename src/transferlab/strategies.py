@@ -62,6 +62,7 @@ class Strategy:
     with_cut: str | None = None  # the strategy a plan for this one becomes when the user sets --cut
     members: tuple[str, ...] = ()  # an ensemble's strategies, each trained with its own defaults (then no stages)
     advised: bool = False  # whether ``auto`` plans it; the others are forecast as evidence only (the study decides)
+    recipe: int = 1  # the version of its training recipe: raising it redoes this strategy's runs in a resumed study
 
     def __post_init__(self):
         if bool(self.members) == bool(self.stages):
@@ -143,8 +144,9 @@ register_strategy(Strategy(
                                 "interpolate"},
 ))
 register_strategy(Strategy(
-    "multicut", "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022)",
-    epochs=40, lr=PROBE_LR, stages=("multicut",),
+    "multicut", "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022), "
+    "computed in closed form: ridge at the strength of the best leave-one-out accuracy", recipe=2, epochs=1,
+    lr=PROBE_LR, stages=("multicut",), advised=True,
     trains="the head", cuts="all", options=frozenset({"unlabeled"}), anchor="probe_all", with_cut="truncate",
 ))
 register_strategy(Strategy(

@@ -27,7 +27,7 @@ def test_the_temperature_undoes_a_known_scaling_of_calibrated_logits(scale):
     logits, labels = _calibrated(0)
     fitted = fit_temperature(scale * logits, labels)
     assert fitted in TEMPERATURES
-    assert abs(math.log(fitted / scale)) < 0.12  # within one step of the grid (12%)
+    assert abs(math.log(fitted / scale)) < 0.155  # within one step of the grid (17%)
 
 
 def test_the_average_is_of_calibrated_probabilities_and_is_a_distribution():

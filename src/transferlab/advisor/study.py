@@ -168,10 +168,12 @@ RUN_VERSION, MEASUREMENT_VERSION = 3, 4  # bump one when runs or the advisor's m
 
 def _key(config: TrainConfig, version: int = RUN_VERSION) -> dict:
     """What identifies a run or a measurement: the settings that differ from the defaults (a new
-    option with a default leaves finished runs valid) and its version."""
+    option with a default leaves finished runs valid), its version and its strategy's recipe."""
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(data=config.data))))
     values = json.loads(json.dumps(dataclasses.asdict(config)))
-    return {"version": version, **{k: v for k, v in values.items() if v != defaults[k]}}
+    entry = STRATEGIES.get(config.strategy)
+    recipe = {"recipe": entry.recipe} if entry is not None and entry.recipe > 1 else {}  # a strategy's own redo
+    return {"version": version, **recipe, **{k: v for k, v in values.items() if v != defaults[k]}}
 
 
 def _run(prepared: Callable[[], PreparedRun], config: TrainConfig) -> dict:

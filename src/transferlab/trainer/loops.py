@@ -20,10 +20,12 @@ from tqdm.auto import tqdm, trange
 
 from .. import distributed
 from ..config import TrainConfig
+from ..ensemble import fit_temperature
 from ..errors import ConfigError, TrainingDiverged
 from ..features import predict_pixels, to_unit_float
 from ..heads import LinearHead
 from ..metrics import evaluate_logits
+from ..signals import ridge_classifier
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,32 @@ def epoch_order(labels: torch.Tensor, class_weight: str, generator: torch.Genera
         counts = torch.bincount(labels).float()
         return torch.multinomial(1.0 / counts[labels], len(labels), replacement=True, generator=generator)
     return torch.randperm(len(labels), generator=generator)
+
+
+def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                   on_epoch: Callable | None = None) -> list[dict]:  # fmt: skip
+    """``head`` set to the ridge classifier of leave-one-out strength on ``x`` (closed form:
+    :func:`..signals.ridge_classifier`), its scores divided by the temperature of least validation
+    cross-entropy so that their softmax is a probability (:func:`..ensemble.fit_temperature`).
+    Returns a one-row history (no epochs), with the penalty, its leave-one-out accuracy and the
+    temperature."""
+    weights, bias, penalty, loo_accuracy = ridge_classifier(x, y, head.fc.out_features)
+    val_scores = torch.from_numpy(np.asarray(val_x, dtype=np.float64) @ weights + bias).float()
+    temperature = fit_temperature(val_scores, torch.from_numpy(np.asarray(val_y)))
+    with torch.no_grad():
+        head.fc.weight.copy_(torch.from_numpy(weights.T / temperature))
+        head.fc.bias.copy_(torch.from_numpy(bias / temperature))
+    head.eval()
+    with torch.no_grad():
+        logits = {name: head(torch.from_numpy(np.asarray(v, dtype=np.float32))) for name, v in (("train", x), ("val", val_x))}
+    (train_loss, train_accuracy), (val_loss, val_accuracy) = (
+        evaluate_logits(logits[name], torch.from_numpy(np.asarray(labels))) for name, labels in (("train", y), ("val", val_y)))
+    row = {"epoch": 1, "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
+           "val_accuracy": val_accuracy, "lr": 0.0, "penalty": penalty, "loo_accuracy": loo_accuracy,
+           "temperature": temperature}  # fmt: skip
+    if on_epoch is not None:
+        on_epoch(row, logits["val"])
+    return [row]
 
 
 def fit_head(

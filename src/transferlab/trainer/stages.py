@@ -46,7 +46,7 @@ from ..signals import tap_standardization
 from ..strategies import PROBE_LR, applying_to
 from ..surgery import TransferModel
 from .interpolate import interpolate, snapshot
-from .loops import HeadTraining, NetworkTraining, fit_head, fit_network, layer_groups
+from .loops import HeadTraining, NetworkTraining, fit_head, fit_network, fit_ridge_head, layer_groups
 from .lora import add_lora, merge_lora
 from .memory import plan_for
 from .pseudo_labels import fit_with_unlabeled
@@ -201,14 +201,15 @@ def _graph_features(train_x: np.ndarray, unlabeled_x: np.ndarray, tap_widths: li
 
 def head_fitter(val_x: np.ndarray, val_y: np.ndarray, settings: HeadTraining, on_epoch, tap_widths: list[int] | None):
     """``fit(head, features, labels) -> history``: :func:`.loops.fit_head` against the validation
-    features, with ``tap_widths`` each tap standardized first (the head then takes raw features)."""
+    features; with ``tap_widths`` (a head over several taps), each tap standardized first and the
+    head computed in closed form, :func:`.loops.fit_ridge_head` (the head then takes raw features)."""
 
     def fit(head, x: np.ndarray, y: np.ndarray) -> list[dict]:
         if tap_widths is None:
             return fit_head(head, x, y, val_x, val_y, settings, on_epoch)
         mean, scale = tap_standardization(x, tap_widths)
         standardized = [(np.asarray(v) - mean) / scale for v in (x, val_x)]
-        history = fit_head(head, standardized[0], y, standardized[1], val_y, settings, on_epoch)
+        history = fit_ridge_head(head, standardized[0], y, standardized[1], val_y, on_epoch)
         head.absorb_standardization(torch.from_numpy(mean), torch.from_numpy(scale))
         return history
 
@@ -282,7 +283,8 @@ def probe_stage(model, prepared, cut, config, context) -> Stage:
 
 def multicut_stage(model, prepared, cut, config, context) -> Stage:
     """``multicut``: one head over the pooled features of every cut point (one frozen pass fills
-    the cache for all), each tap standardized and weighed by 1/sqrt(its width)."""
+    the cache for all), each tap standardized and weighed by 1/sqrt(its width), the head the ridge
+    classifier of leave-one-out strength (Head2Toe's recipe)."""
     widths = [point.channels for point in prepared.backbone.cut_points]
     return _head_on_features(model, prepared, cut, config, context, probe=False, tap_widths=widths)
 
