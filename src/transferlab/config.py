@@ -67,7 +67,7 @@ class TrainConfig:
                              f"or a built-in data set: {', '.join(CATALOG)}")  # fmt: skip
     out: str = option("runs/latest", "output folder")
     strategy: str = option(AUTO, "auto: measure the data, show the evidence and each option's forecast, then train the "
-                                 "option of least regret in the study (ensemble; docs/advisor.md)",
+                                 "better forecast of multicut and ensemble (the study: docs/advisor.md)",
                            choices=(*STRATEGIES, AUTO))  # fmt: skip
     backbone: str = option("efficientnet_lite0", "registered, timm or torchvision name, or a model folder")
     backbones: tuple[str, ...] = option((), "auto, advise, rank: candidate backbones, comma-separated ('a,b'); the advisor "

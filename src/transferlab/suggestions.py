@@ -7,8 +7,8 @@ The forecast reads the run's folder (``MODEL_DIR/..``: its ``metrics.json`` name
 the split): the linear probe's leave-one-out accuracy on a quarter, a half and all of the
 training images per class (at most ``--measure-per-class`` of each, as the advisor measures), the
 gain per doubling, extended to the labelled images plus the suggested ones (the advisor's
-learning curve, :func:`.advisor.measure.probe_learning_curve`). Of an ensemble (what ``auto``
-trains) suggest reads the member whose body stayed frozen (:func:`frozen_model`).
+learning curve, :func:`.advisor.measure.probe_learning_curve`). Of an ensemble suggest reads the
+member whose body stayed frozen (:func:`frozen_model`).
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ def test_each_parent_set_is_scored_by_a_forecaster_that_never_saw_it(monkeypatch
     assert scored["a@30"]["picks"] == ["ensemble@final"] * 2  # the one advised option
     assert scored["a@30"]["advisor"] == pytest.approx(12)  # two points below head
     assert scored["a@30"]["forecast, any option"] <= scored["a@30"]["always head"]
+    assert scored["a@30"]["always ensemble"] == pytest.approx(12)
     assert scored["a@10"]["cost"] == pytest.approx(1 / 60)  # 1 s of advice against six trained runs of 10 s
     assert scored["a@10"]["training cost"] == pytest.approx(1 / 6)  # the ensemble's seconds are scored as 10 s here
     summary = study.summarize(scored)

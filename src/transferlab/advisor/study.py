@@ -13,7 +13,7 @@ The forecaster the advisor decides with is fitted on these outcomes, so it is sc
 **leave-one-data-set-out**: for each parent set, fitted on the cells of all the others only. The
 advisor chooses among the table's advised options; the study reports its regret beside the
 baselines' on the same runs - the forecast choosing among every option, always ``head``, always
-``finetune``, always ``multicut``, the former threshold rule, and a successive-halving race with
+``finetune``, always ``multicut``, always ``ensemble``, the former threshold rule, and a successive-halving race with
 the advisor's time - and the noise floor (the regret of choosing by one seed's test accuracy),
 the advisor's cost (measuring) and the training cost of its picks, both against training every
 option once. It writes
@@ -305,6 +305,7 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
             "always head": regret(seeds, [run_key("head", FINAL_CUT)] * len(seeds)),
             "always finetune": regret(seeds, [run_key("finetune", FINAL_CUT)] * len(seeds)),
             "always multicut": regret(seeds, [run_key("multicut", ALL_CUTS)] * len(seeds)),
+            "always ensemble": regret(seeds, [run_key("ensemble", FINAL_CUT)] * len(seeds)),
             "forecast, any option": regret(seeds, any_option),
             "threshold rule": regret(seeds, [run_key(d.strategy, d.cut) for d in rule]),
             "successive halving": regret(seeds, [race(s, s["advise_seconds"]) for s in seeds]),
@@ -315,8 +316,8 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
     return scored
 
 
-RULES = ("advisor", "forecast, any option", "always head", "always finetune", "always multicut", "threshold rule",
-         "successive halving")  # fmt: skip
+RULES = ("advisor", "forecast, any option", "always head", "always finetune", "always multicut", "always ensemble",
+         "threshold rule", "successive halving")  # fmt: skip
 
 
 def leave_one_parent_out(records: list[dict]) -> dict[str, dict]:
