@@ -119,7 +119,9 @@ def test_auto_chooses_among_the_advised_options_and_keeps_every_forecast_as_evid
     assert (clear.strategy, clear.cut) == ("ensemble", "final")  # head is forecast higher, but is not advised
     assert clear.forecasts[0]["option"] == "head" and "clear of 'multicut'" in clear.explanation
     assert "<- plan" in [line for line in clear.forecast_table().splitlines() if line.startswith("ensemble")][0]
-    assert plan_with(multicut=0.0, ensemble=-0.05).strategy == "multicut"
+    every_cut = plan_with(multicut=0.0, ensemble=-0.05)
+    assert (every_cut.strategy, every_cut.cut) == ("multicut", "all")
+    assert all(line.endswith("<- plan") for line in every_cut.evidence_table().splitlines()[1:])  # it reads them all
     assert "within each other's intervals" in plan_with(multicut=0.0, ensemble=-0.005).explanation
 
 

@@ -5,9 +5,10 @@ loading a network.
 
 The plan (:func:`make_plan`) forecasts every option's test accuracy, with an interval, from the
 advisor's measurements (:mod:`.forecast`; its model is fitted on the study's outcomes) and takes
-the best of the options the strategy table marks ``advised`` - since the study of 2026-12-01 the
-ensemble alone, the rule of least regret; the other forecasts are the evidence. The earlier rule, four thresholds on the same measurements (:func:`decide`), stays as
-a baseline the study scores the forecast against:
+the best of the options the strategy table marks ``advised`` (since the study of 2026-12-01:
+``multicut`` and ``ensemble``, the two not dominated); the other forecasts are the evidence. The
+earlier rule, four thresholds on the same measurements (:func:`decide`), stays as a baseline the
+study scores the forecast against:
 
 * does pretraining help? When its *transfer gain* (best pretrained probe minus best random
   probe) is below a threshold, frozen features are no better than random ones, so the body must
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .forecast import Choice, Forecaster, Signals, choose
-from .strategies import FINAL_CUT, STRATEGIES, advised_options
+from .strategies import ALL_CUTS, FINAL_CUT, STRATEGIES, advised_options
 
 
 @dataclass(frozen=True)
@@ -231,11 +232,12 @@ class Plan:
         return path
 
     def evidence_table(self) -> str:
-        """The per-cut evidence as a fixed-width text table, the plan's cut marked."""
+        """The per-cut evidence as a fixed-width text table, the plan's cut marked (every cut, for a
+        plan that reads them all)."""
         lines = [f"{'cut':<12} {'channels':>8} {'probe':>7} {'+-':>6} {'random':>7} {'LogME':>8} {'BN gap':>8}"]
         for e in self.evidence:
             gap = f"{e.batchnorm_gap:8.3f}" if e.batchnorm_gap is not None else f"{'-':>8}"
-            marker = "  <- plan" if e.cut == self.cut else ""
+            marker = "  <- plan" if self.cut in (e.cut, ALL_CUTS) else ""
             lines.append(f"{e.cut:<12} {e.channels:>8} {e.probe_accuracy:>7.4f} {e.probe_stderr:>6.3f} "
                          f"{e.random_probe_accuracy:>7.4f} {e.logme:>8.3f} {gap}{marker}")  # fmt: skip
         return "\n".join(lines)
