@@ -1,14 +1,14 @@
-"""The multicut head: today's (AdamW on the standardized taps, early stopping on validation) against
-a ridge head whose strength is chosen by the closed-form leave-one-out (issue 22's recipe), on the
-study's cells up to 30 images per class, each against the best frozen head on one cut.
+"""The multicut head: trained (AdamW on the standardized taps, early stopping on validation: the
+recipe before 2026-12-01) against computed (ridge at the strength of the best leave-one-out
+accuracy: issue 22's recipe, what ``multicut`` runs now), on the study's cells up to 30 images per
+class, each against the best frozen head on one cut.
 
-Per seed of the study (its multicut run's features, read from the feature cache the study filled):
-the multicut stage as `--strategy multicut` runs it, then on the same standardized features a
-ridge classifier (one-hot targets, the penalty of the best leave-one-out accuracy among
-``signals.RIDGE_PENALTIES``) fitted on the training split alone, and on training and validation
-together. Balanced accuracy on the test split; per cell, means over seeds; the gap to the best of
-``head`` and ``truncate`` at every cut is read from the study's records. Nothing in the product
-changes: this measures whether the recipe would meet the goal (within 1 point in 80% of cells).
+Per seed of the study: the multicut stage as `--strategy multicut` runs it (its features from the
+feature cache the study filled; its own head is the computed one), then on the same standardized
+features a head trained by ``loops.fit_head`` with the run's settings, and the computed head fitted
+on training and validation images together. Balanced accuracy on the test split; per cell, means
+over seeds; the best of ``head`` and ``truncate`` at every cut is read from the study's records
+(max over runs of their means over seeds, the study's definition).
 
     python benchmarks/multicut_head.py --study runs/study --cache-dir /tmp/study-cache
 """
@@ -23,32 +23,6 @@ from pathlib import Path
 import numpy as np
 
 
-def ridge_loo_head(x: np.ndarray, y: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(weights, bias) of the ridge classifier on ``x`` at the penalty of the best exact
-    leave-one-out accuracy (ties: the stronger penalty)."""
-    from transferlab.signals import RIDGE_PENALTIES, left_singular
-
-    mean = x.mean(0)
-    centred = np.hstack([x - mean, np.ones((len(x), 1))])
-    target = np.eye(classes)[y]
-    u, s2 = left_singular(centred)
-    projected = u.T @ target
-    best = None
-    for penalty in RIDGE_PENALTIES:
-        shrink = s2 / (s2 + penalty * np.sum(s2) / min(centred.shape))
-        fitted = u @ (shrink[:, None] * projected)
-        hat = np.einsum("ij,j,ij->i", u, shrink, u)
-        left_out = (fitted - hat[:, None] * target) / np.maximum(1 - hat, 1e-9)[:, None]
-        accuracy = float(np.mean(left_out.argmax(1) == y))
-        if best is None or accuracy >= best[0]:
-            best = (accuracy, penalty)
-    lam = best[1] * np.sum(s2) / min(centred.shape)
-    # weights in the feature space: W = X^T U diag(1 / (s2 + lam)) U^T Y
-    coefficients = centred.T @ (u @ ((1 / (s2 + lam))[:, None] * projected))
-    weights, bias = coefficients[:-1], coefficients[-1]
-    return weights, bias - mean @ weights
-
-
 def balanced(labels: np.ndarray, predictions: np.ndarray, classes: int) -> float:
     recalls = [np.mean(predictions[labels == k] == k) for k in range(classes) if np.any(labels == k)]
     return float(np.mean(recalls))
@@ -56,10 +30,12 @@ def balanced(labels: np.ndarray, predictions: np.ndarray, classes: int) -> float
 
 def seed_result(data: str, size: int, seed: int, study: Path, cache: str | None) -> dict:
     from transferlab.advisor.study import FULL, _base_config, _option_configs, run_key
+    from transferlab.heads import make_head
     from transferlab.prepare import prepare
-    from transferlab.signals import tap_standardization
+    from transferlab.signals import ridge_classifier, tap_standardization
     from transferlab.strategies import ALL_CUTS
-    from transferlab.trainer.stages import STAGES, RunContext
+    from transferlab.trainer.loops import fit_head
+    from transferlab.trainer.stages import STAGES, RunContext, head_settings
     from transferlab.trainer.train import build_model
 
     folder = study / f"{data}@{size}" / f"seed{seed}"
@@ -76,20 +52,22 @@ def seed_result(data: str, size: int, seed: int, study: Path, cache: str | None)
     widths = [p.channels for p in prepared.backbone.cut_points]
     rows = {s: f.readable(getattr(prepared.splits, s).labels) for s, f in stage.inputs.items()}
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (rows[s] for s in ("train", "val", "test"))
-    result = {"today": balanced(stage.labels["test"], stage.logits["test"].argmax(1).numpy(), classes)}
-    for name, (x, y) in {"ridge": (train_x, train_y),
-                         "ridge, train + val": (np.vstack([train_x, val_x]), np.concatenate([train_y, val_y]))}.items():  # fmt: skip
-        mean, scale = tap_standardization(x, widths)
-        weights, bias = ridge_loo_head((np.asarray(x) - mean) / scale, y, classes)
-        predictions = (((np.asarray(test_x) - mean) / scale) @ weights + bias).argmax(1)
-        result[name] = balanced(test_y, predictions, classes)
-    runs = {}
-    for run in folder.iterdir():
-        record = run / "study-run.json"
-        if record.exists():
-            runs[run.name] = json.loads(record.read_text())["result"]["balanced_accuracy"]
-    result["best frozen"] = max(v for k, v in runs.items() if k.startswith(("head-", "truncate-")))
-    result["recorded"] = runs["multicut-all"]
+    result = {"computed": balanced(stage.labels["test"], stage.logits["test"].argmax(1).numpy(), classes)}
+    mean, scale = tap_standardization(train_x, widths)
+    torch.manual_seed(config.seed)  # the head's initial weights as build_model draws them
+    trained = make_head(sum(widths), classes, config.head_init, config.dropout)
+    fit_head(trained, (np.asarray(train_x) - mean) / scale, train_y, (np.asarray(val_x) - mean) / scale, val_y,
+             head_settings(config))  # fmt: skip
+    with torch.no_grad():
+        logits = trained(torch.from_numpy(((np.asarray(test_x) - mean) / scale).astype(np.float32)))
+    result["trained"] = balanced(test_y, logits.argmax(1).numpy(), classes)
+    x, y = np.vstack([train_x, val_x]), np.concatenate([train_y, val_y])
+    mean, scale = tap_standardization(x, widths)
+    weights, bias, _, _ = ridge_classifier((x - mean) / scale, y, classes)
+    predictions = (((np.asarray(test_x) - mean) / scale) @ weights + bias).argmax(1)
+    result["computed, train + val"] = balanced(test_y, predictions, classes)
+    result["runs"] = {run.name: json.loads((run / "study-run.json").read_text())["result"]["balanced_accuracy"]
+                      for run in folder.iterdir() if (run / "study-run.json").exists()}  # fmt: skip
     return result
 
 
@@ -97,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="runs/study")
     parser.add_argument("--cache-dir")
-    parser.add_argument("--out", default="runs/multicut-head.json")
+    parser.add_argument("--out", default="runs/multicut-head.json", help="finished seeds, reused when resumed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     from transferlab.advisor.study import FULL, SEEDED_SIZES
@@ -111,20 +89,22 @@ def main() -> None:
                 if key not in done:
                     done[key] = seed_result(data, size, seed, Path(args.study), args.cache_dir)
                     out.write_text(json.dumps(done, indent=1))
-    heads = ("today", "ridge", "ridge, train + val")
+    heads = ("trained", "computed", "computed, train + val")
     cells: dict[str, list[dict]] = {}
     for key, result in done.items():
         cells.setdefault(key.split("/")[0], []).append(result)
-    print("| cell | best frozen | " + " | ".join(heads) + " |\n|---" * 1 + "|---" * (len(heads) + 1) + "|")
+    print("| cell | best frozen head on one cut | " + " | ".join(heads) + " |\n" + "|---" * (len(heads) + 2) + "|")
     within = dict.fromkeys(heads, 0)
     for cell, results in cells.items():
-        means = {k: np.mean([r[k] for r in results]) for k in ("best frozen", *heads)}
+        frozen = [k for k in results[0]["runs"] if k.startswith(("head-", "truncate-"))]
+        best = max(np.mean([r["runs"][k] for r in results]) for k in frozen)
+        means = {h: np.mean([r[h] for r in results]) for h in heads}
         for head in heads:
-            within[head] += 100 * (means["best frozen"] - means[head]) <= 1.0
-        print(f"| {cell} | {means['best frozen']:.3f} | " + " | ".join(f"{means[h]:.3f}" for h in heads) + " |")
+            within[head] += 100 * (best - means[head]) <= 1.0
+        print(f"| {cell} | {best:.3f} | " + " | ".join(f"{means[h]:.3f}" for h in heads) + " |")
     print("\nwithin 1 point of the best frozen head: " + ", ".join(f"{h} {within[h]} of {len(cells)}" for h in heads))
-    print("today's head rerun here against the study's record, largest difference: "
-          f"{max(abs(r['today'] - r['recorded']) for r in done.values()):.4f}")  # fmt: skip
+    print("the computed head here against the study's multicut runs, largest difference: "
+          f"{max(abs(r['computed'] - r['runs']['multicut-all']) for r in done.values()):.4f}")  # fmt: skip
 
 
 if __name__ == "__main__":
