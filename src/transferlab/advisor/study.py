@@ -81,6 +81,19 @@ def run_key(strategy: str, cut: str) -> str:
     return f"{strategy}@{cut}"
 
 
+def run_strategy(key: str):
+    """The strategy-table entry of run ``key``."""
+    return STRATEGIES[key.split("@")[0]]
+
+
+def by_cell(records: list[dict]) -> dict[str, list[dict]]:
+    """The seeds' records grouped by cell (``data@size``), in their order."""
+    cells: dict[str, list[dict]] = {}
+    for seed in records:
+        cells.setdefault(f"{seed['data']}@{seed['size']}", []).append(seed)
+    return cells
+
+
 def _base_config(data: str, size: int, seed: int, settings: StudySettings, cache: str | None,
                  device: str = "auto") -> TrainConfig:  # fmt: skip
     """What every run of a seed shares: the data, its size and subsample, the resolution, the device."""
@@ -262,7 +275,7 @@ def noise_floor(seeds: list[dict]) -> float:
 
 def trained(key: str) -> bool:
     """Whether run ``key`` trained (an ensemble's is scored from its members' runs)."""
-    return not STRATEGIES[key.split("@")[0]].members
+    return not run_strategy(key).members
 
 
 def race(seed: dict, budget: float) -> str:
@@ -322,9 +335,7 @@ RULES = ("advisor", "forecast, any option", "always head", "always finetune", "a
 
 def leave_one_parent_out(records: list[dict]) -> dict[str, dict]:
     """Every cell scored with the forecaster fitted on the other parent sets' cells."""
-    cells: dict[str, list[dict]] = {}
-    for seed in records:
-        cells.setdefault(f"{seed['data']}@{seed['size']}", []).append(seed)
+    cells = by_cell(records)
     scored = {}
     for parent in dict.fromkeys(s["data"] for s in records):
         held_out = {cell: seeds for cell, seeds in cells.items() if seeds[0]["data"] == parent}
@@ -345,19 +356,15 @@ def paired_test(scored: dict[str, dict], rule: str, baseline: str, draws: int = 
 
 def frozen_single_cut(key: str) -> bool:
     """Whether run ``key`` is a frozen head on one cut (``head``, ``truncate``)."""
-    entry = STRATEGIES[key.split("@")[0]]
+    entry = run_strategy(key)
     return not entry.trains_body and not entry.members and entry.cuts != ALL_CUTS
 
 
 def multicut_gaps(records: list[dict], up_to: int = SEEDED_SIZES) -> dict[str, float]:
     """Per cell up to ``up_to`` images per class: the points by which ``multicut`` trails the best
     frozen head on one cut (``head``, ``truncate`` at every cut; means over seeds; negative: it leads)."""
-    cells: dict[str, list[dict]] = {}
-    for seed in records:
-        if seed["size"] <= up_to:
-            cells.setdefault(f"{seed['data']}@{seed['size']}", []).append(seed)
     gaps = {}
-    for cell, seeds in cells.items():
+    for cell, seeds in by_cell([seed for seed in records if seed["size"] <= up_to]).items():
         means = cell_means(seeds)
         best_frozen = max(value for key, value in means.items() if frozen_single_cut(key))
         gaps[cell] = 100 * (best_frozen - means[run_key("multicut", ALL_CUTS)])

@@ -5,7 +5,8 @@ its table entry names them (:mod:`.stages`): ``head``/``truncate`` train the hea
 features of the frozen body, ``finetune`` the probe and then the whole network, ``scratch`` the
 re-initialized whole network. A strategy with members (``ensemble``) trains each of them as its
 own run would, then averages their calibrated probabilities (:mod:`..ensemble`). Outputs are
-written into the run's folder as they come; ``metrics.json`` last, so a folder with a ``metrics.json`` holds a finished run.
+written into the run's folder as they come; ``metrics.json`` last, so a folder with a
+``metrics.json`` holds a finished run.
 """
 
 from __future__ import annotations
