@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test bench gpu-check data browser install clean
+.PHONY: demo test bench gpu-check data pool-data browser install clean
 
 # Packages whose metadata declares dependencies they do not need (an old torch, tensorflow) go in
 # with --no-deps: MobileNetV2's ImageNet weights, the animal-mnist arrays, scikit-image's sample
@@ -30,6 +30,16 @@ data:
 		$$SUDO apt-get update -qq && \
 		$$SUDO apt-get install -y -qq dataset-fashion-mnist libtcmalloc-minimal4 fonts-dejavu-core; \
 	fi
+
+# The colour sets of the study's pool (docs/guide.md): package archives, downloaded, never installed.
+ARCHIVES ?= $${TRANSFERLAB_CACHE:-$$HOME/.cache/transferlab}/archives
+NPM_ARCHIVES := emoji-datasource-apple@16.0.0 emoji-datasource-google@16.0.0 emoji-datasource-twitter@16.0.0 \
+	emoji-datasource-facebook@16.0.0 @lobehub/fluent-emoji-3d@1.1.0
+DEB_ARCHIVES := sweethome3d-furniture=1.8-1 pysiogame=4.20.01-1
+pool-data:
+	mkdir -p $(ARCHIVES)
+	cd $(ARCHIVES) && for package in $(NPM_ARCHIVES); do npm pack --silent $$package; done
+	cd $(ARCHIVES) && apt-get download -q $(DEB_ARCHIVES)
 
 demo: install data
 	$(BIN)/transferlab train fashion-mnist --strategy head --samples-per-class 100 \

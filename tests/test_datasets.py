@@ -7,7 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from transferlab.datasets import CATALOG, load_dataset
+from transferlab.datasets import CATALOG, load_dataset, packaged
+from transferlab.datasets.catalog import CROSS_STYLES
 from transferlab.datasets.arrays import _ArraysOnly
 from transferlab.errors import DataError
 
@@ -33,8 +34,12 @@ def test_builtin_set_loads_with_its_sizes(name):
     assert dataset.train.open(0).mode == "RGB"
 
 
-def test_every_catalog_entry_is_tested_or_is_fashion_mnist():
-    assert set(CATALOG) == {*SIZES, "fashion-mnist"}
+def test_every_catalog_entry_is_tested_here_or_in_test_packaged_or_is_fashion_mnist():
+    packaged_sets = {name for name, entry in CATALOG.items()
+                     if getattr(entry.load, "func", entry.load).__module__ == packaged.__name__}  # fmt: skip
+    assert packaged_sets == {*(f"emoji-{style}" for style in packaged.EMOJI_STYLES), "furniture", "cartoons",
+                             *(f"emoji-{a}-to-{b}" for a, b in CROSS_STYLES)}  # fmt: skip
+    assert set(CATALOG) == {*SIZES, "fashion-mnist", *packaged_sets}
 
 
 def test_generated_sets_are_deterministic_and_their_splits_differ():

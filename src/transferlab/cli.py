@@ -148,6 +148,9 @@ def _build_parser() -> argparse.ArgumentParser:
     st = commands.add_parser("study", help="every option on the data-set pool against the advisor's pick, "
                                            "leave one data set out")  # fmt: skip
     st.add_argument("--quick", action="store_true", help="the CI-sized study (two generated sets, under two minutes)")
+    st.add_argument("--pool", default="greyscale", choices=("greyscale", "colour"), help="greyscale: the nine small "
+                    "sets at 64 px (the shipped forecaster's); colour: the colour sets at 112 px, sizes 5, 10, 30 (make "
+                    "pool-data first) (default: greyscale)")  # fmt: skip
     st.add_argument("--out", default="runs/study", help="folder of the study's runs and results, reused when "
                                                         "resumed (default: runs/study)")  # fmt: skip
     st.add_argument("--cache-dir", help=field_help("cache_dir")["help"])
@@ -305,7 +308,7 @@ def _run_lr_find(args) -> None:
 def _run_study(args) -> None:
     from .advisor.study import SEEDED_SIZES, table
 
-    summary = tl.run_study(args.quick, args.out, args.cache_dir, device=args.device)
+    summary = tl.run_study(args.quick, args.out, args.cache_dir, device=args.device, pool=args.pool)
     print(table(summary["cells"]))
     s = summary["summary"]
     print(f"leave one data set out: advisor mean regret {s['advisor']['mean']:.2f} points, worst "

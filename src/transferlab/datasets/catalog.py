@@ -7,13 +7,14 @@ of at least 1,000 images where its source allows.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import Dataset, load_csv, load_image_folder
 from ..errors import DataError
-from . import arrays, generated, skimage_files
+from . import arrays, generated, packaged, skimage_files
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,15 @@ class BuiltinDataset:
     name: str
     description: str
     load: Callable[[str | Path | None], Dataset]  # (data_dir) -> Dataset
+    colour: bool = False  # colour images at their native size, from package archives (``make pool-data``)
 
 
 def _without_dir(load: Callable[[], Dataset]) -> Callable[[str | Path | None], Dataset]:
     return lambda data_dir: load()
 
+
+# The cross-style sets: (training style, validation and test style); flat drawings against 3D renders.
+CROSS_STYLES = (("twitter", "fluent"), ("fluent", "apple"))
 
 CATALOG = {
     entry.name: entry
@@ -48,6 +53,22 @@ CATALOG = {
                        _without_dir(generated.load_glyphs)),  # fmt: skip
         BuiltinDataset("colour-shape", "generated: the shape of the red one of two shapes, 32x32; 3,000 + 750 test",
                        _without_dir(generated.load_colour_shape)),  # fmt: skip
+        *(BuiltinDataset(f"emoji-{style}", f"{style}'s object emoji, 8 classes (animal, plant, food, drink, vehicle, "
+                         f"clothing, building, tool), {size}x{size} colour; about 360 + 150 test (npm {package})",
+                         functools.partial(packaged.load_emoji, style), colour=True)
+          for style, size, package in (("apple", 64, "emoji-datasource-apple"), ("google", 64, "emoji-datasource-google"),
+                                       ("twitter", 64, "emoji-datasource-twitter"),
+                                       ("facebook", 64, "emoji-datasource-facebook"),
+                                       ("fluent", 256, "@lobehub/fluent-emoji-3d: clay-like 3D renders"))),
+        *(BuiltinDataset(f"emoji-{source}-to-{target}", f"cross-style: trained on {source}'s emoji, validated and "
+                         f"tested on {target}'s, split by emoji (none on both sides); 8 classes",
+                         functools.partial(packaged.load_emoji_cross, source, target), colour=True)
+          for source, target in CROSS_STYLES),
+        BuiltinDataset("furniture", "Sweet Home 3D's rendered catalogue objects, 5 classes (bathroom, characters, doors "
+                       "and windows, lights, vehicles), 128x128 colour; about 130 + 55 test (Debian "
+                       "sweethome3d-furniture)", packaged.load_furniture, colour=True),  # fmt: skip
+        BuiltinDataset("cartoons", "pysiogame's hand-drawn pictures, 9 themes, 200x200 colour; about 310 + 130 test "
+                       "(Debian pysiogame)", packaged.load_cartoons, colour=True),  # fmt: skip
     )
 }
 
