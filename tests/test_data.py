@@ -122,3 +122,15 @@ def test_csv_path_with_a_nul_character_is_a_data_error(tmp_path):
     (tmp_path / "list.csv").write_text("path,label\n\x00,0\n")
     with pytest.raises(DataError, match="NUL character"):
         load_csv(tmp_path / "list.csv")
+
+
+def test_training_and_validation_folders_join_into_one_labelled_set(tmp_path):
+    """The advisor and the out-of-fold search read train and val together; given folders are two sources."""
+    write_folder(tmp_path / "d" / "train", per_class=4)
+    write_folder(tmp_path / "d" / "val", per_class=2, seed=3)
+    dataset = load_dataset(str(tmp_path / "d"))
+    joined = dataset.train.union(dataset.val)
+    assert len(joined) == 18 and joined.counts().tolist() == [6, 6, 6]
+    assert "/val/" in joined.describe(17) and np.asarray(joined.open(17)).tolist() == np.asarray(dataset.val.open(5)).tolist()
+    assert joined.fingerprint() == dataset.train.union(dataset.val).fingerprint()
+    assert joined.subset(np.arange(12)).fingerprint() != joined.subset(np.arange(6, 18)).fingerprint()

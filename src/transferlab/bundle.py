@@ -44,10 +44,12 @@ class Tap:
 
 @dataclass(frozen=True)
 class Member:
-    """One model of an ensemble: the subfolder of its bundle and the temperature its logits are divided by."""
+    """One model of an ensemble: the subfolder of its bundle, the temperature its logits are divided by
+    and its weight in the average (bundles before weights: 1, equal)."""
 
     folder: str
     temperature: float
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def save_bundle(directory: str | Path, model: TransferModel, info: BundleInfo) -
 
 
 def save_ensemble(directory: str | Path, members: dict[str, tuple[TransferModel, BundleInfo]], temperatures: list[float],
-                  info: BundleInfo) -> Path:  # fmt: skip
+                  info: BundleInfo, weights: list[float] | None = None) -> Path:  # fmt: skip
     """Write an ensemble into ``directory``: each member's bundle into the subfolder named by its key,
     then the ``bundle.json`` that names them (``info``: the ensemble's, its members filled in here)."""
     directory = Path(directory)
@@ -127,7 +129,8 @@ def save_ensemble(directory: str | Path, members: dict[str, tuple[TransferModel,
     (directory / WEIGHTS_FILE).unlink(missing_ok=True)  # a single model's weights saved here before
     for folder, (model, member_info) in members.items():
         save_bundle(directory / folder, model, member_info)
-    listed = tuple(Member(folder, float(t)) for folder, t in zip(members, temperatures))
+    weights = weights or [1.0] * len(members)
+    listed = tuple(Member(folder, float(t), float(w)) for folder, t, w in zip(members, temperatures, weights))
     _write_meta(directory, {"format_version": ENSEMBLE_FORMAT_VERSION, **replace(info, members=listed).to_json()})
     return directory
 
@@ -155,7 +158,8 @@ def load_bundle(directory: str | Path) -> tuple[TransferModel | Ensemble, Bundle
     info, meta = read_info(directory)
     if info.members:
         members = [load_bundle(directory / member.folder)[0] for member in info.members]
-        return Ensemble(members, [member.temperature for member in info.members]).eval(), info
+        return Ensemble(members, [member.temperature for member in info.members],
+                        [member.weight for member in info.members]).eval(), info  # fmt: skip
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise BundleError(f"{directory}: {WEIGHTS_FILE} is missing.")

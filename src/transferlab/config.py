@@ -116,6 +116,9 @@ class TrainConfig:
                                                 "fine-tuned network (alpha 1)")
     resume: bool = option(False, "continue an interrupted run from OUT/checkpoint.pt")
     plan: str | None = option(None, "with --strategy auto: carry out this saved plan.json")
+    time_budget: str | None = option(None, "auto, advise: cap on checking the candidates on your own images out of fold "
+                                           "(e.g. 90s, 10m, 1h); when the estimate exceeds it the forecast decides "
+                                           "alone; 0: always the forecast (default: no cap)")  # fmt: skip
     measure_per_class: int = option(200, "auto, advise, rank: labelled images per class the advisor measures on")
     seed: int = option(0, "seed of splits, data order, augmentation and initialization")
     data_dir: str | None = option(None, "folder holding Fashion-MNIST's *-ubyte.gz files (default: Debian's path)")
@@ -166,6 +169,8 @@ class TrainConfig:
             _check(getattr(self, name) >= 0, name, "at least 0", getattr(self, name))
         _check(interpolation_alpha(self.interpolate) is not None or self.interpolate in (INTERPOLATE_AUTO, INTERPOLATE_NONE),
                "interpolate", f"{INTERPOLATE_AUTO}, {INTERPOLATE_NONE} or a number in [0, 1]", self.interpolate)
+        _check(self.time_budget is None or duration_seconds(self.time_budget) is not None, "time_budget",
+               "a duration such as 90s, 10m or 1h", self.time_budget)  # fmt: skip
         if self.plan and self.strategy != AUTO:
             raise ConfigError(f"--plan goes with --strategy auto, got --strategy {self.strategy}.")
         _check_options(self)
@@ -213,6 +218,17 @@ class TrainConfig:
         if self.regularizer_strength is not None:
             return self.regularizer_strength
         return REGULARIZER_STRENGTHS[self.regularizer]
+
+
+def duration_seconds(text: str) -> float | None:
+    """Seconds in a duration such as ``90s``, ``10m``, ``1.5h`` or ``120`` (seconds); ``None`` if it is not one."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        return None
+    return value if value >= 0 else None
 
 
 def interpolation_alpha(setting: str) -> float | None:

@@ -68,11 +68,36 @@ class FileSource:
         return digest.digest()
 
 
+class JoinedSource:
+    """The images of several image sets of other sources as one source (a data set's training and
+    validation folders, the two styles of a cross-style set): item i is some part's image."""
+
+    def __init__(self, parts: list[ImageSet]):
+        self.items = [(part.source, int(index)) for part in parts for index in part.indices]
+
+    def open(self, index: int) -> Image.Image:
+        source, inner = self.items[index]
+        return source.open(inner)
+
+    def describe(self, index: int) -> str:
+        source, inner = self.items[index]
+        return source.describe(inner)
+
+    def fingerprint(self, indices: np.ndarray) -> bytes:
+        digest, run = hashlib.sha256(), []
+        for source, inner in [self.items[i] for i in indices] + [(None, -1)]:  # runs of one source at a time
+            if run and source is not run[0][0]:
+                digest.update(run[0][0].fingerprint(np.asarray([i for _, i in run])))
+                run = []
+            run.append((source, inner))
+        return digest.digest()
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """Some images of one source, with labels indexing ``classes``."""
 
-    source: ArraySource | FileSource
+    source: ArraySource | FileSource | JoinedSource
     indices: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
@@ -98,11 +123,13 @@ class ImageSet:
         return np.bincount(self.labels, minlength=len(self.classes))
 
     def union(self, other: ImageSet) -> ImageSet:
-        """This set's images and ``other``'s, of the same source and classes (e.g. train and validation)."""
-        if other.source is not self.source or other.classes != self.classes:
-            raise DataError("Only image sets of one source and one class list can be joined.")
-        return ImageSet(self.source, np.concatenate([self.indices, other.indices]),
-                        np.concatenate([self.labels, other.labels]), self.classes)  # fmt: skip
+        """This set's images and ``other``'s, of the same classes (e.g. train and validation)."""
+        if other.classes != self.classes:
+            raise DataError("Only image sets of one class list can be joined.")
+        labels = np.concatenate([self.labels, other.labels])
+        if other.source is self.source:
+            return ImageSet(self.source, np.concatenate([self.indices, other.indices]), labels, self.classes)
+        return ImageSet(JoinedSource([self, other]), np.arange(len(labels)), labels, self.classes)
 
 
 @dataclass(frozen=True)

@@ -29,24 +29,30 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return min(zip(losses, (abs(math.log(t)) for t in TEMPERATURES), TEMPERATURES))[2]
 
 
-def combined(member_logits: list[torch.Tensor], temperatures: list[float] | torch.Tensor) -> torch.Tensor:
-    """The log of the members' averaged probabilities, each member's logits divided by its temperature."""
-    log_probabilities = [torch.log_softmax(logits.float() / t, 1) for logits, t in zip(member_logits, temperatures)]
-    return torch.logsumexp(torch.stack(log_probabilities), 0) - math.log(len(member_logits))
+def combined(member_logits: list[torch.Tensor], temperatures: list[float] | torch.Tensor,
+             weights: list[float] | torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """The log of the members' averaged probabilities, each member's logits divided by its
+    temperature, weighted by ``weights`` (normalized; default: equal)."""
+    weights = torch.ones(len(member_logits)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    log_weights = torch.log(weights / weights.sum())
+    log_probabilities = [torch.log_softmax(logits.float() / t, 1) + w for logits, t, w in
+                         zip(member_logits, temperatures, log_weights)]  # fmt: skip
+    return torch.logsumexp(torch.stack(log_probabilities), 0)
 
 
 class Ensemble(nn.Module):
     """Several transfer models of the same classes and input as one: :func:`combined` of their
-    outputs at their ``temperatures``. ``preprocessing``: the members' (they share it)."""
+    outputs at their ``temperatures`` and ``weights``. ``preprocessing``: the members' (they share it)."""
 
-    def __init__(self, members: list[nn.Module], temperatures: list[float]):
+    def __init__(self, members: list[nn.Module], temperatures: list[float], weights: list[float] | None = None):
         super().__init__()
         if len(members) != len(temperatures) or len(members) < 2:
             raise ValueError(f"an ensemble needs two members or more, each with a temperature; got {len(members)} "
                              f"members and {len(temperatures)} temperatures.")  # fmt: skip
         self.members = nn.ModuleList(members)
         self.register_buffer("temperatures", torch.tensor(temperatures, dtype=torch.float32))
+        self.register_buffer("weights", torch.tensor(weights or [1.0] * len(members), dtype=torch.float32))
         self.preprocessing = members[0].preprocessing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return combined([member(x) for member in self.members], self.temperatures)
+        return combined([member(x) for member in self.members], self.temperatures, self.weights)

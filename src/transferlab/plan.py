@@ -207,6 +207,9 @@ class Plan:
     pilot: dict = field(default_factory=dict)  # the fine-tuning pilot's validation accuracies and cost
     candidates: tuple[dict, ...] = ()  # with several candidate backbones: the ranking that chose ``backbone``
     learning_curve: tuple[tuple[int, float], ...] = ()  # (images per class, probe accuracy) at the best cut
+    members: tuple[dict, ...] = ()  # a combination checked on the user's images: candidate, strategy, cut,
+    #                                  freeze_bn, weight, temperature (``advisor.decide``); empty: one strategy
+    crossfit: dict = field(default_factory=dict)  # the out-of-fold evidence per candidate, its cost and the reason
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -216,7 +219,7 @@ class Plan:
         known = {f.name for f in fields(Plan)}
         data = {k: v for k, v in data.items() if k in known}  # a plan of an older release keeps what still applies
         data["evidence"] = tuple(CutEvidence(**e) for e in data["evidence"])
-        for name in ("forecasts", "candidates"):
+        for name in ("forecasts", "candidates", "members"):
             data[name] = tuple(data.get(name, ()))
         data["learning_curve"] = tuple(tuple(point) for point in data.get("learning_curve", ()))
         return Plan(**data)

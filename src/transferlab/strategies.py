@@ -62,6 +62,7 @@ class Strategy:
     with_cut: str | None = None  # the strategy a plan for this one becomes when the user sets --cut
     members: tuple[str, ...] = ()  # an ensemble's strategies, each trained with its own defaults (then no stages)
     advised: bool = False  # whether ``auto`` plans it; the others are forecast as evidence only (the study decides)
+    candidate: bool = False  # whether ``auto`` scores it out of fold on the user's own images and may combine it
     recipe: int = 1  # the version of its training recipe: raising it redoes this strategy's runs in a resumed study
 
     def __post_init__(self):
@@ -130,7 +131,7 @@ def advised_options() -> list[str]:
 
 register_strategy(Strategy(
     "head", "frozen body, new head on its final features", epochs=40, lr=PROBE_LR, stages=("head",),
-    trains="the head", anchor="probe_final", with_cut="truncate", options=frozenset({"unlabeled"}),
+    trains="the head", anchor="probe_final", with_cut="truncate", options=frozenset({"unlabeled"}), candidate=True,
 ))
 register_strategy(Strategy(
     "truncate", "early stages frozen, new head on them", epochs=40, lr=PROBE_LR, stages=("head",),
@@ -139,7 +140,7 @@ register_strategy(Strategy(
 register_strategy(Strategy(
     "finetune", "a linear probe first, then everything trains from the pretrained weights (LP-FT)", epochs=8,
     lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True,
-    layer_decay=True, anchor="probe_final",
+    layer_decay=True, anchor="probe_final", candidate=True,
     options=_NETWORK_OPTIONS | {"probe_epochs", "layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength",
                                 "interpolate"},
 ))
@@ -148,6 +149,7 @@ register_strategy(Strategy(
     "computed in closed form: ridge at the strength of the best leave-one-out accuracy", recipe=2, epochs=1,
     lr=PROBE_LR, stages=("multicut",), advised=True,
     trains="the head", cuts="all", options=frozenset({"unlabeled"}), anchor="probe_all", with_cut="truncate",
+    candidate=True,
 ))
 register_strategy(Strategy(
     "ensemble", "multicut and finetune both trained, each calibrated by a temperature fitted on validation, their "

@@ -19,6 +19,7 @@ from ..forecast import Forecaster
 from ..plan import CutEvidence, Plan, make_plan
 from ..prepare import PreparedRun
 from ..strategies import STRATEGIES, applying_to
+from .decide import check_on_own_images
 from .pilot import pilot_finetune
 from .rank import rank_sources, score_source
 
@@ -84,7 +85,7 @@ def unlabeled_text(strategy: str, images: int) -> str:
 def advise_prepared(prepared: PreparedRun, config: TrainConfig, forecaster: Forecaster | None = None) -> Plan:
     """The plan for ``prepared``: its measurements (:func:`measure_prepared`), forecast by
     ``forecaster`` (the shipped one unless given)."""
-    plan = measure_prepared(prepared, config).plan(forecaster)
+    plan = check_on_own_images(prepared, config, measure_prepared(prepared, config).plan(forecaster))
     if prepared.splits.unlabeled is not None:
         plan = dataclasses.replace(plan, explanation=plan.explanation + " " + unlabeled_text(plan.strategy,
                                                                                            len(prepared.splits.unlabeled)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from ..metrics import classification_metrics, evaluate_logits
 from ..plan import Plan
 from ..prepare import PreparedRun
 from ..runlock import OutputLock
-from ..strategies import ALL_CUTS
+from ..strategies import ALL_CUTS, FINAL_CUT
 from ..surgery import TransferModel, body_over, freeze
 from .outputs import write_outputs
 from .stages import STAGES, RunContext, Stage, present_splits
@@ -93,18 +94,43 @@ def bundle_info(prepared: PreparedRun, config: TrainConfig, model: TransferModel
     )  # fmt: skip
 
 
-def ensemble_stage(member_stages: list[Stage]) -> tuple[Stage, list[float]]:
-    """The ensemble of the members' final stages: each member's temperature fitted on its validation
-    logits, the calibrated probabilities averaged on every split; and the temperatures."""
+def ensemble_stage(member_stages: list[Stage], temperatures: list[float] | None = None,
+                   weights: list[float] | None = None) -> tuple[Stage, list[float]]:  # fmt: skip
+    """The ensemble of the members' final stages: the calibrated probabilities averaged (``weights``:
+    default equal) on every split, each member at its given temperature or, without them, one fitted
+    on its validation logits; and the temperatures."""
     last = member_stages[-1]
     for stage in member_stages:
         for split, labels in last.labels.items():
             if not np.array_equal(stage.labels[split], labels):
                 raise RuntimeError(f"the ensemble's members read different {split} images; they cannot be averaged.")
     val_labels = torch.from_numpy(last.labels["val"])
-    temperatures = [fit_temperature(stage.logits["val"], val_labels) for stage in member_stages]
-    logits = {split: combined([stage.logits[split] for stage in member_stages], temperatures) for split in last.logits}
+    temperatures = temperatures or [fit_temperature(stage.logits["val"], val_labels) for stage in member_stages]
+    logits = {split: combined([stage.logits[split] for stage in member_stages], temperatures, weights)
+              for split in last.logits}  # fmt: skip
     return Stage(last.inputs, last.labels, logits, last.history, memory=last.memory), temperatures
+
+
+@dataclass(frozen=True)
+class EnsembleMember:
+    """A member to train: its name (its folder), its strategy's config, and, when the plan fixed
+    them out of fold, its temperature and weight."""
+
+    name: str
+    config: TrainConfig
+    temperature: float | None = None
+    weight: float = 1.0
+
+
+def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None) -> list[EnsembleMember]:
+    """The plan's members (weighted and tempered on the user's images) when it has them, else the
+    table's, each with its own defaults and equal weights."""
+    if plan is not None and plan.members:
+        return [EnsembleMember(m["candidate"], for_strategy(config, m["strategy"], out=str(out / m["candidate"]),
+                                                              cut=None if m["cut"] in (FINAL_CUT, ALL_CUTS) else m["cut"],
+                                                              **({} if m["freeze_bn"] is None else {"freeze_bn": m["freeze_bn"]})),
+                               m["temperature"], m["weight"]) for m in plan.members]  # fmt: skip
+    return [EnsembleMember(name, for_strategy(config, name, out=str(out / name))) for name in config.strategy_entry.members]
 
 
 def _member_report(name: str, cut: str, temperature: float, stage: Stage, classes: tuple[str, ...]) -> dict:
@@ -117,25 +143,31 @@ def _member_report(name: str, cut: str, temperature: float, stage: Stage, classe
             "val_loss": val_loss, f"{split}_balanced_accuracy": balanced}  # fmt: skip
 
 
-def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path) -> tuple[BundleInfo, dict[str, Stage]]:
+def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
+                    plan: Plan | None) -> tuple[BundleInfo, dict[str, Stage]]:  # fmt: skip
     """Each member trained as its own run would be (checkpoints in ``out/<member>``), the ensemble
-    scored and saved; its info and every stage by name, the ensemble's last."""
+    scored and saved; its info and every stage by name (a name two members share: prefixed by the
+    member's), the ensemble's last."""
     members, stages, finals = {}, {}, []
-    for name in config.strategy_entry.members:
-        member_config = for_strategy(config, name, out=str(out / name))
-        model, cut, member_stages = fit_stages(prepared, member_config, out / name)
-        members[name] = (model.eval(), bundle_info(prepared, member_config, model, cut))
-        for stage in member_stages.values():  # each member's times under its own name
-            stage.seconds = {f"{name}_{key}": value for key, value in stage.seconds.items()}
-        stages.update(member_stages)
-        finals.append((name, cut, list(member_stages.values())[-1]))
-    stages["ensemble"], temperatures = ensemble_stage([stage for _, _, stage in finals])
-    reports = [_member_report(name, cut, t, stage, prepared.classes) for (name, cut, stage), t in zip(finals, temperatures)]
+    chosen = ensemble_members(config, out, plan)
+    for member in chosen:
+        model, cut, member_stages = fit_stages(prepared, member.config, out / member.name)
+        members[member.name] = (model.eval(), bundle_info(prepared, member.config, model, cut))
+        for key, stage in member_stages.items():  # each member's times under its own name
+            stage.seconds = {f"{member.name}_{k}": value for k, value in stage.seconds.items()}
+            stages[key if key not in stages else f"{member.name}.{key}"] = stage
+        finals.append((member.name, cut, list(member_stages.values())[-1]))
+    given = [m.temperature for m in chosen] if all(m.temperature is not None for m in chosen) else None
+    weights = [m.weight for m in chosen]
+    stages["ensemble"], temperatures = ensemble_stage([stage for _, _, stage in finals], given, weights)
+    reports = [{**_member_report(name, cut, t, stage, prepared.classes), "weight": w}
+               for (name, cut, stage), t, w in zip(finals, temperatures, weights)]  # fmt: skip
     stages["ensemble"].details["members"] = reports
-    log.info("ensemble of %s at temperatures %s", ", ".join(members), ", ".join(f"{t:.2f}" for t in temperatures))
+    log.info("ensemble of %s at temperatures %s, weights %s", ", ".join(members),
+             ", ".join(f"{t:.2f}" for t in temperatures), ", ".join(f"{w:.2f}" for w in weights))  # fmt: skip
     info = dataclasses.replace(list(members.values())[-1][1], strategy=config.strategy)
     if distributed.is_main():
-        save_ensemble(out / "model", members, temperatures, info)
+        save_ensemble(out / "model", members, temperatures, info, weights)
     return info, stages
 
 
@@ -145,7 +177,7 @@ def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dic
     out.mkdir(parents=True, exist_ok=True)
     backbone = prepared.backbone
     if config.strategy_entry.members:
-        info, stages = _train_ensemble(prepared, config, out)
+        info, stages = _train_ensemble(prepared, config, out, plan)
     else:
         model, cut, stages = fit_stages(prepared, config, out)
         info = bundle_info(prepared, config, model, cut)

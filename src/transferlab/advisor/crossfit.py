@@ -1,0 +1,166 @@
+"""Out-of-fold evidence: every candidate trained as its final run would be, on folds of the user's
+own labelled images, giving class scores for images it never trained on.
+
+The labelled images (training and validation splits together; never the test split) are cut into
+stratified folds: :data:`FOLDS` where data is small, one holdout of :data:`HOLDOUT_PER_CLASS`
+images per class where it is large (:func:`fold_plan`). For each fold a candidate trains on the
+rest - split again into training and validation as a run splits its data, so early stopping and
+interpolation run as they will in the final run - and scores the fold. Each fold's scores are
+saved as they come (``<out>/crossfit/<candidate>/fold-<i>.npz``, keyed by the images and the
+candidate's settings): an interrupted search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig, for_strategy
+from ..data import Dataset, ImageSet, Splits, split_dataset
+from ..plan import CutEvidence
+from ..prepare import PreparedRun
+from ..strategies import ALL_CUTS, FINAL_CUT, STRATEGIES
+from ..trainer.train import fit_stages
+
+log = logging.getLogger(__name__)
+
+FOLDS = 3  # where every labelled image is scored out of fold
+HOLDOUT_PER_CLASS = 30  # above FOLD_LIMIT: one holdout of this many images per class decides
+FOLD_LIMIT = 100  # images per class (median) up to which folds run; above it the holdout
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to train that the search scores: a strategy of the table with its cut and, for one
+    that trains the body, its BatchNorm setting."""
+
+    name: str
+    strategy: str
+    cut: str | None = None  # None: the strategy's default
+    freeze_bn: bool | None = None  # None: the strategy's default
+
+    def config(self, base: TrainConfig, out: Path) -> TrainConfig:
+        """``base`` turned into a run of this candidate writing into ``out``."""
+        changes = {} if self.freeze_bn is None else {"freeze_bn": self.freeze_bn}
+        return for_strategy(base, self.strategy, cut=self.cut, out=str(out), resume=False, tensorboard=None, plan=None,
+                            **changes)  # fmt: skip
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def candidates(evidence: tuple[CutEvidence, ...]) -> list[Candidate]:
+    """The table's candidates: each marked strategy; one that cuts reads the best single cut by the
+    probe (``head``, or its ``with_cut`` strategy at an earlier cut); one that trains the body
+    with BatchNorm statistics frozen and adapted."""
+    best_cut = max(evidence, key=lambda e: e.probe_accuracy).cut if evidence else FINAL_CUT
+    found = []
+    for entry in (s for s in STRATEGIES.values() if s.candidate):
+        if entry.cuts == "final" and best_cut != FINAL_CUT and entry.with_cut:
+            found.append(Candidate(f"{entry.with_cut}@{best_cut}", entry.with_cut, best_cut))
+        elif "freeze_bn" in entry.options:
+            found += [Candidate(entry.name, entry.name, freeze_bn=True),
+                      Candidate(f"{entry.name}-adapted-bn", entry.name, freeze_bn=False)]  # fmt: skip
+        else:
+            found.append(Candidate(entry.name, entry.name))
+    return found
+
+
+def fold_plan(labels: np.ndarray, seed: int) -> list[np.ndarray]:
+    """The positions each fold scores: :data:`FOLDS` stratified folds covering every image, or, above
+    :data:`FOLD_LIMIT` images per class, one stratified holdout of :data:`HOLDOUT_PER_CLASS` per class."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels)
+    holdout = np.median(counts[counts > 0]) > FOLD_LIMIT
+    folds: list[list[int]] = [[] for _ in range(1 if holdout else FOLDS)]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        if holdout:
+            folds[0] += members[: min(HOLDOUT_PER_CLASS, len(members) // 3)].tolist()
+        else:
+            for i, position in enumerate(members):
+                folds[i % FOLDS].append(int(position))
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
+
+
+def _fold_run(prepared: PreparedRun, labelled: ImageSet, scored: np.ndarray, config: TrainConfig) -> PreparedRun:
+    """A run whose test split is the fold and whose training and validation splits are the rest,
+    split as ``config`` splits a run's data."""
+    rest = np.setdiff1d(np.arange(len(labelled)), scored)
+    splits = split_dataset(Dataset("fold", labelled.subset(rest), None), config.val_fraction, seed=config.seed)
+    return PreparedRun(Splits(splits.train, splits.val, labelled.subset(scored)), prepared.backbone, prepared.cache,
+                       0.0, prepared._siblings)  # fmt: skip
+
+
+def _key(labelled: ImageSet, scored: np.ndarray, config: TrainConfig) -> str:
+    """What decides a fold's scores: the images and the candidate's settings (not where it writes)."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "resume", "tensorboard")}
+    text = json.dumps([labelled.fingerprint(), scored.tolist(), settings], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class FoldScores:
+    """A candidate's out-of-fold logits over the scored images (readable ones, fold by fold) and their labels."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    seconds: float  # training time, saved folds counted at what they cost when they ran
+
+
+def score_candidate(prepared: PreparedRun, base: TrainConfig, candidate: Candidate, folds: list[np.ndarray],
+                    out: Path, progress: tqdm | None = None) -> FoldScores:  # fmt: skip
+    """``candidate`` trained on every fold's rest and scored on the fold (saved folds reused)."""
+    labelled = prepared.splits.train.union(prepared.splits.val)
+    logits, labels, seconds = [], [], 0.0
+    for i, scored in enumerate(folds):
+        folder = out / candidate.name
+        config = candidate.config(base, folder / f"fold-{i}")
+        saved, key = folder / f"fold-{i}.npz", _key(labelled, scored, config)
+        record = dict(np.load(saved)) if saved.exists() else {}
+        if record and str(record["key"]) == key:
+            log.info("%s, fold %d: reused %s", candidate.name, i + 1, saved)
+        else:
+            started = time.perf_counter()
+            _, _, stages = fit_stages(_fold_run(prepared, labelled, scored, config), config, Path(config.out))
+            last = list(stages.values())[-1]
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(saved, key=key, logits=last.logits["test"].numpy(), labels=last.labels["test"],
+                     seconds=time.perf_counter() - started)  # fmt: skip
+            record = dict(np.load(saved))
+        logits.append(record["logits"])
+        labels.append(record["labels"])
+        seconds += float(record["seconds"])
+        if progress is not None:
+            progress.update(1)
+    return FoldScores(np.concatenate(logits), np.concatenate(labels), seconds)
+
+
+def cross_fit(prepared: PreparedRun, base: TrainConfig, chosen: list[Candidate], out: Path) -> dict[str, FoldScores]:
+    """Every candidate's out-of-fold scores on ``prepared``'s labelled images (a bar per fold)."""
+    labelled = prepared.splits.train.union(prepared.splits.val)
+    folds = fold_plan(labelled.labels, base.seed)
+    scores = {}
+    with tqdm(total=len(folds) * len(chosen), desc="out-of-fold", unit="fold") as progress:
+        for candidate in chosen:
+            progress.set_postfix_str(candidate.name)
+            scores[candidate.name] = score_candidate(prepared, base, candidate, folds, out, progress)
+    reference = next(iter(scores.values())).labels
+    for name, found in scores.items():
+        if not np.array_equal(found.labels, reference):
+            raise RuntimeError(f"candidate {name} scored other images than the others; the folds cannot be compared.")
+    return scores
+
+
+def fold_cut(candidate: Candidate) -> str:
+    """The cut a candidate reads, in a plan's words."""
+    entry = STRATEGIES[candidate.strategy]
+    return candidate.cut or (ALL_CUTS if entry.cuts == "all" else FINAL_CUT)

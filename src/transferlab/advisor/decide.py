@@ -1,0 +1,115 @@
+"""The default decided on the user's own images: the forecast orders the candidates and is the
+fallback; their out-of-fold scores decide (:mod:`.crossfit`), and the combination is fitted on
+them (:mod:`.combine`).
+
+The plan that comes out trains either one candidate (a plain run of its strategy) or several
+(the table's ensemble, its members weighted and tempered as the out-of-fold scores said). Before
+the search the plan's cost estimate is logged; with ``--time-budget`` below it, or ``0``, the
+forecast decides alone and the plan says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from ..config import TrainConfig, duration_seconds
+from ..plan import Plan
+from ..prepare import PreparedRun
+from ..strategies import STRATEGIES
+from .combine import Combination, combine
+from .crossfit import Candidate, candidates, cross_fit, fold_cut, fold_plan
+
+log = logging.getLogger(__name__)
+
+FROZEN_FOLD_SHARE = 0.5  # a frozen candidate's fold, in pilot epochs: features of its images and a head
+
+
+def ensemble_entry():
+    """The table's combining strategy: the one with members, which ``auto`` plans a combination as."""
+    return next(s for s in STRATEGIES.values() if s.members)
+
+
+def cost_estimate(plan: Plan, chosen: list[Candidate], folds: int, config: TrainConfig) -> float:
+    """Seconds the search should take: each fold of a candidate that trains the body as many pilot
+    epochs as it trains (the pilot timed one), a frozen candidate's fold a fraction of one."""
+    pilot_seconds = plan.pilot.get("seconds", 0.0)
+    share = (folds - 1) / folds if folds > 1 else 1.0
+    total = 0.0
+    for candidate in chosen:
+        entry = STRATEGIES[candidate.strategy]
+        epochs = config.epochs or entry.epochs
+        total += folds * pilot_seconds * (epochs * share if entry.trains_body else FROZEN_FOLD_SHARE)
+    return total
+
+
+def _members(combination: Combination, chosen: list[Candidate]) -> tuple[dict, ...]:
+    by_name = {c.name: c for c in chosen}
+    return tuple({"candidate": name, "strategy": by_name[name].strategy, "cut": fold_cut(by_name[name]),
+                  "freeze_bn": by_name[name].freeze_bn, "weight": combination.weights[name],
+                  "temperature": combination.temperatures[name]} for name in combination.members)  # fmt: skip
+
+
+def _evidence(plan: Plan, combination: Combination, folds: list, estimate: float, seconds: float) -> dict:
+    forecast = {f["option"]: f["accuracy"] for f in plan.forecasts}
+    rows = {name: {**score, "forecast": forecast.get(name.split("@")[0].removesuffix("-adapted-bn")),
+                   "weight": combination.weights.get(name), "temperature": combination.temperatures.get(name)}
+            for name, score in combination.scores.items()}  # fmt: skip
+    return {"folds": len(folds) if len(folds) > 1 else "holdout", "images": int(sum(len(f) for f in folds)),
+            "estimate_seconds": estimate, "seconds": seconds, "reason": combination.reason, "candidates": rows}
+
+
+def _words(combination: Combination, evidence: dict) -> str:
+    scored = ", ".join(f"{name} {row['accuracy']:.3f} [{row['interval'][0]:.3f}, {row['interval'][1]:.3f}]"
+                       for name, row in evidence["candidates"].items())  # fmt: skip
+    how = f"{evidence['folds']} folds" if evidence["folds"] != "holdout" else "a holdout"
+    weights = ", ".join(f"{name} {w:.2f}" for name, w in combination.weights.items() if w > 0)
+    return (f"Checked on your own {evidence['images']} labelled images ({how}, {evidence['seconds']:.0f} s): "
+            f"out-of-fold accuracy {scored}. Chosen: {weights} ({combination.reason}).")
+
+
+def decided_plan(plan: Plan, combination: Combination, chosen: list[Candidate], evidence: dict) -> Plan:
+    """``plan`` carrying out ``combination``: one candidate's strategy, or the ensemble of several."""
+    members = _members(combination, chosen)
+    explanation = f"{plan.explanation} {_words(combination, evidence)}"
+    if len(members) == 1:
+        member, entry = members[0], STRATEGIES[members[0]["strategy"]]
+        freeze_bn = entry.freeze_bn if member["freeze_bn"] is None else member["freeze_bn"]
+        return dataclasses.replace(plan, strategy=entry.name, cut=member["cut"], lr=entry.lr, epochs=entry.epochs,
+                                   freeze_bn=freeze_bn, explanation=explanation, crossfit=evidence, members=())
+    entry = ensemble_entry()
+    return dataclasses.replace(plan, strategy=entry.name, cut=plan.cut if plan.strategy == entry.name else "final",
+                               lr=entry.lr, epochs=entry.epochs, freeze_bn=entry.freeze_bn, explanation=explanation,
+                               crossfit=evidence, members=members)  # fmt: skip
+
+
+def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) -> Plan:
+    """The forecast's ``plan`` checked on the user's labelled images and decided by them, within
+    ``--time-budget``; the forecast's plan, saying why, when the budget does not allow it."""
+    chosen = candidates(plan.evidence)
+    run = prepared.for_backbone(plan.backbone)
+    labelled = run.splits.train.union(run.splits.val)
+    folds = fold_plan(labelled.labels, config.seed)
+    estimate = cost_estimate(plan, chosen, len(folds), config)
+    budget = duration_seconds(config.time_budget) if config.time_budget is not None else None
+    log.info("checking %d candidates on your images (%s): about %.0f s estimated%s", len(chosen),
+             f"{len(folds)} folds" if len(folds) > 1 else "a holdout", estimate,
+             "" if budget is None else f", budget {budget:.0f} s")  # fmt: skip
+    if budget is not None and estimate > budget:
+        why = (f"Not checked on your images: the estimate ({estimate:.0f} s) exceeds --time-budget {config.time_budget}; "
+               "the forecast decided.")  # fmt: skip
+        return dataclasses.replace(plan, explanation=f"{plan.explanation} {why}",
+                                   crossfit={"estimate_seconds": estimate, "reason": why})  # fmt: skip
+    started = time.perf_counter()
+    base = dataclasses.replace(config, backbone=plan.backbone, resolution=plan.resolution)
+    scores = cross_fit(run, base, chosen, Path(config.out) / "crossfit")
+    labels = next(iter(scores.values())).labels
+    reference = dict.fromkeys(ensemble_entry().members, 1.0)
+    combination = combine({name: s.logits for name, s in scores.items()}, labels, reference)
+    evidence = _evidence(plan, combination, folds, estimate, time.perf_counter() - started)
+    log.info("out of fold: %s; weights %s (%s)", ", ".join(f"{n} {r['accuracy']:.3f}" for n, r in
+             evidence["candidates"].items()), combination.weights, combination.reason)  # fmt: skip
+    return decided_plan(plan, combination, chosen, evidence)
+
