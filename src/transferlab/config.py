@@ -171,6 +171,8 @@ class TrainConfig:
                "interpolate", f"{INTERPOLATE_AUTO}, {INTERPOLATE_NONE} or a number in [0, 1]", self.interpolate)
         _check(self.time_budget is None or duration_seconds(self.time_budget) is not None, "time_budget",
                "a duration such as 90s, 10m or 1h", self.time_budget)  # fmt: skip
+        if self.time_budget is not None and self.strategy != AUTO:
+            raise ConfigError(f"--time-budget goes with --strategy auto, got --strategy {self.strategy}.")
         if self.plan and self.strategy != AUTO:
             raise ConfigError(f"--plan goes with --strategy auto, got --strategy {self.strategy}.")
         _check_options(self)
@@ -269,12 +271,12 @@ def _check_options(config: TrainConfig) -> None:
 
 def for_strategy(config: TrainConfig, strategy: str, **changes) -> TrainConfig:
     """``config`` turned into a run of ``strategy`` (with ``changes``): the options that do not apply
-    to it go back to their defaults, each said in a warning."""
+    to it go back to their defaults, each said in a warning; ``auto``'s time budget is spent."""
     entry = get_strategy(strategy)
     dropped = {name: _DEFAULTS[name] for name in _set_options(config) if name not in entry.options and name not in changes}
     for name in dropped:
         log.warning("%s does not apply to %s: left out", flag(name), strategy)
-    return dataclasses.replace(config, strategy=strategy, **{**dropped, **changes})
+    return dataclasses.replace(config, strategy=strategy, time_budget=None, **{**dropped, **changes})
 
 
 def _check(ok: bool, name: str, expected: str, got) -> None:

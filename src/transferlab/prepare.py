@@ -49,11 +49,16 @@ class PreparedRun:
         run._siblings.update({name: run for name, sibling in self._siblings.items() if sibling is self})
         return run
 
-    def without_test(self) -> PreparedRun:
-        """The same run without its test split (what the advisor's pilot may see), sharing the weights' digest."""
-        run = PreparedRun(Splits(self.splits.train, self.splits.val, None), self.backbone, self.cache, 0.0, self._siblings)
+    def with_splits(self, splits: Splits) -> PreparedRun:
+        """The same backbone and cache over other splits (a fold of the out-of-fold search), sharing the
+        weights' digest."""
+        run = PreparedRun(splits, self.backbone, self.cache, 0.0, self._siblings)
         run.__dict__["weights_digest"] = self.weights_digest  # the cached property, hashed once per run
         return run
+
+    def without_test(self) -> PreparedRun:
+        """The same run without its test split (what the advisor's pilot may see)."""
+        return self.with_splits(Splits(self.splits.train, self.splits.val, None))
 
     @functools.cached_property
     def weights_digest(self) -> str:

@@ -16,8 +16,8 @@ def advised(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("advise")
     data = write_folder(root / "d", per_class=12)
-    plan = tl.advise(str(data), measure_per_class=12, resolution=32, cache_dir=str(root / "cache"))
-    return root, data, plan
+    plan = tl.advise(str(data), measure_per_class=12, resolution=32, cache_dir=str(root / "cache"), time_budget="0")
+    return root, data, plan  # the forecast's plan (checked on the images: tests/advisor/test_decide.py)
 
 
 def test_advise_measures_every_cut_pilots_and_explains(advised):
@@ -87,7 +87,7 @@ def test_auto_carries_out_a_saved_plan(advised, tmp_path):
 
 def test_samples_per_class_sets_the_data_size(tiny_fashion_dir, tmp_path):
     plan = tl.advise("fashion-mnist", data_dir=str(tiny_fashion_dir), measure_per_class=4, resolution=32,
-                     cache_dir=str(tmp_path / "c"), samples_per_class=3)  # fmt: skip
+                     cache_dir=str(tmp_path / "c"), samples_per_class=3, time_budget="0")  # fmt: skip
     assert plan.images_per_class == 3
 
 

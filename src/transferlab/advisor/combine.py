@@ -3,7 +3,7 @@
 Each candidate's temperature is fitted on its out-of-fold logits (every labelled image, never a
 handful of validation images); member weights come from greedy ensemble selection with
 replacement on the tempered probabilities, minimizing log loss (Caruana et al., "Ensemble
-selection from libraries of models", ICML 2004). The selection replaces the equal-weight
+selection from libraries of models", ICML 2004); a member below :data:`MIN_WEIGHT` is dropped. The selection replaces the equal-weight
 reference (today's ``ensemble``) only where a paired bootstrap over the labelled images says its
 log loss is lower with :data:`CONFIDENCE`; and the best single candidate replaces whatever was
 chosen where the bootstrap says it is more accurate with the same confidence. So a member can
@@ -22,6 +22,7 @@ from ..ensemble import fit_temperature
 SELECTION_ROUNDS = 20  # greedy steps: weights are multiples of 1/20
 BOOTSTRAP_DRAWS = 2000
 CONFIDENCE = 0.9  # the share of bootstrap draws that must favour a departure from the reference
+MIN_WEIGHT = 0.15  # a member below it is dropped: it would cost a whole training and network for a trace of gain
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -106,7 +107,7 @@ def combine(logits: dict[str, np.ndarray], labels: np.ndarray, reference: dict[s
     tempered = {name: log_softmax(np.asarray(values, dtype=np.float64) / temperatures[name])
                 for name, values in logits.items()}  # fmt: skip
     reference = normalized({name: reference.get(name, 0.0) for name in logits})
-    selected = greedy_selection(tempered, labels)
+    selected = normalized({name: w if w >= MIN_WEIGHT else 0.0 for name, w in greedy_selection(tempered, labels).items()})
     gain = image_losses(mixture(tempered, reference), labels) - image_losses(mixture(tempered, selected), labels)
     share = bootstrap_share(gain)
     if share >= CONFIDENCE:

@@ -6,8 +6,9 @@ stratified folds: :data:`FOLDS` where data is small, one holdout of :data:`HOLDO
 images per class where it is large (:func:`fold_plan`). For each fold a candidate trains on the
 rest - split again into training and validation as a run splits its data, so early stopping and
 interpolation run as they will in the final run - and scores the fold. Each fold's scores are
-saved as they come (``<out>/crossfit/<candidate>/fold-<i>.npz``, keyed by the images and the
-candidate's settings): an interrupted search resumes where it stopped.
+saved as they come (``<cache>/crossfit/<images>/<candidate>/fold-<i>.npz``, keyed by the images
+and the candidate's settings): an interrupted search resumes where it stopped, and ``advise``
+then ``train`` on the same images score each fold once.
 """
 
 from __future__ import annotations
@@ -96,8 +97,7 @@ def _fold_run(prepared: PreparedRun, labelled: ImageSet, scored: np.ndarray, con
     split as ``config`` splits a run's data."""
     rest = np.setdiff1d(np.arange(len(labelled)), scored)
     splits = split_dataset(Dataset("fold", labelled.subset(rest), None), config.val_fraction, seed=config.seed)
-    return PreparedRun(Splits(splits.train, splits.val, labelled.subset(scored)), prepared.backbone, prepared.cache,
-                       0.0, prepared._siblings)  # fmt: skip
+    return prepared.with_splits(Splits(splits.train, splits.val, labelled.subset(scored)))
 
 
 def _key(labelled: ImageSet, scored: np.ndarray, config: TrainConfig) -> str:

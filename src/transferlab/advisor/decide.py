@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 from ..config import TrainConfig, duration_seconds
 from ..plan import Plan
@@ -104,7 +103,7 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
                                    crossfit={"estimate_seconds": estimate, "reason": why})  # fmt: skip
     started = time.perf_counter()
     base = dataclasses.replace(config, backbone=plan.backbone, resolution=plan.resolution)
-    scores = cross_fit(run, base, chosen, Path(config.out) / "crossfit")
+    scores = cross_fit(run, base, chosen, config.cache_root / "crossfit" / labelled.fingerprint())
     labels = next(iter(scores.values())).labels
     reference = dict.fromkeys(ensemble_entry().members, 1.0)
     combination = combine({name: s.logits for name, s in scores.items()}, labels, reference)

@@ -171,6 +171,15 @@ def _per_class_table(per_class: dict) -> tuple[list[str], list[list]]:
     return header, [[name, m["precision"], m["recall"], m["f1"], m["support"]] for name, m in per_class.items()]
 
 
+def _crossfit_table(evidence: dict) -> tuple[list[str], list[list]]:
+    """Each candidate's out-of-fold accuracy with its 90% interval, log loss, forecast, weight and temperature."""
+    header = ["candidate", "accuracy", "90% interval", "log loss", "forecast", "weight", "temperature"]
+    rows = [[name, row["accuracy"], f"{row['interval'][0]:.3f} - {row['interval'][1]:.3f}", row["log_loss"],
+             "-" if row.get("forecast") is None else row["forecast"], "-" if row.get("weight") is None else row["weight"],
+             "-" if row.get("temperature") is None else row["temperature"]] for name, row in evidence["candidates"].items()]
+    return header, rows  # fmt: skip
+
+
 def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
     split = metrics["evaluated_on"]
     counts = np.asarray(metrics["confusion_matrix"])
@@ -209,6 +218,8 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
             [[e["cut"], e["channels"], e["probe_accuracy"], e["random_probe_accuracy"], e["logme"],
               e["batchnorm_gap"] if e["batchnorm_gap"] is not None else "-"] for e in plan["evidence"]],
         )  # fmt: skip
+        if plan.get("crossfit", {}).get("candidates"):
+            tables["Checked on your images: out-of-fold scores"] = _crossfit_table(plan["crossfit"])
     tables["Settings"] = (["setting", "value"], [[k, v] for k, v in metrics["config"].items()])
     write_report(out / "report.html", f"transferlab train: {metrics['strategy']} on {metrics['config']['data']}",
                  summary, images, {"skipped": metrics["skipped"]} if metrics["skipped"] else None, tables)  # fmt: skip

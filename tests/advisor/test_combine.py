@@ -1,0 +1,75 @@
+"""The combination fitted on out-of-fold scores: constructed scores where the right answer is known."""
+
+import numpy as np
+import pytest
+
+from transferlab.advisor.combine import (
+    bootstrap_share,
+    combine,
+    greedy_selection,
+    log_softmax,
+    mixture,
+)
+
+CLASSES = 4
+
+
+def scores(labels: np.ndarray, accuracy: float, confidence: float, seed: int) -> np.ndarray:
+    """Logits right on about ``accuracy`` of the images, ``confidence`` above the others where they point."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 0.3, (len(labels), CLASSES))
+    right = rng.random(len(labels)) < accuracy
+    pointed = np.where(right, labels, (labels + rng.integers(1, CLASSES, len(labels))) % CLASSES)
+    logits[np.arange(len(labels)), pointed] += confidence
+    return logits
+
+
+LABELS = np.arange(400) % CLASSES
+
+
+def test_a_clearly_worse_member_gets_weight_zero_and_the_better_one_decides():
+    logits = {"good": scores(LABELS, 0.9, 3.0, 0), "poor": scores(LABELS, 0.55, 3.0, 1)}
+    combination = combine(logits, LABELS, {"good": 1.0, "poor": 1.0})
+    assert combination.weights == {"good": 1.0, "poor": 0.0}
+    assert combination.members == ["good"]
+    assert combination.scores["combination"]["accuracy"] >= combination.scores["good"]["accuracy"] - 1e-9
+
+
+def test_equal_members_keep_the_reference_weights_noise_alone_moves_nothing():
+    logits = {"a": scores(LABELS, 0.8, 2.0, 2), "b": scores(LABELS, 0.8, 2.0, 3)}
+    combination = combine(logits, LABELS, {"a": 1.0, "b": 1.0})
+    assert combination.weights == {"a": 0.5, "b": 0.5}
+    assert "kept the reference" in combination.reason
+
+
+def test_two_complementary_members_are_both_kept():
+    labels = LABELS
+    a, b = scores(labels, 0.75, 2.0, 4), scores(labels, 0.75, 2.0, 5)
+    combination = combine({"a": a, "b": b, "poor": scores(labels, 0.3, 2.0, 6)}, labels, {"a": 1.0, "poor": 1.0})
+    assert combination.weights["poor"] == 0.0 and combination.weights["a"] > 0 and combination.weights["b"] > 0
+    assert combination.scores["combination"]["log_loss"] < min(combination.scores[n]["log_loss"] for n in ("a", "b"))
+    single = max(combination.scores[n]["accuracy"] for n in ("a", "b"))
+    assert combination.scores["combination"]["accuracy"] >= single - 0.02
+
+
+def test_six_perfect_validation_images_do_not_set_a_temperature_the_out_of_fold_scores_do():
+    """The failure the issue saw: a member sharp and perfect on six images, wrong often elsewhere.
+    Its temperature comes from every labelled image, so it is calibrated for its errors."""
+    sharp = scores(LABELS, 0.67, 12.0, 7)  # overconfident: 67% right, always very sure
+    calm = scores(LABELS, 0.81, 2.0, 8)
+    combination = combine({"sharp": sharp, "calm": calm}, LABELS, {"sharp": 1.0, "calm": 1.0})
+    assert combination.temperatures["sharp"] > 3.0  # softened, not sharpened to 0.05
+    assert combination.scores["combination"]["accuracy"] >= combination.scores["calm"]["accuracy"] - 0.01
+
+
+def test_greedy_selection_starts_from_the_best_and_mixture_is_a_distribution():
+    logits = {"a": log_softmax(scores(LABELS, 0.9, 3.0, 0)), "b": log_softmax(scores(LABELS, 0.5, 3.0, 1))}
+    weights = greedy_selection(logits, LABELS, rounds=10)
+    assert weights["a"] >= 0.9 and sum(weights.values()) == pytest.approx(1.0)
+    assert np.exp(mixture(logits, {"a": 0.3, "b": 0.7})).sum(1) == pytest.approx(np.ones(len(LABELS)))
+
+
+def test_paired_bootstrap_share():
+    assert bootstrap_share(np.full(50, 0.1)) == 1.0
+    assert bootstrap_share(np.full(50, -0.1)) == 0.0
+    assert 0.2 < bootstrap_share(np.random.default_rng(0).normal(0, 1, 400)) < 0.8

@@ -1,0 +1,114 @@
+"""The default decided on the user's own images: candidates scored out of fold, resumed, combined,
+and the plan that carries the combination out; the time budget."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run, write_folder
+
+import transferlab as tl
+from transferlab.advisor import crossfit
+from transferlab.advisor.decide import ensemble_entry
+from transferlab.advisor.crossfit import FOLDS, HOLDOUT_PER_CLASS, Candidate, candidates, fold_plan
+from transferlab.config import TrainConfig
+from transferlab.plan import CutEvidence
+from transferlab.prepare import prepare
+from transferlab.strategies import STRATEGIES
+
+
+def _evidence(best: str) -> tuple[CutEvidence, ...]:
+    return tuple(CutEvidence(cut, 8, 0.9 if cut == best else 0.5, 0.3, 0.0, None) for cut in ("blocks.0", "final"))
+
+
+def test_candidates_are_the_tables_marked_strategies_with_the_best_single_cut_and_both_batchnorm_settings():
+    at_final = {c.name: c for c in candidates(_evidence("final"))}
+    assert set(at_final) == {"head", "multicut", "finetune", "finetune-adapted-bn"}
+    assert at_final["finetune"].freeze_bn is True and at_final["finetune-adapted-bn"].freeze_bn is False
+    earlier = {c.name: c for c in candidates(_evidence("blocks.0"))}
+    assert earlier["truncate@blocks.0"] == Candidate("truncate@blocks.0", "truncate", "blocks.0")
+    assert {c.strategy for c in candidates(_evidence("final"))} == {n for n, s in STRATEGIES.items() if s.candidate}
+
+
+def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_a_holdout_above_it():
+    labels = np.repeat(np.arange(3), 10)
+    folds = fold_plan(labels, seed=0)
+    assert len(folds) == FOLDS and sorted(np.concatenate(folds).tolist()) == list(range(30))
+    assert all(np.bincount(labels[f], minlength=3).min() >= 3 for f in folds)
+    large = np.repeat(np.arange(2), 150)
+    (holdout,) = fold_plan(large, seed=0)
+    assert np.bincount(large[holdout]).tolist() == [HOLDOUT_PER_CLASS, HOLDOUT_PER_CLASS]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("decide")
+    return root, write_folder(root / "d", per_class=9)
+
+
+def test_out_of_fold_scores_cover_every_labelled_image_and_an_interrupted_search_resumes(folder, monkeypatch):
+    root, data = folder
+    config = TrainConfig(data=str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(root / "cache"))
+    prepared = prepare(config)
+    chosen = [Candidate("head", "head"), Candidate("multicut", "multicut")]
+    first = crossfit.cross_fit(prepared, config, chosen, root / "folds")
+    assert set(first) == {"head", "multicut"}
+    assert len(first["head"].labels) == 27 and first["head"].logits.shape == (27, 3)  # train + val, never test
+    (root / "folds" / "multicut" / "fold-1.npz").unlink()  # as if stopped during that fold
+    trained = []
+    real = crossfit.fit_stages
+    monkeypatch.setattr(crossfit, "fit_stages", lambda run, cfg, out: trained.append(cfg.strategy) or real(run, cfg, out))
+    second = crossfit.cross_fit(prepared, config, chosen, root / "folds")
+    assert trained == ["multicut"]  # only the missing fold ran again
+    assert np.allclose(second["head"].logits, first["head"].logits)
+    assert np.allclose(second["multicut"].logits, first["multicut"].logits, atol=1e-4)
+
+
+def test_auto_trains_what_the_out_of_fold_scores_chose_and_reports_them(folder):
+    root, data = folder
+    result = tl.train(str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(root / "cache"),
+                      out=str(root / "run"))  # fmt: skip
+    plan = result.plan
+    evidence = plan.crossfit
+    assert evidence["folds"] == FOLDS and evidence["images"] == 27
+    assert set(evidence["candidates"]) == {*(c.name for c in candidates(plan.evidence)), "combination"}
+    weights = {name: row["weight"] for name, row in evidence["candidates"].items() if name != "combination"}
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert "Checked on your own 27 labelled images" in plan.explanation
+    chosen = [name for name, w in weights.items() if w > 0]
+    if len(chosen) > 1:
+        assert plan.members and [m["candidate"] for m in plan.members] == chosen
+        saved = json.loads((root / "run" / "model" / "bundle.json").read_text())
+        assert [m["weight"] for m in saved["members"]] == pytest.approx([weights[n] for n in chosen])
+    else:
+        assert not plan.members and plan.strategy == STRATEGIES[chosen[0].split("@")[0].removesuffix("-adapted-bn")].name
+    assert json.loads((root / "run" / "plan.json").read_text())["crossfit"]["folds"] == FOLDS
+
+
+def test_a_time_budget_below_the_estimate_leaves_the_decision_to_the_forecast_and_says_so(folder):
+    root, data = folder
+    plan = tl.advise(str(data), resolution=32, epochs=1, cache_dir=str(root / "cache"), time_budget="1s")
+    assert not plan.members and "exceeds --time-budget 1s; the forecast decided" in plan.explanation
+    assert plan.crossfit["estimate_seconds"] > 1
+
+
+def test_a_weighted_plan_with_two_members_of_one_strategy_trains_both_without_overwriting_stages(folder):
+    root, data = folder
+    plan = tl.advise(str(data), resolution=32, epochs=1, cache_dir=str(root / "cache"), time_budget="0")
+    members = tuple({"candidate": name, "strategy": "finetune", "cut": "final", "freeze_bn": freeze, "weight": w,
+                     "temperature": 1.0} for name, freeze, w in (("finetune", True, 0.7), ("finetune-adapted-bn", False, 0.3)))
+    plan = dataclasses.replace(plan, strategy=ensemble_entry().name, cut="final", members=members)
+    plan.save(root / "two.json")
+    result = tl.train(str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(root / "cache"),
+                      out=str(root / "two"), plan=str(root / "two.json"))  # fmt: skip
+    assert {"probe_history", "finetune-adapted-bn.probe_history"} <= set(result.metrics), sorted(result.metrics)
+    assert [(r["strategy"], r["weight"], r["temperature"]) for r in result.metrics["members"]] == [
+        ("finetune", 0.7, 1.0), ("finetune-adapted-bn", 0.3, 1.0)]
+    model = tl.load(root / "two" / "model")
+    assert model.predict([str(next((data / "red").iterdir()))], top_k=1)
+
+
+def test_a_time_budget_that_is_not_a_duration_is_one_line(tmp_path):
+    assert_one_line_error(run("train", str(tmp_path), "--time-budget", "soon", cache=tmp_path),
+                          "--time-budget must be a duration such as 90s, 10m or 1h, got soon")
