@@ -11,8 +11,9 @@ from pathlib import Path
 
 
 def arguments(doc: str, out: str, data: tuple[str, ...], seeds: tuple[int, ...],
-              sizes: tuple[int, ...] | None = None) -> argparse.Namespace:  # fmt: skip
-    """The benchmark's options (``--sizes`` only when it has ``sizes``); ``--out`` made."""
+              sizes: tuple[int, ...] | None = None, study: str | None = None) -> argparse.Namespace:  # fmt: skip
+    """The benchmark's options (``--sizes`` only when it has ``sizes``, ``--study`` a study's folder
+    to judge against only when it has ``study``); ``--out`` made."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", default=out)
     parser.add_argument("--cache-dir")
@@ -20,6 +21,8 @@ def arguments(doc: str, out: str, data: tuple[str, ...], seeds: tuple[int, ...],
     if sizes is not None:
         parser.add_argument("--sizes", nargs="+", type=int, default=list(sizes))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(seeds))
+    if study is not None:
+        parser.add_argument("--study", default=study)
     parser.add_argument("--report", action="store_true", help="only print the tables of the finished runs")
     args = parser.parse_args()
     args.out = Path(args.out)

@@ -109,3 +109,14 @@ def test_the_check_finds_a_comparison_when_there_is_one():
     assert _COMPARED.search('if config.strategy == "scratch":')
     assert _COMPARED.search('head = config.strategy in ("head", "truncate")')
     assert not _COMPARED.search('config = for_strategy(config, "finetune")')
+
+
+def test_a_stage_name_unknown_or_registered_twice_is_refused_in_one_line():
+    from transferlab.errors import ConfigError
+    from transferlab.trainer.stages import register_stage, stage_function
+
+    with pytest.raises(ConfigError, match=r"no training stage is named 'heda'; the known ones: head, probe"):
+        stage_function("heda")
+    with pytest.raises(ValueError, match="a training stage named 'head' is registered already"):
+        register_stage("head", stage_function("probe"))
+    assert stage_function("head") is STAGES["head"]

@@ -30,7 +30,7 @@ from .. import distributed
 from ..config import INTERPOLATE_NONE, TrainConfig
 from ..data import ImageSet, per_class_subset
 from ..engines import Bfloat16, int8_recipe, onnx_runner
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..features import (
     Features,
     cached_features,
@@ -350,6 +350,13 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
 
 STAGES: dict[str, StageFunction] = {"head": head_stage, "probe": probe_stage, "multicut": multicut_stage,
                                      "network": network_stage}  # fmt: skip
+
+
+def stage_function(name: str) -> StageFunction:
+    """The training stage registered as ``name``; a one-line ConfigError listing the known ones otherwise."""
+    if name not in STAGES:
+        raise ConfigError(f"no training stage is named {name!r}; the known ones: {', '.join(STAGES)}.")
+    return STAGES[name]
 
 
 def register_stage(name: str, function: StageFunction) -> StageFunction:

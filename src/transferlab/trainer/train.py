@@ -32,7 +32,7 @@ from ..runlock import OutputLock
 from ..strategies import ALL_CUTS, FINAL_CUT
 from ..surgery import TransferModel, body_over, freeze
 from .outputs import write_outputs
-from .stages import STAGES, RunContext, Stage, present_splits
+from .stages import RunContext, Stage, present_splits, stage_function
 from .tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def fit_stages(prepared: PreparedRun, config: TrainConfig, out: Path) -> tuple[T
     context, stages = RunContext(out, board), {}
     try:
         for name in config.strategy_entry.stages:
-            stages[name] = STAGES[name](model, prepared, cut, config, context)
+            stages[name] = stage_function(name)(model, prepared, cut, config, context)
     finally:
         if board is not None:
             board.close()

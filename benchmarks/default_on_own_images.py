@@ -1,0 +1,107 @@
+"""The default decided on the user's own images, judged against every option of a study on the same splits.
+
+For each cell and seed a study finished (``transferlab study --pool colour --out runs/study-colour``),
+``transferlab train DATA`` with nothing but the study's data flags (``--resolution R
+--samples-per-class N --test-per-class T --seed S``) runs the default: measuring, the out-of-fold
+check, training. Its test balanced accuracy is set beside the study's options on the same split
+(the study's ``head``, ``truncate`` at every cut, ``finetune``, ``multicut``, ``scratch``,
+``ensemble``): regret against the best of them, and against always-``ensemble`` (today's safe
+choice), always-``head`` and always-``finetune``; plus what the default cost against
+always-``ensemble``'s training. One JSON file per run in --out; a rerun resumes.
+
+    python benchmarks/default_on_own_images.py --study runs/study-colour --out runs/default-own \\
+        --cache-dir /tmp/study-cache --sizes 5 10 --seeds 0
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from resumable import arguments, record
+
+import transferlab as tl
+
+BASELINES = ("ensemble", "head", "finetune", "multicut")
+
+
+def study_runs(cell_seed: Path) -> dict[str, dict]:
+    """The study's finished runs of one seed: run folder name -> its result and config."""
+    runs = {}
+    for path in sorted(cell_seed.glob("*/study-run.json")):
+        saved = json.loads(path.read_text())
+        runs[path.parent.name] = {**saved["result"], "config": saved["config"]}
+    return runs
+
+
+def run_default(config: dict, data: str, seed: int, out: Path, cache_dir: str | None) -> dict:
+    started = time.perf_counter()
+    result = tl.train(data, resolution=config["resolution"], samples_per_class=config["samples_per_class"],
+                      test_per_class=config["test_per_class"], seed=seed, out=str(out), cache_dir=cache_dir)  # fmt: skip
+    crossfit = (result.plan.crossfit or {}) if result.plan else {}
+    return {"balanced_accuracy": result.metrics["balanced_accuracy"], "seconds": time.perf_counter() - started,
+            "strategy": result.plan.strategy, "members": list(result.plan.members),
+            "crossfit_seconds": crossfit.get("seconds"), "reason": crossfit.get("reason")}  # fmt: skip
+
+
+def cell_rows(args, study: Path) -> list[dict]:
+    rows = []
+    for cell in sorted(p for p in study.iterdir() if p.is_dir() and "@" in p.name):
+        data, size = cell.name.rsplit("@", 1)
+        if args.data and data not in args.data or int(size) not in args.sizes:
+            continue
+        for seed in args.seeds:
+            runs = study_runs(cell / f"seed{seed}")
+            if "ensemble-final" not in runs:
+                continue  # the study has not finished this seed
+            path = args.out / f"{cell.name}-seed{seed}.json"
+            if not args.report:
+                record(path, lambda: run_default(runs["head-final"]["config"], data, seed,
+                                                 args.out / "runs" / f"{cell.name}-seed{seed}", args.cache_dir))  # fmt: skip
+            if path.exists():
+                rows.append({"cell": cell.name, "seed": seed, "default": json.loads(path.read_text()), "runs": runs})
+    return rows
+
+
+def option_of(run_name: str) -> str:
+    return run_name.split("-")[0]
+
+
+def regrets(row: dict) -> dict[str, float]:
+    scores = {name: r["balanced_accuracy"] for name, r in row["runs"].items()}
+    best = max(max(scores.values()), row["default"]["balanced_accuracy"])
+    found = {"default": best - row["default"]["balanced_accuracy"]}
+    for option in BASELINES:
+        name = next(n for n in scores if option_of(n) == option)
+        found[f"always {option}"] = best - scores[name]
+    return {k: 100 * v for k, v in found.items()}
+
+
+def main() -> None:
+    args = arguments(__doc__, "runs/default-own", (), (0,), sizes=(5, 10, 30), study="runs/study-colour")
+    study = Path(args.study)
+    rows = cell_rows(args, study)
+    if not rows:
+        print("no finished study cells to judge against yet")
+        return
+    table = [(row, regrets(row)) for row in rows]
+    rules = list(table[0][1])
+    print("| cell | seed | default's choice | " + " | ".join(rules) + " | cost vs always ensemble |")
+    print("|---|---|---|" + "---|" * (len(rules) + 1))
+    for row, regret in table:
+        members = row["default"]["members"]
+        choice = ", ".join(f"{m['candidate']} {m['weight']:.2f}" for m in members) or row["default"]["strategy"]
+        ensemble_seconds = sum(r["seconds"] for n, r in row["runs"].items() if option_of(n) in ("multicut", "finetune"))
+        cost = row["default"]["seconds"] / ensemble_seconds if ensemble_seconds else float("nan")
+        print(f"| {row['cell']} | {row['seed']} | {choice} | " + " | ".join(f"{regret[r]:.2f}" for r in rules)
+              + f" | {cost:.1f}x |")  # fmt: skip
+    print()
+    for rule in rules:
+        values = np.asarray([regret[rule] for _, regret in table])
+        print(f"{rule}: mean regret {values.mean():.2f}, worst {values.max():.2f} points ({len(values)} runs)")
+
+
+if __name__ == "__main__":
+    main()
