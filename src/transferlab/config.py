@@ -66,8 +66,9 @@ class TrainConfig:
     data: str = option(None, f"a folder root/<class>/<image> (or root/train/..., root/test/...), a CSV of path,label, "
                              f"or a built-in data set: {', '.join(CATALOG)}")  # fmt: skip
     out: str = option("runs/latest", "output folder")
-    strategy: str = option(AUTO, "auto: measure the data, show the evidence and each option's forecast, then train the "
-                                 "better forecast of multicut and ensemble (the study: docs/advisor.md)",
+    strategy: str = option(AUTO, "auto: measure the data and forecast each option, check the candidates on your own "
+                                 "images out of fold, train what they chose (one, or several weighted; "
+                                 "docs/advisor.md)",
                            choices=(*STRATEGIES, AUTO))  # fmt: skip
     backbone: str = option("efficientnet_lite0", "registered, timm or torchvision name, or a model folder")
     backbones: tuple[str, ...] = option((), "auto, advise, rank: candidate backbones, comma-separated ('a,b'); the advisor "
