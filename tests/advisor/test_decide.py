@@ -112,3 +112,17 @@ def test_a_weighted_plan_with_two_members_of_one_strategy_trains_both_without_ov
 def test_a_time_budget_that_is_not_a_duration_is_one_line(tmp_path):
     assert_one_line_error(run("train", str(tmp_path), "--time-budget", "soon", cache=tmp_path),
                           "--time-budget must be a duration such as 90s, 10m or 1h, got soon")
+
+
+def test_a_fine_tuning_candidate_clearly_behind_on_the_first_fold_runs_no_more_folds_a_frozen_one_stays():
+    labels = np.arange(60) % 3
+
+    def record(right: int) -> dict:
+        logits = np.zeros((60, 3))
+        logits[np.arange(60), np.where(np.arange(60) < right, labels, (labels + 1) % 3)] = 1.0
+        return {"logits": logits, "labels": labels}
+
+    first = {"multicut": record(55), "head": record(20), "finetune": record(50), "finetune-adapted-bn": record(25)}
+    chosen = [Candidate("head", "head"), Candidate("multicut", "multicut"), Candidate("finetune", "finetune", freeze_bn=True),
+              Candidate("finetune-adapted-bn", "finetune", freeze_bn=False)]  # fmt: skip
+    assert crossfit.raced_out(first, chosen) == ["finetune-adapted-bn"]

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 FOLDS = 3  # where every labelled image is scored out of fold
 HOLDOUT_PER_CLASS = 30  # above FOLD_LIMIT: one holdout of this many images per class decides
 FOLD_LIMIT = 100  # images per class (median) up to which folds run; above it the holdout
+RACE_STANDARD_ERRORS = 2.0  # how far behind the best on the first fold a fine-tuning candidate stops
 
 
 @dataclass(frozen=True)
@@ -116,43 +117,64 @@ class FoldScores:
     seconds: float  # training time, saved folds counted at what they cost when they ran
 
 
-def score_candidate(prepared: PreparedRun, base: TrainConfig, candidate: Candidate, folds: list[np.ndarray],
-                    out: Path, progress: tqdm | None = None) -> FoldScores:  # fmt: skip
-    """``candidate`` trained on every fold's rest and scored on the fold (saved folds reused)."""
-    labelled = prepared.splits.train.union(prepared.splits.val)
-    logits, labels, seconds = [], [], 0.0
-    for i, scored in enumerate(folds):
-        folder = out / candidate.name
-        config = candidate.config(base, folder / f"fold-{i}")
-        saved, key = folder / f"fold-{i}.npz", _key(labelled, scored, config)
-        record = dict(np.load(saved)) if saved.exists() else {}
-        if record and str(record["key"]) == key:
-            log.info("%s, fold %d: reused %s", candidate.name, i + 1, saved)
-        else:
-            started = time.perf_counter()
-            _, _, stages = fit_stages(_fold_run(prepared, labelled, scored, config), config, Path(config.out))
-            last = list(stages.values())[-1]
-            folder.mkdir(parents=True, exist_ok=True)
-            np.savez(saved, key=key, logits=last.logits["test"].numpy(), labels=last.labels["test"],
-                     seconds=time.perf_counter() - started)  # fmt: skip
-            record = dict(np.load(saved))
-        logits.append(record["logits"])
-        labels.append(record["labels"])
-        seconds += float(record["seconds"])
-        if progress is not None:
-            progress.update(1)
-    return FoldScores(np.concatenate(logits), np.concatenate(labels), seconds)
+def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, candidate: Candidate, fold: int,
+               scored: np.ndarray, out: Path) -> dict:  # fmt: skip
+    """``candidate`` trained on the rest of fold ``fold`` and scored on it: its logits, labels and
+    seconds, saved in ``out`` (a saved fold of the same images and settings is reused)."""
+    folder = out / candidate.name
+    config = candidate.config(base, folder / f"fold-{fold}")
+    saved, key = folder / f"fold-{fold}.npz", _key(labelled, scored, config)
+    record = dict(np.load(saved)) if saved.exists() else {}
+    if record and str(record["key"]) == key:
+        log.info("%s, fold %d: reused %s", candidate.name, fold + 1, saved)
+        return record
+    started = time.perf_counter()
+    _, _, stages = fit_stages(_fold_run(prepared, labelled, scored, config), config, Path(config.out))
+    last = list(stages.values())[-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(saved, key=key, logits=last.logits["test"].numpy(), labels=last.labels["test"],
+             seconds=time.perf_counter() - started)  # fmt: skip
+    return dict(np.load(saved))
+
+
+def raced_out(first_fold: dict[str, dict], chosen: list[Candidate]) -> list[str]:
+    """The candidates that train the body and, on the first fold, score below the best candidate by
+    more than :data:`RACE_STANDARD_ERRORS` standard errors of the paired difference: not worth
+    their remaining folds (successive halving's first cut; the frozen ones cost little and stay)."""
+    correct = {name: (r["logits"].argmax(1) == r["labels"]).astype(float) for name, r in first_fold.items()}
+    best = max(correct, key=lambda name: correct[name].mean())
+    dropped = []
+    for candidate in chosen:
+        difference = correct[best] - correct[candidate.name]
+        stderr = difference.std(ddof=1) / np.sqrt(len(difference)) if len(difference) > 1 else 0.0
+        if STRATEGIES[candidate.strategy].trains_body and difference.mean() > RACE_STANDARD_ERRORS * stderr > 0:
+            dropped.append(candidate.name)
+    return dropped
 
 
 def cross_fit(prepared: PreparedRun, base: TrainConfig, chosen: list[Candidate], out: Path) -> dict[str, FoldScores]:
-    """Every candidate's out-of-fold scores on ``prepared``'s labelled images (a bar per fold)."""
+    """The candidates' out-of-fold scores on ``prepared``'s labelled images, fold by fold (a bar per
+    fold and candidate); a candidate that trains the body and is clearly behind after the first fold
+    runs no more folds and is left out (:func:`raced_out`)."""
     labelled = prepared.splits.train.union(prepared.splits.val)
     folds = fold_plan(labelled.labels, base.seed)
-    scores = {}
+    records: dict[str, list[dict]] = {c.name: [] for c in chosen}
+    active = list(chosen)
     with tqdm(total=len(folds) * len(chosen), desc="out-of-fold", unit="fold") as progress:
-        for candidate in chosen:
-            progress.set_postfix_str(candidate.name)
-            scores[candidate.name] = score_candidate(prepared, base, candidate, folds, out, progress)
+        for fold, scored in enumerate(folds):
+            for candidate in active:
+                progress.set_postfix_str(f"{candidate.name}, fold {fold + 1}")
+                records[candidate.name].append(score_fold(prepared, labelled, base, candidate, fold, scored, out))
+                progress.update(1)
+            if fold == 0 and len(folds) > 1:
+                dropped = raced_out({c.name: records[c.name][0] for c in active}, active)
+                if dropped:
+                    log.info("left out after the first fold, clearly behind: %s", ", ".join(dropped))
+                    progress.total -= len(dropped) * (len(folds) - 1)
+                active = [c for c in active if c.name not in dropped]
+    scores = {c.name: FoldScores(np.concatenate([r["logits"] for r in records[c.name]]),
+                                 np.concatenate([r["labels"] for r in records[c.name]]),
+                                 sum(float(r["seconds"]) for r in records[c.name])) for c in active}  # fmt: skip
     reference = next(iter(scores.values())).labels
     for name, found in scores.items():
         if not np.array_equal(found.labels, reference):

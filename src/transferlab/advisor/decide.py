@@ -51,13 +51,15 @@ def _members(combination: Combination, chosen: list[Candidate]) -> tuple[dict, .
                   "temperature": combination.temperatures[name]} for name in combination.members)  # fmt: skip
 
 
-def _evidence(plan: Plan, combination: Combination, folds: list, estimate: float, seconds: float) -> dict:
+def _evidence(plan: Plan, combination: Combination, folds: list, estimate: float, seconds: float,
+              left_out: list[str]) -> dict:  # fmt: skip
     forecast = {f["option"]: f["accuracy"] for f in plan.forecasts}
     rows = {name: {**score, "forecast": forecast.get(name.split("@")[0].removesuffix("-adapted-bn")),
                    "weight": combination.weights.get(name), "temperature": combination.temperatures.get(name)}
             for name, score in combination.scores.items()}  # fmt: skip
     return {"folds": len(folds) if len(folds) > 1 else "holdout", "images": int(sum(len(f) for f in folds)),
-            "estimate_seconds": estimate, "seconds": seconds, "reason": combination.reason, "candidates": rows}
+            "estimate_seconds": estimate, "seconds": seconds, "reason": combination.reason, "candidates": rows,
+            "left_out": left_out}  # fmt: skip
 
 
 def _words(combination: Combination, evidence: dict) -> str:
@@ -65,8 +67,9 @@ def _words(combination: Combination, evidence: dict) -> str:
                        for name, row in evidence["candidates"].items())  # fmt: skip
     how = f"{evidence['folds']} folds" if evidence["folds"] != "holdout" else "a holdout"
     weights = ", ".join(f"{name} {w:.2f}" for name, w in combination.weights.items() if w > 0)
+    raced = f" Left out after the first fold, clearly behind: {', '.join(evidence['left_out'])}." if evidence["left_out"] else ""
     return (f"Checked on your own {evidence['images']} labelled images ({how}, {evidence['seconds']:.0f} s): "
-            f"out-of-fold accuracy {scored}. Chosen: {weights} ({combination.reason}).")
+            f"out-of-fold accuracy {scored}.{raced} Chosen: {weights} ({combination.reason}).")
 
 
 def decided_plan(plan: Plan, combination: Combination, chosen: list[Candidate], evidence: dict) -> Plan:
@@ -93,7 +96,7 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     folds = fold_plan(labelled.labels, config.seed)
     estimate = cost_estimate(plan, chosen, len(folds), config)
     budget = duration_seconds(config.time_budget) if config.time_budget is not None else None
-    log.info("checking %d candidates on your images (%s): about %.0f s estimated%s", len(chosen),
+    log.info("checking %d candidates on your images (%s): at most about %.0f s estimated%s", len(chosen),
              f"{len(folds)} folds" if len(folds) > 1 else "a holdout", estimate,
              "" if budget is None else f", budget {budget:.0f} s")  # fmt: skip
     if budget is not None and estimate > budget:
@@ -107,7 +110,8 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     labels = next(iter(scores.values())).labels
     reference = dict.fromkeys(ensemble_entry().members, 1.0)
     combination = combine({name: s.logits for name, s in scores.items()}, labels, reference)
-    evidence = _evidence(plan, combination, folds, estimate, time.perf_counter() - started)
+    left_out = [c.name for c in chosen if c.name not in scores]
+    evidence = _evidence(plan, combination, folds, estimate, time.perf_counter() - started, left_out)
     log.info("out of fold: %s; weights %s (%s)", ", ".join(f"{n} {r['accuracy']:.3f}" for n, r in
              evidence["candidates"].items()), combination.weights, combination.reason)  # fmt: skip
     return decided_plan(plan, combination, chosen, evidence)
