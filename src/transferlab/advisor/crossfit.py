@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 FOLDS = 3  # where every labelled image is scored out of fold
 HOLDOUT_PER_CLASS = 30  # above FOLD_LIMIT: one holdout of this many images per class decides
 FOLD_LIMIT = 100  # images per class (median) up to which folds run; above it the holdout
-RACE_STANDARD_ERRORS = 2.0  # how far behind the best on the first fold a fine-tuning candidate stops
+RACE_STANDARD_ERRORS = 3.0  # how far behind the best on the first fold a fine-tuning candidate stops
 
 
 @dataclass(frozen=True)
