@@ -85,3 +85,12 @@ def test_user_cut_turns_a_head_plan_into_truncate_and_cannot_go_with_scratch():
     assert scratch.strategy == "scratch"
     with pytest.raises(ConfigError, match="cannot go with --cut blocks.0"):
         with_plan(TrainConfig(data="x", strategy="auto", cut="blocks.0"), scratch)
+
+
+def test_the_resolved_configuration_says_what_ran_every_default_filled_in():
+    finetune = TrainConfig(data="x", strategy="finetune").resolved("final", 112)
+    assert (finetune["freeze_bn"], finetune["epochs"], finetune["lr"], finetune["cut"], finetune["resolution"]) == (
+        True, 8, 3e-4, "final", 112)  # typed: freeze_bn None, epochs None, lr None
+    assert TrainConfig(data="x", strategy="finetune", regularizer="l2-sp").resolved("final", 64)["regularizer_strength"] == 0.01
+    head = TrainConfig(data="x", strategy="head", epochs=3).resolved("final", 64)
+    assert head["epochs"] == 3 and "freeze_bn" not in head and "interpolate" not in head  # options that do not apply

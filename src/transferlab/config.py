@@ -216,6 +216,17 @@ class TrainConfig:
         """The cut to use: the one set, else the strategy's default (:meth:`Strategy.default_cut`)."""
         return self.cut or self.strategy_entry.default_cut(cut_names)
 
+    def resolved(self, cut: str, resolution: int) -> dict:
+        """The configuration as it ran, every default filled in: what ``metrics.json`` records beside
+        what was typed (the ``cut`` and ``resolution`` the run used are given: the backbone decides them)."""
+        entry = self.strategy_entry
+        settings = {**dataclasses.asdict(self), "cut": cut, "resolution": resolution, "epochs": self.resolved_epochs,
+                    "lr": self.resolved_lr, "device": self.resolved_device, "cache_dir": str(self.cache_root)}
+        settings["freeze_bn"] = self.resolved_freeze_bn if "freeze_bn" in entry.options else None
+        if "regularizer_strength" in entry.options:
+            settings["regularizer_strength"] = self.resolved_regularizer_strength
+        return {name: value for name, value in settings.items() if name in entry.options or name not in SPECIFIC_OPTIONS}
+
     @property
     def resolved_regularizer_strength(self) -> float:
         if self.regularizer_strength is not None:

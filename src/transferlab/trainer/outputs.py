@@ -116,7 +116,9 @@ def build_metrics(config: TrainConfig, stages: dict, info: BundleInfo, weights_s
         **last.memory,
         **{name: value for stage in stages.values() for name, value in stage.details.items()},
         "allocator": allocator_in_use(),
-        "config": dataclasses.asdict(config),
+        "config": dataclasses.asdict(config),  # as typed (with the plan merged in); as run: "resolved_config"
+        **({} if config.strategy_entry.members else
+           {"resolved_config": config.resolved(info.cut, info.preprocessing.resolution)}),  # members: their own
         "history": last.history,
         **{f"{name}_history": stage.history for name, stage in stages.items() if stage is not last},
         **({"plan": plan.to_json()} if plan is not None else {}),

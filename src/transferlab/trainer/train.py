@@ -160,8 +160,9 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
     given = [m.temperature for m in chosen] if all(m.temperature is not None for m in chosen) else None
     weights = [m.weight for m in chosen]
     stages["ensemble"], temperatures = ensemble_stage([stage for _, _, stage in finals], given, weights)
-    reports = [{**_member_report(name, cut, t, stage, prepared.classes), "weight": w}
-               for (name, cut, stage), t, w in zip(finals, temperatures, weights)]  # fmt: skip
+    reports = [{**_member_report(name, cut, t, stage, prepared.classes), "weight": w,
+                "resolved_config": member.config.resolved(cut, members[name][1].preprocessing.resolution)}
+               for (name, cut, stage), t, w, member in zip(finals, temperatures, weights, chosen)]  # fmt: skip
     stages["ensemble"].details["members"] = reports
     log.info("ensemble of %s at temperatures %s, weights %s", ", ".join(members),
              ", ".join(f"{t:.2f}" for t in temperatures), ", ".join(f"{w:.2f}" for w in weights))  # fmt: skip
