@@ -132,17 +132,24 @@ def _rgb(data: bytes) -> Image.Image:
 # Extracting once into a folder of the cache.
 
 
-def extracted(name: str, write: Callable[[Path], int]) -> Path:
-    """The cache folder of set ``name``, written by ``write(folder)`` (which returns how many images
-    it wrote) on first use; a folder is complete or absent (written aside, then renamed)."""
+Images = Callable[[], Iterator[tuple[str, str, Image.Image]]]  # () -> (class, file stem, image) for each image
+
+
+def extracted(name: str, images: Images) -> Path:
+    """The cache folder of set ``name``, written from ``images()`` (class, stem, image) on first use;
+    a folder is complete or absent (written aside, then renamed)."""
     folder = cache_root() / "datasets" / name
     if (folder / ".complete").exists():
         return folder
     partial = folder.with_name(f"{name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    count = 0
     try:
-        count = write(partial)
+        for label, stem, image in images():
+            (partial / label).mkdir(exist_ok=True)
+            image.save(partial / label / f"{stem}.png")
+            count += 1
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -153,9 +160,9 @@ def extracted(name: str, write: Callable[[Path], int]) -> Path:
     return folder
 
 
-def _save(image: Image.Image, folder: Path, label: str, stem: str) -> None:
-    (folder / label).mkdir(exist_ok=True)
-    image.save(folder / label / f"{stem}.png")
+def _with_test_split(name: str, images: Images) -> Dataset:
+    """Set ``name``'s extracted folder with a fixed stratified test split."""
+    return split_off_test(load_image_folder(extracted(name, images)).train, TEST_FRACTION, name)
 
 
 def emoji_labels(data_dir: str | Path | None) -> dict[str, str]:
@@ -166,30 +173,22 @@ def emoji_labels(data_dir: str | Path | None) -> dict[str, str]:
     return {Path(e["image"]).stem: class_of[e["subcategory"]] for e in entries if e.get("subcategory") in class_of}
 
 
-def _write_emoji(style: str, data_dir: str | Path | None) -> Callable[[Path], int]:
-    def write(folder: Path) -> int:
-        labels = emoji_labels(data_dir)
-        pattern = r"package/assets/[0-9a-f-]+\.webp" if style == "fluent" else rf"package/img/{style}/64/[0-9a-f-]+\.png"
-        count = 0
-        with tarfile.open(archive_path(_emoji_archive(style), data_dir)) as tar:
-            for name, data in _tar_members(tar, pattern):
-                stem = Path(name).stem
-                if stem in labels:
-                    _save(_rgb(data), folder, labels[stem], stem)
-                    count += 1
-        return count
-
-    return write
+def _emoji_images(style: str, data_dir: str | Path | None) -> Iterator[tuple[str, str, Image.Image]]:
+    labels = emoji_labels(data_dir)
+    pattern = r"package/assets/[0-9a-f-]+\.webp" if style == "fluent" else rf"package/img/{style}/64/[0-9a-f-]+\.png"
+    with tarfile.open(archive_path(_emoji_archive(style), data_dir)) as tar:
+        for name, data in _tar_members(tar, pattern):
+            if Path(name).stem in labels:
+                yield labels[Path(name).stem], Path(name).stem, _rgb(data)
 
 
 def _emoji_folder(style: str, data_dir: str | Path | None) -> Path:
-    return extracted(f"emoji-{style}", _write_emoji(style, data_dir))
+    return extracted(f"emoji-{style}", lambda: _emoji_images(style, data_dir))
 
 
 def load_emoji(style: str, data_dir: str | Path | None = None) -> Dataset:
     """One drawing style's object emoji by class, with a fixed stratified test split."""
-    images = load_image_folder(_emoji_folder(style, data_dir)).train
-    return split_off_test(images, TEST_FRACTION, f"emoji-{style}")
+    return _with_test_split(f"emoji-{style}", lambda: _emoji_images(style, data_dir))
 
 
 def _stems(images: ImageSet) -> np.ndarray:
@@ -229,44 +228,29 @@ def _properties(text: str) -> dict[int, dict[str, str]]:
     return items
 
 
-def _write_furniture(data_dir: str | Path | None) -> Callable[[Path], int]:
-    def write(folder: Path) -> int:
-        count = 0
-        with _deb_data(archive_path(FURNITURE, data_dir)) as tar:
-            for name, data in _tar_members(tar, re.escape(FURNITURE_ROOT) + r"[^/]+\.sh3f"):
-                with zipfile.ZipFile(io.BytesIO(data)) as catalog:
-                    text = catalog.read("PluginFurnitureCatalog.properties").decode("latin-1")
-                    for number, item in _properties(text).items():
-                        if item.get("category") in FURNITURE_CLASSES and item.get("icon"):
-                            image = _rgb(catalog.read(item["icon"].lstrip("/")))
-                            _save(image, folder, item["category"], f"{Path(name).stem}-{number}")
-                            count += 1
-        return count
-
-    return write
+def _furniture_images(data_dir: str | Path | None) -> Iterator[tuple[str, str, Image.Image]]:
+    with _deb_data(archive_path(FURNITURE, data_dir)) as tar:
+        for name, data in _tar_members(tar, re.escape(FURNITURE_ROOT) + r"[^/]+\.sh3f"):
+            with zipfile.ZipFile(io.BytesIO(data)) as catalog:
+                text = catalog.read("PluginFurnitureCatalog.properties").decode("latin-1")
+                for number, item in _properties(text).items():
+                    if item.get("category") in FURNITURE_CLASSES and item.get("icon"):
+                        yield item["category"], f"{Path(name).stem}-{number}", _rgb(catalog.read(item["icon"].lstrip("/")))
 
 
 def load_furniture(data_dir: str | Path | None = None) -> Dataset:
     """Sweet Home 3D's rendered catalogue objects (128x128) by category, with a fixed test split."""
-    images = load_image_folder(extracted("furniture", _write_furniture(data_dir))).train
-    return split_off_test(images, TEST_FRACTION, "furniture")
+    return _with_test_split("furniture", lambda: _furniture_images(data_dir))
 
 
-def _write_cartoons(data_dir: str | Path | None) -> Callable[[Path], int]:
-    def write(folder: Path) -> int:
-        count = 0
-        themes = "|".join(CARTOON_THEMES)
-        with _deb_data(archive_path(CARTOONS, data_dir)) as tar:
-            for name, data in _tar_members(tar, re.escape(CARTOON_ROOT) + rf"({themes})/[^/]+\.(jpg|png)"):
-                theme = name.removeprefix(CARTOON_ROOT).split("/")[0]
-                _save(_rgb(data), folder, theme, Path(name).name.replace(".", "-"))  # a .jpg and a .png may share a stem
-                count += 1
-        return count
-
-    return write
+def _cartoon_images(data_dir: str | Path | None) -> Iterator[tuple[str, str, Image.Image]]:
+    themes = "|".join(CARTOON_THEMES)
+    with _deb_data(archive_path(CARTOONS, data_dir)) as tar:
+        for name, data in _tar_members(tar, re.escape(CARTOON_ROOT) + rf"({themes})/[^/]+\.(jpg|png)"):
+            theme = name.removeprefix(CARTOON_ROOT).split("/")[0]
+            yield theme, Path(name).name.replace(".", "-"), _rgb(data)  # a .jpg and a .png may share a stem
 
 
 def load_cartoons(data_dir: str | Path | None = None) -> Dataset:
     """pysiogame's hand-drawn colour pictures (200x200) by theme, with a fixed test split."""
-    images = load_image_folder(extracted("cartoons", _write_cartoons(data_dir))).train
-    return split_off_test(images, TEST_FRACTION, "cartoons")
+    return _with_test_split("cartoons", lambda: _cartoon_images(data_dir))
