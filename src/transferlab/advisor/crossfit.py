@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +133,11 @@ def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, can
     _, _, stages = fit_stages(_fold_run(prepared, labelled, scored, config), config, Path(config.out))
     last = list(stages.values())[-1]
     folder.mkdir(parents=True, exist_ok=True)
-    np.savez(saved, key=key, logits=last.logits["test"].numpy(), labels=last.labels["test"],
-             seconds=time.perf_counter() - started)  # fmt: skip
+    partial = saved.with_name(f".{saved.name}.{os.getpid()}")  # whole or absent, whichever process writes it
+    with open(partial, "wb") as handle:
+        np.savez(handle, key=key, logits=last.logits["test"].numpy(), labels=last.labels["test"],
+                 seconds=time.perf_counter() - started)  # fmt: skip
+    os.replace(partial, saved)
     return dict(np.load(saved))
 
 
