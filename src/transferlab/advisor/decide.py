@@ -52,13 +52,16 @@ def _members(combination: Combination, chosen: list[Candidate]) -> tuple[dict, .
 
 
 def _evidence(plan: Plan, combination: Combination, folds: list, estimate: float, seconds: float,
-              left_out: list[str]) -> dict:  # fmt: skip
+              fold_seconds: float, left_out: list[str]) -> dict:  # fmt: skip
+    """The plan's record of the check; ``seconds`` it took now, ``fold_seconds`` its folds' training
+    when they ran (a resumed check reuses folds)."""
     forecast = {f["option"]: f["accuracy"] for f in plan.forecasts}
     rows = {name: {**score, "forecast": forecast.get(name.split("@")[0].removesuffix("-adapted-bn")),
                    "weight": combination.weights.get(name), "temperature": combination.temperatures.get(name)}
             for name, score in combination.scores.items()}  # fmt: skip
     return {"folds": len(folds) if len(folds) > 1 else "holdout", "images": int(sum(len(f) for f in folds)),
-            "estimate_seconds": estimate, "seconds": seconds, "reason": combination.reason, "candidates": rows,
+            "estimate_seconds": estimate, "seconds": seconds, "fold_seconds": fold_seconds, "reason": combination.reason,
+            "candidates": rows,
             "left_out": left_out}  # fmt: skip
 
 
@@ -111,7 +114,8 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     reference = dict.fromkeys(ensemble_entry().members, 1.0)
     combination = combine({name: s.logits for name, s in scores.items()}, labels, reference)
     left_out = [c.name for c in chosen if c.name not in scores]
-    evidence = _evidence(plan, combination, folds, estimate, time.perf_counter() - started, left_out)
+    evidence = _evidence(plan, combination, folds, estimate, time.perf_counter() - started,
+                         sum(s.seconds for s in scores.values()), left_out)  # fmt: skip
     log.info("out of fold: %s; weights %s (%s)", ", ".join(f"{n} {r['accuracy']:.3f}" for n, r in
              evidence["candidates"].items()), combination.weights, combination.reason)  # fmt: skip
     return decided_plan(plan, combination, chosen, evidence)
