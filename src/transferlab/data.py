@@ -164,6 +164,7 @@ class Splits:
     val: ImageSet
     test: ImageSet | None
     unlabeled: ImageSet | None = None  # images without labels the run may learn from (``--unlabeled``)
+    val_given: bool = False  # the validation split is the data set's own (a val/ folder), not drawn from training
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,4 +372,4 @@ def split_dataset(
     test = dataset.test
     if test is not None and test_per_class is not None:
         test = per_class_subset(test, test_per_class, rng)
-    return Splits(train, val, test)
+    return Splits(train, val, test, val_given=dataset.val is not None)

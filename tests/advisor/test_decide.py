@@ -126,3 +126,18 @@ def test_a_fine_tuning_candidate_clearly_behind_on_the_first_fold_runs_no_more_f
     chosen = [Candidate("head", "head"), Candidate("multicut", "multicut"), Candidate("finetune", "finetune", freeze_bn=True),
               Candidate("finetune-adapted-bn", "finetune", freeze_bn=False)]  # fmt: skip
     assert crossfit.raced_out(first, chosen) == ["finetune-adapted-bn"]
+
+
+def test_a_validation_folder_the_data_brought_is_the_holdout_itself(tmp_path):
+    """A val/ folder is the user's word for what the model will meet (another style, another site):
+    the check scores the candidates there instead of pooling it with the training images."""
+    from transferlab.data import split_dataset
+    from transferlab.datasets import load_dataset
+
+    write_folder(tmp_path / "d" / "train", per_class=6)
+    write_folder(tmp_path / "d" / "val", per_class=3, seed=5)
+    labelled, folds = crossfit.labelled_folds(split_dataset(load_dataset(str(tmp_path / "d"))), seed=0)
+    assert len(folds) == 1 and folds[0].tolist() == list(range(18, 27))
+    assert all("/val/" in labelled.describe(i) for i in folds[0])
+    drawn, three = crossfit.labelled_folds(split_dataset(load_dataset(str(tmp_path / "d" / "train"))), seed=0)
+    assert len(three) == FOLDS and sorted(np.concatenate(three).tolist()) == list(range(len(drawn)))

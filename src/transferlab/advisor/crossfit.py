@@ -3,7 +3,8 @@ own labelled images, giving class scores for images it never trained on.
 
 The labelled images (training and validation splits together; never the test split) are cut into
 stratified folds: :data:`FOLDS` where data is small, one holdout of :data:`HOLDOUT_PER_CLASS`
-images per class where it is large (:func:`fold_plan`). For each fold a candidate trains on the
+images per class where it is large; a validation split the data set brought (a ``val/`` folder) is
+the holdout itself (:func:`fold_plan`). For each fold a candidate trains on the
 rest - split again into training and validation as a run splits its data, so early stopping and
 interpolation run as they will in the final run - and scores the fold. Each fold's scores are
 saved as they come (``<cache>/crossfit/<images>/<candidate>/fold-<i>.npz``, keyed by the images
@@ -77,9 +78,13 @@ def candidates(evidence: tuple[CutEvidence, ...]) -> list[Candidate]:
     return found
 
 
-def fold_plan(labels: np.ndarray, seed: int) -> list[np.ndarray]:
-    """The positions each fold scores: :data:`FOLDS` stratified folds covering every image, or, above
-    :data:`FOLD_LIMIT` images per class, one stratified holdout of :data:`HOLDOUT_PER_CLASS` per class."""
+def fold_plan(labels: np.ndarray, seed: int, given: np.ndarray | None = None) -> list[np.ndarray]:
+    """The positions each fold scores: the ``given`` positions alone (a validation split the data set
+    brought: the user's word for what the model will meet), else :data:`FOLDS` stratified folds
+    covering every image, or, above :data:`FOLD_LIMIT` images per class, one stratified holdout of
+    :data:`HOLDOUT_PER_CLASS` per class."""
+    if given is not None:
+        return [np.asarray(given, dtype=np.int64)]
     rng = np.random.default_rng(seed)
     counts = np.bincount(labels)
     holdout = np.median(counts[counts > 0]) > FOLD_LIMIT
@@ -92,6 +97,13 @@ def fold_plan(labels: np.ndarray, seed: int) -> list[np.ndarray]:
             for i, position in enumerate(members):
                 folds[i % FOLDS].append(int(position))
     return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
+
+
+def labelled_folds(splits: Splits, seed: int) -> tuple[ImageSet, list[np.ndarray]]:
+    """The labelled images (training then validation split) and the folds that score them."""
+    labelled = splits.train.union(splits.val)
+    given = np.arange(len(splits.train), len(labelled)) if splits.val_given else None
+    return labelled, fold_plan(labelled.labels, seed, given)
 
 
 def _fold_run(prepared: PreparedRun, labelled: ImageSet, scored: np.ndarray, config: TrainConfig) -> PreparedRun:
@@ -160,8 +172,7 @@ def cross_fit(prepared: PreparedRun, base: TrainConfig, chosen: list[Candidate],
     """The candidates' out-of-fold scores on ``prepared``'s labelled images, fold by fold (a bar per
     fold and candidate); a candidate that trains the body and is clearly behind after the first fold
     runs no more folds and is left out (:func:`raced_out`)."""
-    labelled = prepared.splits.train.union(prepared.splits.val)
-    folds = fold_plan(labelled.labels, base.seed)
+    labelled, folds = labelled_folds(prepared.splits, base.seed)
     records: dict[str, list[dict]] = {c.name: [] for c in chosen}
     active = list(chosen)
     with tqdm(total=len(folds) * len(chosen), desc="out-of-fold", unit="fold") as progress:

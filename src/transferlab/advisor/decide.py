@@ -19,7 +19,7 @@ from ..plan import Plan
 from ..prepare import PreparedRun
 from ..strategies import STRATEGIES
 from .combine import Combination, combine
-from .crossfit import Candidate, candidates, cross_fit, fold_cut, fold_plan
+from .crossfit import Candidate, candidates, cross_fit, fold_cut, labelled_folds
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     ``--time-budget``; the forecast's plan, saying why, when the budget does not allow it."""
     chosen = candidates(plan.evidence)
     run = prepared.for_backbone(plan.backbone)
-    labelled = run.splits.train.union(run.splits.val)
-    folds = fold_plan(labelled.labels, config.seed)
+    labelled, folds = labelled_folds(run.splits, config.seed)
     estimate = cost_estimate(plan, chosen, len(folds), config)
     budget = duration_seconds(config.time_budget) if config.time_budget is not None else None
     log.info("checking %d candidates on your images (%s): at most about %.0f s estimated%s", len(chosen),
