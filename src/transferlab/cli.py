@@ -230,7 +230,8 @@ def _print_summary(args, metrics: dict) -> None:
 def _run_train(args) -> None:
     result = tl.train(args.data, **_config_options(args))
     if result.plan is not None and _is_main():
-        print(result.plan.evidence_table() + "\n\n" + result.plan.forecast_table())
+        print("\n\n".join(t for t in (result.plan.evidence_table(), result.plan.forecast_table(),
+                                        result.plan.crossfit_table()) if t))  # fmt: skip
         print(f"plan: {result.plan.strategy} (cut {result.plan.cut}): {result.plan.explanation}")
     _print_summary(args, result.metrics)
 
@@ -275,7 +276,7 @@ def _run_advise(args) -> None:
     out = options.pop("out")
     plan = tl.advise(args.data, **options)
     path = plan.save(Path(out) / "plan.json")
-    print(plan.evidence_table() + "\n\n" + plan.forecast_table())
+    print("\n\n".join(t for t in (plan.evidence_table(), plan.forecast_table(), plan.crossfit_table()) if t))
     members = tl.STRATEGIES[plan.strategy].members
     settings = f"{', '.join(members)}: each its own epochs and rate" if members else f"lr {plan.lr}, {plan.epochs} epochs"
     print(f"\nplan: {plan.strategy} (cut {plan.cut}), {settings}, {plan.resolution} px")

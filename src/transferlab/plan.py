@@ -255,6 +255,20 @@ class Plan:
         return "\n".join(lines)
 
 
+    def crossfit_table(self) -> str:
+        """Each candidate's out-of-fold accuracy, its 90% interval, log loss and weight (empty when the
+        check did not run)."""
+        rows = self.crossfit.get("candidates", {})
+        if not rows:
+            return ""
+        lines = [f"{'checked on your images':<24} {'accuracy':>8} {'90% interval':>15} {'log loss':>8} {'weight':>6}"]
+        for name, row in rows.items():
+            weight = "" if row.get("weight") is None else f"{row['weight']:.2f}"
+            lines.append(f"{name:<24} {row['accuracy']:>8.1%} {row['interval'][0]:>7.1%}-{row['interval'][1]:<7.1%} "
+                         f"{row['log_loss']:>8.3f} {weight:>6}")  # fmt: skip
+        return "\n".join(lines)
+
+
 def make_plan(images_per_class: int, class_balance: float, resolution: int, backbone: str, evidence,
               curve: tuple[tuple[int, float], ...] = (), pilot: dict | None = None, candidates: tuple[dict, ...] = (),
               forecaster: Forecaster | None = None, probe_all: float | None = None) -> Plan:  # fmt: skip

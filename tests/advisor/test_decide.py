@@ -76,6 +76,9 @@ def test_auto_trains_what_the_out_of_fold_scores_chose_and_reports_them(folder):
     weights = {name: row["weight"] for name, row in evidence["candidates"].items() if name != "combination"}
     assert sum(weights.values()) == pytest.approx(1.0)
     assert "Checked on your own 27 labelled images" in plan.explanation
+    table = plan.crossfit_table().splitlines()
+    assert table[0].startswith("checked on your images") and [line.split()[0] for line in table[1:]] == list(
+        evidence["candidates"])
     chosen = [name for name, w in weights.items() if w > 0]
     if len(chosen) > 1:
         assert plan.members and [m["candidate"] for m in plan.members] == chosen
