@@ -17,6 +17,7 @@ rerun resumes.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -60,8 +61,8 @@ def cell_rows(args, study: Path) -> list[dict]:
                 continue  # the study has not finished this seed
             path = args.out / f"{cell.name}-seed{seed}.json"
             if not args.report:
-                record(path, lambda: run_default(runs["head-final"]["config"], data, seed,
-                                                 args.out / "runs" / f"{cell.name}-seed{seed}", args.cache_dir))  # fmt: skip
+                record(path, functools.partial(run_default, runs["head-final"]["config"], data, seed,
+                                               args.out / "runs" / f"{cell.name}-seed{seed}", args.cache_dir))  # fmt: skip
             if path.exists():
                 rows.append({"cell": cell.name, "seed": seed, "default": json.loads(path.read_text()), "runs": runs})
     return rows

@@ -10,8 +10,8 @@ from conftest import assert_one_line_error, run, write_folder
 
 import transferlab as tl
 from transferlab.advisor import crossfit
-from transferlab.advisor.decide import ensemble_entry
 from transferlab.advisor.crossfit import FOLDS, HOLDOUT_PER_CLASS, Candidate, candidates, fold_plan
+from transferlab.advisor.decide import ensemble_entry
 from transferlab.config import TrainConfig
 from transferlab.plan import CutEvidence
 from transferlab.prepare import prepare

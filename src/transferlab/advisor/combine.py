@@ -54,11 +54,13 @@ def greedy_selection(log_probabilities: dict[str, np.ndarray], labels: np.ndarra
     """Ensemble selection with replacement: each round adds the candidate whose addition gives the
     least log loss (ties: the earlier candidate); the weights are the counts over ``rounds``."""
     counts = dict.fromkeys(log_probabilities, 0)
-    for step in range(1, rounds + 1):
-        def loss_with(name: str) -> float:
-            trial = {n: (c + (n == name)) / step for n, c in counts.items()}
-            return float(image_losses(mixture(log_probabilities, trial), labels).mean())
 
+    def loss_with(name: str) -> float:
+        total = sum(counts.values()) + 1
+        trial = {n: (c + (n == name)) / total for n, c in counts.items()}
+        return float(image_losses(mixture(log_probabilities, trial), labels).mean())
+
+    for _ in range(rounds):
         counts[min(counts, key=loss_with)] += 1
     return {name: count / rounds for name, count in counts.items()}
 

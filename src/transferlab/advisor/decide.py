@@ -17,7 +17,7 @@ import time
 from ..config import TrainConfig, duration_seconds
 from ..plan import Plan
 from ..prepare import PreparedRun
-from ..strategies import STRATEGIES
+from ..strategies import FINAL_CUT, STRATEGIES
 from .combine import Combination, combine
 from .crossfit import Candidate, candidates, cross_fit, fold_cut, labelled_folds
 
@@ -51,18 +51,19 @@ def _members(combination: Combination, chosen: list[Candidate]) -> tuple[dict, .
                   "temperature": combination.temperatures[name]} for name in combination.members)  # fmt: skip
 
 
-def _evidence(plan: Plan, combination: Combination, folds: list, estimate: float, seconds: float,
-              fold_seconds: float, left_out: list[str]) -> dict:  # fmt: skip
+def _evidence(plan: Plan, combination: Combination, chosen: list[Candidate], folds: list, estimate: float,
+              seconds: float, fold_seconds: float) -> dict:  # fmt: skip
     """The plan's record of the check; ``seconds`` it took now, ``fold_seconds`` its folds' training
-    when they ran (a resumed check reuses folds)."""
+    when they ran (a resumed check reuses folds); each candidate beside its strategy's forecast."""
     forecast = {f["option"]: f["accuracy"] for f in plan.forecasts}
-    rows = {name: {**score, "forecast": forecast.get(name.split("@")[0].removesuffix("-adapted-bn")),
+    strategy_of = {c.name: c.strategy for c in chosen}
+    left_out = [c.name for c in chosen if c.name not in combination.weights]
+    rows = {name: {**score, "forecast": forecast.get(strategy_of.get(name)),
                    "weight": combination.weights.get(name), "temperature": combination.temperatures.get(name)}
             for name, score in combination.scores.items()}  # fmt: skip
     return {"folds": len(folds) if len(folds) > 1 else "holdout", "images": int(sum(len(f) for f in folds)),
-            "estimate_seconds": estimate, "seconds": seconds, "fold_seconds": fold_seconds, "reason": combination.reason,
-            "candidates": rows,
-            "left_out": left_out}  # fmt: skip
+            "estimate_seconds": estimate, "seconds": seconds, "fold_seconds": fold_seconds,
+            "reason": combination.reason, "candidates": rows, "left_out": left_out}  # fmt: skip
 
 
 def _words(combination: Combination, evidence: dict) -> str:
@@ -70,7 +71,8 @@ def _words(combination: Combination, evidence: dict) -> str:
                        for name, row in evidence["candidates"].items())  # fmt: skip
     how = f"{evidence['folds']} folds" if evidence["folds"] != "holdout" else "a holdout"
     weights = ", ".join(f"{name} {w:.2f}" for name, w in combination.weights.items() if w > 0)
-    raced = f" Left out after the first fold, clearly behind: {', '.join(evidence['left_out'])}." if evidence["left_out"] else ""
+    left_out = evidence["left_out"]
+    raced = f" Left out after the first fold, clearly behind: {', '.join(left_out)}." if left_out else ""
     return (f"Checked on your own {evidence['images']} labelled images ({how}, {evidence['seconds']:.0f} s): "
             f"out-of-fold accuracy {scored}.{raced} Chosen: {weights} ({combination.reason}).")
 
@@ -85,7 +87,7 @@ def decided_plan(plan: Plan, combination: Combination, chosen: list[Candidate], 
         return dataclasses.replace(plan, strategy=entry.name, cut=member["cut"], lr=entry.lr, epochs=entry.epochs,
                                    freeze_bn=freeze_bn, explanation=explanation, crossfit=evidence, members=())
     entry = ensemble_entry()
-    return dataclasses.replace(plan, strategy=entry.name, cut=plan.cut if plan.strategy == entry.name else "final",
+    return dataclasses.replace(plan, strategy=entry.name, cut=FINAL_CUT,
                                lr=entry.lr, epochs=entry.epochs, freeze_bn=entry.freeze_bn, explanation=explanation,
                                crossfit=evidence, members=members)  # fmt: skip
 
@@ -112,9 +114,8 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     labels = next(iter(scores.values())).labels
     reference = dict.fromkeys(ensemble_entry().members, 1.0)
     combination = combine({name: s.logits for name, s in scores.items()}, labels, reference)
-    left_out = [c.name for c in chosen if c.name not in scores]
-    evidence = _evidence(plan, combination, folds, estimate, time.perf_counter() - started,
-                         sum(s.seconds for s in scores.values()), left_out)  # fmt: skip
+    evidence = _evidence(plan, combination, chosen, folds, estimate, time.perf_counter() - started,
+                         sum(s.seconds for s in scores.values()))  # fmt: skip
     log.info("out of fold: %s; weights %s (%s)", ", ".join(f"{n} {r['accuracy']:.3f}" for n, r in
              evidence["candidates"].items()), combination.weights, combination.reason)  # fmt: skip
     return decided_plan(plan, combination, chosen, evidence)
