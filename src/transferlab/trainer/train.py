@@ -122,14 +122,19 @@ class EnsembleMember:
     weight: float = 1.0
 
 
+def _planned_member_config(config: TrainConfig, out: Path, member: dict) -> TrainConfig:
+    """The run of one member of a plan (its strategy, cut and BatchNorm setting) inside ``out``."""
+    cut = None if member["cut"] in (FINAL_CUT, ALL_CUTS) else member["cut"]
+    freeze_bn = {} if member["freeze_bn"] is None else {"freeze_bn": member["freeze_bn"]}
+    return for_strategy(config, member["strategy"], out=str(out / member["candidate"]), cut=cut, **freeze_bn)
+
+
 def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None) -> list[EnsembleMember]:
     """The plan's members (weighted and tempered on the user's images) when it has them, else the
     table's, each with its own defaults and equal weights."""
     if plan is not None and plan.members:
-        return [EnsembleMember(m["candidate"], for_strategy(config, m["strategy"], out=str(out / m["candidate"]),
-                                                              cut=None if m["cut"] in (FINAL_CUT, ALL_CUTS) else m["cut"],
-                                                              **({} if m["freeze_bn"] is None else {"freeze_bn": m["freeze_bn"]})),
-                               m["temperature"], m["weight"]) for m in plan.members]  # fmt: skip
+        return [EnsembleMember(m["candidate"], _planned_member_config(config, out, m), m["temperature"], m["weight"])
+                for m in plan.members]  # fmt: skip
     return [EnsembleMember(name, for_strategy(config, name, out=str(out / name))) for name in config.strategy_entry.members]
 
 
