@@ -26,6 +26,7 @@ import numpy as np
 from resumable import arguments, record
 
 import transferlab as tl
+from transferlab.advisor.study import paired_test_by_set
 
 BASELINES = ("ensemble", "head", "finetune", "multicut")
 
@@ -103,6 +104,11 @@ def main() -> None:
     for rule in rules:
         values = np.asarray([regret[rule] for _, regret in table])
         print(f"{rule}: mean regret {values.mean():.2f}, worst {values.max():.2f} points ({len(values)} runs)")
+    scored = {f"{row['cell']}#{row['seed']}": regret for row, regret in table}
+    for baseline in ("always ensemble", "always multicut"):
+        test = paired_test_by_set(scored, "default", baseline)
+        print(f"default against {baseline}: {test['mean_difference']:+.2f} points less regret on average over "
+              f"{test['sets']} data sets (exact sign-flip test over sets, p = {test['p_value']:.2f})")
 
 
 if __name__ == "__main__":

@@ -318,8 +318,10 @@ def _run_study(args) -> None:
           f"{s['cost']['median']:.1%}, max {s['cost']['max']:.1%} of brute force; {summary['seconds']:.0f} s; "
           f"report.html, table.md and forecaster.json in {args.out}")  # fmt: skip
     paired, multicut = summary["advisor against always finetune"], summary["multicut against the best frozen head"]
+    by_set = summary["advisor against always finetune, by data set"]
     print(f"advisor against always finetune: {paired['mean_difference']:+.2f} points of regret on average over the cells "
-          f"(sign-flip test p = {paired['p_value']:.1g}); multicut within 1 point of the best frozen head in "
+          f"(sign-flip test p = {paired['p_value']:.1g}; by data set p = {by_set['p_value']:.2g} over {by_set['sets']}); "
+          f"multicut within 1 point of the best frozen head in "
           f"{multicut['within_one_point']:.0%} of the cells up to {SEEDED_SIZES} images per class")  # fmt: skip
 
 

@@ -147,3 +147,12 @@ def test_multicut_is_compared_with_the_best_frozen_head_on_one_cut_up_to_thirty_
     records += [_seed("a", 100, 0, _accuracies(0.70, 0.4, 0.75, 0.9, 0.1, 0.5))]  # above 30 per class: not compared
     gaps = study.multicut_gaps(records)
     assert list(gaps) == ["a@10"] and gaps["a@10"] == pytest.approx(0.5)  # truncate@stage1 is the best frozen head
+
+
+def test_the_paired_test_by_data_set_counts_sets_not_cells():
+    """36 cells of 9 sets, all one way: by cells p < 1e-4; by sets the exact test's floor, 2 / 2^9."""
+    cells = {f"set{s}@{n}": {"advisor": 1.0, "always finetune": 2.0} for s in range(9) for n in (5, 10, 30, 100)}
+    by_cell = study.paired_test(cells, "advisor", "always finetune", draws=20_000)
+    by_set = study.paired_test_by_set(cells, "advisor", "always finetune")
+    assert by_cell["p_value"] < 1e-4 and by_set["sets"] == 9
+    assert by_set["p_value"] == pytest.approx(2 / 2**9) and by_set["mean_difference"] == pytest.approx(1.0)
