@@ -35,7 +35,7 @@ class FrozenCell:
         return build_model(self.prepared, self.config)[0].head
 
     def fit(self, head, x, y) -> list[dict]:
-        from transferlab.trainer.stages import head_fitter, head_settings
+        from transferlab.trainer.frozen import head_fitter, head_settings
 
         val_x, val_y = self.features["val"]
         return head_fitter(val_x, val_y, head_settings(self.config), None, None)(head, x, y)

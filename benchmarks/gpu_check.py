@@ -25,7 +25,7 @@ from transferlab.config import TrainConfig
 from transferlab.heads import make_head
 from transferlab.surgery import TransferModel, body_at, freeze
 from transferlab.trainer.loops import accumulate_gradients
-from transferlab.trainer.stages import setup_network
+from transferlab.trainer.network import setup_network
 
 RESOLUTION = 224
 STRATEGIES = ("head", "finetune")

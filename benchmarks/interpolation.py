@@ -47,7 +47,8 @@ def run_cell(data: str, size: int, seed: int, freeze_bn: bool, cache_dir: str | 
     from transferlab.metrics import classification_metrics
     from transferlab.prepare import prepare
     from transferlab.trainer.interpolate import ALPHAS, along_the_line, load_blend, snapshot
-    from transferlab.trainer.stages import STAGES, RunContext
+    from transferlab.trainer.context import RunContext
+    from transferlab.trainer.stages import STAGES
     from transferlab.trainer.train import build_model
 
     config = TrainConfig(data=data, strategy="finetune", resolution=64, test_per_class=100, samples_per_class=size,

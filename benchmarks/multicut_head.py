@@ -35,7 +35,9 @@ def seed_result(data: str, size: int, seed: int, study: Path, cache: str | None)
     from transferlab.signals import ridge_classifier, tap_standardization
     from transferlab.strategies import ALL_CUTS
     from transferlab.trainer.loops import fit_head
-    from transferlab.trainer.stages import STAGES, RunContext, head_settings
+    from transferlab.trainer.context import RunContext
+    from transferlab.trainer.frozen import head_settings
+    from transferlab.trainer.stages import STAGES
     from transferlab.trainer.train import build_model
 
     folder = study / f"{data}@{size}" / f"seed{seed}"

@@ -31,7 +31,8 @@ from transferlab.metrics import evaluate_logits
 from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at, freeze
 from transferlab.trainer.loops import fit_head, fit_network
-from transferlab.trainer.stages import head_settings, setup_network
+from transferlab.trainer.frozen import head_settings
+from transferlab.trainer.network import setup_network
 
 ROWS: list[tuple[str, str, str, str, str]] = []
 

@@ -13,29 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from transferlab.testing import COLOURS, make_image  # noqa: F401 - the tests' helpers
+from transferlab.testing import write_image_folder as write_folder
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would fill the captured output of failures
-
-COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
-
-
-def make_image(colour: tuple[int, int, int], rng: np.random.Generator, size: int = 40) -> Image.Image:
-    """A noisy image tinted with ``colour`` and a random bright square: easy but not trivial."""
-    pixels = rng.normal(0, 25, (size, size, 3)) + np.asarray(colour)
-    x, y = rng.integers(0, size // 2, 2)
-    pixels[y : y + size // 3, x : x + size // 3] += 50
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-
-
-def write_folder(root: Path, per_class: int = 12, classes=tuple(COLOURS), seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            make_image(COLOURS[name], rng).save(root / name / f"{name}_{i:03d}.png")
-    return root
-
 
 def split_folders(root: Path, train_per_class: int, test_seed: int) -> Path:
     """``root/d/train`` (``train_per_class`` images of each colour) and ``root/d/test`` (4 each); returns ``root``."""

@@ -59,3 +59,43 @@ def test_every_option_of_every_command_is_documented_and_nothing_else():
     for command, flags in actual.items():
         assert flags - documented[command] == set(), f"{command}: in --help, not in docs/guide.md"
         assert documented[command] - flags == set(), f"{command}: in docs/guide.md, not in --help"
+
+
+def option_tables() -> str:
+    """docs/guide.md's per-command option tables, generated from the parser as it is now (help read
+    from the strategy table)."""
+    import argparse
+
+    from transferlab.cli import _build_parser
+
+    commands = next(a for a in _build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    sections = []
+    for name, command in commands.choices.items():
+        rows = []
+        for action in command._actions:
+            flags = [flag for flag in action.option_strings if flag not in ("-h", "--help")]
+            if not flags or action.help == argparse.SUPPRESS:
+                continue
+            text = action.help + (f" (one of {', '.join(map(str, action.choices))})" if action.choices else "")
+            rows.append(f"| {', '.join(f'`{flag}`' for flag in flags)} | {text.replace('|', '/')} |")
+        sections.append(f"### `transferlab {name}`\n\n| option | what it does |\n|---|---|\n" + "\n".join(rows) + "\n")
+    return "\n".join(sections)
+
+
+def _guide_parts() -> tuple[str, str, str]:
+    """docs/guide.md before the option tables, the tables, and after them."""
+    text = (ROOT / "docs" / "guide.md").read_text()
+    start = text.index("### `transferlab ", text.index("## Every option"))
+    end = text.find("\n## ", start)
+    end = len(text) if end < 0 else end + 1
+    return text[:start], text[start:end], text[end:]
+
+
+def test_the_option_tables_are_what_help_says_now():
+    """Regenerate with ``python tests/test_docs.py``."""
+    assert _guide_parts()[1] == option_tables(), "docs/guide.md's option tables differ from --help: python tests/test_docs.py"
+
+
+if __name__ == "__main__":
+    before, _, after = _guide_parts()
+    (ROOT / "docs" / "guide.md").write_text(before + option_tables() + after)

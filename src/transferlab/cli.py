@@ -22,7 +22,7 @@ from .errors import ConfigError, TransferlabError
 from .initlab.config import DEFAULT_INITS, LAB_MODELS, OPTIMIZERS, LabConfig
 from .inits import initializer_names
 from .selection import SELECTION, SELECTIONS
-from .strategies import STRATEGIES
+from .strategies import AUTO, AUTO_SUMMARY, FROM_SCRATCH, STRATEGIES, describe
 
 log = logging.getLogger("transferlab")
 
@@ -96,7 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pre = commands.add_parser("pretrain", help="train a source network from scratch; transfer from it later")
     pre.add_argument("data", help=data_help)
     pre.add_argument("--arch", required=True, help="architecture, e.g. cnn-small or timm:resnet18")
-    scratch = STRATEGIES["scratch"]  # what pretrain runs
+    scratch = STRATEGIES[FROM_SCRATCH]  # what pretrain runs
     _add_config_options(pre, PRETRAIN_OPTIONS, {"epochs": f"default: {scratch.epochs}", "lr": f"default: {scratch.lr:g}"},
                         batch_size=128, out="runs/pretrain")  # fmt: skip
 
@@ -178,6 +178,8 @@ def _build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--out", default="runs/init-lab", help="output folder (default: runs/init-lab)")
     lab.add_argument("--data-dir", help=field_help("data_dir")["help"])
     lab.add_argument("--device", default="auto", help=field_help("device")["help"] + " (default: auto)")
+
+    commands.add_parser("strategies", help="what each strategy trains, its defaults and the options that apply")
 
     b = commands.add_parser("backbones", help="list what can be loaded, and from where")
     b.add_argument("--cuts", metavar="NAME", help="show the cut points of one backbone")
@@ -352,6 +354,11 @@ def _run_init_lab(args) -> None:
           f"plots, metrics.json and report.html in {args.out}")  # fmt: skip
 
 
+def _run_strategies(_args) -> None:
+    print("\n".join(describe(strategy) for strategy in STRATEGIES.values()))
+    print(f"{AUTO}: {AUTO_SUMMARY}")
+
+
 def _run_backbones(args) -> None:
     if args.cuts:
         for cut in tl.build_backbone(args.cuts, pretrained=False).cut_points:
@@ -364,7 +371,8 @@ def _run_backbones(args) -> None:
 HANDLERS = {
     "train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate,
     "suggest": _run_suggest, "advise": _run_advise, "rank": _run_rank, "lr-find": _run_lr_find, "study": _run_study,
-    "export": _run_export, "init-lab": _run_init_lab, "backbones": _run_backbones,
+    "export": _run_export, "init-lab": _run_init_lab, "strategies": _run_strategies,
+    "backbones": _run_backbones,
 }  # fmt: skip
 
 

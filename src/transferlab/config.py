@@ -28,6 +28,7 @@ from .plan import Plan
 from .strategies import (
     ALL_CUTS,
     AUTO,
+    AUTO_SUMMARY,
     FINAL_CUT,
     REGULARIZER_STRENGTHS,
     SCHEDULES,
@@ -48,15 +49,27 @@ INTERPOLATE_AUTO, INTERPOLATE_NONE = "auto", "none"  # --interpolate's words bes
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2")  # rank's default
 
 
-def option(default, help: str, **cli):  # noqa: A002 - the argparse word
-    """A config field with its help text (and CLI hints: ``flag``, ``choices``) as metadata."""
+def option(default, help, **cli):  # noqa: A002 - the argparse word
+    """A config field with its help text (and CLI hints: ``flag``, ``choices``) as metadata; a text or
+    a choice that reads the strategy table is a function, called when the help is asked for, so a
+    strategy registered later shows up (:func:`field_help`)."""
     return dataclasses.field(default=default, metadata={"help": help, **cli})
 
 
 def _strategy_defaults_text(what: str) -> str:
     ensembles = [name for name, s in STRATEGIES.items() if s.members]
-    return ", ".join([*(f"{getattr(s, what):g} ({name})" for name, s in STRATEGIES.items() if not s.members),
-                      *(f"each member its own ({name})" for name in ensembles)])
+    return "default: " + ", ".join([*(f"{getattr(s, what):g} ({name})" for name, s in STRATEGIES.items() if not s.members),
+                                    *(f"each member its own ({name})" for name in ensembles)])
+
+
+def _strategy_help() -> str:
+    return f"one of {', '.join(STRATEGIES)}, or {AUTO}: {AUTO_SUMMARY}; 'transferlab strategies' says what each trains"
+
+
+def _freeze_bn_help() -> str:
+    frozen = [name for name, s in STRATEGIES.items() if s.freeze_bn and not s.members]
+    return (f"keep BatchNorm statistics fixed while the body trains (default: on for {', '.join(frozen)}, as "
+            "measured; off for the others)")
 
 
 @dataclass(frozen=True)
@@ -66,10 +79,7 @@ class TrainConfig:
     data: str = option(None, f"a folder root/<class>/<image> (or root/train/..., root/test/...), a CSV of path,label, "
                              f"or a built-in data set: {', '.join(CATALOG)}")  # fmt: skip
     out: str = option("runs/latest", "output folder")
-    strategy: str = option(AUTO, "auto: measure the data and forecast each option, check the candidates on your own "
-                                 "images out of fold, train what they chose (one, or several weighted; "
-                                 "docs/advisor.md)",
-                           choices=(*STRATEGIES, AUTO))  # fmt: skip
+    strategy: str = option(AUTO, _strategy_help, choices=lambda: (*STRATEGIES, AUTO))
     backbone: str = option("efficientnet_lite0", "registered, timm or torchvision name, or a model folder")
     backbones: tuple[str, ...] = option((), "auto, advise, rank: candidate backbones, comma-separated ('a,b'); the advisor "
                                             "ranks them and chooses the source with the strategy")  # fmt: skip
@@ -82,36 +92,35 @@ class TrainConfig:
     samples_per_class: int | None = option(None, "keep this many training (and at most this many validation) images per class")
     test_per_class: int | None = option(None, "subsample the test split per class")
     val_fraction: float = option(0.1, "share of each class held out for validation")
-    epochs: int | None = option(None, f"default: {_strategy_defaults_text('epochs')}")
-    lr: float | None = option(None, f"default: {_strategy_defaults_text('lr')}")
+    epochs: int | None = option(None, lambda: _strategy_defaults_text("epochs"))
+    lr: float | None = option(None, lambda: _strategy_defaults_text("lr"))
     batch_size: int = option(64, "images per optimizer step")
     weight_decay: float = option(1e-4, "AdamW weight decay")
     head_init: str = option(DEFAULT_HEAD_INIT, f"initializer of the new head, one of: {', '.join(initializer_names())}")
     dropout: float = option(0.0, "dropout before the head")
     class_weight: str = option("none", "imbalanced data: balanced weighs each class's loss by n / (classes x its "
                                        "count); balanced-sampling draws every class equally often", choices=CLASS_WEIGHTS)
-    probe_epochs: int = option(40, "finetune: epochs of the linear probe before unfreezing")
-    layer_decay: float = option(0.85, "finetune: lr factor per layer group downwards (1: one rate)")
+    probe_epochs: int = option(40, "epochs of the linear probe before unfreezing")
+    layer_decay: float = option(0.85, "lr factor per layer group downwards (1: one rate)")
     warmup_epochs: float = option(1.0, "epochs of linear warm-up before the cosine decay")
     patience: int = option(3, "early stopping: epochs without a validation-loss gain")
-    augment: bool = option(False, "random resized crop and flip (finetune, scratch)")
-    freeze_bn: bool | None = option(None, "keep BatchNorm statistics fixed while the body trains (default: on for "
-                                          "finetune, as measured; off for scratch)")  # fmt: skip
+    augment: bool = option(False, "random resized crop and flip")
+    freeze_bn: bool | None = option(None, _freeze_bn_help)
     gradual_unfreeze: bool = option(False, "unfreeze the body top-down over the first half of the epochs")
-    tune: str = option("all", "finetune: which body parameters train: all, bias (BitFit), norm (normalization layers), "
+    tune: str = option("all", "which body parameters train: all, bias (BitFit), norm (normalization layers), "
                               "lora (low-rank adapters, merged on save)", choices=TUNE_MODES)  # fmt: skip
-    lora_rank: int = option(4, "finetune --tune lora: the adapters' rank")
-    regularizer: str = option("none", "finetune: l2-sp pulls the body towards its pretrained weights (Li et al. 2018); "
+    lora_rank: int = option(4, "with --tune lora: the adapters' rank")
+    regularizer: str = option("none", "l2-sp pulls the body towards its pretrained weights (Li et al. 2018); "
                                       "bss shrinks the batch features' smallest singular value (Chen et al. 2019)",
                               choices=tuple(REGULARIZER_STRENGTHS))  # fmt: skip
-    regularizer_strength: float | None = option(None, "finetune: the regularizer's strength (default: its paper's, "
+    regularizer_strength: float | None = option(None, "the regularizer's strength (default: its paper's, "
                                                       "0.01 for l2-sp, 0.001 for bss)")  # fmt: skip
-    schedule: str = option("cosine", "finetune, scratch: warm-up + cosine, or one-cycle (Smith 2018)", choices=SCHEDULES)
-    init: str = option("kaiming-normal", "scratch: initializer of the body's layers")
-    unlabeled: str | None = option(None, "head, truncate, multicut: a folder of images without labels to learn from "
+    schedule: str = option("cosine", "warm-up + cosine, or one-cycle (Smith 2018)", choices=SCHEDULES)
+    init: str = option("kaiming-normal", "initializer of the body's layers")
+    unlabeled: str | None = option(None, "a folder of images without labels to learn from "
                                          "too (default: DATA/unlabeled/ when it exists); kept only when the validation "
                                          "images say they help")  # fmt: skip
-    interpolate: str = option(INTERPOLATE_AUTO, "finetune: the weights (1 - alpha) x the linear probe's + alpha x the "
+    interpolate: str = option(INTERPOLATE_AUTO, "the weights (1 - alpha) x the linear probe's + alpha x the "
                                                 "fine-tuned network's (WiSE-FT); auto: alpha on 0, 0.1, ..., 1 chosen on "
                                                 "validation (measured: docs/strategies.md); a number in [0, 1]; none: the "
                                                 "fine-tuned network (alpha 1)")
@@ -127,7 +136,7 @@ class TrainConfig:
                                          "$TRANSFERLAB_CACHE, else ~/.cache/transferlab)")
     use_cache: bool = option(True, "recompute features, write none", flag="--no-cache")
     strict: bool = option(False, "fail on an unreadable image instead of skipping it")
-    max_memory: float | None = option(4.0, "finetune, scratch: keep training inside about this many GB of resident "
+    max_memory: float | None = option(4.0, "keep training inside about this many GB of resident "
                                            "memory by passes of fewer images per step (the same effective batch)")
     tensorboard: str | None = option(None, "write losses, accuracies, learning rates and the confusion matrix per "
                                            "epoch to this folder for TensorBoard")  # fmt: skip
@@ -303,8 +312,13 @@ def flag(name: str) -> str:
 
 
 def field_help(name: str) -> dict:
-    """The metadata of a ``TrainConfig`` field: its help text and CLI hints."""
-    return dict(next(f for f in dataclasses.fields(TrainConfig) if f.name == name).metadata)
+    """The metadata of a ``TrainConfig`` field, read from the strategy table as it is now: its help
+    text (an option specific to some strategies starts with their names) and CLI hints."""
+    metadata = next(f for f in dataclasses.fields(TrainConfig) if f.name == name).metadata
+    meta = {key: value() if callable(value) else value for key, value in metadata.items()}
+    if name in SPECIFIC_OPTIONS:
+        meta["help"] = f"{', '.join(applying_to(name))}: {meta['help']}"
+    return meta
 
 
 def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:

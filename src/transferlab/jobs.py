@@ -21,7 +21,7 @@ from .forecast import Forecaster
 from .inference import Model, load
 from .plan import Plan
 from .prepare import PreparedRun, prepare
-from .strategies import AUTO
+from .strategies import AUTO, FINETUNING, FROM_SCRATCH
 from .trainer.lr_find import LrFinding, find_lr
 from .trainer.train import train_prepared
 
@@ -92,7 +92,7 @@ def rank(data: str | TrainConfig, backbones: tuple[str, ...] = OFFLINE_BACKBONES
 def lr_find(data: str | TrainConfig, **options) -> LrFinding:
     """The learning-rate range test for fine-tuning ``data`` (``options``: TrainConfig's fields);
     writes ``lr-find.png`` and ``lr-find.json`` into ``out``."""
-    config = _config(data, {"strategy": "finetune", **options})
+    config = _config(data, {"strategy": FINETUNING, **options})
     return find_lr(prepare(config), config, Path(config.out))
 
 
@@ -108,4 +108,4 @@ def advise(data: str | TrainConfig, forecaster: Forecaster | None = None, **opti
 def pretrain(data: str, arch: str, out: str, **options) -> TrainResult:
     """Train ``arch`` from scratch on ``data`` and save it as a bundle that later runs transfer from
     (``backbone=f"{out}/model"``). ``options``: TrainConfig's fields (batch size 128 by default)."""
-    return train(data, **{"batch_size": 128, **options, "strategy": "scratch", "backbone": arch, "out": out})
+    return train(data, **{"batch_size": 128, **options, "strategy": FROM_SCRATCH, "backbone": arch, "out": out})

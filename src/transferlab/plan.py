@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .forecast import Choice, Forecaster, Signals, choose
-from .strategies import ALL_CUTS, FINAL_CUT, STRATEGIES, advised_options
+from .strategies import ALL_CUTS, FINAL_CUT, FINETUNING, FROM_SCRATCH, FROZEN_HEAD, STRATEGIES, advised_options
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,11 @@ def decide(images_per_class: int, evidence: list[CutEvidence] | tuple[CutEvidenc
     similar = final.probe_accuracy >= best.probe_accuracy - similarity_tolerance(best, thresholds)
     gain = transfer_gain(evidence)
     if gain < thresholds.transfer_gain:  # frozen, the body is as good as random: train it
-        strategy, cut = ("scratch" if images_per_class >= thresholds.scratch else "finetune"), FINAL_CUT
+        strategy, cut = (FROM_SCRATCH if images_per_class >= thresholds.scratch else FINETUNING), FINAL_CUT
     elif small:
-        strategy, cut = ("head", FINAL_CUT) if similar else ("truncate", best.cut)
+        strategy, cut = (FROZEN_HEAD, FINAL_CUT) if similar else (STRATEGIES[FROZEN_HEAD].with_cut, best.cut)
     else:
-        strategy, cut = "finetune", FINAL_CUT
+        strategy, cut = FINETUNING, FINAL_CUT
     return Decision(strategy, cut, gain)
 
 
@@ -179,7 +179,7 @@ def explain(decision: Decision, choice: Choice, signals: Signals, evidence, fore
         f"{forecasts}. {choice.reason}. Hence '{decision.strategy}' at cut '{decision.cut}'. The measurements behind it: "
         f"{signals.images_per_class} training images per class; {depth}{_all_cuts_text(signals)}; pretraining adds {signals.transfer_gain:+.1%} to "
         f"the best probe over the same network with random weights; one pilot epoch of fine-tuning moved validation "
-        f"accuracy by {100 * signals.pilot_gain:+.1f} points. Check it: 'probe' is the leave-one-out accuracy of a linear "
+        f"accuracy by {100 * signals.pilot_gain:+.1f} points. Check it: 'probe acc' is the leave-one-out accuracy of a linear "
         f"classifier on the features at each depth, 'random' the same on the random network; LogME ranks the depths "
         f"without training; a large BatchNorm gap means the target's activations at that depth look unlike the "
         f"source's.{_estimate_text(best, curve)}"
@@ -237,11 +237,11 @@ class Plan:
     def evidence_table(self) -> str:
         """The per-cut evidence as a fixed-width text table, the plan's cut marked (every cut, for a
         plan that reads them all)."""
-        lines = [f"{'cut':<12} {'channels':>8} {'probe':>7} {'+-':>6} {'random':>7} {'LogME':>8} {'BN gap':>8}"]
+        lines = [f"{'cut':<12} {'channels':>8} {'probe acc':>9} {'+-':>6} {'random':>7} {'LogME':>8} {'BN gap':>8}"]
         for e in self.evidence:
             gap = f"{e.batchnorm_gap:8.3f}" if e.batchnorm_gap is not None else f"{'-':>8}"
             marker = "  <- plan" if self.cut in (e.cut, ALL_CUTS) else ""
-            lines.append(f"{e.cut:<12} {e.channels:>8} {e.probe_accuracy:>7.4f} {e.probe_stderr:>6.3f} "
+            lines.append(f"{e.cut:<12} {e.channels:>8} {e.probe_accuracy:>9.4f} {e.probe_stderr:>6.3f} "
                          f"{e.random_probe_accuracy:>7.4f} {e.logme:>8.3f} {gap}{marker}")  # fmt: skip
         return "\n".join(lines)
 

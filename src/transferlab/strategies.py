@@ -24,6 +24,13 @@ from .errors import ConfigError
 FINAL_CUT = "final"
 ALL_CUTS = "all"  # a body read at every cut point at once
 AUTO = "auto"
+AUTO_SUMMARY = ("measure the data and forecast each option, check the candidates on your own images out of fold, "
+                "train what they chose (one, or several weighted; docs/advisor.md)")
+# The entries other modules name by their role (only this module spells a strategy's name):
+FROZEN_HEAD = "head"  # a new head on the frozen body's final features (its ``with_cut``: at an earlier cut)
+FINETUNING = "finetune"  # the whole network from pretrained weights: what the advisor's pilot and lr-find run
+FROM_SCRATCH = "scratch"  # random weights, everything trains: what ``pretrain`` runs
+EVERY_CUT = "multicut"  # the frozen body read at every cut point at once
 PROBE_LR = 1e-3  # the rate of a new linear head on frozen features (head, truncate, and LP-FT's probe)
 
 TUNE_MODES = ("all", "bias", "norm", "lora")  # which body parameters fine-tuning trains
@@ -63,6 +70,7 @@ class Strategy:
     members: tuple[str, ...] = ()  # an ensemble's strategies, each trained with its own defaults (then no stages)
     advised: bool = False  # whether ``auto`` plans it; the others are forecast as evidence only (the study decides)
     candidate: bool = False  # whether ``auto`` scores it out of fold on the user's own images and may combine it
+    baseline: bool = False  # whether the study reports "always <name>" beside the advisor
     recipe: int = 1  # the version of its training recipe: raising it redoes this strategy's runs in a resumed study
 
     def __post_init__(self):
@@ -119,9 +127,26 @@ def applying_to(option: str) -> list[str]:
     return [s.name for s in STRATEGIES.values() if option in s.options]
 
 
+def describe(strategy: Strategy) -> str:
+    """One strategy in words: what it is, what trains, its defaults, where it cuts, the options that apply."""
+    cuts = {"final": "at the final features", "earlier": "before the final features (--cut; default: the middle stage)",
+            "any": "anywhere (--cut; default: the final features)", "all": "at every cut point at once"}[strategy.cuts]
+    training = (f"members {', '.join(strategy.members)}, each with its own defaults" if strategy.members else
+                f"stages {', '.join(strategy.stages)}; {strategy.epochs} epoch{'s' * (strategy.epochs != 1)} at lr {strategy.lr:g}; cuts {cuts}")
+    options = ", ".join(sorted(strategy.options)) or "none"
+    start = "pretrained" if strategy.pretrained else "random weights"
+    return (f"{strategy.name}: {strategy.summary}\n  trains {strategy.trains} ({start}); {training}\n"
+            f"  options: {options}")
+
+
 def forecast_options() -> list[str]:
     """The strategies the advisor forecasts and the study scores."""
     return [s.name for s in STRATEGIES.values() if s.anchor is not None]
+
+
+def baseline_options() -> list[str]:
+    """The strategies the study reports as an "always <name>" rule beside the advisor."""
+    return [s.name for s in STRATEGIES.values() if s.baseline]
 
 
 def advised_options() -> list[str]:
@@ -130,35 +155,36 @@ def advised_options() -> list[str]:
 
 
 register_strategy(Strategy(
-    "head", "frozen body, new head on its final features", epochs=40, lr=PROBE_LR, stages=("head",),
-    trains="the head", anchor="probe_final", with_cut="truncate", options=frozenset({"unlabeled"}), candidate=True,
+    FROZEN_HEAD, "frozen body, new head on its final features", epochs=40, lr=PROBE_LR, stages=("head",),
+    trains="the head", anchor="probe_final", with_cut="truncate", options=frozenset({"unlabeled"}),
+    candidate=True, baseline=True,
 ))
 register_strategy(Strategy(
     "truncate", "early stages frozen, new head on them", epochs=40, lr=PROBE_LR, stages=("head",),
     trains="the head", cuts="earlier", anchor="probe_stage", options=frozenset({"unlabeled"}),
 ))
 register_strategy(Strategy(
-    "finetune", "a linear probe first, then everything trains from the pretrained weights (LP-FT)", epochs=8,
+    FINETUNING, "a linear probe first, then everything trains from the pretrained weights (LP-FT)", epochs=8,
     lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True,
-    layer_decay=True, anchor="probe_final", candidate=True,
+    layer_decay=True, anchor="probe_final", candidate=True, baseline=True,
     options=_NETWORK_OPTIONS | {"probe_epochs", "layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength",
                                 "interpolate"},
 ))
 register_strategy(Strategy(
-    "multicut", "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022), "
+    EVERY_CUT, "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022), "
     "computed in closed form: ridge at the strength of the best leave-one-out accuracy", recipe=2, epochs=1,
     lr=PROBE_LR, stages=("multicut",), advised=True,
     trains="the head", cuts="all", options=frozenset({"unlabeled"}), anchor="probe_all", with_cut="truncate",
-    candidate=True,
+    candidate=True, baseline=True,
 ))
 register_strategy(Strategy(
     "ensemble", "multicut and finetune both trained, each calibrated by a temperature fitted on validation, their "
     "probabilities averaged (two networks at prediction)", epochs=STRATEGIES["finetune"].epochs,
     lr=STRATEGIES["finetune"].lr, stages=(), members=("multicut", "finetune"), freeze_bn=True, layer_decay=True,
     trains="the multicut head, then the whole fine-tuned network", anchor="probe_final", advised=True,
-    options=STRATEGIES["multicut"].options | STRATEGIES["finetune"].options,
+    baseline=True, options=STRATEGIES["multicut"].options | STRATEGIES["finetune"].options,
 ))
 register_strategy(Strategy(
-    "scratch", "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),
+    FROM_SCRATCH, "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),
     trains="the whole network", pretrained=False, anchor="probe_random", options=_NETWORK_OPTIONS | {"init"},
 ))  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..config import INTERPOLATE_NONE, TrainConfig, for_strategy
 from ..prepare import PreparedRun
+from ..strategies import FINETUNING, STRATEGIES
 from ..trainer.train import fit_stages
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,11 @@ def pilot_finetune(prepared: PreparedRun, config: TrainConfig) -> Pilot:
     """One pilot epoch of ``finetune`` (frozen BatchNorm statistics, as the plan would train it) on
     ``prepared``'s training split, scored on its validation split."""
     started = time.perf_counter()
-    pilot = for_strategy(config, "finetune", cut=None, epochs=PILOT_EPOCHS, warmup_epochs=PILOT_WARMUP_EPOCHS,
+    pilot = for_strategy(config, FINETUNING, cut=None, epochs=PILOT_EPOCHS, warmup_epochs=PILOT_WARMUP_EPOCHS,
                          freeze_bn=True, resume=False, tensorboard=None, interpolate=INTERPOLATE_NONE)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="transferlab-pilot-") as scratch_dir:
         _, _, stages = fit_stages(prepared.without_test(), pilot, Path(scratch_dir))
-    probe, network = stages["probe"], stages["network"]
+    probe, network = (stages[name] for name in STRATEGIES[FINETUNING].stages)  # the linear probe, then the network
     result = Pilot(min(probe.history, key=lambda r: r["val_loss"])["val_accuracy"], network.history[-1]["val_accuracy"],
                    len(network.labels["val"]), time.perf_counter() - started)  # fmt: skip
     log.info("pilot: validation accuracy %.4f after the probe, %.4f after one epoch of fine-tuning (%.1f s)",

@@ -24,7 +24,7 @@ from ..plan import CutEvidence, best_cut, transfer_gain
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
 from ..signals import multicut_probe_accuracy
-from ..trainer.stages import engine_choice, frozen_runner
+from ..trainer.extraction import engine_choice, frozen_runner
 from .measure import features_at_every_cut, measure, measurement_resolution, probe_learning_curve, source_leep
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,12 @@ class Ranking:
         return [asdict(score) for score in self.scores]
 
     def table(self) -> str:
-        lines = [f"{'backbone':<20} {'params':>7} {'px':>4} {'best cut':<12} {'probe':>6} {'LogME':>7} {'LEEP':>7} "
+        lines = [f"{'backbone':<20} {'params':>7} {'px':>4} {'best cut':<12} {'probe acc':>9} {'LogME':>7} {'LEEP':>7} "
                  f"{'time':>6}"]  # fmt: skip
         for s in self.scores:
             leep = f"{s.leep:7.3f}" if s.leep is not None else f"{'-':>7}"
             lines.append(f"{s.backbone:<20} {s.parameters / 1e6:6.1f}M {s.resolution:>4} {s.best_cut:<12} "
-                         f"{s.probe_accuracy:6.3f} {s.logme:7.3f} {leep} {s.seconds:5.1f}s")  # fmt: skip
+                         f"{s.probe_accuracy:9.3f} {s.logme:7.3f} {leep} {s.seconds:5.1f}s")  # fmt: skip
         return "\n".join(lines)
 
 
@@ -128,7 +128,7 @@ def write_ranking(out: Path, ranking: Ranking, data: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "ranking.json").write_text(json.dumps(ranking.to_json(), indent=2))
     figure = save_figure(_plot(ranking), out / "rank.png")
-    header = ["backbone", "parameters", "resolution", "best cut", "probe", "LogME", "LEEP", "seconds"]
+    header = ["backbone", "parameters", "resolution", "best cut", "probe accuracy", "LogME", "LEEP", "seconds"]
     rows = [[s.backbone, s.parameters, s.resolution, s.best_cut, s.probe_accuracy, s.logme,
              s.leep if s.leep is not None else "-", s.seconds] for s in ranking.scores]  # fmt: skip
     write_report(out / "report.html", f"transferlab rank: {data}", {"chosen": ranking.best.backbone},

@@ -50,8 +50,18 @@ from ..metrics import classification_metrics
 from ..plan import cut_for, decide, signals_of
 from ..prepare import PreparedRun, prepare
 from ..report import save_figure, write_report
-from ..strategies import ALL_CUTS, AUTO, FINAL_CUT, STRATEGIES, advised_options, forecast_options
-from ..trainer.stages import Stage
+from ..strategies import (
+    ALL_CUTS,
+    AUTO,
+    EVERY_CUT,
+    FINAL_CUT,
+    FINETUNING,
+    STRATEGIES,
+    advised_options,
+    baseline_options,
+    forecast_options,
+)
+from ..trainer.context import Stage
 from ..trainer.train import ensemble_stage, train_prepared
 from .advise import Measurements, measure_prepared
 
@@ -86,6 +96,11 @@ def run_key(strategy: str, cut: str) -> str:
     return f"{strategy}@{cut}"
 
 
+def always(strategy: str) -> str:
+    """The run of ``strategy`` at its default cut (what "always <strategy>" trains)."""
+    return run_key(strategy, STRATEGIES[strategy].default_cut([]))
+
+
 def run_strategy(key: str):
     """The strategy-table entry of run ``key``."""
     return STRATEGIES[key.split("@")[0]]
@@ -100,7 +115,7 @@ def by_cell(records: list[dict]) -> dict[str, list[dict]]:
 
 
 def _base_config(data: str, size: int, seed: int, settings: StudySettings, cache: str | None,
-                 device: str = "auto") -> TrainConfig:  # fmt: skip
+                 device: str = AUTO) -> TrainConfig:  # fmt: skip
     """What every run of a seed shares: the data, its size and subsample, the resolution, the device."""
     return TrainConfig(data=data, samples_per_class=size, test_per_class=settings.test_per_class, seed=seed,
                        resolution=settings.resolution, measure_per_class=settings.measure_per_class, cache_dir=cache,
@@ -211,7 +226,7 @@ def _run(prepared: Callable[[], PreparedRun], config: TrainConfig) -> dict:
 
 
 def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path, cache: str | None,
-             device: str = "auto") -> dict:  # fmt: skip
+             device: str = AUTO) -> dict:  # fmt: skip
     """The advisor's measurements (timed) and every option's outcome on one seed of a cell."""
     base = _base_config(data, size, seed, settings, cache, device)
     folder = out / f"{data}@{size}" / f"seed{seed}"
@@ -320,10 +335,7 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
         scored[cell] = {
             "seeds": len(seeds), "oracle": oracle, "oracle_accuracy": means[oracle],
             "picks": picks, "advisor": regret(seeds, picks),
-            "always head": regret(seeds, [run_key("head", FINAL_CUT)] * len(seeds)),
-            "always finetune": regret(seeds, [run_key("finetune", FINAL_CUT)] * len(seeds)),
-            "always multicut": regret(seeds, [run_key("multicut", ALL_CUTS)] * len(seeds)),
-            "always ensemble": regret(seeds, [run_key("ensemble", FINAL_CUT)] * len(seeds)),
+            **{f"always {name}": regret(seeds, [always(name)] * len(seeds)) for name in baseline_options()},
             "forecast, any option": regret(seeds, any_option),
             "threshold rule": regret(seeds, [run_key(d.strategy, d.cut) for d in rule]),
             "successive halving": regret(seeds, [race(s, s["advise_seconds"]) for s in seeds]),
@@ -334,7 +346,7 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
     return scored
 
 
-RULES = ("advisor", "forecast, any option", "always head", "always finetune", "always multicut", "always ensemble",
+RULES = ("advisor", "forecast, any option", *(f"always {name}" for name in baseline_options()),
          "threshold rule", "successive halving")  # fmt: skip
 
 
@@ -386,7 +398,7 @@ def multicut_gaps(records: list[dict], up_to: int = SEEDED_SIZES) -> dict[str, f
     for cell, seeds in by_cell([seed for seed in records if seed["size"] <= up_to]).items():
         means = cell_means(seeds)
         best_frozen = max(value for key, value in means.items() if frozen_single_cut(key))
-        gaps[cell] = 100 * (best_frozen - means[run_key("multicut", ALL_CUTS)])
+        gaps[cell] = 100 * (best_frozen - means[always(EVERY_CUT)])
     return gaps
 
 
@@ -445,7 +457,7 @@ def _plot_regrets(scored: dict[str, dict]):
 
 
 def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: str | None = None,
-              settings: StudySettings | None = None, device: str = "auto", pool: str = "greyscale") -> dict:  # fmt: skip
+              settings: StudySettings | None = None, device: str = AUTO, pool: str = "greyscale") -> dict:  # fmt: skip
     """Run every seed of every cell of ``pool`` (:data:`POOLS`; reusing finished ones), score
     leave-one-data-set-out, write study.json, table.md, forecaster.json (fitted on every cell) and
     report.html into ``out``."""
@@ -464,8 +476,9 @@ def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: st
     forecaster = fit_forecaster([(signals(s), outcome(s)) for s in records], cells, source).save(out / "forecaster.json")
     gaps = multicut_gaps(records)
     summary = {"quick": quick, "settings": dataclasses.asdict(settings), "cells": scored, "summary": summarize(scored),
-               "advisor against always finetune": paired_test(scored, "advisor", "always finetune"),
-               "advisor against always finetune, by data set": paired_test_by_set(scored, "advisor", "always finetune"),
+               f"advisor against always {FINETUNING}": paired_test(scored, "advisor", f"always {FINETUNING}"),
+               f"advisor against always {FINETUNING}, by data set": paired_test_by_set(scored, "advisor",
+                                                                                       f"always {FINETUNING}"),
                "multicut against the best frozen head": {"gaps": gaps, "within_one_point": float(np.mean(
                    [gap <= 1.0 for gap in gaps.values()]))},
                "seconds": time.perf_counter() - started}  # fmt: skip

@@ -51,6 +51,7 @@ class HeadTraining:
     weight_decay: float = _config_default("weight_decay")
     seed: int = _config_default("seed")
     min_steps: int = 500
+    label: str = "training"  # what its log lines and progress bar are called (the stage's name)
     class_weight: str = _config_default("class_weight")  # "balanced": each class's loss weighted by n / (classes x
     # its count); "balanced-sampling": each epoch draws its images with replacement, every class equally likely
 
@@ -131,13 +132,13 @@ def fit_head(
     vx, vy = torch.tensor(val_x, dtype=torch.float32).sub_(mean).div_(scale), torch.as_tensor(val_y)
     epochs = settings.epochs_for(len(xs))
     if epochs > settings.epochs:
-        log.info("head: %d epochs on %d samples are too few steps; training %d epochs (%d steps at least)",
-                 settings.epochs, len(xs), epochs, settings.min_steps)  # fmt: skip
+        log.info("%s: %d epochs on %d samples are too few steps; training %d epochs (%d steps at least)",
+                 settings.label, settings.epochs, len(xs), epochs, settings.min_steps)  # fmt: skip
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     weight = loss_weights(ys, head.fc.out_features, settings.class_weight)
     history, best_loss, best_state = [], float("inf"), None
-    for epoch in (bar := trange(epochs, desc="head", unit="epoch", leave=False)):
+    for epoch in (bar := trange(epochs, desc=settings.label, unit="epoch", leave=False)):
         head.train()
         total_loss, correct, lr = 0.0, 0, scheduler.get_last_lr()[0]
         for batch in epoch_order(ys, settings.class_weight, generator).split(settings.batch_size):
@@ -357,8 +358,8 @@ def accumulate_gradients(net: nn.Module, batch: torch.Tensor, pixels: torch.Tens
     Returns the batch's mean loss and how many were right."""
     chunks = batch.split(settings.micro_batch) if settings.micro_batch else (batch,)
     features: list[torch.Tensor] = []  # with BSS: each pass's input to the head
-    head = getattr(getattr(net, "module", net), "head", None)
-    hook = head.register_forward_pre_hook(lambda _m, args: features.append(args[0])) if settings.regularizer == "bss" else None
+    hook = (getattr(net, "module", net).head.register_forward_pre_hook(lambda _m, args: features.append(args[0]))
+            if settings.regularizer == "bss" else None)  # fmt: skip
     try:
         return _passes(net, chunks, batch, pixels, labels, weight, settings, anchors, features)
     finally:

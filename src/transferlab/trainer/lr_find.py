@@ -22,8 +22,12 @@ import torch
 from ..config import TrainConfig
 from ..prepare import PreparedRun
 from ..report import save_figure
+from ..strategies import FINETUNING, STRATEGIES
+from .context import RunContext
+from .extraction import cached_splits, readable_rows
 from .loops import accumulate_gradients, prepare_trainable
-from .stages import RunContext, cached_splits, probe_stage, readable_rows, setup_network
+from .network import setup_network
+from .stages import stage_function
 from .train import build_model
 
 START, END, STEPS = 1e-7, 10.0, 100
@@ -74,7 +78,8 @@ def find_lr(prepared: PreparedRun, config: TrainConfig, out: Path) -> LrFinding:
     ``lr-find.png`` and ``lr-find.json`` in ``out``."""
     torch.manual_seed(config.seed)
     model, cut = build_model(prepared, config)
-    probe_stage(model, prepared, cut, config, RunContext(out))
+    probe = STRATEGIES[FINETUNING].stages[0]  # LP-FT's linear probe
+    stage_function(probe)(model, prepared, cut, config, RunContext(out, stage=probe))
     inputs, _ = cached_splits(None, {}, prepared, model.preprocessing.resolution, config, "decode", splits=("train",))
     pixels, labels = (torch.from_numpy(a) for a in readable_rows(inputs, prepared)["train"])
     settings, groups = setup_network(model, config)

@@ -205,7 +205,7 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
     if interpolation:
         summary["interpolation"] = f"alpha {interpolation['alpha']:g} ({interpolation['rule']})"
     if "members" in metrics:
-        summary["ensemble"] = ensemble_summary(metrics["members"], split)
+        summary["ensemble members"] = ensemble_summary(metrics["members"], split)
     if metrics["near_chance"]:
         summary["poor result"] = POOR_RESULT.format(balanced=metrics["balanced_accuracy"], chance=1 / len(metrics["classes"]))
     tables = {
@@ -216,7 +216,7 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
         plan = metrics["plan"]
         summary["plan"] = plan["explanation"]
         tables["The plan's evidence per cut"] = (
-            ["cut", "channels", "probe", "random", "LogME", "BN gap"],
+            ["cut", "channels", "probe accuracy", "random", "LogME", "BN gap"],
             [[e["cut"], e["channels"], e["probe_accuracy"], e["random_probe_accuracy"], e["logme"],
               e["batchnorm_gap"] if e["batchnorm_gap"] is not None else "-"] for e in plan["evidence"]],
         )  # fmt: skip

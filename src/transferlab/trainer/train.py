@@ -31,8 +31,10 @@ from ..prepare import PreparedRun
 from ..runlock import OutputLock
 from ..strategies import ALL_CUTS, FINAL_CUT
 from ..surgery import TransferModel, body_over, freeze
+from .context import RunContext, Stage
+from .extraction import present_splits
 from .outputs import write_outputs
-from .stages import RunContext, Stage, present_splits, stage_function
+from .stages import stage_function
 from .tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ def fit_stages(prepared: PreparedRun, config: TrainConfig, out: Path) -> tuple[T
     context, stages = RunContext(out, board), {}
     try:
         for name in config.strategy_entry.stages:
-            stages[name] = stage_function(name)(model, prepared, cut, config, context)
+            stages[name] = stage_function(name)(model, prepared, cut, config, dataclasses.replace(context, stage=name))
     finally:
         if board is not None:
             board.close()
@@ -109,6 +111,9 @@ def ensemble_stage(member_stages: list[Stage], temperatures: list[float] | None 
     logits = {split: combined([stage.logits[split] for stage in member_stages], temperatures, weights)
               for split in last.logits}  # fmt: skip
     return Stage(last.inputs, last.labels, logits, last.history, memory=last.memory), temperatures
+
+
+COMBINED = "members combined"  # the key of an ensemble's last stage, its members' probabilities averaged
 
 
 @dataclass(frozen=True)
@@ -164,11 +169,11 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
         finals.append((member.name, cut, list(member_stages.values())[-1]))
     given = [m.temperature for m in chosen] if all(m.temperature is not None for m in chosen) else None
     weights = [m.weight for m in chosen]
-    stages["ensemble"], temperatures = ensemble_stage([stage for _, _, stage in finals], given, weights)
+    stages[COMBINED], temperatures = ensemble_stage([stage for _, _, stage in finals], given, weights)
     reports = [{**_member_report(name, cut, t, stage, prepared.classes), "weight": w,
                 "resolved_config": member.config.resolved(cut, members[name][1].preprocessing.resolution)}
                for (name, cut, stage), t, w, member in zip(finals, temperatures, weights, chosen)]  # fmt: skip
-    stages["ensemble"].details["members"] = reports
+    stages[COMBINED].details["members"] = reports
     log.info("ensemble of %s at temperatures %s, weights %s", ", ".join(members),
              ", ".join(f"{t:.2f}" for t in temperatures), ", ".join(f"{w:.2f}" for w in weights))  # fmt: skip
     info = dataclasses.replace(list(members.values())[-1][1], strategy=config.strategy)

@@ -1,0 +1,135 @@
+"""The stages that train a head on the frozen body's cached features: ``head`` (the run's own
+head at one cut), ``probe`` (the linear probe that starts LP-FT) and ``multicut`` (one head over
+every cut point, in closed form), with unlabelled images where the strategy learns from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..features import Features, cached_features
+from ..prepare import PreparedRun
+from ..signals import tap_standardization
+from ..strategies import PROBE_LR, applying_to
+from ..surgery import TransferModel
+from .context import RunContext, Stage
+from .extraction import cached_splits, check_every_class, engine_choice, frozen_runner, present_splits, readable_rows
+from .loops import HeadTraining, fit_head, fit_ridge_head
+from .pseudo_labels import fit_with_unlabeled
+
+log = logging.getLogger(__name__)
+
+
+def head_settings(config: TrainConfig, probe: bool = False) -> HeadTraining:
+    """The head's optimizer settings: the run's own, or with ``probe`` the linear probe's that starts LP-FT."""
+    return HeadTraining(
+        epochs=config.probe_epochs if probe else config.resolved_epochs, lr=PROBE_LR if probe else config.resolved_lr,
+        batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed,
+        class_weight=config.class_weight,
+    )  # fmt: skip
+
+
+def _graph_features(train_x: np.ndarray, unlabeled_x: np.ndarray, tap_widths: list[int] | None):
+    """How the pseudo-labels' graph sees the features: as they are, or with ``tap_widths`` each tap
+    standardized over the labelled and unlabelled images together (every tap weighing the same)."""
+    if tap_widths is None:
+        return lambda x: x
+    mean, scale = tap_standardization(np.vstack([train_x, unlabeled_x]), tap_widths)
+    return lambda x: (np.asarray(x) - mean) / scale
+
+
+def head_fitter(val_x: np.ndarray, val_y: np.ndarray, settings: HeadTraining, on_epoch, tap_widths: list[int] | None):
+    """``fit(head, features, labels) -> history``: :func:`.loops.fit_head` against the validation
+    features; with ``tap_widths`` (a head over several taps), each tap standardized first and the
+    head computed in closed form, :func:`.loops.fit_ridge_head` (the head then takes raw features)."""
+
+    def fit(head, x: np.ndarray, y: np.ndarray) -> list[dict]:
+        if tap_widths is None:
+            return fit_head(head, x, y, val_x, val_y, settings, on_epoch)
+        mean, scale = tap_standardization(x, tap_widths)
+        standardized = [(np.asarray(v) - mean) / scale for v in (x, val_x)]
+        history = fit_ridge_head(head, standardized[0], y, standardized[1], val_y, on_epoch)
+        head.absorb_standardization(torch.from_numpy(mean), torch.from_numpy(scale))
+        return history
+
+    return fit
+
+
+def _unlabeled_features(extractor, parts: dict, prepared: PreparedRun, resolution: int, config: TrainConfig,
+                        hits: list[bool]) -> Features | None:  # fmt: skip
+    """The frozen features of the run's unlabelled images (cached), when its strategy learns from them."""
+    images = prepared.splits.unlabeled
+    if images is None:
+        return None
+    if "unlabeled" not in config.strategy_entry.options:
+        log.warning("%d unlabelled images left out: %s does not learn from them (%s do)", len(images), config.strategy,
+                    ", ".join(applying_to("unlabeled")))  # fmt: skip
+        return None
+    features, hit = cached_features(extractor, parts, images, resolution, prepared.cache, config.strict,
+                                    desc="features unlabeled")  # fmt: skip
+    hits.append(hit)
+    return features
+
+
+def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig, context: RunContext,
+                      probe: bool, tap_widths: list[int] | None = None) -> Stage:  # fmt: skip
+    """Features of the frozen body (cached), then the head on them (with ``tap_widths``: the
+    features of several taps, each standardized per tap first); with unlabelled images, the head
+    that learns from them too where the validation says it should (:mod:`.pseudo_labels`)."""
+    tick = time.perf_counter()
+    resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
+    parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
+             "engine": "pytorch"}  # fmt: skip
+    images = sum(len(split) for split in present_splits(prepared).values())
+    choice = engine_choice(config, images, resolution, parts)
+    extractor = frozen_runner(nn.Sequential(model.normalize, model.body), parts, resolution, prepared, config, choice.engine)
+    inputs, hits = cached_splits(extractor, parts, prepared, resolution, config, "features")
+    unlabeled = _unlabeled_features(extractor, parts, prepared, resolution, config, hits)
+    features_seconds = time.perf_counter() - tick
+    tick = time.perf_counter()
+    rows = readable_rows(inputs, prepared)
+    (train_x, train_y), (val_x, val_y) = rows["train"], rows["val"]
+    check_every_class(train_y, prepared)
+    name = context.stage
+    settings = dataclasses.replace(head_settings(config, probe), label=name)
+    fit = head_fitter(val_x, val_y, settings, context.epoch_log(name, val_y), tap_widths)
+    details = {}
+    if unlabeled is None:
+        history = fit(model.head, train_x, train_y)
+    else:
+        unlabeled_x = unlabeled.readable(prepared.splits.unlabeled.labels)[0]
+        history, report = fit_with_unlabeled(model.head, train_x, train_y, unlabeled_x, fit, len(prepared.classes),
+                                             _graph_features(train_x, unlabeled_x, tap_widths))  # fmt: skip
+        details["unlabeled"] = {**report, "unreadable": len(unlabeled.skipped)}
+    best = min(history, key=lambda r: r["val_loss"])
+    log.info("%s: best epoch %d of %d, val accuracy %.4f", name, best["epoch"], len(history), best["val_accuracy"])
+    model.head.eval()
+    with torch.no_grad():
+        logits = {split: model.head(torch.from_numpy(x)) for split, (x, _) in rows.items()}
+    seconds = {"features_seconds": features_seconds, "head_seconds": time.perf_counter() - tick}
+    return Stage(inputs, {s: y for s, (_, y) in rows.items()}, logits, history, seconds, hits,
+                 engine={"engine": choice.engine, "reason": choice.reason}, details=details)
+
+
+def head_stage(model, prepared, cut, config, context) -> Stage:
+    """``head``: the run's own head on the frozen body's cached features."""
+    return _head_on_features(model, prepared, cut, config, context, probe=False)
+
+
+def probe_stage(model, prepared, cut, config, context) -> Stage:
+    """``probe``: the linear probe that starts LP-FT (its own epochs and rate)."""
+    return _head_on_features(model, prepared, cut, config, context, probe=True)
+
+
+def multicut_stage(model, prepared, cut, config, context) -> Stage:
+    """``multicut``: one head over the pooled features of every cut point (one frozen pass fills
+    the cache for all), each tap standardized and weighed by 1/sqrt(its width), the head the ridge
+    classifier of leave-one-out strength (Head2Toe's recipe)."""
+    widths = [point.channels for point in prepared.backbone.cut_points]
+    return _head_on_features(model, prepared, cut, config, context, probe=False, tap_widths=widths)

@@ -1,0 +1,102 @@
+"""The stage that trains the whole network on decoded images (``finetune``'s second stage,
+``scratch``'s only one), and :func:`setup_network`, the one whole-network set-up
+(re-initialization, LoRA, the settings, the optimizer's groups) that training, ``lr-find``, the
+advisor's pilot and the benchmarks share."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import distributed
+from ..config import INTERPOLATE_NONE, TrainConfig
+from ..features import compute_outputs, predict_pixels
+from ..hardware import autocast_dtype
+from ..inits import init_module
+from ..prepare import PreparedRun
+from ..surgery import TransferModel
+from .context import RunContext, Stage
+from .extraction import cached_splits, check_every_class, readable_rows
+from .interpolate import interpolate, snapshot
+from .loops import NetworkTraining, fit_network, layer_groups
+from .lora import add_lora, merge_lora
+from .memory import plan_for
+
+log = logging.getLogger(__name__)
+
+
+def network_settings(config: TrainConfig, micro_batch: int = 0) -> NetworkTraining:
+    """The whole network's settings, from ``config`` and its strategy's entry only."""
+    strategy = config.strategy_entry
+    return NetworkTraining(
+        epochs=config.resolved_epochs, lr=config.resolved_lr, batch_size=config.batch_size,
+        weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
+        layer_decay=config.layer_decay if strategy.layer_decay else 1.0, patience=config.patience,
+        augment=config.augment, freeze_bn=config.resolved_freeze_bn, gradual_unfreeze=config.gradual_unfreeze,
+        seed=config.seed, class_weight=config.class_weight, micro_batch=micro_batch, schedule=config.schedule,
+        regularizer=config.regularizer, regularizer_strength=config.resolved_regularizer_strength, tune=config.tune,
+        device=config.resolved_device, precision=autocast_dtype(config.resolved_device),
+    )  # fmt: skip
+
+
+def _reinitialize(body: nn.Module, init: str) -> None:
+    """Every weighted layer by ``init``, every BatchNorm to its fresh state (scratch)."""
+    init_module(body, init)
+    for module in body.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_parameters()
+
+
+def setup_network(model: TransferModel, config: TrainConfig, micro_batch: int = 0) -> tuple[NetworkTraining, list[dict]]:
+    """The body made trainable as ``config`` says - re-initialized for a strategy that does not start
+    pretrained, LoRA adapters added for ``--tune lora`` - and the settings and optimizer groups
+    (layer-wise rates, only the ``--tune`` parameters) to train it with."""
+    model.to(config.resolved_device).body.requires_grad_(True)
+    if not config.strategy_entry.pretrained:
+        _reinitialize(model.body, config.init)
+    if config.tune == "lora":
+        add_lora(model.body, config.lora_rank)
+    settings = network_settings(config, micro_batch)
+    return settings, layer_groups(model, settings)
+
+
+def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig,
+                  context: RunContext) -> Stage:  # fmt: skip
+    """``network``: decoded training and validation images (cached), then the whole network; the
+    test split is decoded and scored in passes, never held in memory whole."""
+    tick = time.perf_counter()
+    resolution = model.preprocessing.resolution
+    inputs, hits = cached_splits(None, {}, prepared, resolution, config, "decode", splits=("train", "val"))
+    decode_seconds = time.perf_counter() - tick
+    tick = time.perf_counter()
+    pixels = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in readable_rows(inputs, prepared).items()}
+    (train_x, train_y), (val_x, val_y) = pixels["train"], pixels["val"]
+    check_every_class(train_y.numpy(), prepared)
+    plan = plan_for(model, resolution, config.batch_size // distributed.world_size(), config.max_memory)
+    if plan.accumulation > 1:
+        log.info("max_memory %.1f GB: steps of %d images run as %d passes of at most %d", config.max_memory,
+                 config.batch_size, plan.accumulation, plan.micro_batch)  # fmt: skip
+    interpolating = "interpolate" in config.strategy_entry.options and config.interpolate != INTERPOLATE_NONE
+    start = snapshot(model) if interpolating else None  # LP-FT: the probe's network
+    settings, groups = setup_network(model, config, plan.micro_batch if plan.accumulation > 1 else 0)
+    history = fit_network(model, groups, train_x, train_y, val_x, val_y, settings, checkpoint_dir=context.out,
+                          resume=config.resume, on_epoch=context.epoch_log(config.strategy, val_y.numpy()))  # fmt: skip
+    if config.tune == "lora":
+        merge_lora(model.body)
+    details = {}
+    if start is not None:
+        details["interpolation"] = interpolate(model, start, config.interpolate, val_x, val_y, plan.micro_batch).to_json()
+    logits = {split: predict_pixels(model, x, plan.micro_batch) for split, (x, _) in pixels.items()}
+    labels = {split: y.numpy() for split, (_, y) in pixels.items()}
+    if prepared.splits.test is not None:
+        inputs["test"] = compute_outputs(model, prepared.splits.test, resolution, plan.micro_batch, config.strict,
+                                         desc="evaluate test")  # fmt: skip
+        test_logits, labels["test"] = inputs["test"].readable(prepared.splits.test.labels)
+        logits["test"] = torch.from_numpy(np.asarray(test_logits))
+    seconds = {"decode_seconds": decode_seconds, "network_seconds": time.perf_counter() - tick}
+    memory = {"micro_batch": plan.micro_batch, "accumulation": plan.accumulation}
+    return Stage(inputs, labels, logits, history, seconds, hits, memory, details=details)
