@@ -11,7 +11,9 @@ Three steps, so that the CPU-dependent one can run under an emulator of another 
 EfficientNet-Lite0's body, keeps Fashion-MNIST images (200 calibration, 1,000 training, 100 test)
 and their float32 outputs, and quantizes both models in each format. ``run`` (ONNX Runtime and
 NumPy only: no torch, so it is quick to start under an emulator) runs the int8 models on the CPU it
-finds, timing the body's pass (meaningless under an emulator). ``report`` prints the table:
+finds, timing the body's pass (meaningless under an emulator), and writes each quantized layer's
+error on the test case (``layers-<label>-<format>-colours.json``, :mod:`transferlab.int8_layers`).
+``report`` prints the table:
 top-class agreement on the test case, feature cosine, the agreement of a float32-trained logistic
 head, and the time.
 """
@@ -25,6 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from transferlab.int8_layers import layer_errors
+from transferlab.int8_layers import report as layer_report
 
 FORMATS = ("u8s8", "u8s8-reduce", "s8s8", "u8u8")  # activations x weights; reduce: 7-bit weights
 TEST_IMAGES = 100
@@ -110,6 +115,8 @@ def run(root: Path, label: str, forms: list[str]) -> None:
     for form in forms:
         colours = _run(root / f"q-{form}.colours.onnx", np.load(root / "colours.npy"))
         np.save(root / f"out-{label}-{form}-colours.npy", colours)
+        errors = layer_errors(root / "colours.onnx", root / f"q-{form}.colours.onnx", _unit(np.load(root / "colours.npy")))
+        layer_report(errors, root / f"layers-{label}-{form}-colours.json")  # where the test case loses it, per layer
         _run(root / f"q-{form}.lite0.onnx", test[:8])  # warm-up
         started = time.perf_counter()
         np.save(root / f"out-{label}-{form}-test.npy", _run(root / f"q-{form}.lite0.onnx", test))

@@ -32,7 +32,7 @@ def seed_result(data: str, size: int, seed: int, study: Path, cache: str | None)
     from transferlab.advisor.study import FULL, _base_config, _option_configs, run_key
     from transferlab.heads import make_head
     from transferlab.prepare import prepare
-    from transferlab.signals import ridge_classifier, tap_standardization
+    from transferlab.transferability import ridge_classifier, tap_standardization
     from transferlab.strategies import ALL_CUTS
     from transferlab.trainer.loops import fit_head
     from transferlab.trainer.context import RunContext

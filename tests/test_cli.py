@@ -162,6 +162,21 @@ def test_int8_export_without_calibration_images_is_one_line(trained):
     assert_one_line_error(result, "--int8 goes with --format onnx and --calibration DATA")
 
 
+def test_int8_export_with_verbose_reports_each_quantized_layers_error(trained, tmp_path):
+    root, data, _ = trained
+    out = tmp_path / "model.int8.onnx"
+    result = run("export", str(root / "run" / "model"), "--format", "onnx", "--int8", "--calibration", str(data),
+                 "--out", str(out), "--verbose", cache=root / "cache")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    layers = json.loads(out.with_suffix(".layers.json").read_text())
+    assert len(layers) >= 30  # every convolution's input and output of EfficientNet-Lite0, the head's, the logits
+    own = [layer["own_db"] for layer in layers if layer["own_db"] is not None]
+    accumulated = [layer["accumulated_db"] for layer in layers if layer["accumulated_db"] is not None]
+    assert len(own) >= 30 and all(db > 0 for db in own) and len(accumulated) >= 30
+    assert min(accumulated) < max(accumulated) - 5  # the error grows through the network: not one figure for all
+    assert "int8: the 8 tensors furthest from float32" in result.stderr
+
+
 def test_a_memory_budget_too_small_for_one_image_is_one_line(image_folder, tmp_path):
     result = run("train", str(image_folder), "--strategy", "finetune", "--resolution", "32", "--max-memory", "0.01",
                  "--out", str(tmp_path / "o"), cache=tmp_path / "cache")  # fmt: skip

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "jobs": ["TrainResult", "advise", "lr_find", "pretrain", "rank", "train"],
+    "api": ["TrainResult", "advise", "lr_find", "pretrain", "rank", "train"],
     "advisor.rank": ["Ranking"],
     "inference": ["Model", "Prediction", "load"],
     "config": ["TrainConfig"],
@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each name l
     from .inference import Model, Prediction, load
     from .initlab.config import LabConfig
     from .initlab.experiment import run_lab
-    from .jobs import TrainResult, advise, lr_find, pretrain, rank, train
+    from .api import TrainResult, advise, lr_find, pretrain, rank, train
     from .plan import Plan
     from .sources import build_backbone, list_backbones
     from .strategies import STRATEGIES, Strategy, register_strategy

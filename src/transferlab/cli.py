@@ -162,6 +162,8 @@ def _build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", help="output file (default: inside the model folder)")
     x.add_argument("--int8", action="store_true", help="onnx: quantize to int8 (static), calibrated on --calibration")
     x.add_argument("--calibration", metavar="DATA", help="--int8: your images (folder, CSV or built-in name), 200 used")
+    x.add_argument("--verbose", action="store_true", help="--int8: each quantized layer's error against float32, "
+                                                          "logged and written to <file>.layers.json")  # fmt: skip
 
     lab = commands.add_parser("init-lab", help="train one network under many weight initializations and compare")
     lab.add_argument("--dataset", default="fashion-mnist", help="28x28 grayscale data (default fashion-mnist)")
@@ -333,7 +335,8 @@ def _run_export(args) -> None:
     if args.int8:
         if args.format != "onnx" or not args.calibration:
             raise ConfigError("--int8 goes with --format onnx and --calibration DATA (images like those it will see).")
-        path, agreement = export_int8(args.model, tl.load(args.model).calibration_images(args.calibration), args.out)
+        calibration = tl.load(args.model).calibration_images(args.calibration)
+        path, agreement = export_int8(args.model, calibration, args.out, verbose=args.verbose)
         print(f"wrote {path}; top class as PyTorch's on {agreement:.1%} of the calibration images; "
               f"predict with it: --engine onnxruntime-int8")  # fmt: skip
         return

@@ -62,10 +62,13 @@ def export_bundle(model_dir: str | Path, fmt: str, out: str | Path | None = None
     return path, difference
 
 
-def export_int8(model_dir: str | Path, calibration: torch.Tensor, out: str | Path | None = None) -> tuple[Path, float]:
+def export_int8(model_dir: str | Path, calibration: torch.Tensor, out: str | Path | None = None,
+                verbose: bool = False) -> tuple[Path, float]:  # fmt: skip
     """Write ``model.int8.onnx``: the bundle quantized to int8, calibrated on ``calibration`` (the
     user's own images, N x 3 x R x R in [0, 1]). Returns the file and the share of those images
-    on which its top class agrees with PyTorch's; raises ExportError below ``INT8_AGREEMENT``."""
+    on which its top class agrees with PyTorch's; raises ExportError below ``INT8_AGREEMENT``.
+    ``verbose``: each quantized tensor's error against float32 is logged and written beside the
+    file (:mod:`.int8_layers`), before any refusal."""
     model, info = load_bundle(model_dir)
     model = model.eval().to(memory_format=torch.contiguous_format)
     path = Path(out) if out else Path(model_dir) / INT8_FILE
@@ -74,6 +77,10 @@ def export_int8(model_dir: str | Path, calibration: torch.Tensor, out: str | Pat
     with torch.no_grad():
         expected = torch.cat([model(chunk) for chunk in calibration.split(64)]).argmax(1)
     agreement = float((torch.cat([runner(chunk) for chunk in calibration.split(64)]).argmax(1) == expected).float().mean())
+    if verbose:
+        from .int8_layers import layer_errors, report
+
+        report(layer_errors(path.with_suffix(".fp32.onnx"), path, calibration), path.with_suffix(".layers.json"))
     if agreement < INT8_AGREEMENT:
         cpu = this_cpu()
         raise ExportError(f"{path}: the int8 model agrees with PyTorch's top class on {agreement:.1%} of the "

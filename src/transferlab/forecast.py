@@ -10,7 +10,7 @@ relative to the probe that estimates it, on the signals (:class:`Forecaster`, fi
 is the interval. :func:`choose` takes the best forecast, unless the runner-up is inside the
 combined interval: then the option with the higher worst case (forecast minus its spread).
 
-Torch-free, like :mod:`.strategy`.
+Torch-free, like :mod:`.strategies` and :mod:`.plan`.
 """
 
 from __future__ import annotations

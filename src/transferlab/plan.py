@@ -210,6 +210,8 @@ class Plan:
     members: tuple[dict, ...] = ()  # a combination checked on the user's images: candidate, strategy, cut,
     #                                  freeze_bn, weight, temperature (``advisor.decide``); empty: one strategy
     crossfit: dict = field(default_factory=dict)  # the out-of-fold evidence per candidate, its cost and the reason
+    config: dict = field(default_factory=dict)  # the configuration as typed when the plan was made
+    resolved_config: dict = field(default_factory=dict)  # the run that carries the plan out, every default filled in
 
     def to_json(self) -> dict:
         return asdict(self)

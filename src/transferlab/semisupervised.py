@@ -11,7 +11,7 @@ distribution over log C, Iscen et al.); :func:`pseudo_labelled` keeps each class
 at most as many per class as the median class is given, so that no class floods the head. Whether they are used
 at all is the trainer's guard: only when validation images the fit did not see say they help.
 
-NumPy and SciPy (and the eigendecomposition :mod:`.signals` uses).
+NumPy and SciPy (and the eigendecomposition :mod:`.transferability` uses).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import cg
 
-from .signals import left_singular
+from .transferability import left_singular
 
 NEIGHBOURS = 10  # the graph's k
 WHITENED = 128  # the graph is built on the features' leading principal directions, each scaled to one:

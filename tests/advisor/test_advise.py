@@ -77,6 +77,10 @@ def test_auto_carries_out_a_saved_plan(advised, tmp_path):
     root, data, plan = advised
     path = plan.save(tmp_path / "plan.json")
     assert Plan.from_json(json.loads(path.read_text())) == plan
+    resolved = plan.resolved_config  # the run that carries the plan out, every default filled in, beside what was typed
+    assert plan.config["strategy"] == "auto" and plan.config["epochs"] is None
+    assert (resolved["strategy"], resolved["cut"], resolved["resolution"]) == (plan.strategy, plan.cut, 32)
+    assert resolved["epochs"] >= 1 and resolved["lr"] > 0 and resolved["device"] == "cpu"
     metrics = tl.train(str(data), strategy="auto", plan=str(path), out=str(tmp_path / "run"),
                        cache_dir=str(root / "cache"), epochs=5).metrics  # fmt: skip
     assert metrics["strategy"] == plan.strategy and metrics["cut"] == plan.cut

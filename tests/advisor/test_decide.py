@@ -33,12 +33,12 @@ def test_candidates_are_the_tables_marked_strategies_with_the_best_single_cut_an
 
 def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_a_holdout_above_it():
     labels = np.repeat(np.arange(3), 10)
-    folds = fold_plan(labels, seed=0)
+    folds = [fold.scored for fold in fold_plan(labels, seed=0)]
     assert len(folds) == FOLDS and sorted(np.concatenate(folds).tolist()) == list(range(30))
     assert all(np.bincount(labels[f], minlength=3).min() >= 3 for f in folds)
     large = np.repeat(np.arange(2), 150)
     (holdout,) = fold_plan(large, seed=0)
-    assert np.bincount(large[holdout]).tolist() == [HOLDOUT_PER_CLASS, HOLDOUT_PER_CLASS]
+    assert np.bincount(large[holdout.scored]).tolist() == [HOLDOUT_PER_CLASS, HOLDOUT_PER_CLASS]
 
 
 @pytest.fixture(scope="module")
@@ -131,16 +131,23 @@ def test_a_fine_tuning_candidate_clearly_behind_on_the_first_fold_runs_no_more_f
     assert crossfit.raced_out(first, chosen) == ["finetune-adapted-bn"]
 
 
-def test_a_validation_folder_the_data_brought_is_the_holdout_itself(tmp_path):
+def test_a_validation_folder_the_data_brought_is_where_the_check_scores_and_validates(tmp_path):
     """A val/ folder is the user's word for what the model will meet (another style, another site):
-    the check scores the candidates there instead of pooling it with the training images."""
+    the final run selects its model there, so the check scores the candidates there too, each half
+    by runs trained on the whole training split and validated on the other half - not pooled with
+    the training images, and not validated on training-style images the final run never uses."""
     from transferlab.data import split_dataset
     from transferlab.datasets import load_dataset
 
     write_folder(tmp_path / "d" / "train", per_class=6)
     write_folder(tmp_path / "d" / "val", per_class=3, seed=5)
     labelled, folds = crossfit.labelled_folds(split_dataset(load_dataset(str(tmp_path / "d"))), seed=0)
-    assert len(folds) == 1 and folds[0].tolist() == list(range(18, 27))
-    assert all("/val/" in labelled.describe(i) for i in folds[0])
+    first, second = folds
+    assert sorted([*first.scored.tolist(), *second.scored.tolist()]) == list(range(18, 27))
+    assert first.validates.tolist() == second.scored.tolist() and second.validates.tolist() == first.scored.tolist()
+    assert all("/val/" in labelled.describe(i) for i in first.scored)
+    run = crossfit.fold_splits(labelled, first, tl.TrainConfig(data="x"))
+    assert len(run.train) == 18 and [run.val.describe(i) for i in range(len(run.val))] == [
+        labelled.describe(i) for i in second.scored]
     drawn, three = crossfit.labelled_folds(split_dataset(load_dataset(str(tmp_path / "d" / "train"))), seed=0)
-    assert len(three) == FOLDS and sorted(np.concatenate(three).tolist()) == list(range(len(drawn)))
+    assert len(three) == FOLDS and sorted(np.concatenate([f.scored for f in three]).tolist()) == list(range(len(drawn)))

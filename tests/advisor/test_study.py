@@ -18,10 +18,8 @@ def _seed(data, size, seed, accuracies, probes=(0.5, 0.8, 0.7), pilot=0.0, advis
     evidence = tuple(CutEvidence(n, 8, p, 0.3, 0.0, None, images=40) for n, p in zip(("stage0", "stage1", "final"), probes))
     measurements = Measurements(size, 1.0, "b", 64, evidence, ((size // 2, probes[1] - 0.05), (size, probes[1])),
                                 {"gain": pilot}, ())  # fmt: skip
-    runs = {key: {"balanced_accuracy": a, "seconds": 10.0, "trajectory": [a - 0.3, a - 0.2, a - 0.1, a]}
-            for key, a in accuracies.items()}  # fmt: skip
-    return {"data": data, "size": size, "seed": seed, "advise_seconds": advise_seconds,
-            "measurements": measurements.to_json(), "runs": runs}  # fmt: skip
+    runs = {key: study.RunResult(a, 10.0, (a - 0.3, a - 0.2, a - 0.1, a)) for key, a in accuracies.items()}
+    return study.SeedRecord(data, size, seed, study.Measured(measurements, advise_seconds), runs)
 
 
 KEYS = ("head@final", "truncate@stage0", "truncate@stage1", "finetune@final", "scratch@final", "multicut@all",
@@ -53,7 +51,7 @@ def test_an_advised_option_stands_for_its_run():
 
 def test_the_race_sees_only_what_its_budget_buys():
     seed = _seed("a", 10, 0, _accuracies(0.7, 0.4, 0.6, 0.9, 0.1))
-    seed["runs"]["head@final"]["seconds"] = 0.4  # cheap: its whole trajectory for 0.1 s an epoch
+    seed.runs["head@final"] = dataclasses.replace(seed.runs["head@final"], seconds=0.4)  # 0.1 s an epoch
     assert study.race(seed, budget=3.0) == "head@final"  # nobody else finished an epoch (2.5 s each)
     assert study.race(seed, budget=1000.0) == "finetune@final"  # everyone ran to the end
 
@@ -98,8 +96,9 @@ def test_finished_runs_are_reused_only_with_the_same_settings(tmp_path, monkeypa
     (tmp_path / "run").mkdir()
     first = study._run(lambda: None, config)
     assert study._run(lambda: None, config) == first and len(calls) == 1
-    assert json.loads((tmp_path / "run" / "study-run.json").read_text())["result"] == first
-    assert first["trajectory"] == [0.4]
+    assert study.read_record(tmp_path / "run" / "study-run.json", study._key(config), study.RunResult) == first
+    assert json.loads((tmp_path / "run" / "study-run.json").read_text())["result"]["trajectory"] == [0.4]
+    assert first.trajectory == (0.4,)
     study._run(lambda: None, dataclasses.replace(config, epochs=3))
     assert len(calls) == 2
 

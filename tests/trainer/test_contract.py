@@ -93,7 +93,7 @@ def test_the_check_names_the_part_a_strategy_breaks(workdir, monkeypatch):
 
 def test_multicut_weighs_every_tap_the_same_and_reads_every_cut(data):
     from transferlab.bundle import load_bundle
-    from transferlab.signals import tap_standardization
+    from transferlab.transferability import tap_standardization
 
     rng = np.random.default_rng(0)
     base = rng.normal(size=(50, 16 + 1280))

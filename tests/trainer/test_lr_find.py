@@ -30,7 +30,7 @@ def test_lr_find_on_a_folder_writes_its_plot_and_restores_nothing_to_disk(image_
 def test_lr_find_moves_what_tune_trains_and_adds_the_regularizer(image_folder, tmp_path, monkeypatch):
     """The range test runs training's own set-up: with --tune lora the LoRA adapters get gradients
     (and the body's own weights none), and with --regularizer bss its penalty enters every step."""
-    from transferlab.trainer import loops, stages
+    from transferlab.trainer import loops, network
 
     seen = {"lora": [], "frozen": [], "bss": 0}
     real_step = loops.accumulate_gradients
@@ -52,7 +52,7 @@ def test_lr_find_moves_what_tune_trains_and_adds_the_regularizer(image_folder, t
     monkeypatch.setattr("transferlab.trainer.lr_find.accumulate_gradients", watched)
     monkeypatch.setattr(loops, "bss_penalty", counted)
     setup = []
-    real_setup = stages.setup_network
+    real_setup = network.setup_network
     monkeypatch.setattr("transferlab.trainer.lr_find.setup_network", lambda *a, **k: setup.append(1) or real_setup(*a, **k))
     finding = tl.lr_find(str(image_folder), resolution=32, batch_size=8, tune="lora", regularizer="bss",
                          out=str(tmp_path / "lf"), cache_dir=str(tmp_path / "c"))  # fmt: skip

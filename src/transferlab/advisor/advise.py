@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import TrainConfig
+from ..config import TrainConfig, with_plan
 from ..forecast import Forecaster
 from ..plan import CutEvidence, Plan, make_plan
 from ..prepare import PreparedRun
@@ -89,6 +89,8 @@ def advise_prepared(prepared: PreparedRun, config: TrainConfig, forecaster: Fore
     if prepared.splits.unlabeled is not None:
         plan = dataclasses.replace(plan, explanation=plan.explanation + " " + unlabeled_text(plan.strategy,
                                                                                            len(prepared.splits.unlabeled)))
+    plan = dataclasses.replace(plan, config=dataclasses.asdict(config),
+                               resolved_config=with_plan(config, plan).resolved(plan.cut, plan.resolution))
     log.info("advisor: %s at cut %s of %s (forecast %s)", plan.strategy, plan.cut, plan.backbone,
              ", ".join(f"{f['option']} {f['accuracy']:.3f}" for f in plan.forecasts))  # fmt: skip
     return plan

@@ -3,10 +3,12 @@ own labelled images, giving class scores for images it never trained on.
 
 The labelled images (training and validation splits together; never the test split) are cut into
 stratified folds: :data:`FOLDS` where data is small, one holdout of :data:`HOLDOUT_PER_CLASS`
-images per class where it is large; a validation split the data set brought (a ``val/`` folder) is
-the holdout itself (:func:`fold_plan`). For each fold a candidate trains on the
+images per class where it is large (:func:`fold_plan`). For each fold a candidate trains on the
 rest - split again into training and validation as a run splits its data, so early stopping and
-interpolation run as they will in the final run - and scores the fold. Each fold's scores are
+interpolation run as they will in the final run - and scores the fold. A validation split the data
+set brought (a ``val/`` folder: another style, another site) is where the final run will select its
+model, so the check scores there too: the candidate trains on the whole training split, validates
+on one half of the ``val/`` images and scores the other, then the halves swap. Each fold's scores are
 saved as they come (``<cache>/crossfit/<images>/<candidate>/fold-<i>.npz``, keyed by the images
 and the candidate's settings): an interrupted search resumes where it stopped, and ``advise``
 then ``train`` on the same images score each fold once.
@@ -78,46 +80,64 @@ def candidates(evidence: tuple[CutEvidence, ...]) -> list[Candidate]:
     return found
 
 
-def fold_plan(labels: np.ndarray, seed: int, given: np.ndarray | None = None) -> list[np.ndarray]:
-    """The positions each fold scores: the ``given`` positions alone (a validation split the data set
-    brought: the user's word for what the model will meet), else :data:`FOLDS` stratified folds
-    covering every image, or, above :data:`FOLD_LIMIT` images per class, one stratified holdout of
-    :data:`HOLDOUT_PER_CLASS` per class."""
-    if given is not None:
-        return [np.asarray(given, dtype=np.int64)]
+@dataclass(frozen=True)
+class Fold:
+    """The positions (in the labelled images) a fold scores and, when the data set brought its own
+    validation split, those that validate the fold's run (else the rest is split as a run splits)."""
+
+    scored: np.ndarray
+    validates: np.ndarray | None = None
+
+
+def _stratified(labels: np.ndarray, positions: np.ndarray, parts: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``positions`` dealt into ``parts`` parts class by class (each class spread over them evenly)."""
+    dealt: list[list[int]] = [[] for _ in range(parts)]
+    for label in np.unique(labels[positions]):
+        for i, position in enumerate(rng.permutation(positions[labels[positions] == label])):
+            dealt[i % parts].append(int(position))
+    return [np.sort(np.asarray(part, dtype=np.int64)) for part in dealt]
+
+
+def fold_plan(labels: np.ndarray, seed: int, given: np.ndarray | None = None) -> list[Fold]:
+    """The folds: with ``given`` positions (a validation split the data set brought: the user's word
+    for what the model will meet), its two stratified halves, each scored by a run validated on the
+    other; else :data:`FOLDS` stratified folds covering every image, or, above :data:`FOLD_LIMIT`
+    images per class, one stratified holdout of :data:`HOLDOUT_PER_CLASS` per class."""
     rng = np.random.default_rng(seed)
+    if given is not None:
+        first, second = _stratified(labels, np.asarray(given, dtype=np.int64), 2, rng)
+        return [Fold(first, second), Fold(second, first)]
     counts = np.bincount(labels)
-    holdout = np.median(counts[counts > 0]) > FOLD_LIMIT
-    folds: list[list[int]] = [[] for _ in range(1 if holdout else FOLDS)]
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        if holdout:
-            folds[0] += members[: min(HOLDOUT_PER_CLASS, len(members) // 3)].tolist()
-        else:
-            for i, position in enumerate(members):
-                folds[i % FOLDS].append(int(position))
-    return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
+    if np.median(counts[counts > 0]) <= FOLD_LIMIT:
+        return [Fold(part) for part in _stratified(labels, np.arange(len(labels)), FOLDS, rng)]
+    holdout = [rng.permutation(np.flatnonzero(labels == label)) for label in np.unique(labels)]
+    return [Fold(np.sort(np.concatenate([m[: min(HOLDOUT_PER_CLASS, len(m) // 3)] for m in holdout]).astype(np.int64)))]
 
 
-def labelled_folds(splits: Splits, seed: int) -> tuple[ImageSet, list[np.ndarray]]:
+def labelled_folds(splits: Splits, seed: int) -> tuple[ImageSet, list[Fold]]:
     """The labelled images (training then validation split) and the folds that score them."""
     labelled = splits.train.union(splits.val)
     given = np.arange(len(splits.train), len(labelled)) if splits.val_given else None
     return labelled, fold_plan(labelled.labels, seed, given)
 
 
-def _fold_run(prepared: PreparedRun, labelled: ImageSet, scored: np.ndarray, config: TrainConfig) -> PreparedRun:
-    """A run whose test split is the fold and whose training and validation splits are the rest,
-    split as ``config`` splits a run's data."""
-    rest = np.setdiff1d(np.arange(len(labelled)), scored)
-    splits = split_dataset(Dataset("fold", labelled.subset(rest), None), config.val_fraction, seed=config.seed)
-    return prepared.with_splits(Splits(splits.train, splits.val, labelled.subset(scored)))
+def fold_splits(labelled: ImageSet, fold: Fold, config: TrainConfig) -> Splits:
+    """A fold's run: its test split is the fold, its training and validation splits the rest - the
+    fold's own validation images, or the rest split as ``config`` splits a run's data."""
+    rest = np.setdiff1d(np.arange(len(labelled)), fold.scored)
+    if fold.validates is None:
+        splits = split_dataset(Dataset("fold", labelled.subset(rest), None), config.val_fraction, seed=config.seed)
+        train, val = splits.train, splits.val
+    else:
+        train, val = labelled.subset(np.setdiff1d(rest, fold.validates)), labelled.subset(fold.validates)
+    return Splits(train, val, labelled.subset(fold.scored))
 
 
-def _key(labelled: ImageSet, scored: np.ndarray, config: TrainConfig) -> str:
+def _key(labelled: ImageSet, fold: Fold, config: TrainConfig) -> str:
     """What decides a fold's scores: the images and the candidate's settings (not where it writes)."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "resume", "tensorboard")}
-    text = json.dumps([labelled.fingerprint(), scored.tolist(), settings], sort_keys=True, default=str)
+    validates = None if fold.validates is None else fold.validates.tolist()
+    text = json.dumps([labelled.fingerprint(), fold.scored.tolist(), validates, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -130,19 +150,19 @@ class FoldScores:
     seconds: float  # training time, saved folds counted at what they cost when they ran
 
 
-def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, candidate: Candidate, fold: int,
-               scored: np.ndarray, out: Path) -> dict:  # fmt: skip
-    """``candidate`` trained on the rest of fold ``fold`` and scored on it: its logits, labels and
+def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, candidate: Candidate, number: int,
+               fold: Fold, out: Path) -> dict:  # fmt: skip
+    """``candidate`` trained on the rest of fold ``number`` and scored on it: its logits, labels and
     seconds, saved in ``out`` (a saved fold of the same images and settings is reused)."""
     folder = out / candidate.name
-    config = candidate.config(base, folder / f"fold-{fold}")
-    saved, key = folder / f"fold-{fold}.npz", _key(labelled, scored, config)
+    config = candidate.config(base, folder / f"fold-{number}")
+    saved, key = folder / f"fold-{number}.npz", _key(labelled, fold, config)
     record = dict(np.load(saved)) if saved.exists() else {}
     if record and str(record["key"]) == key:
-        log.info("%s, fold %d: reused %s", candidate.name, fold + 1, saved)
+        log.info("%s, fold %d: reused %s", candidate.name, number + 1, saved)
         return record
     started = time.perf_counter()
-    _, _, stages = fit_stages(_fold_run(prepared, labelled, scored, config), config, Path(config.out))
+    _, _, stages = fit_stages(prepared.with_splits(fold_splits(labelled, fold, config)), config, Path(config.out))
     last = list(stages.values())[-1]
     folder.mkdir(parents=True, exist_ok=True)
     partial = saved.with_name(f".{saved.name}.{os.getpid()}")  # whole or absent, whichever process writes it
@@ -176,12 +196,12 @@ def cross_fit(prepared: PreparedRun, base: TrainConfig, chosen: list[Candidate],
     records: dict[str, list[dict]] = {c.name: [] for c in chosen}
     active = list(chosen)
     with tqdm(total=len(folds) * len(chosen), desc="out-of-fold", unit="fold") as progress:
-        for fold, scored in enumerate(folds):
+        for number, fold in enumerate(folds):
             for candidate in active:
-                progress.set_postfix_str(f"{candidate.name}, fold {fold + 1}")
-                records[candidate.name].append(score_fold(prepared, labelled, base, candidate, fold, scored, out))
+                progress.set_postfix_str(f"{candidate.name}, fold {number + 1}")
+                records[candidate.name].append(score_fold(prepared, labelled, base, candidate, number, fold, out))
                 progress.update(1)
-            if fold == 0 and len(folds) > 1:
+            if number == 0 and len(folds) > 1:
                 dropped = raced_out({c.name: records[c.name][0] for c in active}, active)
                 if dropped:
                     log.info("left out after the first fold, clearly behind: %s", ", ".join(dropped))

@@ -19,7 +19,7 @@ from ..plan import Plan
 from ..prepare import PreparedRun
 from ..strategies import FINAL_CUT, STRATEGIES
 from .combine import Combination, combine
-from .crossfit import Candidate, candidates, cross_fit, fold_cut, labelled_folds
+from .crossfit import Candidate, Fold, candidates, cross_fit, fold_cut, labelled_folds
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,18 @@ def ensemble_entry():
     return next(s for s in STRATEGIES.values() if s.members)
 
 
-def cost_estimate(plan: Plan, chosen: list[Candidate], folds: int, config: TrainConfig) -> float:
+def cost_estimate(plan: Plan, chosen: list[Candidate], folds: list[Fold], config: TrainConfig) -> float:
     """Seconds the search should take: each fold of a candidate that trains the body as many pilot
-    epochs as it trains (the pilot timed one), a frozen candidate's fold a fraction of one."""
+    epochs as it trains (the pilot timed one on the training split; a fold trains on the rest of the
+    labelled images, or on the whole training split beside a ``val/`` folder), a frozen candidate's
+    fold a fraction of one."""
     pilot_seconds = plan.pilot.get("seconds", 0.0)
-    share = (folds - 1) / folds if folds > 1 else 1.0
+    shares = [1.0 if fold.validates is not None or len(folds) == 1 else (len(folds) - 1) / len(folds) for fold in folds]
     total = 0.0
     for candidate in chosen:
         entry = STRATEGIES[candidate.strategy]
         epochs = config.epochs or entry.epochs
-        total += folds * pilot_seconds * (epochs * share if entry.trains_body else FROZEN_FOLD_SHARE)
+        total += sum(pilot_seconds * (epochs * share if entry.trains_body else FROZEN_FOLD_SHARE) for share in shares)
     return total
 
 
@@ -51,7 +53,7 @@ def _members(combination: Combination, chosen: list[Candidate]) -> tuple[dict, .
                   "temperature": combination.temperatures[name]} for name in combination.members)  # fmt: skip
 
 
-def _evidence(plan: Plan, combination: Combination, chosen: list[Candidate], folds: list, estimate: float,
+def _evidence(plan: Plan, combination: Combination, chosen: list[Candidate], folds: list[Fold], estimate: float,
               seconds: float, fold_seconds: float) -> dict:  # fmt: skip
     """The plan's record of the check; ``seconds`` it took now, ``fold_seconds`` its folds' training
     when they ran (a resumed check reuses folds); each candidate beside its strategy's forecast."""
@@ -61,7 +63,8 @@ def _evidence(plan: Plan, combination: Combination, chosen: list[Candidate], fol
     rows = {name: {**score, "forecast": forecast.get(strategy_of.get(name)),
                    "weight": combination.weights.get(name), "temperature": combination.temperatures.get(name)}
             for name, score in combination.scores.items()}  # fmt: skip
-    return {"folds": len(folds) if len(folds) > 1 else "holdout", "images": int(sum(len(f) for f in folds)),
+    how = "holdout" if len(folds) == 1 else ("val/ halves" if folds[0].validates is not None else len(folds))
+    return {"folds": how, "images": int(sum(len(f.scored) for f in folds)),
             "estimate_seconds": estimate, "seconds": seconds, "fold_seconds": fold_seconds,
             "reason": combination.reason, "candidates": rows, "left_out": left_out}  # fmt: skip
 
@@ -69,7 +72,8 @@ def _evidence(plan: Plan, combination: Combination, chosen: list[Candidate], fol
 def _words(combination: Combination, evidence: dict) -> str:
     scored = ", ".join(f"{name} {row['accuracy']:.3f} [{row['interval'][0]:.3f}, {row['interval'][1]:.3f}]"
                        for name, row in evidence["candidates"].items())  # fmt: skip
-    how = f"{evidence['folds']} folds" if evidence["folds"] != "holdout" else "a holdout"
+    how = {"holdout": "a holdout", "val/ halves": "your val/ images, each half scored by runs validated on the other"}.get(
+        evidence["folds"], f"{evidence['folds']} folds")
     weights = ", ".join(f"{name} {w:.2f}" for name, w in combination.weights.items() if w > 0)
     left_out = evidence["left_out"]
     raced = f" Left out after the first fold, clearly behind: {', '.join(left_out)}." if left_out else ""
@@ -98,7 +102,7 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     chosen = candidates(plan.evidence)
     run = prepared.for_backbone(plan.backbone)
     labelled, folds = labelled_folds(run.splits, config.seed)
-    estimate = cost_estimate(plan, chosen, len(folds), config)
+    estimate = cost_estimate(plan, chosen, folds, config)
     budget = duration_seconds(config.time_budget) if config.time_budget is not None else None
     log.info("checking %d candidates on your images (%s): at most about %.0f s estimated%s", len(chosen),
              f"{len(folds)} folds" if len(folds) > 1 else "a holdout", estimate,

@@ -19,7 +19,7 @@ from ..backbones import Backbone, build_architecture
 from ..data import ImageSet
 from ..features import FeatureCache, cached_features, run_batch
 from ..plan import CutEvidence
-from ..signals import BatchNormGap, leep, logme, probe_accuracy
+from ..transferability import BatchNormGap, leep, logme, probe_accuracy
 from ..strategies import FINAL_CUT
 from ..surgery import MultiCut, Normalize
 

@@ -23,7 +23,7 @@ from ..data import per_class_subset
 from ..plan import CutEvidence, best_cut, transfer_gain
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
-from ..signals import multicut_probe_accuracy
+from ..transferability import multicut_probe_accuracy
 from ..trainer.extraction import engine_choice, frozen_runner
 from .measure import features_at_every_cut, measure, measurement_resolution, probe_learning_curve, source_leep
 

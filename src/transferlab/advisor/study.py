@@ -106,11 +106,11 @@ def run_strategy(key: str):
     return STRATEGIES[key.split("@")[0]]
 
 
-def by_cell(records: list[dict]) -> dict[str, list[dict]]:
+def by_cell(records: list[SeedRecord]) -> dict[str, list[SeedRecord]]:
     """The seeds' records grouped by cell (``data@size``), in their order."""
-    cells: dict[str, list[dict]] = {}
+    cells: dict[str, list[SeedRecord]] = {}
     for seed in records:
-        cells.setdefault(f"{seed['data']}@{seed['size']}", []).append(seed)
+        cells.setdefault(seed.cell, []).append(seed)
     return cells
 
 
@@ -159,23 +159,22 @@ def _saved_outputs(run: PreparedRun, model_dir: Path) -> Stage:
 
 
 def _ensemble_run(prepared: Callable[[], PreparedRun], folder: Path, member_configs: list[TrainConfig],
-                  member_runs: list[dict]) -> dict:  # fmt: skip
+                  member_runs: list[RunResult]) -> RunResult:  # fmt: skip
     """An ensemble scored from its members' saved models (a run of its own would train them again,
     to the same weights): balanced test accuracy, the sum of the members' seconds (training combines
     the outputs its members already computed; re-reading them here is the study's cost, not the
     ensemble's), and its validation accuracy as its one-step trajectory. Kept in ``folder`` like a run."""
     record = folder / "study-run.json"
     key = {"version": RUN_VERSION, "members": [_key(config) for config in member_configs], "seconds": "members"}
-    if (result := _reuse(record, key)) is not None:
+    if (result := read_record(record, key, RunResult)) is not None:
         return result
     run = prepared()
     stage, _ = ensemble_stage([_saved_outputs(run, Path(config.out) / "model") for config in member_configs])
     test_labels = stage.labels["test"]
     balanced = classification_metrics(test_labels, stage.logits["test"].argmax(1).numpy(), run.classes)["balanced_accuracy"]
     val_accuracy = float((stage.logits["val"].argmax(1).numpy() == stage.labels["val"]).mean())
-    result = {"balanced_accuracy": balanced, "seconds": sum(r["seconds"] for r in member_runs), "trajectory": [val_accuracy]}
-    folder.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"config": key, "result": result}))
+    result = RunResult(balanced, sum(r.seconds for r in member_runs), (val_accuracy,))
+    write_record(record, key, result)
     return result
 
 
@@ -188,12 +187,63 @@ def _trajectory(metrics: dict) -> list[float]:
     return trajectory
 
 
-def _reuse(record: Path, key: dict) -> dict | None:
-    if record.exists():
-        saved = json.loads(record.read_text())
+@dataclass(frozen=True)
+class RunResult:
+    """One option's outcome on one seed: balanced test accuracy, training seconds, and the
+    validation accuracy after each epoch (what a race watches)."""
+
+    balanced_accuracy: float
+    seconds: float
+    trajectory: tuple[float, ...]
+
+    @staticmethod
+    def from_json(data: dict) -> RunResult:
+        return RunResult(data["balanced_accuracy"], data["seconds"], tuple(data["trajectory"]))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The advisor's measurements on one seed and the seconds they took from an empty cache."""
+
+    measurements: Measurements
+    seconds: float
+
+    @staticmethod
+    def from_json(data: dict) -> Measured:
+        return Measured(Measurements.from_json(data["measurements"]), data["seconds"])
+
+
+@dataclass(frozen=True)
+class SeedRecord:
+    """Everything the study keeps of one seed of a cell: the advisor's measurements and every run."""
+
+    data: str
+    size: int
+    seed: int
+    measured: Measured
+    runs: dict[str, RunResult]
+
+    @property
+    def cell(self) -> str:
+        return f"{self.data}@{self.size}"
+
+
+def read_record(path: Path, key: dict, kind: type[RunResult | Measured]):
+    """The ``kind`` of result saved at ``path`` by a run of exactly ``key``; ``None`` when there is
+    none, or it was made another way (then it is redone)."""
+    if path.exists():
+        saved = json.loads(path.read_text())
         if saved.get("config") == key:
-            return saved["result"]
+            return kind.from_json(saved["result"])
     return None
+
+
+def write_record(path: Path, key: dict, result: RunResult | Measured) -> None:
+    """``result`` saved at ``path`` with the ``key`` of the run that made it (read by :func:`read_record`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = {"measurements": result.measurements.to_json(), "seconds": result.seconds} if isinstance(
+        result, Measured) else dataclasses.asdict(result)  # fmt: skip
+    path.write_text(json.dumps({"config": key, "result": value}))
 
 
 RUN_VERSION, MEASUREMENT_VERSION = 3, 4  # bump one when runs or the advisor's measurements change: they are redone
@@ -209,88 +259,82 @@ def _key(config: TrainConfig, version: int = RUN_VERSION) -> dict:
     return {"version": version, **recipe, **{k: v for k, v in values.items() if v != defaults[k]}}
 
 
-def _run(prepared: Callable[[], PreparedRun], config: TrainConfig) -> dict:
+def _run(prepared: Callable[[], PreparedRun], config: TrainConfig) -> RunResult:
     """Balanced test accuracy, seconds and validation trajectory of training ``config`` on
     ``prepared()``, or the recorded result of this exact run from an earlier study (kept in the
     run's folder; then nothing is prepared)."""
     record = Path(config.out) / "study-run.json"
-    if (result := _reuse(record, _key(config))) is not None:
+    if (result := read_record(record, _key(config), RunResult)) is not None:
         return result
     run = prepared()
     started = time.perf_counter()
     metrics = train_prepared(run, config)
-    result = {"balanced_accuracy": metrics["balanced_accuracy"], "seconds": time.perf_counter() - started,
-              "trajectory": _trajectory(metrics)}  # fmt: skip
-    record.write_text(json.dumps({"config": _key(config), "result": result}))
+    result = RunResult(metrics["balanced_accuracy"], time.perf_counter() - started, tuple(_trajectory(metrics)))
+    write_record(record, _key(config), result)
     return result
 
 
 def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path, cache: str | None,
-             device: str = AUTO) -> dict:  # fmt: skip
+             device: str = AUTO) -> SeedRecord:  # fmt: skip
     """The advisor's measurements (timed) and every option's outcome on one seed of a cell."""
     base = _base_config(data, size, seed, settings, cache, device)
     folder = out / f"{data}@{size}" / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "measurements.json"
     prepared = functools.cache(lambda: prepare(base))  # the data is loaded only when something is still to run
-    if (measured := _reuse(record, _key(base, MEASUREMENT_VERSION))) is None:
+    if (measured := read_record(record, _key(base, MEASUREMENT_VERSION), Measured)) is None:
         with tempfile.TemporaryDirectory(prefix="transferlab-study-") as cold:  # timed from an empty cache
             run = prepared()
             started = time.perf_counter()
             measurements = measure_prepared(run.with_cache(FeatureCache(cold)), base)
-            measured = {"measurements": measurements.to_json(), "seconds": time.perf_counter() - started}
-        record.write_text(json.dumps({"config": _key(base, MEASUREMENT_VERSION), "result": measured}))
-    cuts = [e["cut"] for e in measured["measurements"]["evidence"]]  # one per cut point of the backbone
+            measured = Measured(measurements, time.perf_counter() - started)
+        write_record(record, _key(base, MEASUREMENT_VERSION), measured)
+    cuts = [e.cut for e in measured.measurements.evidence]  # one per cut point of the backbone
     configs = _option_configs(base, cuts, settings, folder)
     runs = {key: _run(prepared, config) for key, config in configs.items()}
     for key, members in ensembles(cuts).items():
         runs[key] = _ensemble_run(prepared, folder / key.replace("@", "-"), [configs[m] for m in members],
                                   [runs[m] for m in members])  # fmt: skip
-    return {"data": data, "size": size, "seed": seed, "advise_seconds": measured["seconds"],
-            "measurements": measured["measurements"], "runs": runs}  # fmt: skip
+    return SeedRecord(data, size, seed, measured, runs)
 
 
 # ---------------------------------------------------------------------------------------------
 # Scoring: pure functions of the seeds' records.
 
 
-def _measurements(seed: dict) -> Measurements:
-    return Measurements.from_json(seed["measurements"])
-
-
-def signals(seed: dict) -> Signals:
-    m = _measurements(seed)
+def signals(seed: SeedRecord) -> Signals:
+    m = seed.measured.measurements
     return signals_of(m.images_per_class, m.evidence, m.learning_curve, m.pilot["gain"], m.probe_all)
 
 
-def option_run(seed: dict, option: str) -> str:
+def option_run(seed: SeedRecord, option: str) -> str:
     """The run an advised option stands for on this seed: at the plan's cut (for a strategy that
     cuts earlier, the best probing earlier cut)."""
-    return run_key(option, cut_for(option, _measurements(seed).evidence))
+    return run_key(option, cut_for(option, seed.measured.measurements.evidence))
 
 
-def outcome(seed: dict) -> dict[str, float]:
+def outcome(seed: SeedRecord) -> dict[str, float]:
     """Each advised option's balanced test accuracy on this seed (those that need an earlier cut
     only where the body has one)."""
-    has_earlier_cuts = len(_measurements(seed).evidence) > 1
+    has_earlier_cuts = len(seed.measured.measurements.evidence) > 1
     options = [option for option in forecast_options() if has_earlier_cuts or STRATEGIES[option].cuts != "earlier"]
-    return {option: seed["runs"][option_run(seed, option)]["balanced_accuracy"] for option in options}
+    return {option: seed.runs[option_run(seed, option)].balanced_accuracy for option in options}
 
 
-def cell_means(seeds: list[dict]) -> dict[str, float]:
+def cell_means(seeds: list[SeedRecord]) -> dict[str, float]:
     """Every run's balanced accuracy averaged over the cell's seeds."""
-    return {key: float(np.mean([s["runs"][key]["balanced_accuracy"] for s in seeds])) for key in seeds[0]["runs"]}
+    return {key: float(np.mean([s.runs[key].balanced_accuracy for s in seeds])) for key in seeds[0].runs}
 
 
-def regret(seeds: list[dict], picks: list[str]) -> float:
+def regret(seeds: list[SeedRecord], picks: list[str]) -> float:
     """Points lost by taking run ``picks[i]`` on seed ``i``, against the cell's oracle (means over seeds)."""
     means = cell_means(seeds)
     return 100 * float(np.mean([max(means.values()) - means[pick] for pick in picks]))
 
 
-def noise_floor(seeds: list[dict]) -> float:
+def noise_floor(seeds: list[SeedRecord]) -> float:
     """The regret of choosing by one seed's own test accuracies (0 with a single seed)."""
-    return regret(seeds, [max(s["runs"], key=lambda k: s["runs"][k]["balanced_accuracy"]) for s in seeds])
+    return regret(seeds, [max(s.runs, key=lambda k: s.runs[k].balanced_accuracy) for s in seeds])
 
 
 def trained(key: str) -> bool:
@@ -298,11 +342,11 @@ def trained(key: str) -> bool:
     return not run_strategy(key).members
 
 
-def race(seed: dict, budget: float) -> str:
+def race(seed: SeedRecord, budget: float) -> str:
     """Successive halving over every run of the seed with ``budget`` seconds: rounds of equal
     shares, each arm watched by its validation trajectory (an epoch costs its run's seconds over
     its epochs), the better half kept; the last arm standing (best watched) is the pick."""
-    arms = {key: (run["seconds"] / len(run["trajectory"]), run["trajectory"]) for key, run in seed["runs"].items()}
+    arms = {key: (run.seconds / len(run.trajectory), run.trajectory) for key, run in seed.runs.items()}
     spent = dict.fromkeys(arms, 0.0)
     alive = list(arms)
     rounds = max(1, math.ceil(math.log2(len(alive))))
@@ -319,17 +363,17 @@ def race(seed: dict, budget: float) -> str:
     return alive[0]
 
 
-def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, dict]:
+def score_parent(train: list[SeedRecord], test: dict[str, list[SeedRecord]]) -> dict[str, dict]:
     """Per cell of a held-out parent set (``test``: cell -> seeds): the forecaster fitted on
     ``train`` seeds only, its picks' regret, the baselines' regrets, the noise floor and cost."""
-    forecaster = fit_forecaster([(signals(s), outcome(s)) for s in train], len({(s["data"], s["size"]) for s in train}),
+    forecaster = fit_forecaster([(signals(s), outcome(s)) for s in train], len({s.cell for s in train}),
                                 "the other data sets")  # fmt: skip
     scored = {}
     for cell, seeds in test.items():
         picks = [option_run(s, choose(forecaster.predict(signals(s)), advised_options()).option) for s in seeds]
         any_option = [option_run(s, choose(forecaster.predict(signals(s))).option) for s in seeds]
-        rule = [decide(m.images_per_class, m.evidence) for m in map(_measurements, seeds)]
-        brute_force = [sum(r["seconds"] for key, r in s["runs"].items() if trained(key)) for s in seeds]
+        rule = [decide(m.images_per_class, m.evidence) for m in (s.measured.measurements for s in seeds)]
+        brute_force = [sum(r.seconds for key, r in s.runs.items() if trained(key)) for s in seeds]
         means = cell_means(seeds)
         oracle = max(means, key=means.get)
         scored[cell] = {
@@ -338,10 +382,10 @@ def score_parent(train: list[dict], test: dict[str, list[dict]]) -> dict[str, di
             **{f"always {name}": regret(seeds, [always(name)] * len(seeds)) for name in baseline_options()},
             "forecast, any option": regret(seeds, any_option),
             "threshold rule": regret(seeds, [run_key(d.strategy, d.cut) for d in rule]),
-            "successive halving": regret(seeds, [race(s, s["advise_seconds"]) for s in seeds]),
+            "successive halving": regret(seeds, [race(s, s.measured.seconds) for s in seeds]),
             "noise floor": noise_floor(seeds),
-            "cost": float(np.median([s["advise_seconds"] / b for s, b in zip(seeds, brute_force)])),
-            "training cost": float(np.median([s["runs"][p]["seconds"] / b for s, p, b in zip(seeds, picks, brute_force)])),
+            "cost": float(np.median([s.measured.seconds / b for s, b in zip(seeds, brute_force)])),
+            "training cost": float(np.median([s.runs[p].seconds / b for s, p, b in zip(seeds, picks, brute_force)])),
         }  # fmt: skip
     return scored
 
@@ -350,13 +394,13 @@ RULES = ("advisor", "forecast, any option", *(f"always {name}" for name in basel
          "threshold rule", "successive halving")  # fmt: skip
 
 
-def leave_one_parent_out(records: list[dict]) -> dict[str, dict]:
+def leave_one_parent_out(records: list[SeedRecord]) -> dict[str, dict]:
     """Every cell scored with the forecaster fitted on the other parent sets' cells."""
     cells = by_cell(records)
     scored = {}
-    for parent in dict.fromkeys(s["data"] for s in records):
-        held_out = {cell: seeds for cell, seeds in cells.items() if seeds[0]["data"] == parent}
-        scored.update(score_parent([s for s in records if s["data"] != parent], held_out))
+    for parent in dict.fromkeys(s.data for s in records):
+        held_out = {cell: seeds for cell, seeds in cells.items() if seeds[0].data == parent}
+        scored.update(score_parent([s for s in records if s.data != parent], held_out))
     return scored
 
 
@@ -391,11 +435,11 @@ def frozen_single_cut(key: str) -> bool:
     return not entry.trains_body and not entry.members and entry.cuts != ALL_CUTS
 
 
-def multicut_gaps(records: list[dict], up_to: int = SEEDED_SIZES) -> dict[str, float]:
+def multicut_gaps(records: list[SeedRecord], up_to: int = SEEDED_SIZES) -> dict[str, float]:
     """Per cell up to ``up_to`` images per class: the points by which ``multicut`` trails the best
     frozen head on one cut (``head``, ``truncate`` at every cut; means over seeds; negative: it leads)."""
     gaps = {}
-    for cell, seeds in by_cell([seed for seed in records if seed["size"] <= up_to]).items():
+    for cell, seeds in by_cell([seed for seed in records if seed.size <= up_to]).items():
         means = cell_means(seeds)
         best_frozen = max(value for key, value in means.items() if frozen_single_cut(key))
         gaps[cell] = 100 * (best_frozen - means[always(EVERY_CUT)])

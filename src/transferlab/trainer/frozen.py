@@ -15,7 +15,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..features import Features, cached_features
 from ..prepare import PreparedRun
-from ..signals import tap_standardization
+from ..transferability import tap_standardization
 from ..strategies import PROBE_LR, applying_to
 from ..surgery import TransferModel
 from .context import RunContext, Stage

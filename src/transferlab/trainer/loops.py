@@ -10,7 +10,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from ..errors import ConfigError, TrainingDiverged
 from ..features import predict_pixels, to_unit_float
 from ..heads import LinearHead
 from ..metrics import evaluate_logits
-from ..signals import ridge_classifier
+from ..transferability import ridge_classifier
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def epoch_order(labels: torch.Tensor, class_weight: str, generator: torch.Genera
 def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                    on_epoch: Callable | None = None) -> list[dict]:  # fmt: skip
     """``head`` set to the ridge classifier of leave-one-out strength on ``x`` (closed form:
-    :func:`..signals.ridge_classifier`), its scores divided by the temperature of least validation
+    :func:`..transferability.ridge_classifier`), its scores divided by the temperature of least validation
     cross-entropy so that their softmax is a probability (:func:`..ensemble.fit_temperature`).
     Returns a one-row history (no epochs), with the penalty, its leave-one-out accuracy and the
     temperature."""
@@ -106,6 +106,32 @@ def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.nda
     return [row]
 
 
+def _standardized(train_x: np.ndarray, val_x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training and validation features less the training mean, over one scale for all features
+    (copies: the inputs may be read-only maps); and that mean and scale."""
+    xs = torch.tensor(train_x, dtype=torch.float32)
+    mean = xs.mean(0)
+    xs -= mean  # in place: the features of a whole training set can be hundreds of MB
+    scale = xs.square().mean().sqrt().clamp_min(1e-12)
+    xs /= scale
+    return xs, torch.tensor(val_x, dtype=torch.float32).sub_(mean).div_(scale), mean, scale
+
+
+def _head_pass(head: LinearHead, xs: torch.Tensor, ys: torch.Tensor, batches, optimizer, weight) -> tuple[float, int]:
+    """One epoch of the head over ``batches`` of positions: the summed loss and how many were right."""
+    head.train()
+    total_loss, correct = 0.0, 0
+    for batch in batches:
+        logits = head(xs[batch])
+        loss = nn.functional.cross_entropy(logits, ys[batch], weight=weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(batch)
+        correct += (logits.argmax(1) == ys[batch]).sum().item()
+    return total_loss, correct
+
+
 def fit_head(
     head: LinearHead,
     train_x: np.ndarray,
@@ -124,12 +150,8 @@ def fit_head(
     rate; ``on_epoch`` sees each row with the epoch's validation logits.
     """
     generator = torch.Generator().manual_seed(settings.seed)
-    xs, ys = torch.tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y)  # a copy: inputs may be read-only maps
-    mean = xs.mean(0)
-    xs -= mean  # in place: the features of a whole training set can be hundreds of MB
-    scale = xs.square().mean().sqrt().clamp_min(1e-12)  # one scale for all features
-    xs /= scale
-    vx, vy = torch.tensor(val_x, dtype=torch.float32).sub_(mean).div_(scale), torch.as_tensor(val_y)
+    xs, vx, mean, scale = _standardized(train_x, val_x)
+    ys, vy = torch.as_tensor(train_y), torch.as_tensor(val_y)
     epochs = settings.epochs_for(len(xs))
     if epochs > settings.epochs:
         log.info("%s: %d epochs on %d samples are too few steps; training %d epochs (%d steps at least)",
@@ -139,16 +161,9 @@ def fit_head(
     weight = loss_weights(ys, head.fc.out_features, settings.class_weight)
     history, best_loss, best_state = [], float("inf"), None
     for epoch in (bar := trange(epochs, desc=settings.label, unit="epoch", leave=False)):
-        head.train()
-        total_loss, correct, lr = 0.0, 0, scheduler.get_last_lr()[0]
-        for batch in epoch_order(ys, settings.class_weight, generator).split(settings.batch_size):
-            logits = head(xs[batch])
-            loss = nn.functional.cross_entropy(logits, ys[batch], weight=weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(batch)
-            correct += (logits.argmax(1) == ys[batch]).sum().item()
+        lr = scheduler.get_last_lr()[0]
+        batches = epoch_order(ys, settings.class_weight, generator).split(settings.batch_size)
+        total_loss, correct = _head_pass(head, xs, ys, batches, optimizer, weight)
         scheduler.step()
         head.eval()
         with torch.no_grad():
@@ -420,6 +435,79 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         raise OSError(f"could not write checkpoint {path} ({error}); the previous checkpoint is intact") from error
 
 
+@dataclass
+class _Progress:
+    """What a run of :func:`fit_network` has behind it, all of it in the checkpoint: the history, the
+    best validation loss and its weights, the epochs since it improved, the next epoch."""
+
+    history: list[dict] = field(default_factory=list)
+    best_loss: float = float("inf")
+    best_state: dict | None = None
+    stale: int = 0
+    start: int = 0
+
+    def record(self, row: dict, model: nn.Module) -> None:
+        """Add the epoch's ``row``; keep the weights when its validation loss is the best yet."""
+        self.history.append(row)
+        if row["val_loss"] < self.best_loss:
+            self.best_loss, self.best_state, self.stale = row["val_loss"], copy.deepcopy(model.state_dict()), 0
+        else:
+            self.stale += 1
+
+
+def _restored(path: Path, settings: NetworkTraining, model: nn.Module, optimizer, scheduler) -> _Progress:
+    """The state of the interrupted run checkpointed at ``path``, loaded into ``model``, ``optimizer``
+    and ``scheduler``; refused when that run's settings differ."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if _resumable(state.get("settings")) != _resumable(dataclasses.asdict(settings)):
+        raise ConfigError(
+            f"{path} was written by a run with other settings ({state.get('settings')}); resume with the same "
+            "options, or start afresh without --resume."
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    log.info("resuming from %s after epoch %d", path, state["epoch"] + 1)
+    return _Progress(state["history"], state["best_loss"], state["best_state"], state["stale"], state["epoch"] + 1)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What one optimizer step needs besides the batch: the network (wrapped for DDP), the optimizer
+    and its schedule, the images and labels, the class weights, L2-SP's anchors, the settings."""
+
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    pixels: torch.Tensor
+    labels: torch.Tensor
+    weight: torch.Tensor | None
+    anchors: dict | None
+    settings: NetworkTraining
+
+
+def _train_epoch(step: _Step, batches: tuple[torch.Tensor, ...], epoch: int, checkpoint: Path | None) -> tuple[float, float]:
+    """One pass over ``batches``: the mean training loss and accuracy; a non-finite loss stops the
+    run, naming the last good ``checkpoint``."""
+    total_loss, correct, seen = 0.0, 0, 0
+    settings = step.settings
+    with tqdm(batches, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch", leave=False,
+              disable=None if distributed.is_main() else True) as bar:  # fmt: skip
+        for number, batch in enumerate(bar):
+            step.optimizer.zero_grad(set_to_none=True)
+            loss, right = accumulate_gradients(step.net, batch, step.pixels, step.labels, step.weight, settings, step.anchors)
+            if not math.isfinite(loss):
+                where = f"the last good checkpoint is {checkpoint}" if checkpoint and checkpoint.exists() else (
+                    "no checkpoint was written yet")  # fmt: skip
+                raise TrainingDiverged(f"The loss became {loss} at epoch {epoch + 1}, batch {number + 1}; {where}. "
+                                       "Try a lower --lr.")  # fmt: skip
+            step.optimizer.step()
+            step.scheduler.step()
+            total_loss, correct, seen = total_loss + loss * len(batch), correct + right, seen + len(batch)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return total_loss / seen, correct / seen
+
+
 def fit_network(
     model: nn.Module,
     groups: list[dict],
@@ -433,7 +521,7 @@ def fit_network(
     on_epoch: EpochCallback | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` on uint8 images with AdamW, warm-up + cosine, early stopping on val loss
-    (``groups`` and ``settings``: from ``stages.setup_network``).
+    (``groups`` and ``settings``: from ``network.setup_network``).
 
     Every epoch reseeds from ``settings.seed`` (data order, augmentation, dropout), and a
     checkpoint (model, optimizer, scheduler, history, best weights) is written atomically after
@@ -443,76 +531,43 @@ def fit_network(
     world = distributed.world_size()
     per_process_batch = max(1, settings.batch_size // world)
     usable = len(train_pixels) - len(train_pixels) % world  # every process takes the same number of steps
-    steps = math.ceil(usable // world / per_process_batch)
     optimizer = torch.optim.AdamW(groups)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings, steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings, math.ceil(usable // world / per_process_batch)))
     model.to(memory_format=torch.channels_last)
     if hasattr(model, "freeze_bn"):
         model.freeze_bn = settings.freeze_bn
-    history, best_loss, best_state, start, stale = [], float("inf"), None, 0, 0
     weight = loss_weights(train_y, int(train_y.max()) + 1, settings.class_weight)
     weight = weight.to(settings.device) if weight is not None else None
-    anchors = prepare_trainable(model, groups, settings)
-    net = distributed.wrap(model, settings.device)
+    step = _Step(distributed.wrap(model, settings.device), optimizer, scheduler, train_pixels, train_y, weight,
+                 prepare_trainable(model, groups, settings), settings)  # fmt: skip
     path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir else None
     if checkpoint_dir and distributed.is_main():
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    if resume and path and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if _resumable(state.get("settings")) != _resumable(dataclasses.asdict(settings)):
-            raise ConfigError(
-                f"{path} was written by a run with other settings ({state.get('settings')}); resume with the same "
-                "options, or start afresh without --resume."
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best_loss, best_state, stale = state["history"], state["best_loss"], state["best_state"], state["stale"]
-        start = state["epoch"] + 1
-        log.info("resuming from %s after epoch %d", path, start)
-    for epoch in range(start, settings.epochs):
-        if stale >= settings.patience:
+    progress = _restored(path, settings, model, optimizer, scheduler) if resume and path and path.exists() else _Progress()
+    for epoch in range(progress.start, settings.epochs):
+        if progress.stale >= settings.patience:
             break
         torch.manual_seed(settings.seed * 100_003 + epoch)
         _set_unfrozen(groups, epoch, settings)
         model.train()
-        total_loss, correct, seen, lr = 0.0, 0, 0, optimizer.param_groups[-1]["lr"]
+        lr = optimizer.param_groups[-1]["lr"]
         order = epoch_order(train_y, settings.class_weight)[:usable][distributed.rank() :: world]
-        with tqdm(order.split(per_process_batch), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch",
-                  leave=False, disable=None if distributed.is_main() else True) as bar:  # fmt: skip
-            for step, batch in enumerate(bar):
-                optimizer.zero_grad(set_to_none=True)
-                step_loss, step_correct = accumulate_gradients(net, batch, train_pixels, train_y, weight, settings, anchors)
-                if not math.isfinite(step_loss):
-                    where = f"the last good checkpoint is {path}" if path and path.exists() else "no checkpoint was written yet"
-                    raise TrainingDiverged(
-                        f"The loss became {step_loss} at epoch {epoch + 1}, batch {step + 1}; {where}. Try a lower --lr."
-                    )
-                optimizer.step()
-                scheduler.step()
-                total_loss += step_loss * len(batch)
-                correct += step_correct
-                seen += len(batch)
-                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        train_loss, train_accuracy = _train_epoch(step, order.split(per_process_batch), epoch, path)
         val_logits = predict_pixels(model, val_pixels, settings.micro_batch or per_process_batch)
-        val_loss, val_acc = evaluate_logits(val_logits, val_y, weight)
-        history.append({"epoch": epoch + 1, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
-                        "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr})  # fmt: skip
+        val_loss, val_accuracy = evaluate_logits(val_logits, val_y, weight)
+        progress.record({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                         "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr}, model)  # fmt: skip
         if on_epoch is not None and distributed.is_main():
-            on_epoch(history[-1], val_logits)
-        log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.4f", epoch + 1, total_loss / seen, val_loss, val_acc)
-        if val_loss < best_loss:
-            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
+            on_epoch(progress.history[-1], val_logits)
+        log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.4f", epoch + 1, train_loss, val_loss, val_accuracy)
         if path and distributed.is_main():
             _save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                                    "best_loss": best_loss, "best_state": best_state, "stale": stale,
-                                    "settings": dataclasses.asdict(settings)})  # fmt: skip
-    if best_state is not None:
-        model.load_state_dict(best_state)
+                                    "scheduler": scheduler.state_dict(), "epoch": epoch, "history": progress.history,
+                                    "best_loss": progress.best_loss, "best_state": progress.best_state,
+                                    "stale": progress.stale, "settings": dataclasses.asdict(settings)})  # fmt: skip
+    if progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
     for group in groups:
         for p in group["params"]:
             p.requires_grad_(True)
-    return history
+    return progress.history

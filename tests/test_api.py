@@ -1,4 +1,4 @@
-"""The jobs from Python: auto prepares once, pretrain, the result object."""
+"""The public API's jobs from Python: auto prepares once, pretrain, the result object; the old module name warns."""
 
 import pytest
 
@@ -57,3 +57,13 @@ def test_a_config_object_and_options_are_the_same_run(image_folder, tmp_path):
     by_options = tl.train(str(image_folder), strategy="head", resolution=32, epochs=3, cache_dir=str(tmp_path / "c"),
                           out=str(tmp_path / "b")).metrics  # fmt: skip
     assert by_config["history"] == by_options["history"]
+
+
+def test_the_old_module_name_still_imports_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("transferlab.jobs", None)
+    with pytest.warns(DeprecationWarning, match="transferlab.jobs is now transferlab.api"):
+        jobs = importlib.import_module("transferlab.jobs")
+    assert jobs.train is tl.train and jobs.advise is tl.advise

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from transferlab import signals
-from transferlab.signals import BatchNormGap, logme, probe_accuracy
+from transferlab.transferability import BatchNormGap, logme, probe_accuracy
 
 
 def _informative(n_per_class=60, classes=4, dim=32, seed=0):
@@ -71,7 +71,7 @@ def test_batchnorm_gap_is_small_on_the_source_distribution_and_large_on_noise():
 
 
 def test_leep_by_hand_and_on_informative_against_uninformative_predictions():
-    from transferlab.signals import leep
+    from transferlab.transferability import leep
 
     # two images, two source classes, two target classes: the source is certain and right
     assert leep(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == pytest.approx(0.0)
