@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab import signals
+from transferlab import transferability
 from transferlab.transferability import BatchNormGap, logme, probe_accuracy
 
 
@@ -42,7 +42,7 @@ def test_probe_accuracy_is_the_exact_leave_one_out_accuracy(monkeypatch):
         rest = np.arange(60) != i
         weights = np.linalg.solve(x[rest].T @ x[rest] + penalty * np.eye(21), x[rest].T @ np.eye(4)[labels[rest]])
         hits += int((x[i] @ weights).argmax() == labels[i])
-    monkeypatch.setattr(signals, "RIDGE_PENALTIES", (0.1,))
+    monkeypatch.setattr(transferability, "RIDGE_PENALTIES", (0.1,))
     assert 0.5 < hits / 60 < 1
     assert probe_accuracy(features, labels) == hits / 60
 

@@ -43,6 +43,14 @@ def _words(text: str) -> list[str]:
     return [word for word in text.split(",") if word]
 
 
+def _integers(text: str) -> tuple[int, ...]:
+    """``5,10`` as (5, 10); argparse says which word is not a whole number."""
+    try:
+        return tuple(int(word) for word in _words(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"whole numbers separated by commas, got {text!r}") from None
+
+
 def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None,
                         helps: dict[str, str] | None = None, **overrides) -> None:  # fmt: skip
     """One option per TrainConfig field (or per field in ``names``), with its type, default and help
@@ -153,6 +161,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     "pool-data first) (default: greyscale)")  # fmt: skip
     st.add_argument("--out", default="runs/study", help="folder of the study's runs and results, reused when "
                                                         "resumed (default: runs/study)")  # fmt: skip
+    st.add_argument("--sizes", type=_integers, metavar="N,N", help="only these images-per-class sizes of the pool")
+    st.add_argument("--seeds", type=_integers, metavar="N,N", help="only these seeds of the pool")
+    st.add_argument("--data", type=_words, metavar="A,B", help="only these data sets of the pool")
     st.add_argument("--cache-dir", help=field_help("cache_dir")["help"])
     st.add_argument("--device", default="auto", help=field_help("device")["help"] + " (default: auto)")
 
@@ -313,7 +324,8 @@ def _run_lr_find(args) -> None:
 def _run_study(args) -> None:
     from .advisor.study import SEEDED_SIZES, table
 
-    summary = tl.run_study(args.quick, args.out, args.cache_dir, device=args.device, pool=args.pool)
+    subset = {name: tuple(getattr(args, name)) for name in ("sizes", "seeds", "data") if getattr(args, name)}
+    summary = tl.run_study(args.quick, args.out, args.cache_dir, device=args.device, pool=args.pool, subset=subset)
     print(table(summary["cells"]))
     s = summary["summary"]
     print(f"leave one data set out: advisor mean regret {s['advisor']['mean']:.2f} points, worst "

@@ -155,3 +155,11 @@ def test_the_paired_test_by_data_set_counts_sets_not_cells():
     by_set = study.paired_test_by_set(cells, "advisor", "always finetune")
     assert by_cell["p_value"] < 1e-4 and by_set["sets"] == 9
     assert by_set["p_value"] == pytest.approx(2 / 2**9) and by_set["mean_difference"] == pytest.approx(1.0)
+
+
+def test_a_subset_of_the_pool_runs_only_its_cells_and_anything_outside_it_is_refused():
+    colour = study.POOLS["colour"]
+    subset = study.within(colour, {"sizes": (10,), "seeds": (0,)})
+    assert (subset.sizes, subset.seeds, subset.data) == ((10,), (0,), colour.data)
+    with pytest.raises(study.ConfigError, match=r"^--sizes 7 is not in the pool's 5, 10, 30\.$"):
+        study.within(colour, {"sizes": (7,)})

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from ..bundle import load_bundle
 from ..config import TrainConfig, for_strategy
 from ..datasets import CATALOG
+from ..errors import ConfigError
 from ..features import FeatureCache, compute_outputs
 from ..forecast import Signals, choose, fit_forecaster
 from ..metrics import classification_metrics
@@ -80,6 +81,16 @@ class StudySettings:
     measure_per_class: int
     head_epochs: int | None = None
     network_epochs: int | None = None
+
+
+def within(settings: StudySettings, subset: dict) -> StudySettings:
+    """``settings`` restricted to ``subset``'s sizes, seeds or data sets (each must be the pool's)."""
+    for name, values in subset.items():
+        outside = [v for v in values if v not in getattr(settings, name)]
+        if outside:
+            raise ConfigError(f"--{name} {', '.join(map(str, outside))} is not in the pool's "
+                              f"{', '.join(map(str, getattr(settings, name)))}.")  # fmt: skip
+    return dataclasses.replace(settings, **{name: tuple(values) for name, values in subset.items()})
 
 
 SEEDED_SIZES = 30  # images per class up to which every seed runs (the noise is largest there)
@@ -501,11 +512,13 @@ def _plot_regrets(scored: dict[str, dict]):
 
 
 def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: str | None = None,
-              settings: StudySettings | None = None, device: str = AUTO, pool: str = "greyscale") -> dict:  # fmt: skip
+              settings: StudySettings | None = None, device: str = AUTO, pool: str = "greyscale",
+              subset: dict | None = None) -> dict:  # fmt: skip
     """Run every seed of every cell of ``pool`` (:data:`POOLS`; reusing finished ones), score
     leave-one-data-set-out, write study.json, table.md, forecaster.json (fitted on every cell) and
-    report.html into ``out``."""
-    settings = settings or (QUICK if quick else POOLS[pool])
+    report.html into ``out``. ``subset``: some of the pool's ``sizes``, ``seeds`` or ``data`` only
+    (what is outside the pool is refused)."""
+    settings = within(settings or (QUICK if quick else POOLS[pool]), subset or {})
     out = Path(out)
     started = time.perf_counter()
     jobs = [(d, n, s) for n in settings.sizes for d in settings.data  # every set early
