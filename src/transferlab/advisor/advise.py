@@ -9,6 +9,7 @@ measurements). The forecaster is fitted by ``transferlab study``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 
@@ -82,6 +83,11 @@ def unlabeled_text(strategy: str, images: int) -> str:
             "do); they are left out.")  # fmt: skip
 
 
+def _as_json(values: dict) -> dict:
+    """``values`` as ``plan.json`` reads them back (tuples as lists)."""
+    return json.loads(json.dumps(values))
+
+
 def advise_prepared(prepared: PreparedRun, config: TrainConfig, forecaster: Forecaster | None = None) -> Plan:
     """The plan for ``prepared``: its measurements (:func:`measure_prepared`), forecast by
     ``forecaster`` (the shipped one unless given)."""
@@ -89,8 +95,8 @@ def advise_prepared(prepared: PreparedRun, config: TrainConfig, forecaster: Fore
     if prepared.splits.unlabeled is not None:
         plan = dataclasses.replace(plan, explanation=plan.explanation + " " + unlabeled_text(plan.strategy,
                                                                                            len(prepared.splits.unlabeled)))
-    plan = dataclasses.replace(plan, config=dataclasses.asdict(config),
-                               resolved_config=with_plan(config, plan).resolved(plan.cut, plan.resolution))
+    plan = dataclasses.replace(plan, config=_as_json(dataclasses.asdict(config)),
+                               resolved_config=_as_json(with_plan(config, plan).resolved(plan.cut, plan.resolution)))
     log.info("advisor: %s at cut %s of %s (forecast %s)", plan.strategy, plan.cut, plan.backbone,
              ", ".join(f"{f['option']} {f['accuracy']:.3f}" for f in plan.forecasts))  # fmt: skip
     return plan
