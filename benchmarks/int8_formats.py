@@ -6,6 +6,7 @@ Three steps, so that the CPU-dependent one can run under an emulator of another 
     qemu-x86_64 -cpu Haswell .venv/bin/python benchmarks/int8_formats.py run --dir /tmp/int8 --label avx2
     python benchmarks/int8_formats.py run --dir /tmp/int8 --label native
     python benchmarks/int8_formats.py report --dir /tmp/int8
+    python benchmarks/int8_formats.py digits --dir /tmp/int8 --model runs/digits-int8/model   # issue 34's case
 
 ``prepare`` trains the test suite's head model on its colour folder at 112 px and exports it, exports
 EfficientNet-Lite0's body, keeps Fashion-MNIST images (200 calibration, 1,000 training, 100 test)
@@ -52,16 +53,20 @@ def _run(path: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate([session.run(None, {"images": _unit(images[i : i + 8])})[0] for i in range(0, len(images), 8)])
 
 
-def _quantize(fp32: Path, out: Path, calibration: np.ndarray, form: str) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def _quantize(fp32: Path, out: Path, calibration: np.ndarray, form: str, method: str = "MinMax",
+              options: dict | None = None) -> None:  # fmt: skip
+    """``fp32`` quantized into ``out`` in ``form``, calibrated on ``calibration`` by ``method``
+    (ONNX Runtime's ``CalibrationMethod``: MinMax, Percentile, Entropy) with ``options`` (its
+    ``extra_options``, e.g. ``CalibPercentile``)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     activation = QuantType.QInt8 if form == "s8s8" else QuantType.QUInt8
     weight = QuantType.QUInt8 if form == "u8u8" else QuantType.QInt8
 
-    class Batches(CalibrationDataReader):
+    class Batches(CalibrationDataReader):  # equal batches: the histogram calibrators need them
         def __init__(self):
-            self.batches = iter(np.array_split(calibration, max(1, len(calibration) // 16)))
+            self.batches = iter(calibration[i : i + 8] for i in range(0, len(calibration) - len(calibration) % 8 or 1, 8))
 
         def get_next(self):
             batch = next(self.batches, None)
@@ -70,8 +75,44 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray, form: str) -> None
     optimized = out.with_suffix(".optimized.onnx")
     quant_pre_process(str(fp32), str(optimized))
     quantize_static(str(optimized), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=form == "u8s8-reduce", activation_type=activation, weight_type=weight)  # fmt: skip
+                    reduce_range=form == "u8s8-reduce", activation_type=activation, weight_type=weight,
+                    calibrate_method=getattr(CalibrationMethod, method), extra_options=options or {})  # fmt: skip
     optimized.unlink()
+
+
+DIGITS_RECIPES = {  # name: (calibration images, method, options); 7-bit weights (the AVX2 format) for all
+    "min-max, 200 images": (200, "MinMax", {}),
+    "min-max, 1,000 images": (1000, "MinMax", {}),
+    "percentile 99.999, 1,000 images": (1000, "Percentile", {"CalibPercentile": 99.999}),
+    "percentile 99.99, 1,000 images": (1000, "Percentile", {"CalibPercentile": 99.99}),
+    "entropy, 200 images": (200, "Entropy", {}),
+}
+
+
+def digits(root: Path, model_dir: Path) -> None:
+    """Issue 34's case: the digits head model's float32 export (``export --int8`` keeps it beside
+    ``model.int8.onnx``) quantized by each recipe; top-class agreement with float32 on the first 200
+    calibration images and on the digits test split."""
+    import transferlab as tl
+    from transferlab.data import per_class_subset
+    from transferlab.datasets import load_dataset
+    from transferlab.features import compute_outputs
+
+    root.mkdir(parents=True, exist_ok=True)
+    fp32, resolution, data = model_dir / "model.int8.fp32.onnx", tl.load(model_dir).resolution, load_dataset("digits")
+
+    def pixels(split, per_class: int) -> np.ndarray:
+        subset = per_class_subset(split, per_class, 0)
+        return compute_outputs(None, subset, resolution, desc="decode").readable(subset.labels)[0]
+
+    calibration = {count: pixels(data.train, count // 10) for count in (200, 1000)}  # spread over the 10 classes
+    images = {"calibration": calibration[200], "test": pixels(data.test, 1000)}
+    expected = {split: _run(fp32, x).argmax(1) for split, x in images.items()}
+    for name, (count, method, options) in DIGITS_RECIPES.items():
+        out = root / f"digits-{method}-{count}.onnx"
+        _quantize(fp32, out, calibration[count], "u8s8-reduce", method, options)
+        agreement = {split: float((_run(out, x).argmax(1) == expected[split]).mean()) for split, x in images.items()}
+        print(f"| {name} | {agreement['calibration']:.1%} | {agreement['test']:.1%} ({len(images['test'])} images) |", flush=True)
 
 
 def prepare(root: Path) -> None:
@@ -154,7 +195,8 @@ def report(root: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("prepare", "run", "report"))
+    parser.add_argument("step", choices=("prepare", "run", "report", "digits"))
+    parser.add_argument("--model", type=Path, default=Path("runs/digits-int8/model"), help="digits: the model folder")
     parser.add_argument("--dir", default="/tmp/int8", type=Path)
     parser.add_argument("--label", default="native", help="run: the CPU's name in the table")
     parser.add_argument("--formats", default=",".join(FORMATS))
@@ -162,6 +204,8 @@ def main() -> None:
     if args.step == "prepare":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test suite's folder generator
         prepare(args.dir)
+    elif args.step == "digits":
+        digits(args.dir, args.model)
     elif args.step == "run":
         run(args.dir, args.label, args.formats.split(","))
     else:
