@@ -53,11 +53,21 @@ def _run(path: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate([session.run(None, {"images": _unit(images[i : i + 8])})[0] for i in range(0, len(images), 8)])
 
 
+def _pooling_nodes(model_path: Path) -> list[str]:
+    """The global pooling node and the one that feeds it (the last activation)."""
+    import onnx
+
+    nodes = onnx.load(str(model_path)).graph.node
+    pool = next(n for n in nodes if n.op_type == "GlobalAveragePool")
+    return [pool.name, *(n.name for n in nodes if pool.input[0] in n.output)]
+
+
 def _quantize(fp32: Path, out: Path, calibration: np.ndarray, form: str, method: str = "MinMax",
-              options: dict | None = None) -> None:  # fmt: skip
+              options: dict | None = None, float_pooling: bool = False) -> None:  # fmt: skip
     """``fp32`` quantized into ``out`` in ``form``, calibrated on ``calibration`` by ``method``
     (ONNX Runtime's ``CalibrationMethod``: MinMax, Percentile, Entropy) with ``options`` (its
-    ``extra_options``, e.g. ``CalibPercentile``)."""
+    ``extra_options``, e.g. ``CalibPercentile``); ``float_pooling``: the last activation and the
+    pooling stay in float."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -76,12 +86,14 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray, form: str, method:
     quant_pre_process(str(fp32), str(optimized))
     quantize_static(str(optimized), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                     reduce_range=form == "u8s8-reduce", activation_type=activation, weight_type=weight,
-                    calibrate_method=getattr(CalibrationMethod, method), extra_options=options or {})  # fmt: skip
+                    calibrate_method=getattr(CalibrationMethod, method), extra_options=options or {},
+                    nodes_to_exclude=_pooling_nodes(optimized) if float_pooling else None)  # fmt: skip
     optimized.unlink()
 
 
-DIGITS_RECIPES = {  # name: (calibration images, method, options); 7-bit weights (the AVX2 format) for all
+DIGITS_RECIPES = {  # name: (calibration images, method, options[, float pooling]); 7-bit weights (AVX2's format)
     "min-max, 200 images": (200, "MinMax", {}),
+    "min-max, 200 images, the last activation and the pooling in float": (200, "MinMax", {}, True),
     "min-max, 1,000 images": (1000, "MinMax", {}),
     "percentile 99.999, 1,000 images": (1000, "Percentile", {"CalibPercentile": 99.999}),
     "percentile 99.99, 1,000 images": (1000, "Percentile", {"CalibPercentile": 99.99}),
@@ -108,9 +120,9 @@ def digits(root: Path, model_dir: Path) -> None:
     calibration = {count: pixels(data.train, count // 10) for count in (200, 1000)}  # spread over the 10 classes
     images = {"calibration": calibration[200], "test": pixels(data.test, 1000)}
     expected = {split: _run(fp32, x).argmax(1) for split, x in images.items()}
-    for name, (count, method, options) in DIGITS_RECIPES.items():
-        out = root / f"digits-{method}-{count}.onnx"
-        _quantize(fp32, out, calibration[count], "u8s8-reduce", method, options)
+    for number, (name, (count, method, options, *float_pooling)) in enumerate(DIGITS_RECIPES.items()):
+        out = root / f"digits-{number}.onnx"
+        _quantize(fp32, out, calibration[count], "u8s8-reduce", method, options, bool(float_pooling))
         agreement = {split: float((_run(out, x).argmax(1) == expected[split]).mean()) for split, x in images.items()}
         print(f"| {name} | {agreement['calibration']:.1%} | {agreement['test']:.1%} ({len(images['test'])} images) |", flush=True)
 
