@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run, write_folder
+from conftest import COLOURS, assert_one_line_error, make_image, run, write_folder
 
 import transferlab as tl
 from transferlab.advisor import crossfit
@@ -63,6 +63,30 @@ def test_out_of_fold_scores_cover_every_labelled_image_and_an_interrupted_search
     assert trained == ["multicut"]  # only the missing fold ran again
     assert np.allclose(second["head"].logits, first["head"].logits)
     assert np.allclose(second["multicut"].logits, first["multicut"].logits, atol=1e-4)
+
+
+def test_unlabelled_images_reach_the_folds_of_the_candidates_that_learn_from_them(folder, tmp_path, monkeypatch):
+    """So their gain (kept only where the fold's validation says it helps) is in the out-of-fold
+    scores the choice is made on; a candidate that does not learn from them is not handed them."""
+    root, data = folder
+    rng = np.random.default_rng(9)
+    (tmp_path / "more").mkdir()
+    for i, colour in enumerate(list(COLOURS.values()) * 4):  # loose, without labels
+        make_image(colour, rng).save(tmp_path / "more" / f"{i:02d}.png")
+    config = TrainConfig(data=str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(root / "cache"),
+                         unlabeled=str(tmp_path / "more"))  # fmt: skip
+    prepared = prepare(config)
+    handed = {}
+    real = crossfit.fit_stages
+
+    def watched(run, cfg, out):
+        handed.setdefault(cfg.strategy, set()).add(None if run.splits.unlabeled is None else len(run.splits.unlabeled))
+        return real(run, cfg, out)
+
+    monkeypatch.setattr(crossfit, "fit_stages", watched)
+    chosen = [Candidate("head", "head"), Candidate("finetune", "finetune", freeze_bn=True)]
+    crossfit.cross_fit(prepared, dataclasses.replace(config, epochs=None), chosen, tmp_path / "folds")
+    assert handed == {"head": {12}, "finetune": {None}}
 
 
 def test_auto_trains_what_the_out_of_fold_scores_chose_and_reports_them(folder):

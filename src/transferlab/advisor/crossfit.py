@@ -121,23 +121,25 @@ def labelled_folds(splits: Splits, seed: int) -> tuple[ImageSet, list[Fold]]:
     return labelled, fold_plan(labelled.labels, seed, given)
 
 
-def fold_splits(labelled: ImageSet, fold: Fold, config: TrainConfig) -> Splits:
+def fold_splits(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSet | None = None) -> Splits:
     """A fold's run: its test split is the fold, its training and validation splits the rest - the
-    fold's own validation images, or the rest split as ``config`` splits a run's data."""
+    fold's own validation images, or the rest split as ``config`` splits a run's data - and the
+    run's ``unlabeled`` images, so a candidate that learns from them is scored with them."""
     rest = np.setdiff1d(np.arange(len(labelled)), fold.scored)
     if fold.validates is None:
         splits = split_dataset(Dataset("fold", labelled.subset(rest), None), config.val_fraction, seed=config.seed)
         train, val = splits.train, splits.val
     else:
         train, val = labelled.subset(np.setdiff1d(rest, fold.validates)), labelled.subset(fold.validates)
-    return Splits(train, val, labelled.subset(fold.scored))
+    return Splits(train, val, labelled.subset(fold.scored), unlabeled)
 
 
-def _key(labelled: ImageSet, fold: Fold, config: TrainConfig) -> str:
+def _key(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSet | None) -> str:
     """What decides a fold's scores: the images and the candidate's settings (not where it writes)."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "resume", "tensorboard")}
     validates = None if fold.validates is None else fold.validates.tolist()
-    text = json.dumps([labelled.fingerprint(), fold.scored.tolist(), validates, settings], sort_keys=True, default=str)
+    images = [labelled.fingerprint(), None if unlabeled is None else unlabeled.fingerprint()]
+    text = json.dumps([images, fold.scored.tolist(), validates, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -156,13 +158,16 @@ def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, can
     seconds, saved in ``out`` (a saved fold of the same images and settings is reused)."""
     folder = out / candidate.name
     config = candidate.config(base, folder / f"fold-{number}")
-    saved, key = folder / f"fold-{number}.npz", _key(labelled, fold, config)
+    learns = "unlabeled" in STRATEGIES[candidate.strategy].options  # the others would only warn, fold after fold
+    unlabeled = prepared.splits.unlabeled if learns else None
+    saved, key = folder / f"fold-{number}.npz", _key(labelled, fold, config, unlabeled)
     record = dict(np.load(saved)) if saved.exists() else {}
     if record and str(record["key"]) == key:
         log.info("%s, fold %d: reused %s", candidate.name, number + 1, saved)
         return record
     started = time.perf_counter()
-    _, _, stages = fit_stages(prepared.with_splits(fold_splits(labelled, fold, config)), config, Path(config.out))
+    _, _, stages = fit_stages(prepared.with_splits(fold_splits(labelled, fold, config, unlabeled)), config,
+                              Path(config.out))  # fmt: skip
     last = list(stages.values())[-1]
     folder.mkdir(parents=True, exist_ok=True)
     partial = saved.with_name(f".{saved.name}.{os.getpid()}")  # whole or absent, whichever process writes it
