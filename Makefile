@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test bench gpu-check data pool-data browser install clean
+.PHONY: demo test bench figures gpu-check data pool-data browser install clean
 
 # Packages whose metadata declares dependencies they do not need (an old torch, tensorflow) go in
 # with --no-deps: MobileNetV2's ImageNet weights, the animal-mnist arrays, scikit-image's sample
@@ -63,6 +63,16 @@ bench: install data
 	@echo "Command: \`make bench\` ($$(date -u +%Y-%m-%d), $$(nproc) cores)." >> benchmarks/results.md
 	@echo "" >> benchmarks/results.md
 	TQDM_DISABLE=1 $(BIN)/python benchmarks/speed.py --markdown benchmarks/results.md
+
+# The tables the docs quote, regenerated from the saved outputs (what is not on this machine is said):
+# the guide's option tables from --help, the greyscale study's tests by data set from its saved
+# table, and the default judged on the colour study's finished cells.
+STUDY_COLOUR ?= runs/study-colour
+figures: install
+	$(BIN)/python tests/test_docs.py
+	$(BIN)/python benchmarks/study_table_tests.py docs/advisor.md
+	$(BIN)/python benchmarks/default_on_own_images.py --report --study $(STUDY_COLOUR) --out runs/default-own \
+		--sizes 5 10 30 --seeds 0
 
 # On a machine with a CUDA GPU: head and finetune at 224 px on the GPU against the CPU, and speeds.
 gpu-check: install data

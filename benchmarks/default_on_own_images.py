@@ -86,6 +86,9 @@ def regrets(row: dict) -> dict[str, float]:
 def main() -> None:
     args = arguments(__doc__, "runs/default-own", (), (0,), sizes=(5, 10, 30), study="runs/study-colour")
     study = Path(args.study)
+    if not study.is_dir():
+        print(f"no study at {study}: run 'transferlab study --pool colour --out {study}' first")
+        return
     rows = cell_rows(args, study)
     if not rows:
         print("no finished study cells to judge against yet")
