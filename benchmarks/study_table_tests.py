@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("table", type=Path, help="a study's table.md, or a page holding a copy of it")
     args = parser.parse_args()
     header, rows = cell_rows(args.table.read_text())
-    rules = [h for h in header[header.index("advisor") : header.index("noise floor")]]
+    noise = next(h for h in header if h in ("noise floor", "one-seed pick regret"))  # its name before and after 2026-12-04
+    rules = header[header.index("advisor") : header.index(noise)]
     scored = {cell: {rule: float(row[rule]) for rule in rules} for cell, row in rows.items()}
     sets = len({cell.rsplit("@", 1)[0] for cell in rows})
     for baseline in rules[1:]:
@@ -48,7 +49,7 @@ def main() -> None:
         print(f"advisor against {baseline}: {test['mean_difference']:+.2f} points less regret, by data set "
               f"p = {test['p_value']:.3f} ({sets} sets; {len(rows)} cells)")  # fmt: skip
     seeds = {cell: len(re.split(r",\s*", row["advisor's picks"])) for cell, row in rows.items()}
-    defined = [float(rows[cell]["noise floor"]) for cell, n in seeds.items() if n > 1]
+    defined = [float(rows[cell][noise]) for cell, n in seeds.items() if n > 1 and rows[cell][noise] != "-"]
     print(f"one-seed pick regret ('noise floor') over the {len(defined)} cells with two or more seeds: mean "
           f"{np.mean(defined):.2f}, worst {np.max(defined):.2f} (the table's mean over all {len(rows)} cells counts "
           f"{len(rows) - len(defined)} one-seed cells at 0)")  # fmt: skip

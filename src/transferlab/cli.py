@@ -322,7 +322,7 @@ def _run_lr_find(args) -> None:
 
 
 def _run_study(args) -> None:
-    from .advisor.study import SEEDED_SIZES, table
+    from .advisor.study import PICK_NOISE, SEEDED_SIZES, points, table
 
     subset = {name: tuple(getattr(args, name)) for name in ("sizes", "seeds", "data") if getattr(args, name)}
     summary = tl.run_study(args.quick, args.out, args.cache_dir, device=args.device, pool=args.pool, subset=subset)
@@ -330,7 +330,7 @@ def _run_study(args) -> None:
     s = summary["summary"]
     print(f"leave one data set out: advisor mean regret {s['advisor']['mean']:.2f} points, worst "
           f"{s['advisor']['worst']:.2f} (always finetune {s['always finetune']['mean']:.2f} / "
-          f"{s['always finetune']['worst']:.2f}; noise floor {s['noise floor']['mean']:.2f}); advisor cost median "
+          f"{s['always finetune']['worst']:.2f}; one-seed pick regret {points(s[PICK_NOISE]['mean'])}); advisor cost median "
           f"{s['cost']['median']:.1%}, max {s['cost']['max']:.1%} of brute force; {summary['seconds']:.0f} s; "
           f"report.html, table.md and forecaster.json in {args.out}")  # fmt: skip
     paired, multicut = summary["advisor against always finetune"], summary["multicut against the best frozen head"]

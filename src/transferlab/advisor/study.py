@@ -14,7 +14,8 @@ The forecaster the advisor decides with is fitted on these outcomes, so it is sc
 advisor chooses among the table's advised options; the study reports its regret beside the
 baselines' on the same runs - the forecast choosing among every option, always ``head``, always
 ``finetune``, always ``multicut``, always ``ensemble``, the former threshold rule, and a successive-halving race with
-the advisor's time - and the noise floor (the regret of choosing by one seed's test accuracy),
+the advisor's time - and the one-seed pick regret (the regret of choosing by one seed's own test
+accuracy; defined where a cell has two seeds or more, formerly called the noise floor),
 the advisor's cost (measuring) and the training cost of its picks, both against training every
 option once. It writes
 ``forecaster.json``, fitted on every cell: the model ``transferlab advise`` ships with.
@@ -343,9 +344,24 @@ def regret(seeds: list[SeedRecord], picks: list[str]) -> float:
     return 100 * float(np.mean([max(means.values()) - means[pick] for pick in picks]))
 
 
-def noise_floor(seeds: list[SeedRecord]) -> float:
-    """The regret of choosing by one seed's own test accuracies (0 with a single seed)."""
+PICK_NOISE = "one-seed pick regret"  # formerly "noise floor"
+
+
+def one_seed_pick_regret(seeds: list[SeedRecord]) -> float | None:
+    """The regret of choosing each seed's run by that seed's own test accuracies: how far one seed's
+    best strays from the cell's (``None`` with a single seed, where it is 0 by construction)."""
+    if len(seeds) < 2:
+        return None
     return regret(seeds, [max(s.runs, key=lambda k: s.runs[k].balanced_accuracy) for s in seeds])
+
+
+def _defined(values) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def points(value: float | None) -> str:
+    """Points of regret as the tables print them ("-": not defined)."""
+    return "-" if value is None else f"{value:.2f}"
 
 
 def trained(key: str) -> bool:
@@ -376,7 +392,7 @@ def race(seed: SeedRecord, budget: float) -> str:
 
 def score_parent(train: list[SeedRecord], test: dict[str, list[SeedRecord]]) -> dict[str, dict]:
     """Per cell of a held-out parent set (``test``: cell -> seeds): the forecaster fitted on
-    ``train`` seeds only, its picks' regret, the baselines' regrets, the noise floor and cost."""
+    ``train`` seeds only, its picks' regret, the baselines' regrets, the one-seed pick regret and cost."""
     forecaster = fit_forecaster([(signals(s), outcome(s)) for s in train], len({s.cell for s in train}),
                                 "the other data sets")  # fmt: skip
     scored = {}
@@ -394,7 +410,7 @@ def score_parent(train: list[SeedRecord], test: dict[str, list[SeedRecord]]) -> 
             "forecast, any option": regret(seeds, any_option),
             "threshold rule": regret(seeds, [run_key(d.strategy, d.cut) for d in rule]),
             "successive halving": regret(seeds, [race(s, s.measured.seconds) for s in seeds]),
-            "noise floor": noise_floor(seeds),
+            PICK_NOISE: one_seed_pick_regret(seeds),
             "cost": float(np.median([s.measured.seconds / b for s, b in zip(seeds, brute_force)])),
             "training cost": float(np.median([s.runs[p].seconds / b for s, p, b in zip(seeds, picks, brute_force)])),
         }  # fmt: skip
@@ -458,9 +474,12 @@ def multicut_gaps(records: list[SeedRecord], up_to: int = SEEDED_SIZES) -> dict[
 
 
 def summarize(scored: dict[str, dict]) -> dict:
-    """Mean and worst regret of the advisor and each baseline, the noise floor, the advisor's cost."""
-    summary = {rule: {"mean": float(np.mean([c[rule] for c in scored.values()])),
-                      "worst": float(max(c[rule] for c in scored.values()))} for rule in (*RULES, "noise floor")}  # fmt: skip
+    """Mean and worst regret of the advisor and each baseline, the one-seed pick regret (over the
+    cells where it is defined; ``None`` where none is), the advisor's cost."""
+    summary = {}
+    for rule in (*RULES, PICK_NOISE):
+        values = _defined(c[rule] for c in scored.values())
+        summary[rule] = {"mean": float(np.mean(values)) if values else None, "worst": max(values, default=None)}
     for name in ("cost", "training cost"):
         costs = [c[name] for c in scored.values()]
         summary[name] = {"median": float(np.median(costs)), "max": float(max(costs))}
@@ -468,29 +487,31 @@ def summarize(scored: dict[str, dict]) -> dict:
 
 
 def table(scored: dict[str, dict]) -> str:
-    """The per-cell table in Markdown: oracle, the advisor's picks, regrets (points), noise floor, cost."""
-    header = "| cell | oracle | advisor's picks | " + " | ".join((*RULES, "noise floor", "cost")) + " |"
+    """The per-cell table in Markdown: oracle, the advisor's picks, regrets (points), the one-seed
+    pick regret ("-" with one seed), cost."""
+    header = "| cell | oracle | advisor's picks | " + " | ".join((*RULES, PICK_NOISE, "cost")) + " |"
     lines = [header, "|---" * (len(RULES) + 5) + "|"]
     for cell, c in scored.items():
         lines.append(f"| {cell} | {c['oracle']} {c['oracle_accuracy']:.3f} | {', '.join(c['picks'])} | "
-                     + " | ".join(f"{c[rule]:.2f}" for rule in (*RULES, "noise floor")) + f" | {c['cost']:.1%} |")  # fmt: skip
+                     + " | ".join(points(c[rule]) for rule in (*RULES, PICK_NOISE)) + f" | {c['cost']:.1%} |")  # fmt: skip
     summary = summarize(scored)
     for kind in ("mean", "worst"):
-        lines.append(f"| **{kind}** | | | " + " | ".join(f"{summary[r][kind]:.2f}" for r in (*RULES, "noise floor")) +
+        lines.append(f"| **{kind}** | | | " + " | ".join(points(summary[r][kind]) for r in (*RULES, PICK_NOISE)) +
                      f" | {summary['cost']['median' if kind == 'mean' else 'max']:.1%} |")  # fmt: skip
     return "\n".join(lines)
 
 
 def parent_table(scored: dict[str, dict]) -> str:
     """Per parent data set, in Markdown: its cells, the oracles' mean accuracy, the advisor's and the
-    baselines' mean regret (points), the noise floor and the advisor's median cost."""
+    baselines' mean regret (points), the one-seed pick regret and the advisor's median cost."""
     parents: dict[str, list[dict]] = {}
     for cell, c in scored.items():
         parents.setdefault(cell.split("@")[0], []).append(c)
-    lines = ["| data set | cells | oracle | " + " | ".join((*RULES, "noise floor", "cost")) + " |", "|---" * (len(RULES) + 5) + "|"]
+    lines = ["| data set | cells | oracle | " + " | ".join((*RULES, PICK_NOISE, "cost")) + " |", "|---" * (len(RULES) + 5) + "|"]
     for parent, cells in parents.items():
+        means = [_defined(c[r] for c in cells) for r in (*RULES, PICK_NOISE)]
         lines.append(f"| {parent} | {len(cells)} | {np.mean([c['oracle_accuracy'] for c in cells]):.3f} | "
-                     + " | ".join(f"{np.mean([c[r] for c in cells]):.2f}" for r in (*RULES, "noise floor"))
+                     + " | ".join(points(float(np.mean(m)) if m else None) for m in means)
                      + f" | {np.median([c['cost'] for c in cells]):.1%} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -501,7 +522,9 @@ def _plot_regrets(scored: dict[str, dict]):
     height = 0.8 / len(RULES)
     for i, rule in enumerate(RULES):
         axis.barh(np.arange(len(cells)) + i * height, [scored[c][rule] for c in cells], height, label=rule)
-    axis.plot([scored[c]["noise floor"] for c in cells], np.arange(len(cells)) + 0.4, "k|", markersize=12, label="noise floor")
+    defined = [i for i, c in enumerate(cells) if scored[c][PICK_NOISE] is not None]
+    axis.plot([scored[cells[i]][PICK_NOISE] for i in defined], np.asarray(defined) + 0.4, "k|", markersize=12,
+              label=PICK_NOISE)  # fmt: skip
     axis.set_yticks(np.arange(len(cells)) + 0.4, cells, fontsize=8)
     axis.invert_yaxis()
     axis.set(xlabel="regret (points of balanced accuracy, leave one data set out)", title="Regret per cell")
@@ -542,8 +565,8 @@ def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: st
     (out / "study.json").write_text(json.dumps(summary, indent=2))
     (out / "table.md").write_text(parent_table(scored) + "\n\n" + table(scored) + "\n")
     figures = {"Regret per cell": save_figure(_plot_regrets(scored), out / "regrets.png")}
-    header = ["cell", "oracle", *RULES, "noise floor", "cost"]
-    rows = [[cell, c["oracle"], *[c[r] for r in RULES], c["noise floor"], c["cost"]] for cell, c in scored.items()]
+    header = ["cell", "oracle", *RULES, PICK_NOISE, "cost"]
+    rows = [[cell, c["oracle"], *[c[r] for r in RULES], points(c[PICK_NOISE]), c["cost"]] for cell, c in scored.items()]
     headline = {f"{rule}: {kind}": value for rule, values in summary["summary"].items() for kind, value in values.items()}
     write_report(out / "report.html", "transferlab study" + (" (quick)" if quick else ""),
                  {"forecaster": str(forecaster), "fitted on": source, **headline}, figures,
