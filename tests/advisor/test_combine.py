@@ -42,6 +42,17 @@ def test_equal_members_keep_the_reference_weights_noise_alone_moves_nothing():
     assert "kept the reference" in combination.reason
 
 
+def test_candidates_all_perfect_keep_the_reference_a_consistent_trace_of_gain_is_no_gain():
+    def perfect(seed: int, margin: float) -> np.ndarray:  # right on every image, by margin to margin + 1
+        logits = np.zeros((len(LABELS), CLASSES))
+        logits[np.arange(len(LABELS)), LABELS] = margin + np.random.default_rng(seed).random(len(LABELS))
+        return logits
+
+    logits = {"a": perfect(0, 5.0), "b": perfect(1, 6.0), "c": perfect(2, 5.0)}  # b surer on every image, by a trace
+    combination = combine(logits, LABELS, {"a": 1.0, "c": 1.0})
+    assert combination.weights == {"a": 0.5, "b": 0.0, "c": 0.5} and "less than" in combination.reason
+
+
 def test_two_complementary_members_are_both_kept():
     labels = LABELS
     a, b = scores(labels, 0.75, 2.0, 4), scores(labels, 0.75, 2.0, 5)

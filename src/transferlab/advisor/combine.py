@@ -5,7 +5,7 @@ handful of validation images); member weights come from greedy ensemble selectio
 replacement on the tempered probabilities, minimizing log loss (Caruana et al., "Ensemble
 selection from libraries of models", ICML 2004); a member below :data:`MIN_WEIGHT` is dropped. The selection replaces the equal-weight
 reference (today's ``ensemble``) only where a paired bootstrap over the labelled images says its
-log loss is lower with :data:`CONFIDENCE`; and the best single candidate replaces whatever was
+log loss is lower with :data:`CONFIDENCE` (and by at least :data:`MIN_GAIN`); and the best single candidate replaces whatever was
 chosen where the bootstrap says it is more accurate with the same confidence. So a member can
 reach weight 0 when it is clearly worse, and noise alone moves nothing.
 """
@@ -23,6 +23,8 @@ SELECTION_ROUNDS = 20  # greedy steps: weights are multiples of 1/20
 BOOTSTRAP_DRAWS = 2000
 CONFIDENCE = 0.9  # the share of bootstrap draws that must favour a departure from the reference
 MIN_WEIGHT = 0.15  # a member below it is dropped: it would cost a whole training and network for a trace of gain
+MIN_GAIN = 0.001  # nats of log loss per image: a departure gaining less is no departure, however consistent
+#                  (candidates that are all perfect differ by far less, and in every bootstrap draw)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -112,10 +114,12 @@ def combine(logits: dict[str, np.ndarray], labels: np.ndarray, reference: dict[s
     selected = normalized({name: w if w >= MIN_WEIGHT else 0.0 for name, w in greedy_selection(tempered, labels).items()})
     gain = image_losses(mixture(tempered, reference), labels) - image_losses(mixture(tempered, selected), labels)
     share = bootstrap_share(gain)
-    if share >= CONFIDENCE:
+    if share >= CONFIDENCE and gain.mean() >= MIN_GAIN:
         weights, reason = selected, f"the selected weights' log loss beat the reference's in {share:.0%} of the draws"
     else:
-        weights, reason = reference, f"kept the reference: the selection beat it in only {share:.0%} of the draws"
+        weights, reason = reference, (f"kept the reference: the selection beat it in only {share:.0%} of the draws"
+                                      if share < CONFIDENCE else f"kept the reference: the selection gains "
+                                      f"{gain.mean():.1e} nats an image, less than {MIN_GAIN}")  # fmt: skip
     correct = {name: (values.argmax(1) == labels).astype(float) for name, values in tempered.items()}
     best = max(correct, key=lambda name: (correct[name].mean(), -image_losses(tempered[name], labels).mean()))
     chosen_correct = (mixture(tempered, weights).argmax(1) == labels).astype(float)
