@@ -164,6 +164,7 @@ def _build_parser() -> argparse.ArgumentParser:
     st.add_argument("--sizes", type=_integers, metavar="N,N", help="only these images-per-class sizes of the pool")
     st.add_argument("--seeds", type=_integers, metavar="N,N", help="only these seeds of the pool")
     st.add_argument("--data", type=_words, metavar="A,B", help="only these data sets of the pool")
+    st.add_argument("--finished", action="store_true", help="score the seeds already finished, train nothing")
     st.add_argument("--cache-dir", help=field_help("cache_dir")["help"])
     st.add_argument("--device", default="auto", help=field_help("device")["help"] + " (default: auto)")
 
@@ -325,7 +326,8 @@ def _run_study(args) -> None:
     from .advisor.study import PICK_NOISE, SEEDED_SIZES, points, table
 
     subset = {name: tuple(getattr(args, name)) for name in ("sizes", "seeds", "data") if getattr(args, name)}
-    summary = tl.run_study(args.quick, args.out, args.cache_dir, device=args.device, pool=args.pool, subset=subset)
+    summary = tl.run_study(args.quick, args.out, args.cache_dir, device=args.device, pool=args.pool, subset=subset,
+                           finished_only=args.finished)  # fmt: skip
     print(table(summary["cells"]))
     s = summary["summary"]
     print(f"leave one data set out: advisor mean regret {s['advisor']['mean']:.2f} points, worst "

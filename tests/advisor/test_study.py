@@ -164,3 +164,11 @@ def test_a_subset_of_the_pool_runs_only_its_cells_and_anything_outside_it_is_ref
     assert (subset.sizes, subset.seeds, subset.data) == ((10,), (0,), colour.data)
     with pytest.raises(study.ConfigError, match=r"^--sizes 7 is not in the pool's 5, 10, 30\.$"):
         study.within(colour, {"sizes": (7,)})
+
+
+def test_scoring_only_the_finished_seeds_trains_nothing_and_says_when_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "prepare", lambda config: pytest.fail("nothing may be prepared or trained"))
+    with pytest.raises(study.Unfinished):
+        study.run_seed("orientation", 5, 0, study.QUICK, tmp_path, None, finished_only=True)
+    with pytest.raises(study.ConfigError, match="No finished seed in"):
+        study.run_study(quick=True, out=tmp_path, finished_only=True)

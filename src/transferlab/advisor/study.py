@@ -286,14 +286,24 @@ def _run(prepared: Callable[[], PreparedRun], config: TrainConfig) -> RunResult:
     return result
 
 
+class Unfinished(Exception):
+    """A seed that still has something to run, met where nothing may run (``finished_only``)."""
+
+
+def _unfinished() -> PreparedRun:
+    raise Unfinished
+
+
 def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path, cache: str | None,
-             device: str = AUTO) -> SeedRecord:  # fmt: skip
-    """The advisor's measurements (timed) and every option's outcome on one seed of a cell."""
+             device: str = AUTO, finished_only: bool = False) -> SeedRecord:  # fmt: skip
+    """The advisor's measurements (timed) and every option's outcome on one seed of a cell; with
+    ``finished_only``, only what earlier runs saved (:class:`Unfinished` when anything is missing)."""
     base = _base_config(data, size, seed, settings, cache, device)
     folder = out / f"{data}@{size}" / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "measurements.json"
-    prepared = functools.cache(lambda: prepare(base))  # the data is loaded only when something is still to run
+    # the data is loaded only when something is still to run
+    prepared = _unfinished if finished_only else functools.cache(lambda: prepare(base))
     if (measured := read_record(record, _key(base, MEASUREMENT_VERSION), Measured)) is None:
         with tempfile.TemporaryDirectory(prefix="transferlab-study-") as cold:  # timed from an empty cache
             run = prepared()
@@ -536,17 +546,25 @@ def _plot_regrets(scored: dict[str, dict]):
 
 def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: str | None = None,
               settings: StudySettings | None = None, device: str = AUTO, pool: str = "greyscale",
-              subset: dict | None = None) -> dict:  # fmt: skip
+              subset: dict | None = None, finished_only: bool = False) -> dict:  # fmt: skip
     """Run every seed of every cell of ``pool`` (:data:`POOLS`; reusing finished ones), score
     leave-one-data-set-out, write study.json, table.md, forecaster.json (fitted on every cell) and
     report.html into ``out``. ``subset``: some of the pool's ``sizes``, ``seeds`` or ``data`` only
-    (what is outside the pool is refused)."""
+    (what is outside the pool is refused); ``finished_only``: score the seeds earlier runs finished,
+    train nothing (a study still running, or stopped)."""
     settings = within(settings or (QUICK if quick else POOLS[pool]), subset or {})
     out = Path(out)
     started = time.perf_counter()
     jobs = [(d, n, s) for n in settings.sizes for d in settings.data  # every set early
             for s in (settings.seeds if n <= SEEDED_SIZES else settings.seeds[:1])]  # fmt: skip
-    records = [run_seed(d, n, s, settings, out, cache_dir, device) for d, n, s in tqdm(jobs, desc="study", unit="seed")]
+    records = []
+    for d, n, s in tqdm(jobs, desc="study", unit="seed"):
+        try:
+            records.append(run_seed(d, n, s, settings, out, cache_dir, device, finished_only))
+        except Unfinished:
+            log.info("%s@%d, seed %d: not finished, left out", d, n, s)
+    if not records:
+        raise ConfigError(f"No finished seed in {out}: run the study without --finished first.")
     scored = leave_one_parent_out(records)
     cells = len(scored)
     source = (f"transferlab study{' --quick' if quick else f' --pool {pool}'}: {cells} cells of {len(settings.data)} data sets, "
