@@ -58,7 +58,8 @@ def _class_means(model, prepared, cut, config, context: RunContext) -> Stage:
 
 
 CLASS_MEANS = Strategy("class-means", "frozen body, the nearest class mean as the head", epochs=1, lr=1.0,
-                       stages=("class-means",), trains="nothing: the head is computed")  # fmt: skip
+                       stages=("class-means",), trains="nothing: the head is computed",
+                       anchor="probe_final")  # forecast from the final probe, so the forecast and the study take it too
 
 
 def test_a_new_strategy_is_one_table_entry_plus_its_training_code(workdir, monkeypatch):
