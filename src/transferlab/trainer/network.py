@@ -76,27 +76,27 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
     pixels = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in readable_rows(inputs, prepared).items()}
     (train_x, train_y), (val_x, val_y) = pixels["train"], pixels["val"]
     check_every_class(train_y.numpy(), prepared)
-    plan = plan_for(model, resolution, config.batch_size // distributed.world_size(), config.max_memory)
-    if plan.accumulation > 1:
+    batches = plan_for(model, resolution, config.batch_size // distributed.world_size(), config.max_memory)
+    if batches.accumulation > 1:
         log.info("max_memory %.1f GB: steps of %d images run as %d passes of at most %d", config.max_memory,
-                 config.batch_size, plan.accumulation, plan.micro_batch)  # fmt: skip
+                 config.batch_size, batches.accumulation, batches.micro_batch)  # fmt: skip
     interpolating = "interpolate" in config.strategy_entry.options and config.interpolate != INTERPOLATE_NONE
     start = snapshot(model) if interpolating else None  # LP-FT: the probe's network
-    settings, groups = setup_network(model, config, plan.micro_batch if plan.accumulation > 1 else 0)
+    settings, groups = setup_network(model, config, batches.micro_batch if batches.accumulation > 1 else 0)
     history = fit_network(model, groups, train_x, train_y, val_x, val_y, settings, checkpoint_dir=context.out,
                           resume=config.resume, on_epoch=context.epoch_log(config.strategy, val_y.numpy()))  # fmt: skip
     if config.tune == "lora":
         merge_lora(model.body)
     details = {}
     if start is not None:
-        details["interpolation"] = interpolate(model, start, config.interpolate, val_x, val_y, plan.micro_batch).to_json()
-    logits = {split: predict_pixels(model, x, plan.micro_batch) for split, (x, _) in pixels.items()}
+        details["interpolation"] = interpolate(model, start, config.interpolate, val_x, val_y, batches.micro_batch).to_json()
+    logits = {split: predict_pixels(model, x, batches.micro_batch) for split, (x, _) in pixels.items()}
     labels = {split: y.numpy() for split, (_, y) in pixels.items()}
     if prepared.splits.test is not None:
-        inputs["test"] = compute_outputs(model, prepared.splits.test, resolution, plan.micro_batch, config.strict,
+        inputs["test"] = compute_outputs(model, prepared.splits.test, resolution, batches.micro_batch, config.strict,
                                          desc="evaluate test")  # fmt: skip
         test_logits, labels["test"] = inputs["test"].readable(prepared.splits.test.labels)
         logits["test"] = torch.from_numpy(np.asarray(test_logits))
     seconds = {"decode_seconds": decode_seconds, "network_seconds": time.perf_counter() - tick}
-    memory = {"micro_batch": plan.micro_batch, "accumulation": plan.accumulation}
+    memory = {"micro_batch": batches.micro_batch, "accumulation": batches.accumulation}
     return Stage(inputs, labels, logits, history, seconds, hits, memory, details=details)
