@@ -87,6 +87,12 @@ def test_a_name_already_in_the_table_is_refused():
         register_strategy(Strategy("auto", "x", 1, 1.0, ("head",), "the head"))
 
 
+def test_an_ensemble_whose_members_share_a_stage_name_is_refused_at_registration():
+    with pytest.raises(ValueError, match=r"^strategy 'heads': its members share the stage head; "):
+        register_strategy(Strategy("heads", "two frozen heads", 1, 1.0, (), "two heads", members=("head", "truncate")))
+    assert "heads" not in STRATEGIES
+
+
 def names_spelled_outside_their_table(source: str, allowed: frozenset[str]) -> list[tuple[int, str]]:
     """Every string constant in ``source`` (f-strings' parts included) equal to a strategy or stage
     name not in ``allowed``: (line, name)."""

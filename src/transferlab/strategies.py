@@ -105,12 +105,18 @@ STRATEGIES: dict[str, Strategy] = {}
 
 
 def register_strategy(strategy: Strategy) -> Strategy:
-    """Add ``strategy`` to the table (a name already taken, or a member not in it, is refused)."""
+    """Add ``strategy`` to the table (a name already taken, a member not in it, or members that share
+    a stage name, whose results would be reported under one name, are refused)."""
     if strategy.name in STRATEGIES or strategy.name == AUTO:
         raise ValueError(f"a strategy named {strategy.name!r} is registered already.")
     unknown = [member for member in strategy.members if member not in STRATEGIES]
     if unknown:
         raise ValueError(f"strategy {strategy.name!r}: members {', '.join(unknown)} are not registered.")
+    stages = [stage for member in strategy.members for stage in STRATEGIES[member].stages]
+    shared = sorted({stage for stage in stages if stages.count(stage) > 1})
+    if shared:
+        raise ValueError(f"strategy {strategy.name!r}: its members share the stage {', '.join(shared)}; an ensemble's "
+                         "members need stages of their own names.")  # fmt: skip
     STRATEGIES[strategy.name] = strategy
     return strategy
 
