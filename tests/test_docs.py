@@ -45,12 +45,11 @@ def _parser_options() -> dict[str, set[str]]:
     """Per command, the flags ``--help`` lists."""
     import argparse
 
-    from transferlab.cli import _build_parser
+    from transferlab.cli import commands
 
-    commands = next(a for a in _build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return {name: {flag for action in command._actions if action.help != argparse.SUPPRESS
                    for flag in action.option_strings if flag.startswith("--") and flag != "--help"}
-            for name, command in commands.choices.items()}  # fmt: skip
+            for name, command in commands().items()}  # fmt: skip
 
 
 def test_every_option_of_every_command_is_documented_and_nothing_else():
@@ -66,11 +65,10 @@ def option_tables() -> str:
     from the strategy table)."""
     import argparse
 
-    from transferlab.cli import _build_parser
+    from transferlab.cli import commands
 
-    commands = next(a for a in _build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     sections = []
-    for name, command in commands.choices.items():
+    for name, command in commands().items():
         rows = []
         for action in command._actions:
             flags = [flag for flag in action.option_strings if flag not in ("-h", "--help")]

@@ -200,6 +200,12 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def commands() -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's parser, by name, as the command line builds them now."""
+    found = next(a for a in _build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(found.choices)
+
+
 def _config_options(args) -> dict:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     options = {k: v for k, v in vars(args).items() if k in names and k != "data" and v is not None}

@@ -208,6 +208,9 @@ class RunResult:
     seconds: float
     trajectory: tuple[float, ...]
 
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
     @staticmethod
     def from_json(data: dict) -> RunResult:
         return RunResult(data["balanced_accuracy"], data["seconds"], tuple(data["trajectory"]))
@@ -219,6 +222,9 @@ class Measured:
 
     measurements: Measurements
     seconds: float
+
+    def to_json(self) -> dict:
+        return {"measurements": self.measurements.to_json(), "seconds": self.seconds}
 
     @staticmethod
     def from_json(data: dict) -> Measured:
@@ -253,9 +259,7 @@ def read_record(path: Path, key: dict, kind: type[RunResult | Measured]):
 def write_record(path: Path, key: dict, result: RunResult | Measured) -> None:
     """``result`` saved at ``path`` with the ``key`` of the run that made it (read by :func:`read_record`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = {"measurements": result.measurements.to_json(), "seconds": result.seconds} if isinstance(
-        result, Measured) else dataclasses.asdict(result)  # fmt: skip
-    path.write_text(json.dumps({"config": key, "result": value}))
+    path.write_text(json.dumps({"config": key, "result": result.to_json()}))
 
 
 RUN_VERSION, MEASUREMENT_VERSION = 3, 4  # bump one when runs or the advisor's measurements change: they are redone
