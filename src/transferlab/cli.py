@@ -356,9 +356,10 @@ def _run_export(args) -> None:
         if args.format != "onnx" or not args.calibration:
             raise ConfigError("--int8 goes with --format onnx and --calibration DATA (images like those it will see).")
         calibration = tl.load(args.model).calibration_images(args.calibration)
-        path, agreement = export_int8(args.model, calibration, args.out, verbose=args.verbose)
-        print(f"wrote {path}; top class as PyTorch's on {agreement:.1%} of the calibration images; "
-              f"predict with it: --engine onnxruntime-int8")  # fmt: skip
+        exported = export_int8(args.model, calibration, args.out, verbose=args.verbose)
+        print(f"wrote {exported.path}; top class as PyTorch's on {exported.agreement:.1%} of the calibration images (the "
+              f"first {exported.float_convs} convolutions float32; PyTorch itself: {exported.float_under_noise:.1%} when "
+              f"the pixels move by half a grey level); predict with it: --engine onnxruntime-int8")  # fmt: skip
         return
     path, difference = export_bundle(args.model, args.format, args.out)
     print(f"wrote {path}; largest logit difference from PyTorch {difference:.2e}")

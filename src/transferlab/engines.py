@@ -21,13 +21,12 @@ from .hardware import int8_format, this_cpu
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_BATCH = 16
 # ONNX Runtime runs at most this many images at once: measured on EfficientNet-Lite0's body (best of
 # 3, 2,000 images, nothing else running), float32 / int8 img/s at 112 px: batch 1 1,024 / 1,797,
 # 4 1,030 / 2,066, 8 1,099 / 2,166, 12 984 / 1,921, 32 805 / 1,642, 64 746 / 1,473; at 224 px:
 # batch 4 274 / 468, 8 247 / 453-479, 64 224 / 404 (the activations of a few images stay in cache).
 ONNX_BATCH = 8
-INT8_RECIPE = 4  # how quantize_onnx builds the int8 graph; part of the cache key of what it computes
+INT8_RECIPE = 5  # how quantize_onnx builds the int8 graph; part of the cache key of what it computes
 
 
 def int8_recipe() -> str:
@@ -152,41 +151,31 @@ class OnnxRunner:
         return self
 
 
-def quantize_onnx(fp32: Path, int8: Path, calibration: torch.Tensor) -> None:
-    """Static int8 quantization of ``fp32`` into ``int8``: the graph optimized and its shapes inferred
-    first (ONNX Runtime's ``quant_pre_process``: measured 2.2x over float32 against 1.9x without it,
-    same features), then QDQ format, per-channel int8 weights, uint8 activations whose ranges are
-    calibrated on ``calibration`` (N x 3 x R x R images in [0, 1]); 7-bit weights on a CPU without
-    VNNI (:func:`.hardware.int8_format`)."""
+def quantize_onnx(fp32: Path, int8: Path, calibration: torch.Tensor, float_convs: int = 0) -> None:
+    """Static int8 quantization of ``fp32`` into ``int8`` (:func:`.quantization.quantize_qdq`: the
+    graph optimized and its shapes inferred first, ONNX Runtime's ``quant_pre_process``: measured
+    2.2x over float32 against 1.9x without it, same features), calibrated on ``calibration`` (N x 3
+    x R x R images in [0, 1]); 7-bit weights on a CPU without VNNI (:func:`.hardware.int8_format`);
+    the first ``float_convs`` convolutions kept float."""
     form = int8_format(this_cpu())
     log.info("int8 format %s: %s", form.name, form.why)
     _onnxruntime()
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from .quantization import quantize_qdq
 
-    class Batches(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter(calibration.split(CALIBRATION_BATCH))
-
-        def get_next(self):
-            batch = next(self.batches, None)
-            return None if batch is None else {"images": batch.contiguous().numpy()}
-
-    partial, optimized = int8.with_suffix(".partial"), int8.with_suffix(".optimized.onnx")
-    quant_pre_process(str(fp32), str(optimized))
-    quantize_static(str(optimized), str(partial), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=form.reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
-    optimized.unlink()
+    partial = int8.with_suffix(".partial")
+    quantize_qdq(fp32, partial, calibration.numpy(), form.reduce_range, float_convs)
     partial.replace(int8)
 
 
-def onnx_runner(model: torch.nn.Module, resolution: int, path: Path, calibration: torch.Tensor | None = None) -> OnnxRunner:
+def onnx_runner(model: torch.nn.Module, resolution: int, path: Path, calibration: torch.Tensor | None = None,
+                float_convs: int = 0) -> OnnxRunner:  # fmt: skip
     """``model`` exported to ``path`` (kept there for reuse) and loaded into ONNX Runtime; with
-    ``calibration`` images, quantized to int8 on them (the float32 export kept beside it)."""
+    ``calibration`` images, quantized to int8 on them (the float32 export kept beside it), its
+    first ``float_convs`` convolutions float."""
     fp32 = path if calibration is None else path.with_suffix(".fp32.onnx")
     if not fp32.exists():
         fp32.parent.mkdir(parents=True, exist_ok=True)
         write_onnx(model.eval().to(memory_format=torch.contiguous_format), torch.rand(2, 3, resolution, resolution), fp32)
     if calibration is not None and not path.exists():
-        quantize_onnx(fp32, path, calibration)
+        quantize_onnx(fp32, path, calibration, float_convs)
     return OnnxRunner(path)

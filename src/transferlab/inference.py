@@ -142,7 +142,7 @@ class Model:
         calibrated on up to 200 of its images instead."""
         if int8_calibration is None:
             return export_bundle(self.directory, fmt, out)[0]
-        return export_int8(self.directory, self.calibration_images(int8_calibration), out)[0]
+        return export_int8(self.directory, self.calibration_images(int8_calibration), out).path
 
     def calibration_images(self, data: str, count: int = 200, data_dir: str | None = None) -> torch.Tensor:
         """Up to ``count`` of ``data``'s training images (spread over its classes), decoded as unit floats."""

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .quantization import spread
+
 log = logging.getLogger(__name__)
 
 IMAGES = 40  # calibration images the comparison runs on (every tensor of every image is kept in memory)
@@ -46,7 +48,7 @@ def _finite(value) -> float | None:
 
 def layer_errors(fp32: Path, int8: Path, calibration, images: int = IMAGES) -> list[LayerError]:
     """Per tensor of the ``int8`` model quantized from ``fp32``, in graph order: its own and its
-    accumulated error on the first ``images`` of ``calibration`` (N x 3 x R x R floats in [0, 1], a
+    accumulated error on ``images`` of ``calibration`` evenly spread over it (its classes come in order) (N x 3 x R x R floats in [0, 1], a
     tensor or an array: no torch needed, so it runs under a CPU emulator too)."""
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (
@@ -57,7 +59,7 @@ def layer_errors(fp32: Path, int8: Path, calibration, images: int = IMAGES) -> l
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    sample = np.ascontiguousarray(np.asarray(calibration[:images], dtype=np.float32))
+    sample = np.ascontiguousarray(np.asarray(calibration[spread(len(calibration), images)], dtype=np.float32))
 
     class OneBatch(CalibrationDataReader):
         def __init__(self):
