@@ -7,6 +7,10 @@ it supports with data sets, not cells, as the units (issue 32's statistics):
   more seeds, where it is defined (with one seed it is 0 by construction).
 
     python benchmarks/study_table_tests.py docs/advisor.md
+    python benchmarks/study_table_tests.py runs/study-colour/table.md --columns oracle advisor "always head" \
+        "always finetune" "always multicut" "always ensemble" "one-seed pick regret"   # docs/advisor.md's colour table
+
+``--columns`` prints the per-cell table with only those columns, with its mean and worst rows.
 """
 
 from __future__ import annotations
@@ -35,11 +39,29 @@ def cell_rows(text: str) -> tuple[list[str], dict[str, dict]]:
     return header, rows
 
 
+def print_columns(rows: dict[str, dict], columns: list[str]) -> None:
+    """The per-cell table with only ``columns``, and the mean and worst of each regret column."""
+    print("| cell | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for cell, row in rows.items():
+        print(f"| {cell} | " + " | ".join(row[column] for column in columns) + " |")
+    for name, summary in (("mean", np.mean), ("worst", np.max)):
+        figures = []
+        for column in columns:
+            values = [float(row[column]) for row in rows.values() if re.fullmatch(r"-?[\d.]+", row[column])]
+            figures.append(f"{summary(values):.2f}" if values and column != "oracle" else "")
+        print(f"| **{name}** | " + " | ".join(figures) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", type=Path, help="a study's table.md, or a page holding a copy of it")
+    parser.add_argument("--columns", nargs="+", help="print the per-cell table with only these columns")
     args = parser.parse_args()
     header, rows = cell_rows(args.table.read_text())
+    if args.columns:
+        print_columns(rows, args.columns)
+        return
     noise = next(h for h in header if h in ("noise floor", "one-seed pick regret"))  # its name before and after 2026-12-04
     rules = header[header.index("advisor") : header.index(noise)]
     scored = {cell: {rule: float(row[rule]) for rule in rules} for cell, row in rows.items()}
