@@ -172,7 +172,8 @@ def _build_parser() -> argparse.ArgumentParser:
     x.add_argument("model", help="a model folder written by 'train' (OUT/model)")
     x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the file format")
     x.add_argument("--out", help="output file (default: inside the model folder)")
-    x.add_argument("--int8", action="store_true", help="onnx: quantize to int8 (static), calibrated on --calibration")
+    x.add_argument("--int8", action="store_true", help="onnx: quantize to int8 (static, biases corrected, the first 0-7 "
+                   "convolutions float32 as held-out images choose), calibrated on --calibration")
     x.add_argument("--calibration", metavar="DATA", help="--int8: your images (folder, CSV or built-in name), 200 used")
     x.add_argument("--verbose", action="store_true", help="--int8: each quantized layer's error against float32, "
                                                           "logged and written to <file>.layers.json")  # fmt: skip
