@@ -167,15 +167,13 @@ def quantize_onnx(fp32: Path, int8: Path, calibration: torch.Tensor, float_convs
     partial.replace(int8)
 
 
-def onnx_runner(model: torch.nn.Module, resolution: int, path: Path, calibration: torch.Tensor | None = None,
-                float_convs: int = 0) -> OnnxRunner:  # fmt: skip
+def onnx_runner(model: torch.nn.Module, resolution: int, path: Path, calibration: torch.Tensor | None = None) -> OnnxRunner:
     """``model`` exported to ``path`` (kept there for reuse) and loaded into ONNX Runtime; with
-    ``calibration`` images, quantized to int8 on them (the float32 export kept beside it), its
-    first ``float_convs`` convolutions float."""
+    ``calibration`` images, quantized to int8 on them (the float32 export kept beside it)."""
     fp32 = path if calibration is None else path.with_suffix(".fp32.onnx")
     if not fp32.exists():
         fp32.parent.mkdir(parents=True, exist_ok=True)
         write_onnx(model.eval().to(memory_format=torch.contiguous_format), torch.rand(2, 3, resolution, resolution), fp32)
     if calibration is not None and not path.exists():
-        quantize_onnx(fp32, path, calibration, float_convs)
+        quantize_onnx(fp32, path, calibration)
     return OnnxRunner(path)

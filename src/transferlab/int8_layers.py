@@ -48,8 +48,9 @@ def _finite(value) -> float | None:
 
 def layer_errors(fp32: Path, int8: Path, calibration, images: int = IMAGES) -> list[LayerError]:
     """Per tensor of the ``int8`` model quantized from ``fp32``, in graph order: its own and its
-    accumulated error on ``images`` of ``calibration`` evenly spread over it (its classes come in order) (N x 3 x R x R floats in [0, 1], a
-    tensor or an array: no torch needed, so it runs under a CPU emulator too)."""
+    accumulated error on ``images`` of ``calibration`` spread evenly over it (its classes come in
+    order; N x 3 x R x R floats in [0, 1], a tensor or an array: no torch needed, so it runs under
+    a CPU emulator too)."""
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
