@@ -32,6 +32,7 @@ from transferlab.config import TrainConfig
 from transferlab.ensemble import combined
 from transferlab.metrics import classification_metrics
 from transferlab.prepare import prepare
+from transferlab.strategies import ALL_CUTS, FINAL_CUT, STRATEGIES
 from transferlab.trainer.train import fit_stages
 
 
@@ -58,7 +59,9 @@ def run_cell(run_dir: Path) -> dict:
              "weight": 1.0, "temperature": 1.0}  # one candidate chosen: a plain run, bagged over its folds
     members = plan["members"] or [alone]
     for member in members:
-        candidate = Candidate(member["candidate"], member["strategy"], member["cut"], member["freeze_bn"])
+        cut = None if member["cut"] in (FINAL_CUT, ALL_CUTS) else member["cut"]  # the strategy's own: its default
+        freeze_bn = member["freeze_bn"] if STRATEGIES[member["strategy"]].trains_body else None
+        candidate = Candidate(member["candidate"], member["strategy"], cut, freeze_bn)
         folds_logits = fold_test_logits(prepared, labelled, folds, candidate.config(base, run_dir / "unused"))
         member_logits += folds_logits
         temperatures += [member["temperature"]] * len(folds_logits)

@@ -165,6 +165,7 @@ def _build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seeds", type=_integers, metavar="N,N", help="only these seeds of the pool")
     st.add_argument("--data", type=_words, metavar="A,B", help="only these data sets of the pool")
     st.add_argument("--finished", action="store_true", help="score the seeds already finished, train nothing")
+    st.add_argument("--resolution", type=int, help="instead of the pool's (give the study its own --out)")
     st.add_argument("--cache-dir", help=field_help("cache_dir")["help"])
     st.add_argument("--device", default="auto", help=field_help("device")["help"] + " (default: auto)")
 
@@ -172,7 +173,7 @@ def _build_parser() -> argparse.ArgumentParser:
     x.add_argument("model", help="a model folder written by 'train' (OUT/model)")
     x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the file format")
     x.add_argument("--out", help="output file (default: inside the model folder)")
-    x.add_argument("--int8", action="store_true", help="onnx: quantize to int8 (static, biases corrected, the first 0-7 "
+    x.add_argument("--int8", action="store_true", help="onnx: quantize to int8 (static, biases corrected, the first 0-3 "
                    "convolutions float32 as held-out images choose), calibrated on --calibration")
     x.add_argument("--calibration", metavar="DATA", help="--int8: your images (folder, CSV or built-in name), 200 used")
     x.add_argument("--verbose", action="store_true", help="--int8: each quantized layer's error against float32, "
@@ -334,7 +335,7 @@ def _run_study(args) -> None:
 
     subset = {name: tuple(getattr(args, name)) for name in ("sizes", "seeds", "data") if getattr(args, name)}
     summary = tl.run_study(args.quick, args.out, args.cache_dir, device=args.device, pool=args.pool, subset=subset,
-                           finished_only=args.finished)  # fmt: skip
+                           finished_only=args.finished, resolution=args.resolution)  # fmt: skip
     print(table(summary["cells"]))
     s = summary["summary"]
     print(f"leave one data set out: advisor mean regret {s['advisor']['mean']:.2f} points, worst "

@@ -106,7 +106,7 @@ def test_finished_runs_are_reused_only_with_the_same_settings(tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_quick_study_runs_every_option_and_scores_the_advisor_leaving_each_set_out(tmp_path):
-    from conftest import run
+    from conftest import assert_one_line_error, run
 
     out, cache = tmp_path / "study", tmp_path / "cache"
     result = run("study", "--quick", "--out", str(out), cache=cache)
@@ -129,6 +129,8 @@ def test_quick_study_runs_every_option_and_scores_the_advisor_leaving_each_set_o
     assert "| **worst** |" in (out / "table.md").read_text()
     again = run("study", "--quick", "--out", str(out), cache=cache)
     assert again.returncode == 0 and json.loads((out / "study.json").read_text())["cells"] == summary["cells"]  # reused
+    elsewhere = run("study", "--quick", "--out", str(out), "--finished", "--resolution", "24", cache=cache)
+    assert_one_line_error(elsewhere, "No finished seed in")  # runs at 32 px do not stand for runs at 24 px
     if CHROMIUM:  # the report as a browser renders it: the plot loads
         seen = render(out / "report.html", tmp_path)
         assert seen["images"] == 1 and seen["broken"] == 0 and seen["tables"] >= 2

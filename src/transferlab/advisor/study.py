@@ -550,13 +550,16 @@ def _plot_regrets(scored: dict[str, dict]):
 
 def run_study(quick: bool = False, out: str | Path = "runs/study", cache_dir: str | None = None,
               settings: StudySettings | None = None, device: str = AUTO, pool: str = "greyscale",
-              subset: dict | None = None, finished_only: bool = False) -> dict:  # fmt: skip
+              subset: dict | None = None, finished_only: bool = False, resolution: int | None = None) -> dict:  # fmt: skip
     """Run every seed of every cell of ``pool`` (:data:`POOLS`; reusing finished ones), score
     leave-one-data-set-out, write study.json, table.md, forecaster.json (fitted on every cell) and
     report.html into ``out``. ``subset``: some of the pool's ``sizes``, ``seeds`` or ``data`` only
     (what is outside the pool is refused); ``finished_only``: score the seeds earlier runs finished,
-    train nothing (a study still running, or stopped)."""
+    train nothing (a study still running, or stopped); ``resolution``: instead of the pool's (runs
+    of another resolution in ``out`` are not reused: their records are keyed by their settings)."""
     settings = within(settings or (QUICK if quick else POOLS[pool]), subset or {})
+    if resolution is not None:
+        settings = dataclasses.replace(settings, resolution=resolution)
     out = Path(out)
     started = time.perf_counter()
     jobs = [(d, n, s) for n in settings.sizes for d in settings.data  # every set early
