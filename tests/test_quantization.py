@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from transferlab.engines import write_onnx
-from transferlab.quantization import _biases, channel_means, correct_biases, float_prefix
+from transferlab.quantization import _biases, _is_quantized, channel_means, correct_biases, float_prefix, quantize_qdq
 
 
 def folded_net() -> nn.Module:
@@ -37,6 +37,15 @@ def test_the_float_prefix_runs_up_to_the_kth_convolution(exported):
     assert float_prefix(model, 0) == []
     assert float_prefix(model, 1)[-1] == convs[0] and float_prefix(model, 2)[-1] == convs[1]
     assert float_prefix(model, 99) == [node.name for node in model.graph.node]  # more than there are: all of it
+
+
+def test_the_convolutions_of_the_float_prefix_stay_float_and_the_rest_are_quantized(exported):
+    root, images = exported
+    kept = quantize_qdq(root / "net.onnx", root / "prefix.onnx", images, reduce_range=True, float_convs=2)
+    model = onnx.load(str(root / "prefix.onnx"))
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    assert kept == [node.name for node in convs[:2]]
+    assert [_is_quantized(node, model) for node in convs] == [False, False, True]
 
 
 def _plain_int8(root, images) -> tuple:
@@ -102,6 +111,7 @@ def test_issue_34s_digits_case_exports_and_agrees_on_images_it_was_not_calibrate
     said = re.search(r"top class as PyTorch's on ([\d.]+)% of the calibration images \(the first (\d+) convolutions float32; "
                      r"PyTorch itself: ([\d.]+)% when", result.stdout)  # fmt: skip
     assert said and float(said.group(1)) >= 96.5 and int(said.group(2)) in (0, 1, 3), result.stdout
+    assert int(said.group(2)) == 0 or "float32: /body/conv_stem/Conv" in result.stderr  # the layers kept float, named
     assert re.search(r"divergence [\d.]+ nats", result.stderr)  # every recipe's held-out score is logged
     test = per_class_subset(load_dataset("digits").test, 30, 1)
     images = [test.open(i) for i in range(len(test))]

@@ -151,20 +151,21 @@ class OnnxRunner:
         return self
 
 
-def quantize_onnx(fp32: Path, int8: Path, calibration: torch.Tensor, float_convs: int = 0) -> None:
+def quantize_onnx(fp32: Path, int8: Path, calibration: torch.Tensor, float_convs: int = 0) -> list[str]:
     """Static int8 quantization of ``fp32`` into ``int8`` (:func:`.quantization.quantize_qdq`: the
     graph optimized and its shapes inferred first, ONNX Runtime's ``quant_pre_process``: measured
     2.2x over float32 against 1.9x without it, same features), calibrated on ``calibration`` (N x 3
     x R x R images in [0, 1]); 7-bit weights on a CPU without VNNI (:func:`.hardware.int8_format`);
-    the first ``float_convs`` convolutions kept float."""
+    the first ``float_convs`` convolutions kept float (their names returned)."""
     form = int8_format(this_cpu())
     log.info("int8 format %s: %s", form.name, form.why)
     _onnxruntime()
     from .quantization import quantize_qdq
 
     partial = int8.with_suffix(".partial")
-    quantize_qdq(fp32, partial, calibration.numpy(), form.reduce_range, float_convs)
+    kept_float = quantize_qdq(fp32, partial, calibration.numpy(), form.reduce_range, float_convs)
     partial.replace(int8)
+    return kept_float
 
 
 def onnx_runner(model: torch.nn.Module, resolution: int, path: Path, calibration: torch.Tensor | None = None) -> OnnxRunner:

@@ -80,6 +80,7 @@ class Int8Export:
     float_convs: int
     held_out: dict[int, dict[str, float]]
     float_under_noise: float
+    float_layers: list[str]  # the convolutions kept float32, by their names in the ONNX graph
 
 
 def _logits(runner, images: torch.Tensor) -> torch.Tensor:
@@ -143,9 +144,9 @@ def export_int8(model_dir: str | Path, calibration: torch.Tensor, out: str | Pat
     held_out = _held_out(fp32, calibration, expected, path.with_suffix(".candidate.onnx"))
     float_convs = min(held_out, key=lambda k: (held_out[k]["divergence"], k))
     path.unlink(missing_ok=True)
-    quantize_onnx(fp32, path, calibration, float_convs)
+    float_layers = quantize_onnx(fp32, path, calibration, float_convs)
     result = Int8Export(path, _agreement(_logits(OnnxRunner(path), calibration), expected), float_convs, held_out,
-                        _agreement_under_noise(model, calibration, expected))  # fmt: skip
+                        _agreement_under_noise(model, calibration, expected), float_layers)  # fmt: skip
     if verbose:
         from .int8_layers import layer_errors, report
 
@@ -162,6 +163,6 @@ def export_int8(model_dir: str | Path, calibration: torch.Tensor, out: str | Pat
     if result.agreement < INT8_TARGET:
         log.warning("int8: top class as PyTorch's on %.1f%% of the calibration images (goal %.0f%%); %s", 100 * result.agreement,
                     100 * INT8_TARGET, fragility)  # fmt: skip
-    log.info("exported %s (top class as PyTorch's on %.1f%% of %d calibration images; the first %d convolutions float32)",
-             path, 100 * result.agreement, len(calibration), float_convs)  # fmt: skip
+    log.info("exported %s (top class as PyTorch's on %.1f%% of %d calibration images; float32: %s)", path,
+             100 * result.agreement, len(calibration), ", ".join(float_layers) or "no convolution")  # fmt: skip
     return result

@@ -49,10 +49,11 @@ def float_prefix(model, float_convs: int) -> list[str]:
     return names
 
 
-def quantize_qdq(fp32: Path, int8: Path, calibration: np.ndarray, reduce_range: bool, float_convs: int = 0) -> None:
+def quantize_qdq(fp32: Path, int8: Path, calibration: np.ndarray, reduce_range: bool, float_convs: int = 0) -> list[str]:
     """``fp32`` quantized into ``int8`` (QDQ, per-channel int8 weights, 7-bit with
     ``reduce_range``, uint8 activations) on ``calibration`` (N x 3 x R x R float32 in [0, 1]), its
-    first ``float_convs`` convolutions kept float, its biases corrected (:func:`correct_biases`)."""
+    first ``float_convs`` convolutions kept float, its biases corrected (:func:`correct_biases`).
+    Returns the names of the convolutions kept float."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -68,13 +69,15 @@ def quantize_qdq(fp32: Path, int8: Path, calibration: np.ndarray, reduce_range: 
     optimized = int8.with_suffix(".optimized.onnx")
     quant_pre_process(str(fp32), str(optimized))
     try:
-        keep_float = float_prefix(onnx.load(str(optimized)), float_convs)
+        graph = onnx.load(str(optimized))
+        keep_float = float_prefix(graph, float_convs)
         quantize_static(str(optimized), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=keep_float)  # fmt: skip
         correct_biases(optimized, int8, calibration[spread(len(calibration), CORRECTION_IMAGES)])
     finally:
         optimized.unlink(missing_ok=True)
+    return [node.name for node in graph.graph.node if node.op_type == "Conv" and node.name in keep_float]
 
 
 def spread(count: int, most: int) -> np.ndarray:
