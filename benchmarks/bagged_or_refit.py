@@ -10,7 +10,7 @@ folds) and temperature. Set beside the refitted model's test balanced accuracy f
 one per member) and no final training for bagging. One JSON file per run in ``--out``; a rerun
 resumes.
 
-    python benchmarks/bagged_or_refit.py --study runs/default-own/runs --out runs/bagged --data furniture cartoons
+    python benchmarks/bagged_or_refit.py --study runs/default-own/runs --out runs/bagged --sizes 5 10
 """
 
 from __future__ import annotations
@@ -90,13 +90,13 @@ def report(out: Path) -> str:
 
 
 def main() -> None:
-    args = arguments(__doc__, "runs/bagged", data=(), seeds=(0,), study="runs/default-own/runs")
+    args = arguments(__doc__, "runs/bagged", data=(), seeds=(0,), sizes=(5, 10), study="runs/default-own/runs")
     runs = Path(args.study)
     if not args.report:
         for run_dir in sorted(p for p in runs.iterdir() if (p / "plan.json").exists() and (p / "metrics.json").exists()):
-            data = run_dir.name.rsplit("@", 1)[0]
-            seed = int(run_dir.name.rsplit("-seed", 1)[1])
-            if (args.data and data not in args.data) or seed not in args.seeds:
+            data, rest = run_dir.name.rsplit("@", 1)
+            size, seed = (int(part) for part in rest.split("-seed"))
+            if (args.data and data not in args.data) or seed not in args.seeds or size not in args.sizes:
                 continue
             record(args.out / f"{run_dir.name}.json", functools.partial(run_cell, run_dir))
     print(report(args.out))

@@ -178,7 +178,7 @@ def sets(root: Path, names: list[str], resolution: int, cache_dir: str | None) -
     for path in sorted(root.glob(f"*@{resolution}.json")):
         row = json.loads(path.read_text())
         print(f"| {row['set']}, {row['resolution']} | {row['calibration_agreement']:.1%} "
-              f"({row['held_out'][str(row['float_convs'])]:.1%}) | {row['test_agreement']:.1%} "
+              f"({row['held_out'][str(row['float_convs'])]['agreement']:.1%}) | {row['test_agreement']:.1%} "
               f"({row['test_images']}) | {row['accuracy']['float32']:.1%} / {row['accuracy']['int8']:.1%} "
               f"| {row['float_convs']} | {row['speed_up']:.2f}x |")  # fmt: skip
 
