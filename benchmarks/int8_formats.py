@@ -59,7 +59,8 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray, form: str) -> None
     """``fp32`` quantized into ``out`` in ``form`` by plain ONNX Runtime (min-max calibration on
     ``calibration``, biases in int32, nothing corrected): the recipe before issue 34."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from transferlab.quantization import prepared_graph
 
     activation = QuantType.QInt8 if form == "s8s8" else QuantType.QUInt8
     weight = QuantType.QUInt8 if form == "u8u8" else QuantType.QInt8
@@ -72,8 +73,7 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray, form: str) -> None
             batch = next(self.batches, None)
             return None if batch is None else {"images": _unit(batch)}
 
-    optimized = out.with_suffix(".optimized.onnx")
-    quant_pre_process(str(fp32), str(optimized))
+    optimized = prepared_graph(fp32, out.with_suffix(".optimized.onnx"))
     quantize_static(str(optimized), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                     reduce_range=form == "u8s8-reduce", activation_type=activation, weight_type=weight)  # fmt: skip
     optimized.unlink()

@@ -8,7 +8,15 @@ import torch
 from torch import nn
 
 from transferlab.engines import write_onnx
-from transferlab.quantization import _biases, _is_quantized, channel_means, correct_biases, float_prefix, quantize_qdq
+from transferlab.quantization import (
+    _biases,
+    _is_quantized,
+    channel_means,
+    correct_biases,
+    float_prefix,
+    prepared_graph,
+    quantize_qdq,
+)
 
 
 def folded_net() -> nn.Module:
@@ -41,7 +49,8 @@ def test_the_float_prefix_runs_up_to_the_kth_convolution(exported):
 
 def test_the_convolutions_of_the_float_prefix_stay_float_and_the_rest_are_quantized(exported):
     root, images = exported
-    kept = quantize_qdq(root / "net.onnx", root / "prefix.onnx", images, reduce_range=True, float_convs=2)
+    prepared = prepared_graph(root / "net.onnx", root / "net.prepared.onnx")
+    kept = quantize_qdq(prepared, root / "prefix.onnx", images, reduce_range=True, float_convs=2)
     model = onnx.load(str(root / "prefix.onnx"))
     convs = [node for node in model.graph.node if node.op_type == "Conv"]
     assert kept == [node.name for node in convs[:2]]
@@ -51,7 +60,6 @@ def test_the_convolutions_of_the_float_prefix_stay_float_and_the_rest_are_quanti
 def _plain_int8(root, images) -> tuple:
     """The net quantized by ONNX Runtime alone (7-bit weights, int32 biases), nothing corrected."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -61,7 +69,7 @@ def _plain_int8(root, images) -> tuple:
             return next(self.batches, None)
 
     fp32, int8 = root / "net.opt.onnx", root / "net.int8.onnx"
-    quant_pre_process(str(root / "net.onnx"), str(fp32))
+    prepared_graph(root / "net.onnx", fp32)
     quantize_static(str(fp32), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
     return fp32, int8

@@ -16,6 +16,7 @@ from .config import EXPORT_FORMATS
 from .engines import OnnxRunner, quantize_onnx, write_onnx
 from .errors import ExportError, check_choice
 from .hardware import int8_format, this_cpu
+from .quantization import prepared_graph
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def _divergence(logits: torch.Tensor, expected: torch.Tensor) -> float:
                                             reduction="batchmean"))  # fmt: skip
 
 
-def _held_out(fp32: Path, calibration: torch.Tensor, expected: torch.Tensor, scratch: Path) -> dict[int, dict[str, float]]:
+def _held_out(fp32: Path, prepared: Path, calibration: torch.Tensor, expected: torch.Tensor,
+              scratch: Path) -> dict[int, dict[str, float]]:  # fmt: skip
     """Per recipe of ``FLOAT_CONVS``: quantized on every other calibration image, its divergence from
     and agreement with ``expected`` on the rest (the images come class by class, so both halves
     hold every class). Scored in-sample, the bias correction and the ranges flatter a recipe (on
@@ -107,7 +109,7 @@ def _held_out(fp32: Path, calibration: torch.Tensor, expected: torch.Tensor, scr
     every image's margin, ranked the recipes as 539 test images did."""
     scores = {}
     for float_convs in tqdm(FLOAT_CONVS, desc="int8 recipes", unit="recipe", leave=False):
-        quantize_onnx(fp32, scratch, calibration[0::2], float_convs)
+        quantize_onnx(fp32, scratch, calibration[0::2], float_convs, prepared)
         logits = _logits(OnnxRunner(scratch), calibration[1::2])
         scores[float_convs] = {"divergence": _divergence(logits, expected[1::2]),
                                "agreement": _agreement(logits, expected[1::2])}  # fmt: skip
@@ -141,10 +143,14 @@ def export_int8(model_dir: str | Path, calibration: torch.Tensor, out: str | Pat
     fp32 = path.with_suffix(".fp32.onnx")
     write_onnx(model, torch.rand(2, 3, info.preprocessing.resolution, info.preprocessing.resolution), fp32)
     expected = _logits(model, calibration)
-    held_out = _held_out(fp32, calibration, expected, path.with_suffix(".candidate.onnx"))
-    float_convs = min(held_out, key=lambda k: (held_out[k]["divergence"], k))
-    path.unlink(missing_ok=True)
-    float_layers = quantize_onnx(fp32, path, calibration, float_convs)
+    prepared = prepared_graph(fp32, path.with_suffix(".optimized.onnx"))  # once for every recipe
+    try:
+        held_out = _held_out(fp32, prepared, calibration, expected, path.with_suffix(".candidate.onnx"))
+        float_convs = min(held_out, key=lambda k: (held_out[k]["divergence"], k))
+        path.unlink(missing_ok=True)
+        float_layers = quantize_onnx(fp32, path, calibration, float_convs, prepared)
+    finally:
+        prepared.unlink(missing_ok=True)
     result = Int8Export(path, _agreement(_logits(OnnxRunner(path), calibration), expected), float_convs, held_out,
                         _agreement_under_noise(model, calibration, expected), float_layers)  # fmt: skip
     if verbose:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .quantization import spread
+from .quantization import prepared_graph, spread
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ def layer_errors(fp32: Path, int8: Path, calibration, images: int = IMAGES) -> l
         create_activation_matching,
         modify_model_output_intermediate_tensors,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     sample = np.ascontiguousarray(np.asarray(calibration[spread(len(calibration), images)], dtype=np.float32))
 
@@ -72,7 +71,7 @@ def layer_errors(fp32: Path, int8: Path, calibration, images: int = IMAGES) -> l
 
     with tempfile.TemporaryDirectory(prefix="transferlab-int8-") as scratch:
         optimized, float_outputs, int8_outputs = (Path(scratch) / name for name in ("f.onnx", "f.aug.onnx", "q.aug.onnx"))
-        quant_pre_process(str(fp32), str(optimized))  # the graph the int8 model was quantized from: the same names
+        prepared_graph(fp32, optimized)  # the graph the int8 model was quantized from: the same names
         modify_model_output_intermediate_tensors(str(optimized), str(float_outputs))
         modify_model_output_intermediate_tensors(str(int8), str(int8_outputs))
         float_activations = collect_activations(str(float_outputs), OneBatch())

@@ -49,14 +49,22 @@ def float_prefix(model, float_convs: int) -> list[str]:
     return names
 
 
-def quantize_qdq(fp32: Path, int8: Path, calibration: np.ndarray, reduce_range: bool, float_convs: int = 0) -> list[str]:
-    """``fp32`` quantized into ``int8`` (QDQ, per-channel int8 weights, 7-bit with
-    ``reduce_range``, uint8 activations) on ``calibration`` (N x 3 x R x R float32 in [0, 1]), its
-    first ``float_convs`` convolutions kept float, its biases corrected (:func:`correct_biases`).
-    Returns the names of the convolutions kept float."""
+def prepared_graph(fp32: Path, out: Path) -> Path:
+    """``fp32`` optimized and its shapes inferred into ``out`` (ONNX Runtime's ``quant_pre_process``):
+    the graph :func:`quantize_qdq` quantizes, with the node names its int8 models keep. Returns ``out``."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32), str(out))
+    return out
+
+
+def quantize_qdq(prepared: Path, int8: Path, calibration: np.ndarray, reduce_range: bool, float_convs: int = 0) -> list[str]:
+    """``prepared`` (a float32 graph through :func:`prepared_graph`) quantized into ``int8`` (QDQ,
+    per-channel int8 weights, 7-bit with ``reduce_range``, uint8 activations) on ``calibration`` (N x
+    3 x R x R float32 in [0, 1]), its first ``float_convs`` convolutions kept float, its biases
+    corrected (:func:`correct_biases`). Returns the names of the convolutions kept float."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -66,17 +74,12 @@ def quantize_qdq(fp32: Path, int8: Path, calibration: np.ndarray, reduce_range: 
             batch = next(self.batches, None)
             return None if batch is None else {"images": batch}
 
-    optimized = int8.with_suffix(".optimized.onnx")
-    quant_pre_process(str(fp32), str(optimized))
-    try:
-        graph = onnx.load(str(optimized))
-        keep_float = float_prefix(graph, float_convs)
-        quantize_static(str(optimized), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=keep_float)  # fmt: skip
-        correct_biases(optimized, int8, calibration[spread(len(calibration), CORRECTION_IMAGES)])
-    finally:
-        optimized.unlink(missing_ok=True)
+    graph = onnx.load(str(prepared))
+    keep_float = float_prefix(graph, float_convs)
+    quantize_static(str(prepared), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=keep_float)  # fmt: skip
+    correct_biases(prepared, int8, calibration[spread(len(calibration), CORRECTION_IMAGES)])
     return [node.name for node in graph.graph.node if node.op_type == "Conv" and node.name in keep_float]
 
 
