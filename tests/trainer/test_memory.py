@@ -14,11 +14,21 @@ from transferlab.trainer.memory import GIB, BatchPlan, activation_bytes_per_imag
 
 def test_batch_arithmetic():
     mb = 2**20
-    assert plan_batches(4 * GIB, 1 * GIB, 41 * mb, 64) == BatchPlan(64, 1)  # 64 x 41 MB fit in 3 GB
-    assert plan_batches(2 * GIB, 1 * GIB, 41 * mb, 64) == BatchPlan(22, 3)  # 24 fit: 3 passes of 22, 21, 21
-    assert plan_batches(int(1.05 * GIB), 1 * GIB, 41 * mb, 64) == BatchPlan(1, 64)
+    assert plan_batches(4 * GIB, GIB - 56 * mb, 56 * mb, 41 * mb, 64) == BatchPlan(64, 1)  # 64 x 41 MB fit in 3 GB
+    assert plan_batches(2 * GIB, GIB - 56 * mb, 56 * mb, 41 * mb, 64) == BatchPlan(22, 3)  # 24 fit: 22, 21, 21
+    assert plan_batches(int(1.05 * GIB), GIB - 56 * mb, 56 * mb, 41 * mb, 64) == BatchPlan(1, 64)
     with pytest.raises(ConfigError, match="max_memory must leave room for at least one image"):
-        plan_batches(GIB, GIB, mb, 64)
+        plan_batches(GIB, 0, GIB, mb, 64)  # training's own state alone fills the budget
+
+
+def test_memory_held_before_training_beyond_the_budget_bounds_what_training_adds_and_says_so(caplog):
+    """A study's later runs at 224 px: 4.1 GB resident from earlier runs (freed, kept by the allocator)
+    left no room for one image under the default 4 GB, and the study stopped half-way."""
+    mb = 2**20
+    with caplog.at_level("WARNING", logger="transferlab.trainer.memory"):
+        plan = plan_batches(4 * GIB, int(4.1 * GIB), 56 * mb, 80 * mb, 64)
+    assert plan == BatchPlan(32, 2)  # 50 images of 80 MB fit in 4 GB - 56 MB: two passes of 32
+    assert "bounds what training adds" in caplog.text
 
 
 def test_activation_estimate_grows_with_the_image_area():

@@ -12,6 +12,7 @@ per image, where the leaf outputs sum to 96 MB).
 
 from __future__ import annotations
 
+import logging
 import math
 import resource
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 ACTIVATION_SHARE = 0.9
 GIB = 2**30
@@ -57,14 +60,24 @@ class BatchPlan:
     accumulation: int  # forward/backward passes per optimizer step
 
 
-def plan_batches(budget: int, fixed: int, per_image: int, batch_size: int) -> BatchPlan:
-    """The largest micro-batch that fits ``budget`` bytes beside ``fixed`` ones, and the
-    accumulation that keeps the effective batch at ``batch_size`` (split as evenly as possible)."""
-    room = budget - fixed
+def plan_batches(budget: int, held: int, training: int, per_image: int, batch_size: int) -> BatchPlan:
+    """The largest micro-batch whose activations (``per_image`` bytes each) fit ``budget`` bytes beside
+    the ``held`` ones (what the process holds before training) and the ``training`` ones (its
+    gradients and optimizer state), and the accumulation that keeps the effective batch at
+    ``batch_size`` (split as evenly as possible). Where the process already holds so much that not
+    one image would fit - memory that earlier runs freed stays resident under the allocator and is
+    used again, so a long study or the out-of-fold check would otherwise stop half-way - the budget
+    bounds what training adds instead, and says so."""
+    room = budget - held - training
+    if room < per_image <= budget - training:
+        log.warning("the process already holds %.2f GB (earlier runs' memory, kept by the allocator for reuse), more "
+                    "than max_memory %.2f GB leaves for one image: the budget bounds what training adds instead",
+                    held / GIB, budget / GIB)  # fmt: skip
+        room = budget - training
     if room < per_image:
-        raise ConfigError(f"max_memory must leave room for at least one image in training: {fixed / GIB:.2f} GB are "
-                          f"taken before training and one image needs {per_image / GIB:.2f} GB; got a budget of "
-                          f"{budget / GIB:.2f} GB.")  # fmt: skip
+        raise ConfigError(f"max_memory must leave room for at least one image in training: {(held + training) / GIB:.2f}"
+                          f" GB are taken before training and one image needs {per_image / GIB:.2f} GB; got a budget "
+                          f"of {budget / GIB:.2f} GB.")  # fmt: skip
     fits = min(batch_size, room // per_image)
     accumulation = math.ceil(batch_size / fits)
     return BatchPlan(math.ceil(batch_size / accumulation), accumulation)
@@ -75,5 +88,5 @@ def plan_for(model: nn.Module, resolution: int, batch_size: int, budget_gb: floa
     if budget_gb is None:
         return BatchPlan(batch_size, 1)
     optimizer_state = 3 * sum(p.numel() * p.element_size() for p in model.parameters())  # grads, Adam's two moments
-    fixed = current_rss_bytes() + optimizer_state
-    return plan_batches(int(budget_gb * GIB), fixed, activation_bytes_per_image(model, resolution), batch_size)
+    return plan_batches(int(budget_gb * GIB), current_rss_bytes(), optimizer_state,
+                        activation_bytes_per_image(model, resolution), batch_size)  # fmt: skip

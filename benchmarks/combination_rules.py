@@ -1,0 +1,195 @@
+"""Rules for turning out-of-fold evidence into a choice, replayed without training anything.
+
+Every run of ``default_on_own_images.py`` left its candidates' out-of-fold logits in the cache
+(``CACHE/crossfit/<images>/<candidate>/fold-<i>.npz``). Each rule here reads them and picks either
+one candidate alone or the reference (the table's equal-weight ensemble); the study's run of that
+choice on the same split gives its test score. Rules: ``single by log loss @ c`` (the best single
+candidate by out-of-fold log loss replaces the reference where a paired bootstrap favours it in a
+share ``c`` of the draws), ``single by accuracy @ c`` (the same on accuracy); ``leave one set out``
+picks, for each data set, the rule of least mean regret on the other sets and scores it on that
+one. Beside them: the check as shipped (its own trained result) and the always-rules. Regret:
+points of test balanced accuracy below the study's best option of the cell. Candidates the study
+did not train alone (``finetune-adapted-bn``) are left out of the rules' choices.
+
+The second table asks whether the ensemble's temperatures should come from the out-of-fold
+predictions (as shipped) or from the final members' validation images (as always-``ensemble``
+fits them): the default's own trained members, their test logits combined both ways.
+
+    python benchmarks/combination_rules.py --study runs/study-colour --default runs/default-own \\
+        --cache-dir /tmp/study-cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from default_on_own_images import study_runs
+
+from transferlab.advisor.combine import bootstrap_share, image_losses, log_softmax, mixture, normalized
+from transferlab.advisor.crossfit import labelled_folds
+from transferlab.advisor.study import always, paired_test_by_set
+from transferlab.bundle import load_bundle
+from transferlab.config import TrainConfig
+from transferlab.ensemble import combined, fit_temperature
+from transferlab.features import compute_outputs
+from transferlab.metrics import classification_metrics
+from transferlab.prepare import prepare
+from transferlab.strategies import STRATEGIES
+
+CONFIDENCES = (0.5, 0.7, 0.8, 0.9)
+REFERENCE = "ensemble"
+SEED = 0  # the seed of the default's runs replayed (default_on_own_images.py --seeds 0)
+
+
+def study_folder(candidate: str) -> str | None:
+    """The study's run folder of a candidate trained alone (None: the study has no such run)."""
+    strategy = candidate.split("@")[0]
+    if strategy not in STRATEGIES:
+        return None
+    key = candidate if "@" in candidate else always(strategy)
+    return key.replace("@", "-", 1)
+
+
+def prepared_run(default_run: Path):
+    """The default run's data, split as it was (its saved config)."""
+    saved = json.loads((default_run / "metrics.json").read_text())["config"]
+    fields = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
+    return prepare(TrainConfig(**{**fields, "strategy": "head", "out": str(default_run / "replay")}))
+
+
+def out_of_fold(prepared, cache_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each candidate's tempered out-of-fold log probabilities (those that ran every fold) and the labels."""
+    labelled, folds = labelled_folds(prepared.splits, SEED)
+    root = cache_dir / "crossfit" / labelled.fingerprint()
+    found, labels = {}, None
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        files = [folder / f"fold-{i}.npz" for i in range(len(folds))]
+        if not all(f.exists() for f in files):
+            continue  # raced out after the first fold
+        records = [np.load(f) for f in files]
+        logits = np.concatenate([r["logits"] for r in records]).astype(np.float64)
+        labels = np.concatenate([r["labels"] for r in records])
+        temperature = fit_temperature(torch.from_numpy(logits), torch.from_numpy(labels))
+        found[folder.name] = log_softmax(logits / temperature)
+    return found, labels
+
+
+def single_or_reference(tempered: dict[str, np.ndarray], labels: np.ndarray, by: str, confidence: float) -> str:
+    """The best single candidate by ``by`` where the paired bootstrap favours it over the reference in
+    ``confidence`` of the draws, else the reference."""
+    reference = mixture(tempered, normalized({n: float(n in STRATEGIES[REFERENCE].members) for n in tempered}))
+
+    def per_image(log_probabilities):
+        if by == "log loss":
+            return -image_losses(log_probabilities, labels)
+        return (log_probabilities.argmax(1) == labels).astype(float)
+
+    eligible = {n: lp for n, lp in tempered.items() if study_folder(n) is not None}
+    best = max(eligible, key=lambda n: per_image(eligible[n]).mean())
+    return best if bootstrap_share(per_image(eligible[best]) - per_image(reference)) >= confidence else REFERENCE
+
+
+def rule_regrets(default: Path, study: Path, cache_dir: Path) -> dict[str, dict[str, float]]:
+    """Per cell: each rule's regret in points."""
+    rows = {}
+    for run in sorted((default / "runs").glob(f"*-seed{SEED}")):
+        cell = run.name.removesuffix(f"-seed{SEED}")
+        scores = {name: r["balanced_accuracy"] for name, r in study_runs(study / cell / f"seed{SEED}").items()}
+        result = default / f"{run.name}.json"
+        if not scores or not result.exists():
+            continue
+        tempered, labels = out_of_fold(prepared_run(run), cache_dir)
+        if REFERENCE + "-final" not in scores or not tempered:
+            continue
+        best = max(scores.values())
+        regrets = {"check as shipped": best - json.loads(result.read_text())["balanced_accuracy"]}
+        for option in (REFERENCE, "multicut", "head"):
+            regrets[f"always {option}"] = best - scores[study_folder(option)]
+        for by in ("log loss", "accuracy"):
+            for confidence in CONFIDENCES:
+                pick = single_or_reference(tempered, labels, by, confidence)
+                regrets[f"single by {by} @ {confidence}"] = best - scores[study_folder(pick) if pick != REFERENCE
+                                                                           else REFERENCE + "-final"]  # fmt: skip
+        rows[cell] = {name: 100 * value for name, value in regrets.items()}
+    return rows
+
+
+def leave_one_set_out(rows: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per cell: the regret of the replayed rule chosen on the other data sets."""
+    rules = [name for name in next(iter(rows.values())) if name.startswith("single")]
+    found = {}
+    for left_out in {cell.rsplit("@", 1)[0] for cell in rows}:
+        others = [r for cell, r in rows.items() if cell.rsplit("@", 1)[0] != left_out]
+        chosen = min(rules, key=lambda rule: np.mean([r[rule] for r in others]))
+        found.update({cell: r[chosen] for cell, r in rows.items() if cell.rsplit("@", 1)[0] == left_out})
+    return found
+
+
+def temperature_sources(default: Path) -> dict[str, dict[str, float]]:
+    """Per ensemble the default trained: its test balanced accuracy with the out-of-fold temperatures
+    and with temperatures fitted on the final members' validation logits."""
+    rows = {}
+    for run in sorted((default / "runs").glob(f"*-seed{SEED}")):
+        plan = json.loads((run / "plan.json").read_text())
+        if len(plan.get("members") or ()) < 2:
+            continue
+        prepared = prepared_run(run)
+        members, outputs = plan["members"], {}
+        for member in members:
+            network, _ = load_bundle(run / "model" / member["candidate"])
+            for split in ("val", "test"):
+                images = getattr(prepared.splits, split)
+                outputs[member["candidate"], split] = torch.from_numpy(
+                    compute_outputs(network.eval(), images, plan["resolution"], desc=split).values)
+        val_labels, test_labels = torch.from_numpy(prepared.splits.val.labels), prepared.splits.test.labels
+        weights = [m["weight"] for m in members]
+        by_source = {"out of fold": [m["temperature"] for m in members],
+                     "validation": [fit_temperature(outputs[m["candidate"], "val"], val_labels) for m in members]}
+        rows[run.name.removesuffix(f"-seed{SEED}")] = {
+            source: 100 * classification_metrics(test_labels, combined([outputs[m["candidate"], "test"] for m in members],
+                                                                       temperatures, weights).numpy().argmax(1),
+                                                 prepared.classes)["balanced_accuracy"]
+            for source, temperatures in by_source.items()}  # fmt: skip
+    return rows
+
+
+def print_table(rows: dict[str, dict[str, float]], title: str, worst: bool = True) -> None:
+    columns = list(next(iter(rows.values())))
+    print(f"\n{title}\n\n| cell | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+    for cell, r in rows.items():
+        print(f"| {cell} | " + " | ".join(f"{r[c]:.2f}" for c in columns) + " |")
+    print("| **mean** | " + " | ".join(f"**{np.mean([r[c] for r in rows.values()]):.2f}**" for c in columns) + " |")
+    if worst:
+        print("| worst | " + " | ".join(f"{np.max([r[c] for r in rows.values()]):.2f}" for c in columns) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="runs/study-colour")
+    parser.add_argument("--default", default="runs/default-own")
+    parser.add_argument("--cache-dir", default="/tmp/study-cache")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    rows = rule_regrets(Path(args.default), Path(args.study), Path(args.cache_dir))
+    for cell, value in leave_one_set_out(rows).items():
+        rows[cell]["leave one set out"] = value
+    print_table(rows, f"Regret (points) of each rule, {len(rows)} cells")
+    for rule in ("check as shipped", "leave one set out", "always multicut"):
+        test = paired_test_by_set(rows, rule, "always ensemble")
+        print(f"{rule} against always ensemble: {test['mean_difference']:+.2f} points less regret over "
+              f"{test['sets']} data sets (exact sign-flip test over sets, p = {test['p_value']:.2f})")
+    temperatures = temperature_sources(Path(args.default))
+    print_table(temperatures, "Test balanced accuracy (%) of the default's ensembles by where their temperatures come from",
+                worst=False)
+    higher = sum(r["validation"] > r["out of fold"] for r in temperatures.values())
+    lower = sum(r["validation"] < r["out of fold"] for r in temperatures.values())
+    print(f"validation temperatures higher in {higher}, lower in {lower} of {len(temperatures)} ensembles")
+
+
+if __name__ == "__main__":
+    main()
