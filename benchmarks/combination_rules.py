@@ -8,10 +8,14 @@ candidate by out-of-fold log loss replaces the reference where a paired bootstra
 share ``c`` of the draws), ``single by accuracy @ c`` (the same on accuracy); ``leave one set out``
 picks, for each data set, the rule of least mean regret on the other sets and scores it on that
 one. Beside them: the check as shipped (its own trained result) and the always-rules. Regret:
-points of test balanced accuracy below the study's best option of the cell. Candidates the study
-did not train alone (``finetune-adapted-bn``) are left out of the rules' choices.
+points of test balanced accuracy below the study's best option of the cell (negative where the
+check beat them all). Candidates the study did not train alone (``finetune-adapted-bn``) are left
+out of the rules' choices.
 
-The second table asks whether the ensemble's temperatures should come from the out-of-fold
+The second table asks which members the reference should have: every finished seed of the study,
+its saved ``head``, ``finetune`` and ``multicut`` models' test logits (temperatures on validation, as
+always-``ensemble`` fits them) averaged in pairs and all three, regret against the study's best
+option, and a paired test over data sets against today's pair. The third asks whether the ensemble's temperatures should come from the out-of-fold
 predictions (as shipped) or from the final members' validation images (as always-``ensemble``
 fits them): the default's own trained members, their test logits combined both ways.
 
@@ -55,11 +59,11 @@ def study_folder(candidate: str) -> str | None:
     return key.replace("@", "-", 1)
 
 
-def prepared_run(default_run: Path):
-    """The default run's data, split as it was (its saved config)."""
-    saved = json.loads((default_run / "metrics.json").read_text())["config"]
+def prepared_run(run: Path):
+    """A finished run's data, split as it was (its saved config; nothing is written)."""
+    saved = json.loads((run / "metrics.json").read_text())["config"]
     fields = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
-    return prepare(TrainConfig(**{**fields, "strategy": "head", "out": str(default_run / "replay")}))
+    return prepare(TrainConfig(**{**fields, "strategy": "head"}))
 
 
 def out_of_fold(prepared, cache_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -130,6 +134,46 @@ def leave_one_set_out(rows: dict[str, dict[str, float]]) -> dict[str, float]:
     return found
 
 
+REFERENCES = {"finetune + multicut (today)": ("finetune", "multicut"), "head + finetune + multicut": ("head", "finetune", "multicut"),
+              "head + multicut": ("head", "multicut"), "head + finetune": ("head", "finetune")}  # fmt: skip
+
+
+def test_logits(models: dict[str, Path], prepared) -> dict[tuple[str, str], torch.Tensor]:
+    """Each saved model's logits on the validation and test splits, by (name, split)."""
+    found = {}
+    for name, folder in models.items():
+        network, _ = load_bundle(folder)
+        for split in ("val", "test"):
+            values = compute_outputs(network.eval(), getattr(prepared.splits, split), network.preprocessing.resolution,
+                                     desc=split).values  # fmt: skip
+            found[name, split] = torch.from_numpy(values)
+    return found
+
+
+def balanced(logits: torch.Tensor, labels: np.ndarray, classes) -> float:
+    return 100 * classification_metrics(labels, logits.numpy().argmax(1), classes)["balanced_accuracy"]
+
+
+def reference_members(study: Path) -> dict[str, dict[str, float]]:
+    """Per finished study seed: the regret of each reference of :data:`REFERENCES`."""
+    rows = {}
+    for seed_folder in sorted(study.glob("*@*/seed*")):
+        scores = {name: r["balanced_accuracy"] for name, r in study_runs(seed_folder).items()}
+        models = {option: seed_folder / study_folder(option) / "model" for option in ("head", "finetune", "multicut")}
+        if "ensemble-final" not in scores or not all(folder.is_dir() for folder in models.values()):
+            continue
+        prepared = prepared_run(seed_folder / study_folder("head"))
+        logits = test_logits(models, prepared)
+        val_labels, test_labels = torch.from_numpy(prepared.splits.val.labels), prepared.splits.test.labels
+        temperatures = {name: fit_temperature(logits[name, "val"], val_labels) for name in models}
+        accuracy = {reference: balanced(combined([logits[m, "test"] for m in members], [temperatures[m] for m in members]),
+                                        test_labels, prepared.classes)
+                    for reference, members in REFERENCES.items()}  # fmt: skip
+        best = max(100 * max(scores.values()), *accuracy.values())
+        rows[f"{seed_folder.parent.name}#{seed_folder.name}"] = {name: best - value for name, value in accuracy.items()}
+    return rows
+
+
 def temperature_sources(default: Path) -> dict[str, dict[str, float]]:
     """Per ensemble the default trained: its test balanced accuracy with the out-of-fold temperatures
     and with temperatures fitted on the final members' validation logits."""
@@ -139,21 +183,15 @@ def temperature_sources(default: Path) -> dict[str, dict[str, float]]:
         if len(plan.get("members") or ()) < 2:
             continue
         prepared = prepared_run(run)
-        members, outputs = plan["members"], {}
-        for member in members:
-            network, _ = load_bundle(run / "model" / member["candidate"])
-            for split in ("val", "test"):
-                images = getattr(prepared.splits, split)
-                outputs[member["candidate"], split] = torch.from_numpy(
-                    compute_outputs(network.eval(), images, plan["resolution"], desc=split).values)
+        members = plan["members"]
+        outputs = test_logits({m["candidate"]: run / "model" / m["candidate"] for m in members}, prepared)
         val_labels, test_labels = torch.from_numpy(prepared.splits.val.labels), prepared.splits.test.labels
         weights = [m["weight"] for m in members]
         by_source = {"out of fold": [m["temperature"] for m in members],
                      "validation": [fit_temperature(outputs[m["candidate"], "val"], val_labels) for m in members]}
         rows[run.name.removesuffix(f"-seed{SEED}")] = {
-            source: 100 * classification_metrics(test_labels, combined([outputs[m["candidate"], "test"] for m in members],
-                                                                       temperatures, weights).numpy().argmax(1),
-                                                 prepared.classes)["balanced_accuracy"]
+            source: balanced(combined([outputs[m["candidate"], "test"] for m in members], temperatures, weights),
+                             test_labels, prepared.classes)
             for source, temperatures in by_source.items()}  # fmt: skip
     return rows
 
@@ -183,6 +221,12 @@ def main() -> None:
         test = paired_test_by_set(rows, rule, "always ensemble")
         print(f"{rule} against always ensemble: {test['mean_difference']:+.2f} points less regret over "
               f"{test['sets']} data sets (exact sign-flip test over sets, p = {test['p_value']:.2f})")
+    references = reference_members(Path(args.study))
+    print_table(references, f"Regret (points) of the reference ensemble by its members, {len(references)} study seeds")
+    for name in list(REFERENCES)[1:]:
+        test = paired_test_by_set(references, name, next(iter(REFERENCES)))
+        print(f"{name} against today's pair: {test['mean_difference']:+.2f} points less regret over {test['sets']} "
+              f"data sets (exact sign-flip test over sets, p = {test['p_value']:.3f})")
     temperatures = temperature_sources(Path(args.default))
     print_table(temperatures, "Test balanced accuracy (%) of the default's ensembles by where their temperatures come from",
                 worst=False)

@@ -106,15 +106,17 @@ def main() -> None:
             continue
         default = results["default"]
         best = max(r["balanced_accuracy"] for r in results.values())
-        chosen = ", ".join(f"{m['candidate']} {m['weight']:.2f}" for m in default["members"]) or default["strategy"]
+        chosen = ", ".join(f"{name} {row['weight']:.2f}" for name, row in default["candidates"].items()
+                           if row.get("weight"))  # fmt: skip
         print(f"\n{name}: default chose {chosen} ({default['reason']}); regret {100 * (best - default['balanced_accuracy']):.2f} points")
         print("| run | test balanced accuracy | out-of-fold accuracy | weight |")
         print("|---|---|---|---|")
-        for option, result in results.items():
-            row = default["candidates"].get(option, {})
+        for option in [*results, *(c for c in default["candidates"] if c not in results and c != "combination")]:
+            row, result = default["candidates"].get(option, {}), results.get(option)
+            test = "-" if result is None else f"{result['balanced_accuracy']:.3f}"
             oof = f"{row['accuracy']:.3f}" if row else "-"
             weight = "-" if row.get("weight") is None else f"{row['weight']:.2f}"
-            print(f"| {option} | {result['balanced_accuracy']:.3f} | {oof} | {weight} |")
+            print(f"| {option} | {test} | {oof} | {weight} |")
 
 
 if __name__ == "__main__":
