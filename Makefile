@@ -66,13 +66,15 @@ bench: install data
 
 # The tables the docs quote, regenerated from the saved outputs (what is not on this machine is said):
 # the guide's option tables from --help, the greyscale study's tests by data set from its saved
-# table, and the default judged on the colour study's finished cells.
+# table, the default judged on the colour study's finished cells, under stress, and its cost.
 STUDY_COLOUR ?= runs/study-colour
 figures: install
 	$(BIN)/python tests/test_docs.py
 	$(BIN)/python benchmarks/study_table_tests.py docs/advisor.md
 	$(BIN)/python benchmarks/default_on_own_images.py --report --study $(STUDY_COLOUR) --out runs/default-own \
 		--sizes 5 10 30 --seeds 0
+	$(BIN)/python benchmarks/stress_cases.py --report --out runs/stress
+	$(BIN)/python benchmarks/default_cost.py --report --out runs/default-cost
 
 # On a machine with a CUDA GPU: head and finetune at 224 px on the GPU against the CPU, and speeds.
 gpu-check: install data

@@ -15,9 +15,10 @@ out of the rules' choices.
 The second table asks which members the reference should have: every finished seed of the study,
 its saved ``head``, ``finetune`` and ``multicut`` models' test logits (temperatures on validation, as
 always-``ensemble`` fits them) averaged in pairs and all three, regret against the study's best
-option, and a paired test over data sets against today's pair. The third asks whether the ensemble's temperatures should come from the out-of-fold
-predictions (as shipped) or from the final members' validation images (as always-``ensemble``
-fits them): the default's own trained members, their test logits combined both ways.
+option, and a paired test over data sets against today's pair. The third asks whether the
+ensemble's temperatures should come from the out-of-fold predictions (as shipped) or from the
+final members' validation images (as always-``ensemble`` fits them): the default's own trained
+members, their test logits combined both ways.
 
     python benchmarks/combination_rules.py --study runs/study-colour --default runs/default-own \\
         --cache-dir /tmp/study-cache
@@ -134,8 +135,9 @@ def leave_one_set_out(rows: dict[str, dict[str, float]]) -> dict[str, float]:
     return found
 
 
-REFERENCES = {"finetune + multicut (today)": ("finetune", "multicut"), "head + finetune + multicut": ("head", "finetune", "multicut"),
-              "head + multicut": ("head", "multicut"), "head + finetune": ("head", "finetune")}  # fmt: skip
+REFERENCES = {"finetune + multicut (today)": ("finetune", "multicut"),
+              "head + finetune + multicut": ("head", "finetune", "multicut"),
+              "head + multicut": ("head", "multicut"), "head + finetune": ("head", "finetune")}
 
 
 def test_logits(models: dict[str, Path], prepared) -> dict[tuple[str, str], torch.Tensor]:

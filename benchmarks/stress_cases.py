@@ -108,7 +108,8 @@ def main() -> None:
         best = max(r["balanced_accuracy"] for r in results.values())
         chosen = ", ".join(f"{name} {row['weight']:.2f}" for name, row in default["candidates"].items()
                            if row.get("weight"))  # fmt: skip
-        print(f"\n{name}: default chose {chosen} ({default['reason']}); regret {100 * (best - default['balanced_accuracy']):.2f} points")
+        regret = 100 * (best - default["balanced_accuracy"])
+        print(f"\n{name}: default chose {chosen} ({default['reason']}); regret {regret:.2f} points")
         print("| run | test balanced accuracy | out-of-fold accuracy | weight |")
         print("|---|---|---|---|")
         for option in [*results, *(c for c in default["candidates"] if c not in results and c != "combination")]:

@@ -75,9 +75,9 @@ def plan_batches(budget: int, held: int, training: int, per_image: int, batch_si
                     held / GIB, budget / GIB)  # fmt: skip
         room = budget - training
     if room < per_image:
-        raise ConfigError(f"max_memory must leave room for at least one image in training: {(held + training) / GIB:.2f}"
-                          f" GB are taken before training and one image needs {per_image / GIB:.2f} GB; got a budget "
-                          f"of {budget / GIB:.2f} GB.")  # fmt: skip
+        raise ConfigError(f"max_memory must leave room for at least one image in training: its gradients and "
+                          f"optimizer state take {training / GIB:.2f} GB and one image needs {per_image / GIB:.2f} GB; "
+                          f"got a budget of {budget / GIB:.2f} GB.")  # fmt: skip
     fits = min(batch_size, room // per_image)
     accumulation = math.ceil(batch_size / fits)
     return BatchPlan(math.ceil(batch_size / accumulation), accumulation)
