@@ -66,8 +66,11 @@ bench: install data
 
 # The tables the docs quote, regenerated from the saved outputs (what is not on this machine is said):
 # the guide's option tables from --help, the greyscale study's tests by data set from its saved
-# table, the default judged on the colour study's finished cells, under stress, and its cost.
+# table, the default judged on the colour study's finished cells, under stress, and its cost, and
+# the colour study at 112 against 224 px.
 STUDY_COLOUR ?= runs/study-colour
+# the --cache-dir the colour studies ran with (part of their runs' keys)
+STUDY_CACHE ?= /tmp/study-cache
 figures: install
 	$(BIN)/python tests/test_docs.py
 	$(BIN)/python benchmarks/study_table_tests.py docs/advisor.md
@@ -75,6 +78,8 @@ figures: install
 		--sizes 5 10 30 --seeds 0
 	$(BIN)/python benchmarks/stress_cases.py --report --out runs/stress
 	$(BIN)/python benchmarks/default_cost.py --report --out runs/default-cost
+	$(BIN)/python benchmarks/colour_resolution.py --low $(STUDY_COLOUR) --high runs/study-colour-224 \
+		--cache-dir $(STUDY_CACHE)
 
 # On a machine with a CUDA GPU: head and finetune at 224 px on the GPU against the CPU, and speeds.
 gpu-check: install data
