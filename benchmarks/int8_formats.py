@@ -170,8 +170,13 @@ def sets(root: Path, names: list[str], resolution: int, cache_dir: str | None) -
     from resumable import record
 
     root.mkdir(parents=True, exist_ok=True)
+    from transferlab.errors import ExportError
+
     for name in names:
-        record(root / f"{name}@{resolution}.json", functools.partial(one_set, root, name, resolution, cache_dir))
+        try:
+            record(root / f"{name}@{resolution}.json", functools.partial(one_set, root, name, resolution, cache_dir))
+        except ExportError as refused:  # the export's own verdict is a result too; the other sets go on
+            print(f"{name}@{resolution}: refused: {refused}", flush=True)
     print("| set, px | calibration agreement (held out) | test agreement | accuracy float32 / int8 | float convolutions "
           "| speed-up |")
     print("|---|---|---|---|---|---|")
