@@ -37,11 +37,9 @@ from default_on_own_images import study_runs
 
 from transferlab.advisor.combine import bootstrap_share, image_losses, log_softmax, mixture, normalized
 from transferlab.advisor.crossfit import labelled_folds
-from transferlab.advisor.study import always, paired_test_by_set
-from transferlab.bundle import load_bundle
+from transferlab.advisor.study import always, paired_test_by_set, saved_outputs
 from transferlab.config import TrainConfig
 from transferlab.ensemble import combined, fit_temperature
-from transferlab.features import compute_outputs
 from transferlab.metrics import classification_metrics
 from transferlab.prepare import prepare
 from transferlab.strategies import STRATEGIES
@@ -141,15 +139,9 @@ REFERENCES = {"finetune + multicut (today)": ("finetune", "multicut"),
 
 
 def test_logits(models: dict[str, Path], prepared) -> dict[tuple[str, str], torch.Tensor]:
-    """Each saved model's logits on the validation and test splits, by (name, split)."""
-    found = {}
-    for name, folder in models.items():
-        network, _ = load_bundle(folder)
-        for split in ("val", "test"):
-            values = compute_outputs(network.eval(), getattr(prepared.splits, split), network.preprocessing.resolution,
-                                     desc=split).values  # fmt: skip
-            found[name, split] = torch.from_numpy(values)
-    return found
+    """Each saved model's logits on the validation and test splits, by (name, split) (``study.saved_outputs``)."""
+    stages = {name: saved_outputs(prepared, folder) for name, folder in models.items()}
+    return {(name, split): stage.logits[split] for name, stage in stages.items() for split in ("val", "test")}
 
 
 def balanced(logits: torch.Tensor, labels: np.ndarray, classes) -> float:

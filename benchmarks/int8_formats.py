@@ -169,9 +169,9 @@ def sets(root: Path, names: list[str], resolution: int, cache_dir: str | None) -
     """``one_set`` for each of ``names`` (one JSON file each in ``root``, reused when run again); the table."""
     from resumable import record
 
-    root.mkdir(parents=True, exist_ok=True)
     from transferlab.errors import ExportError
 
+    root.mkdir(parents=True, exist_ok=True)
     for name in names:
         try:
             record(root / f"{name}@{resolution}.json", functools.partial(one_set, root, name, resolution, cache_dir))

@@ -159,7 +159,7 @@ def ensembles(cuts: list[str]) -> dict[str, list[str]]:
             for name, entry in STRATEGIES.items() if entry.members}  # fmt: skip
 
 
-def _saved_outputs(run: PreparedRun, model_dir: Path) -> Stage:
+def saved_outputs(run: PreparedRun, model_dir: Path) -> Stage:
     """The validation and test logits of the model saved in ``model_dir`` on ``run``'s splits."""
     network, _ = load_bundle(model_dir)
     resolution, logits, labels = network.preprocessing.resolution, {}, {}
@@ -181,7 +181,7 @@ def _ensemble_run(prepared: Callable[[], PreparedRun], folder: Path, member_conf
     if (result := read_record(record, key, RunResult)) is not None:
         return result
     run = prepared()
-    stage, _ = ensemble_stage([_saved_outputs(run, Path(config.out) / "model") for config in member_configs])
+    stage, _ = ensemble_stage([saved_outputs(run, Path(config.out) / "model") for config in member_configs])
     test_labels = stage.labels["test"]
     balanced = classification_metrics(test_labels, stage.logits["test"].argmax(1).numpy(), run.classes)["balanced_accuracy"]
     val_accuracy = float((stage.logits["val"].argmax(1).numpy() == stage.labels["val"]).mean())
