@@ -83,6 +83,7 @@ figures: install
 
 # On a machine with a CUDA GPU: head and finetune at 224 px on the GPU against the CPU, and speeds.
 gpu-check: install data
+	$(BIN)/python -m pytest -q tests/test_gpu.py
 	$(BIN)/python benchmarks/gpu_check.py --out runs/gpu-check
 
 clean:

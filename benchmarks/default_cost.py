@@ -8,7 +8,7 @@ included), in alternating order from one pair to the next. The ratio of wall tim
 figure; the check's estimate and its folds' seconds come from the default's plan. One JSON file
 per pair in --out; a rerun resumes.
 
-    python benchmarks/default_cost.py --out runs/default-cost
+    python benchmarks/default_cost.py --out runs/default-cost [--cases fashion-mnist@100 ...]
 """
 
 from __future__ import annotations
@@ -56,13 +56,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/default-cost")
     parser.add_argument("--report", action="store_true", help="only print the table of the finished pairs")
+    parser.add_argument("--cases", nargs="+", metavar="DATA@N", help="data sets and images per class "
+                        f"(default: {' '.join(f'{d}@{n}' for d, n in CASES)})")  # fmt: skip
     args = parser.parse_args()
+    cases = [(c.rpartition("@")[0], int(c.rpartition("@")[2])) for c in args.cases] if args.cases else CASES
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("| data, images per class | default, s | always ensemble, s | ratio | check | default's model "
           "| accuracy default / ensemble |")
     print("|---|---|---|---|---|---|---|")
-    for number, (data, size) in enumerate(CASES):
+    for number, (data, size) in enumerate(cases):
         path = out / f"{data}@{size}.json"
         if not path.exists() and not args.report:
             path.write_text(json.dumps(measure_pair(data, size, out, default_first=number % 2 == 0)))

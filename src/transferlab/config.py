@@ -137,7 +137,8 @@ class TrainConfig:
     use_cache: bool = option(True, "recompute features, write none", flag="--no-cache")
     strict: bool = option(False, "fail on an unreadable image instead of skipping it")
     max_memory: float | None = option(4.0, "keep training inside about this many GB of resident "
-                                           "memory by passes of fewer images per step (the same effective batch)")
+                                           "memory by passes of fewer images per step (the same effective batch); "
+                                           "on a GPU, its free memory bounds the passes instead")
     tensorboard: str | None = option(None, "write losses, accuracies, learning rates and the confusion matrix per "
                                            "epoch to this folder for TensorBoard")  # fmt: skip
     engine: str = option("auto", "engine of the frozen body's forward passes; auto: the fastest that is correct on this "

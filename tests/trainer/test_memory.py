@@ -9,7 +9,7 @@ from transferlab.heads import make_head
 from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at
 from transferlab.trainer.loops import NetworkTraining, fit_network, layer_groups
-from transferlab.trainer.memory import GIB, BatchPlan, activation_bytes_per_image, plan_batches, plan_for
+from transferlab.trainer.memory import GIB, GPU_SHARE, BatchPlan, activation_bytes_per_image, plan_batches, plan_for
 
 
 def test_batch_arithmetic():
@@ -36,6 +36,18 @@ def test_activation_estimate_grows_with_the_image_area():
     small, large = (activation_bytes_per_image(backbone.model, r) for r in (28, 56))
     assert large == pytest.approx(4 * small, rel=0.05)
     assert plan_for(backbone.model, 28, 64, None) == BatchPlan(64, 1)
+
+
+def test_on_a_gpu_its_free_memory_bounds_the_micro_batch_not_the_resident_memory(monkeypatch):
+    """Activations live on the GPU there: the process's resident memory (the CUDA context alone is
+    gigabytes) says nothing of them, and a GPU's own memory bounds them even without max_memory."""
+    backbone = build_backbone("cnn-small", pretrained=False)
+    per_image = activation_bytes_per_image(backbone.model, 28)
+    state = 3 * sum(p.numel() * p.element_size() for p in backbone.model.parameters())
+    free = (state + 10.5 * per_image) / GPU_SHARE  # room for 10 images
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(free) + 1, 80 * GIB))
+    for budget in (4.0, None):
+        assert plan_for(backbone.model, 28, 64, budget, "cuda:0") == BatchPlan(10, 7)  # 64 as 7 passes of <= 10
 
 
 def _model():

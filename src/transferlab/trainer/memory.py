@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 ACTIVATION_SHARE = 0.9
 GIB = 2**30
+GPU_SHARE = 0.8  # of a GPU's free memory: the rest for the allocator's fragmentation and the kernels' workspaces
 
 
 def peak_rss_bytes() -> int:
@@ -46,7 +47,7 @@ def activation_bytes_per_image(model: nn.Module, resolution: int) -> int:
              for m in model.modules() if not list(m.children())]  # fmt: skip
     was_training = model.training
     try:
-        model.eval()(torch.rand(1, 3, resolution, resolution))
+        model.eval()(torch.rand(1, 3, resolution, resolution, device=next(model.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()
@@ -83,10 +84,16 @@ def plan_batches(budget: int, held: int, training: int, per_image: int, batch_si
     return BatchPlan(math.ceil(batch_size / accumulation), accumulation)
 
 
-def plan_for(model: nn.Module, resolution: int, batch_size: int, budget_gb: float | None) -> BatchPlan:
-    """The batch plan for training ``model`` now inside ``budget_gb`` (``None``: no budget)."""
-    if budget_gb is None:
+def plan_for(model: nn.Module, resolution: int, batch_size: int, budget_gb: float | None,
+             device: str = "cpu") -> BatchPlan:  # fmt: skip
+    """The batch plan for training ``model`` on ``device`` now: inside ``budget_gb`` of resident
+    memory on the CPU (``None``: no budget); on a GPU, inside the memory the GPU has free (the
+    activations live there, not in the process's resident memory)."""
+    if budget_gb is None and not device.startswith("cuda"):
         return BatchPlan(batch_size, 1)
     optimizer_state = 3 * sum(p.numel() * p.element_size() for p in model.parameters())  # grads, Adam's two moments
-    return plan_batches(int(budget_gb * GIB), current_rss_bytes(), optimizer_state,
-                        activation_bytes_per_image(model, resolution), batch_size)  # fmt: skip
+    per_image = activation_bytes_per_image(model, resolution)
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return plan_batches(int(free * GPU_SHARE), 0, optimizer_state, per_image, batch_size)
+    return plan_batches(int(budget_gb * GIB), current_rss_bytes(), optimizer_state, per_image, batch_size)

@@ -76,10 +76,13 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
     pixels = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in readable_rows(inputs, prepared).items()}
     (train_x, train_y), (val_x, val_y) = pixels["train"], pixels["val"]
     check_every_class(train_y.numpy(), prepared)
-    batches = plan_for(model, resolution, config.batch_size // distributed.world_size(), config.max_memory)
+    model.to(config.resolved_device)  # whole: the frozen stages before may have moved only the body there
+    batches = plan_for(model, resolution, config.batch_size // distributed.world_size(), config.max_memory,
+                       config.resolved_device)
     if batches.accumulation > 1:
-        log.info("max_memory %.1f GB: steps of %d images run as %d passes of at most %d", config.max_memory,
-                 config.batch_size, batches.accumulation, batches.micro_batch)  # fmt: skip
+        inside = "the GPU's free memory" if config.resolved_device.startswith("cuda") else f"max_memory {config.max_memory:.1f} GB"
+        log.info("steps of %d images run as %d passes of at most %d to stay inside %s", config.batch_size,
+                 batches.accumulation, batches.micro_batch, inside)  # fmt: skip
     interpolating = "interpolate" in config.strategy_entry.options and config.interpolate != INTERPOLATE_NONE
     start = snapshot(model) if interpolating else None  # LP-FT: the probe's network
     settings, groups = setup_network(model, config, batches.micro_batch if batches.accumulation > 1 else 0)
