@@ -1,15 +1,20 @@
 """Shared helpers and fixtures: small generated image folders, a feature cache in a temp dir, and
-running the installed ``transferlab`` command."""
+running the installed ``transferlab`` command (or its entry in this process, for errors that come
+before any training)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -64,6 +69,26 @@ CLI = str(Path(sys.executable).parent / "transferlab")
 def run(*args: str, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "TRANSFERLAB_CACHE": str(cache), "TQDM_DISABLE": "1"}
     return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def run_here(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    """What :func:`run` returns, from the command line's entry called in this process: the same
+    parsing, checks and one-line errors without a new interpreter importing torch (seconds a call) -
+    for the errors raised before anything trains."""
+    from transferlab.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    environment = {"TRANSFERLAB_CACHE": str(cache), "TQDM_DISABLE": "1"}
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # main() configures logging for a process of its own
+    with mock.patch.dict(os.environ, environment), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as stop:  # argparse's own errors
+            code = stop.code
+        finally:
+            root.handlers[:], root.level = handlers, level
+    return subprocess.CompletedProcess(["transferlab", *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:

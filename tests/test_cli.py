@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLI, assert_one_line_error, make_image, run, write_folder
+from conftest import CLI, assert_one_line_error, make_image, run, run_here, write_folder
 
 from transferlab.allocator import TCMALLOC_PATHS
 
@@ -74,20 +74,20 @@ def test_evaluate_prints_accuracy_and_writes_confusion(trained, tmp_path):
 def test_evaluate_refuses_other_classes(trained, tmp_path):
     root, _, _ = trained
     other = write_folder(tmp_path / "other", per_class=2, classes=("red", "green"))
-    result = run("evaluate", str(root / "run" / "model"), str(other), cache=root / "cache")
+    result = run_here("evaluate", str(root / "run" / "model"), str(other), cache=root / "cache")
     assert_one_line_error(result, "only in the model ['blue']")
 
 
 def test_predict_on_non_image(trained, tmp_path):
     root, _, _ = trained
     (tmp_path / "notes.jpg").write_text("hello")
-    assert_one_line_error(run("predict", str(root / "run" / "model"), str(tmp_path / "notes.jpg"), cache=root / "cache"),
+    assert_one_line_error(run_here("predict", str(root / "run" / "model"), str(tmp_path / "notes.jpg"), cache=root / "cache"),
                           "notes.jpg")  # fmt: skip
 
 
 def test_strict_fails_on_corrupt_image(trained, tmp_path):
     root, data, _ = trained
-    result = run("train", str(data), "--strategy", "head", "--strict", "--resolution", "64", "--out", str(tmp_path / "o"), cache=root / "cache")
+    result = run_here("train", str(data), "--strategy", "head", "--strict", "--resolution", "64", "--out", str(tmp_path / "o"), cache=root / "cache")
     assert_one_line_error(result, "corrupt.jpg")
 
 
@@ -103,11 +103,11 @@ def test_strict_fails_on_corrupt_image(trained, tmp_path):
 )
 def test_bad_data_gives_one_line_and_exit_2(tmp_path, setup, expected):
     setup(tmp_path / "data")
-    assert_one_line_error(run("train", str(tmp_path / "data"), "--strategy", "head", cache=tmp_path / "cache"), expected)
+    assert_one_line_error(run_here("train", str(tmp_path / "data"), "--strategy", "head", cache=tmp_path / "cache"), expected)
 
 
 def test_unknown_backbone_lists_close_matches(image_folder, tmp_path):
-    result = run("train", str(image_folder), "--strategy", "head", "--backbone", "efficientnet_lite", cache=tmp_path / "cache")
+    result = run_here("train", str(image_folder), "--strategy", "head", "--backbone", "efficientnet_lite", cache=tmp_path / "cache")
     assert_one_line_error(result, "Did you mean: efficientnet_lite")
     assert "efficientnet_lite0" in result.stderr
 
@@ -158,7 +158,7 @@ def test_allocator_preload_can_be_declined(image_folder, tmp_path):
 
 def test_int8_export_without_calibration_images_is_one_line(trained):
     root, _, _ = trained
-    result = run("export", str(root / "run" / "model"), "--format", "onnx", "--int8", cache=root / "cache")
+    result = run_here("export", str(root / "run" / "model"), "--format", "onnx", "--int8", cache=root / "cache")
     assert_one_line_error(result, "--int8 goes with --format onnx and --calibration DATA")
 
 
@@ -178,7 +178,7 @@ def test_int8_export_with_verbose_reports_each_quantized_layers_error(trained, t
 
 
 def test_a_memory_budget_too_small_for_one_image_is_one_line(image_folder, tmp_path):
-    result = run("train", str(image_folder), "--strategy", "finetune", "--resolution", "32", "--max-memory", "0.01",
+    result = run_here("train", str(image_folder), "--strategy", "finetune", "--resolution", "32", "--max-memory", "0.01",
                  "--out", str(tmp_path / "o"), cache=tmp_path / "cache")  # fmt: skip
     assert_one_line_error(result, "max_memory must leave room for at least one image")
 
@@ -197,7 +197,7 @@ def test_help_and_version_answer_fast_without_loading_torch(tmp_path):
 
 
 def test_a_mistyped_option_is_one_line_not_the_usage(tmp_path):
-    result = run("train", str(tmp_path), "--strategy", "fine-tune", cache=tmp_path)
+    result = run_here("train", str(tmp_path), "--strategy", "fine-tune", cache=tmp_path)
     assert result.stderr.count("\n") == 1 and "usage:" not in result.stderr
     assert_one_line_error(result, "invalid choice: 'fine-tune'")
     assert "see 'transferlab train --help'" in result.stderr
@@ -215,14 +215,14 @@ def test_a_mistyped_option_is_one_line_not_the_usage(tmp_path):
     ],
 )
 def test_an_option_that_does_not_apply_to_the_strategy_is_one_line(tmp_path, options, expected):
-    assert_one_line_error(run("train", str(tmp_path), *options, cache=tmp_path), expected)
+    assert_one_line_error(run_here("train", str(tmp_path), *options, cache=tmp_path), expected)
 
 
 def test_a_class_whose_every_image_is_unreadable_is_named_and_no_empty_output_is_left(tmp_path):
     data = write_folder(tmp_path / "d", per_class=6)
     for path in (data / "green").iterdir():
         path.write_bytes(b"not an image")
-    result = run("train", str(data), "--strategy", "head", "--resolution", "32", "--out", str(tmp_path / "out"), cache=tmp_path / "cache")
+    result = run_here("train", str(data), "--strategy", "head", "--resolution", "32", "--out", str(tmp_path / "out"), cache=tmp_path / "cache")
     assert_one_line_error(result, "no training image is left of class 'green' (5 unreadable)")
     assert not (tmp_path / "out").exists()
 

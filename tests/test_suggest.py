@@ -10,7 +10,7 @@ import pytest
 import transferlab as tl
 from transferlab.selection import SELECTIONS, margins, select
 
-from conftest import assert_one_line_error, run, write_folder
+from conftest import assert_one_line_error, run, run_here, write_folder
 
 
 def _probabilities(gaps: np.ndarray) -> np.ndarray:
@@ -101,6 +101,6 @@ def test_the_cli_prints_the_best_first_and_the_forecast(trained, tmp_path):
 def test_bad_inputs_give_one_line_errors(trained, tmp_path, args, expected):
     folder = str(tmp_path / "nowhere") if args == ("--unlabeled-missing",) else str(trained / "unlabeled")
     extra = () if args == ("--unlabeled-missing",) else args
-    result = run("suggest", str(trained / "run" / "model"), folder, *extra, "--out", str(tmp_path / "out"),
+    result = run_here("suggest", str(trained / "run" / "model"), folder, *extra, "--out", str(tmp_path / "out"),
                  cache=tmp_path / "cache")  # fmt: skip
     assert_one_line_error(result, expected)

@@ -18,7 +18,7 @@ from transferlab.semisupervised import propagate, pseudo_labelled
 from transferlab.trainer.pseudo_labels import fit_with_unlabeled, labelled_weight
 from transferlab.unlabeled import NO_LABEL, apart_from, at_most, hidden_labels, load_unlabeled
 
-from conftest import COLOURS, assert_one_line_error, make_image, run, write_folder
+from conftest import COLOURS, assert_one_line_error, make_image, run_here, write_folder
 
 
 def test_propagation_labels_two_clusters_per_class_from_one_label_each():
@@ -163,12 +163,12 @@ def test_corrupt_unlabelled_images_are_skipped_and_counted(two_colours, tmp_path
 )
 def test_bad_unlabelled_folders_give_one_line_errors(two_colours, tmp_path, setup, expected):
     setup(tmp_path / "u")
-    result = run("train", str(two_colours / "d"), "--strategy", "head", "--unlabeled", str(tmp_path / "u"),
+    result = run_here("train", str(two_colours / "d"), "--strategy", "head", "--unlabeled", str(tmp_path / "u"),
                  "--resolution", "32", "--out", str(tmp_path / "run"), cache=two_colours / "cache")  # fmt: skip
     assert_one_line_error(result, expected)
     assert not (tmp_path / "run").exists()  # nothing left behind
 
 
 def test_unlabeled_with_a_strategy_that_trains_the_body_is_refused(tmp_path):
-    result = run("train", "digits", "--strategy", "finetune", "--unlabeled", str(tmp_path), cache=tmp_path / "cache")
+    result = run_here("train", "digits", "--strategy", "finetune", "--unlabeled", str(tmp_path), cache=tmp_path / "cache")
     assert_one_line_error(result, "--unlabeled applies to head, truncate, multicut, ensemble, not to --strategy finetune.")

@@ -3,15 +3,16 @@ and the plan that carries the combination out; the time budget."""
 
 import dataclasses
 import json
+import types
 
 import numpy as np
 import pytest
-from conftest import COLOURS, assert_one_line_error, make_image, run, write_folder
+from conftest import COLOURS, assert_one_line_error, make_image, run_here, write_folder
 
 import transferlab as tl
 from transferlab.advisor import crossfit
 from transferlab.advisor.crossfit import FOLDS, HOLDOUT_PER_CLASS, Candidate, candidates, fold_plan
-from transferlab.advisor.decide import ensemble_entry
+from transferlab.advisor.decide import cost_estimate, ensemble_entry
 from transferlab.config import TrainConfig
 from transferlab.plan import CutEvidence
 from transferlab.prepare import prepare
@@ -39,6 +40,19 @@ def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_a_holdou
     large = np.repeat(np.arange(2), 150)
     (holdout,) = fold_plan(large, seed=0)
     assert np.bincount(large[holdout.scored]).tolist() == [HOLDOUT_PER_CLASS, HOLDOUT_PER_CLASS]
+
+
+def test_the_cost_estimate_pays_the_pilots_epoch_per_epoch_and_its_set_up_once():
+    """On a GPU the pilot's whole time (24 s) times the epochs estimated 843 s for a search that took
+    32 s: only the pilot's epoch scales with the epochs, its probe's stage comes once a fold."""
+    plan = types.SimpleNamespace(pilot={"seconds": 10.0, "probe_seconds": 2.0, "epoch_seconds": 1.0})
+    folds = fold_plan(np.repeat(np.arange(3), 10), seed=0)  # three folds, each training on 2/3 of the images
+    config = TrainConfig(data="d", epochs=6)
+    body, frozen = Candidate("finetune", "finetune"), Candidate("multicut", "multicut")
+    assert cost_estimate(plan, [body], folds, config) == pytest.approx(3 * 2 / 3 * (2.0 + 6 * 1.0))
+    assert cost_estimate(plan, [body, frozen], folds, config) == pytest.approx(16.0 + 3 * 2.0)
+    saved_before = types.SimpleNamespace(pilot={"seconds": 10.0})  # a plan saved before the pilot timed its parts
+    assert cost_estimate(saved_before, [body], folds, config) == pytest.approx(3 * 2 / 3 * (10.0 + 6 * 10.0))
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +151,7 @@ def test_a_weighted_plan_with_two_members_of_one_strategy_trains_both_without_ov
 
 
 def test_a_time_budget_that_is_not_a_duration_is_one_line(tmp_path):
-    assert_one_line_error(run("train", str(tmp_path), "--time-budget", "soon", cache=tmp_path),
+    assert_one_line_error(run_here("train", str(tmp_path), "--time-budget", "soon", cache=tmp_path),
                           "--time-budget must be a duration such as 90s, 10m or 1h, got soon")
 
 

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import assert_one_line_error, run, write_folder
+from conftest import assert_one_line_error, run, run_here, write_folder
 
 import transferlab as tl
 
@@ -46,8 +46,8 @@ def test_rank_from_the_command_line(folder, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "best start:" in result.stdout and (tmp_path / "r" / "rank.png").stat().st_size > 1000
     assert len(json.loads((tmp_path / "r" / "ranking.json").read_text())) == 2
-    assert_one_line_error(run("rank", str(data), "efficientnet_lite9", cache=root / "c"), "Unknown backbone 'efficientnet_lite9'")
-    assert_one_line_error(run("rank", str(data), "--backbones", "efficientnet_lite9,mobilenet_v2", cache=root / "c"),
+    assert_one_line_error(run_here("rank", str(data), "efficientnet_lite9", cache=root / "c"), "Unknown backbone 'efficientnet_lite9'")
+    assert_one_line_error(run_here("rank", str(data), "--backbones", "efficientnet_lite9,mobilenet_v2", cache=root / "c"),
                           "Unknown backbone 'efficientnet_lite9'")  # the flag the other commands take, the same names
 
 

@@ -109,7 +109,7 @@ def test_an_alpha_outside_the_line_is_refused(value):
 
 
 def test_interpolate_on_a_frozen_head_is_a_one_line_error(tmp_path):
-    from conftest import assert_one_line_error, run
+    from conftest import assert_one_line_error, run_here
 
-    result = run("train", "digits", "--strategy", "head", "--interpolate", "0.5", cache=tmp_path / "cache")
+    result = run_here("train", "digits", "--strategy", "head", "--interpolate", "0.5", cache=tmp_path / "cache")
     assert_one_line_error(result, "--interpolate applies to finetune, ensemble, not to --strategy head.")

@@ -23,26 +23,26 @@ from .crossfit import Candidate, Fold, candidates, cross_fit, fold_cut, labelled
 
 log = logging.getLogger(__name__)
 
-FROZEN_FOLD_SHARE = 0.5  # a frozen candidate's fold, in pilot epochs: features of its images and a head
-
-
 def ensemble_entry():
     """The table's combining strategy: the one with members, which ``auto`` plans a combination as."""
     return next(s for s in STRATEGIES.values() if s.members)
 
 
 def cost_estimate(plan: Plan, chosen: list[Candidate], folds: list[Fold], config: TrainConfig) -> float:
-    """Seconds the search should take: each fold of a candidate that trains the body as many pilot
-    epochs as it trains (the pilot timed one on the training split; a fold trains on the rest of the
-    labelled images, or on the whole training split beside a ``val/`` folder), a frozen candidate's
-    fold a fraction of one."""
-    pilot_seconds = plan.pilot.get("seconds", 0.0)
+    """Seconds the search should take at most, from the pilot's parts: a fold of a candidate that
+    trains the body costs the probe's stage and as many pilot epochs as it may train, scaled by the
+    share of the images it trains on (the rest of the labelled images, or the whole training split
+    beside a ``val/`` folder); a frozen candidate's fold, the probe's stage (features and a head).
+    The pilot's building of the model and its decoding are paid once, not per fold (a plan saved
+    before the pilot timed its parts: its whole time stands for each)."""
+    whole = plan.pilot.get("seconds", 0.0)
+    probe, epoch = plan.pilot.get("probe_seconds") or whole, plan.pilot.get("epoch_seconds") or whole
     shares = [1.0 if fold.validates is not None or len(folds) == 1 else (len(folds) - 1) / len(folds) for fold in folds]
     total = 0.0
     for candidate in chosen:
         entry = STRATEGIES[candidate.strategy]
         epochs = config.epochs or entry.epochs
-        total += sum(pilot_seconds * (epochs * share if entry.trains_body else FROZEN_FOLD_SHARE) for share in shares)
+        total += sum(share * (probe + epochs * epoch) if entry.trains_body else probe for share in shares)
     return total
 
 

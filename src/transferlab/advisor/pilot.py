@@ -30,7 +30,9 @@ class Pilot:
     probe_val_accuracy: float  # the linear probe (LP-FT's first stage) on the validation split
     tuned_val_accuracy: float  # after the pilot epoch of whole-network fine-tuning
     val_images: int
-    seconds: float
+    seconds: float  # the whole pilot: building the model, features, the probe, the epoch
+    probe_seconds: float = 0.0  # the probe's stage: its features and its head
+    epoch_seconds: float = 0.0  # the one epoch of whole-network training and its validation pass
 
     @property
     def gain(self) -> float:
@@ -48,7 +50,8 @@ def pilot_finetune(prepared: PreparedRun, config: TrainConfig) -> Pilot:
         _, _, stages = fit_stages(prepared.without_test(), pilot, Path(scratch_dir))
     probe, network = (stages[name] for name in STRATEGIES[FINETUNING].stages)  # the linear probe, then the network
     result = Pilot(min(probe.history, key=lambda r: r["val_loss"])["val_accuracy"], network.history[-1]["val_accuracy"],
-                   len(network.labels["val"]), time.perf_counter() - started)  # fmt: skip
+                   len(network.labels["val"]), time.perf_counter() - started, sum(probe.seconds.values()),
+                   network.seconds["network_seconds"])  # fmt: skip
     log.info("pilot: validation accuracy %.4f after the probe, %.4f after one epoch of fine-tuning (%.1f s)",
              result.probe_val_accuracy, result.tuned_val_accuracy, result.seconds)  # fmt: skip
     return result
