@@ -39,6 +39,13 @@ def current_rss_bytes() -> int:
         return int(handle.read().split()[1]) * resource.getpagesize()
 
 
+def gpu_free_bytes(device: str) -> int:
+    """What the GPU can still give this process: its free memory and what PyTorch's allocator keeps
+    cached for reuse (earlier runs' tensors, freed)."""
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 @torch.no_grad()
 def activation_bytes_per_image(model: nn.Module, resolution: int) -> int:
     """Estimated training activations of one image: every leaf module's output in one forward pass."""
@@ -94,6 +101,5 @@ def plan_for(model: nn.Module, resolution: int, batch_size: int, budget_gb: floa
     optimizer_state = 3 * sum(p.numel() * p.element_size() for p in model.parameters())  # grads, Adam's two moments
     per_image = activation_bytes_per_image(model, resolution)
     if device.startswith("cuda"):
-        free, _total = torch.cuda.mem_get_info(torch.device(device))
-        return plan_batches(int(free * GPU_SHARE), 0, optimizer_state, per_image, batch_size)
+        return plan_batches(int(gpu_free_bytes(device) * GPU_SHARE), 0, optimizer_state, per_image, batch_size)
     return plan_batches(int(budget_gb * GIB), current_rss_bytes(), optimizer_state, per_image, batch_size)
