@@ -81,7 +81,8 @@ figures: install
 	$(BIN)/python benchmarks/colour_resolution.py --low $(STUDY_COLOUR) --high runs/study-colour-224 \
 		--cache-dir $(STUDY_CACHE)
 
-# On a machine with a CUDA GPU: head and finetune at 224 px on the GPU against the CPU, and speeds.
+# On a machine with a CUDA GPU: each strategy the default may train, run there (tests/test_gpu.py); then
+# head and finetune at 224 px on the GPU against the CPU, and speeds.
 gpu-check: install data
 	$(BIN)/python -m pytest -q tests/test_gpu.py
 	$(BIN)/python benchmarks/gpu_check.py --out runs/gpu-check
