@@ -81,8 +81,8 @@ def test_evaluate_refuses_other_classes(trained, tmp_path):
 def test_predict_on_non_image(trained, tmp_path):
     root, _, _ = trained
     (tmp_path / "notes.jpg").write_text("hello")
-    assert_one_line_error(run_here("predict", str(root / "run" / "model"), str(tmp_path / "notes.jpg"), cache=root / "cache"),
-                          "notes.jpg")  # fmt: skip
+    result = run_here("predict", str(root / "run" / "model"), str(tmp_path / "notes.jpg"), cache=root / "cache")
+    assert_one_line_error(result, "notes.jpg")
 
 
 def test_strict_fails_on_corrupt_image(trained, tmp_path):
@@ -103,7 +103,8 @@ def test_strict_fails_on_corrupt_image(trained, tmp_path):
 )
 def test_bad_data_gives_one_line_and_exit_2(tmp_path, setup, expected):
     setup(tmp_path / "data")
-    assert_one_line_error(run_here("train", str(tmp_path / "data"), "--strategy", "head", cache=tmp_path / "cache"), expected)
+    result = run_here("train", str(tmp_path / "data"), "--strategy", "head", cache=tmp_path / "cache")
+    assert_one_line_error(result, expected)
 
 
 def test_unknown_backbone_lists_close_matches(image_folder, tmp_path):

@@ -111,14 +111,11 @@ class _RowWriter:
 def run_batch(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     """The one place a model runs over images: uint8 N x 3 x R x R -> unit floats (channels-last)
     -> ``model``'s outputs, without gradients, in whatever mode ``model`` is in (ONNX Runtime
-    engines convert the pixels themselves). The model runs where its first parameter is: a wrapper
-    built around a backbone already on a GPU (its normalization, a new head) goes there whole, and
-    the batches with it."""
+    engines convert the pixels themselves)."""
     if isinstance(model, OnnxRunner):
         return model.run_pixels(pixels)
     parameter = next(model.parameters(), None)
-    if parameter is not None and parameter.device.type != "cpu":
-        model.to(parameter.device)
+    if parameter is not None and parameter.device.type != "cpu":  # batches go where the model is
         pixels = pixels.pin_memory().to(parameter.device, non_blocking=True)
     return model(to_unit_float(pixels)).float().cpu()
 

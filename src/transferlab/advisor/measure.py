@@ -31,8 +31,10 @@ BATCHNORM_SAMPLE = 64  # images, spread over the sample: per-channel statistics 
 
 def all_cuts(backbone: Backbone) -> nn.Module:
     """Normalize, then the pooled features of every cut point at once, concatenated (the backbone's
-    own network, not a copy: BatchNorm probes hook into it)."""
-    normalize = Normalize(backbone.preprocessing.mean, backbone.preprocessing.std)
+    own network, not a copy: BatchNorm probes hook into it), on the device the backbone is on (an
+    earlier frozen pass may have moved it to a GPU)."""
+    device = next(backbone.model.parameters()).device
+    normalize = Normalize(backbone.preprocessing.mean, backbone.preprocessing.std).to(device)
     names = [c.name for c in backbone.cut_points]
     return nn.Sequential(normalize, MultiCut(backbone.model, names, names))
 

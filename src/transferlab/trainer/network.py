@@ -80,7 +80,8 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
     batches = plan_for(model, resolution, config.batch_size // distributed.world_size(), config.max_memory,
                        config.resolved_device)
     if batches.accumulation > 1:
-        inside = "the GPU's free memory" if config.resolved_device.startswith("cuda") else f"max_memory {config.max_memory:.1f} GB"
+        on_gpu = config.resolved_device.startswith("cuda")
+        inside = "the GPU's free memory" if on_gpu else f"max_memory {config.max_memory:.1f} GB"
         log.info("steps of %d images run as %d passes of at most %d to stay inside %s", config.batch_size,
                  batches.accumulation, batches.micro_batch, inside)  # fmt: skip
     interpolating = "interpolate" in config.strategy_entry.options and config.interpolate != INTERPOLATE_NONE
