@@ -47,10 +47,13 @@ def _config(data: str | TrainConfig, options: dict) -> TrainConfig:
 
 
 def _saved_plan(path: str) -> Plan:
+    """The plan saved at ``path``, less the runs its check kept for the final training: they were
+    trained on the images of that day, and a plan may be carried out on others."""
     try:
-        return Plan.load(path)
+        plan = Plan.load(path)
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise ConfigError(f"Cannot read the plan {path!r}: {error}") from error
+    return dataclasses.replace(plan, crossfit={k: v for k, v in plan.crossfit.items() if k != "checkpoints"})
 
 
 def _prepare_and_plan(config: TrainConfig) -> tuple[PreparedRun, TrainConfig, Plan | None]:

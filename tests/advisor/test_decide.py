@@ -7,12 +7,14 @@ import types
 
 import numpy as np
 import pytest
+import torch
 from conftest import COLOURS, assert_one_line_error, make_image, run_here, write_folder
 
 import transferlab as tl
 from transferlab.advisor import crossfit
-from transferlab.advisor.crossfit import FOLDS, HOLDOUT_PER_CLASS, Candidate, candidates, fold_plan
+from transferlab.advisor.crossfit import FOLDS, Candidate, candidates, fold_plan
 from transferlab.advisor.decide import cost_estimate, ensemble_entry
+from transferlab.advisor.pilot import PILOT_EPOCHS
 from transferlab.config import TrainConfig
 from transferlab.plan import CutEvidence
 from transferlab.prepare import prepare
@@ -32,14 +34,21 @@ def test_candidates_are_the_tables_marked_strategies_with_the_best_single_cut_an
     assert {c.strategy for c in candidates(_evidence("final"))} == {n for n, s in STRATEGIES.items() if s.candidate}
 
 
-def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_a_holdout_above_it():
+def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_the_runs_own_split_above_it(tmp_path):
+    from transferlab.data import split_dataset
+    from transferlab.datasets import load_dataset
+
     labels = np.repeat(np.arange(3), 10)
     folds = [fold.scored for fold in fold_plan(labels, seed=0)]
     assert len(folds) == FOLDS and sorted(np.concatenate(folds).tolist()) == list(range(30))
     assert all(np.bincount(labels[f], minlength=3).min() >= 3 for f in folds)
-    large = np.repeat(np.arange(2), 150)
-    (holdout,) = fold_plan(large, seed=0)
-    assert np.bincount(large[holdout.scored]).tolist() == [HOLDOUT_PER_CLASS, HOLDOUT_PER_CLASS]
+    write_folder(tmp_path / "d", per_class=crossfit.FOLD_LIMIT + 12)
+    splits = split_dataset(load_dataset(str(tmp_path / "d")))
+    labelled, (holdout,) = crossfit.labelled_folds(splits, seed=0)
+    assert holdout.final_run and holdout.scored.tolist() == list(range(len(splits.train), len(labelled)))
+    run = crossfit.fold_splits(labelled, holdout, TrainConfig(data="x"))
+    assert run.test is None and run.train.fingerprint() == splits.train.fingerprint()
+    assert run.val.fingerprint() == splits.val.fingerprint()  # the final run's own split, scored where it validates
 
 
 def test_the_cost_estimate_pays_the_pilots_epoch_per_epoch_and_its_set_up_once():
@@ -72,7 +81,8 @@ def test_out_of_fold_scores_cover_every_labelled_image_and_an_interrupted_search
     (root / "folds" / "multicut" / "fold-1.npz").unlink()  # as if stopped during that fold
     trained = []
     real = crossfit.fit_stages
-    monkeypatch.setattr(crossfit, "fit_stages", lambda run, cfg, out: trained.append(cfg.strategy) or real(run, cfg, out))
+    monkeypatch.setattr(crossfit, "fit_stages",
+                        lambda run, cfg, out, **kw: trained.append(cfg.strategy) or real(run, cfg, out, **kw))  # fmt: skip
     second = crossfit.cross_fit(prepared, config, chosen, root / "folds")
     assert trained == ["multicut"]  # only the missing fold ran again
     assert np.allclose(second["head"].logits, first["head"].logits)
@@ -93,9 +103,9 @@ def test_unlabelled_images_reach_the_folds_of_the_candidates_that_learn_from_the
     handed = {}
     real = crossfit.fit_stages
 
-    def watched(run, cfg, out):
+    def watched(run, cfg, out, **kw):
         handed.setdefault(cfg.strategy, set()).add(None if run.splits.unlabeled is None else len(run.splits.unlabeled))
-        return real(run, cfg, out)
+        return real(run, cfg, out, **kw)
 
     monkeypatch.setattr(crossfit, "fit_stages", watched)
     chosen = [Candidate("head", "head"), Candidate("finetune", "finetune", freeze_bn=True)]
@@ -189,3 +199,69 @@ def test_a_validation_folder_the_data_brought_is_where_the_check_scores_and_vali
         labelled.describe(i) for i in second.scored]
     drawn, three = crossfit.labelled_folds(split_dataset(load_dataset(str(tmp_path / "d" / "train"))), seed=0)
     assert len(three) == FOLDS and sorted(np.concatenate([f.scored for f in three]).tolist()) == list(range(len(drawn)))
+
+
+def _logits(labels: np.ndarray, right: int) -> torch.Tensor:
+    """Logits right on the first ``right`` images, wrong on the rest."""
+    predicted = np.where(np.arange(len(labels)) < right, labels, (labels + 1) % 3)
+    return torch.nn.functional.one_hot(torch.from_numpy(predicted), 3).float()
+
+
+def test_in_the_final_runs_split_a_later_fine_tuning_candidate_clearly_behind_the_first_at_the_race_epoch_stops():
+    labels = np.arange(60) % 3
+    trajectory = []
+    first = crossfit.race(trajectory)(labels)
+    for epoch, right in enumerate((30, 50, 55), start=1):
+        first({"epoch": epoch}, _logits(labels, right))
+    assert [t.sum() for t in trajectory] == [30, 50, 55]  # the first records each epoch
+    level = crossfit.race(trajectory)(labels)
+    for epoch in (1, 2, 3):
+        level({"epoch": epoch}, _logits(labels, 50 if epoch == 2 else 20))  # level at the race epoch: runs on
+    assert len(trajectory) == 3  # a later one records nothing
+    behind = crossfit.race(trajectory)(labels)
+    behind({"epoch": 1}, _logits(labels, 5))  # behind before the race epoch: not judged yet
+    with pytest.raises(crossfit.RacedOut, match="at epoch 2"):
+        behind({"epoch": crossfit.RACE_EPOCH}, _logits(labels, 35))
+
+
+def test_a_run_the_check_kept_is_resumed_not_trained_again_and_one_of_other_settings_is_trained_afresh(
+        folder, tmp_path, monkeypatch, caplog):  # fmt: skip
+    from transferlab.trainer import loops, train
+
+    root, data = folder
+    config = TrainConfig(data=str(data), strategy="finetune", resolution=32, epochs=1, probe_epochs=2,
+                         cache_dir=str(root / "cache"), out=str(tmp_path / "kept"))  # fmt: skip
+    prepared = prepare(config).without_test()
+    _, _, kept = train.fit_stages(prepared, config, tmp_path / "kept")
+    epochs = []
+    real = loops._train_epoch
+    monkeypatch.setattr(loops, "_train_epoch", lambda *a: epochs.append(a[2]) or real(*a))
+    _, _, resumed = train.fit_or_resume(prepared, config, tmp_path / "final", str(tmp_path / "kept"))
+    assert epochs == [] and torch.equal(resumed["network"].logits["val"], kept["network"].logits["val"])
+    longer = dataclasses.replace(config, epochs=2)
+    with caplog.at_level("WARNING"):
+        train.fit_or_resume(prepared, longer, tmp_path / "final", str(tmp_path / "kept"))
+    assert epochs == [0, 1] and "training it afresh" in caplog.text
+
+
+def test_above_the_fold_limit_the_check_is_the_final_run_and_its_fine_tuning_is_not_trained_twice(
+        folder, tmp_path, monkeypatch):  # fmt: skip
+    """The holdout is the run's own validation split: each candidate trains once as the final run
+    would, and the chosen ones' runs are resumed by the final training, which trains no more epochs."""
+    from transferlab.trainer import loops
+
+    root, data = folder
+    monkeypatch.setattr(crossfit, "FOLD_LIMIT", 5)  # 9 labelled images per class: above it
+    epochs = []
+    real = loops._train_epoch
+    monkeypatch.setattr(loops, "_train_epoch", lambda *a: epochs.append(a[2]) or real(*a))
+    result = tl.train(str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(tmp_path / "cache"),
+                      out=str(tmp_path / "run"))  # fmt: skip
+    evidence = result.plan.crossfit
+    assert evidence["folds"] == "holdout" and evidence["images"] == 3  # the validation split: one image per class
+    assert "your validation split" in result.plan.explanation
+    body = [c.name for c in candidates(result.plan.evidence) if STRATEGIES[c.strategy].trains_body]
+    assert len(epochs) == PILOT_EPOCHS + len(body)  # the pilot's, one each in the check, none in the final training
+    trained = [m["candidate"] for m in result.plan.members] or [result.plan.strategy]
+    assert set(evidence["checkpoints"]) == {name for name in trained if name in body}
+    assert tl.load(tmp_path / "run" / "model").predict([str(next((data / "red").iterdir()))], top_k=1)

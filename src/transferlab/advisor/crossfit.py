@@ -1,17 +1,20 @@
 """Out-of-fold evidence: every candidate trained as its final run would be, on folds of the user's
 own labelled images, giving class scores for images it never trained on.
 
-The labelled images (training and validation splits together; never the test split) are cut into
-stratified folds: :data:`FOLDS` where data is small, one holdout of :data:`HOLDOUT_PER_CLASS`
-images per class where it is large (:func:`fold_plan`). For each fold a candidate trains on the
-rest - split again into training and validation as a run splits its data, so early stopping and
-interpolation run as they will in the final run - and scores the fold. A validation split the data
-set brought (a ``val/`` folder: another style, another site) is where the final run will select its
-model, so the check scores there too: the candidate trains on the whole training split, validates
-on one half of the ``val/`` images and scores the other, then the halves swap. Each fold's scores are
-saved as they come (``<cache>/crossfit/<images>/<candidate>/fold-<i>.npz``, keyed by the images
-and the candidate's settings): an interrupted search resumes where it stopped, and ``advise``
-then ``train`` on the same images score each fold once.
+Where data is small the labelled images (training and validation splits together; never the test
+split) are cut into :data:`FOLDS` stratified folds (:func:`fold_plan`). For each fold a candidate
+trains on the rest - split again into training and validation as a run splits its data, so early
+stopping and interpolation run as they will in the final run - and scores the fold. A validation
+split the data set brought (a ``val/`` folder: another style, another site) is where the final run
+will select its model, so the check scores there too: the candidate trains on the whole training
+split, validates on one half of the ``val/`` images and scores the other, then the halves swap.
+Above :data:`FOLD_LIMIT` images per class the check is the final run itself: each candidate trains
+on the run's training split and is scored on its validation split (the holdout), and a chosen
+candidate's run is kept, so the final training resumes it instead of training it again; there the
+candidates that train the body race epoch by epoch (:func:`race`). Each fold's scores are saved as
+they come (``<cache>/crossfit/<images>/<candidate>/fold-<i>.npz``, keyed by the images and the
+candidate's settings): an interrupted search resumes where it stopped, and ``advise`` then
+``train`` on the same images score each fold once.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +37,16 @@ from ..data import Dataset, ImageSet, Splits, split_dataset
 from ..plan import CutEvidence
 from ..prepare import PreparedRun
 from ..strategies import ALL_CUTS, FINAL_CUT, STRATEGIES
+from ..trainer.loops import EpochCallback
 from ..trainer.train import fit_stages
 
 log = logging.getLogger(__name__)
 
 FOLDS = 3  # where every labelled image is scored out of fold
-HOLDOUT_PER_CLASS = 30  # above FOLD_LIMIT: one holdout of this many images per class decides
-FOLD_LIMIT = 100  # images per class (median) up to which folds run; above it the holdout
+FOLD_LIMIT = 100  # labelled images per class (median) up to which folds run; above it the final run's own split
 RACE_STANDARD_ERRORS = 3.0  # how far behind the best on the first fold a fine-tuning candidate stops
+RACE_EPOCH = 2  # in the final run's split: the epoch at which a later fine-tuning candidate meets the first
+RACE_EPOCH_STANDARD_ERRORS = 1.0  # how far behind the first at that epoch it stops
 
 
 @dataclass(frozen=True)
@@ -83,10 +89,13 @@ def candidates(evidence: tuple[CutEvidence, ...]) -> list[Candidate]:
 @dataclass(frozen=True)
 class Fold:
     """The positions (in the labelled images) a fold scores and, when the data set brought its own
-    validation split, those that validate the fold's run (else the rest is split as a run splits)."""
+    validation split, those that validate the fold's run (else the rest is split as a run splits);
+    ``final_run``: the fold is the run's own validation split, scored and validated on, its runs
+    kept for the final training."""
 
     scored: np.ndarray
     validates: np.ndarray | None = None
+    final_run: bool = False
 
 
 def _stratified(labels: np.ndarray, positions: np.ndarray, parts: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -101,31 +110,35 @@ def _stratified(labels: np.ndarray, positions: np.ndarray, parts: int, rng: np.r
 def fold_plan(labels: np.ndarray, seed: int, given: np.ndarray | None = None) -> list[Fold]:
     """The folds: with ``given`` positions (a validation split the data set brought: the user's word
     for what the model will meet), its two stratified halves, each scored by a run validated on the
-    other; else :data:`FOLDS` stratified folds covering every image, or, above :data:`FOLD_LIMIT`
-    images per class, one stratified holdout of :data:`HOLDOUT_PER_CLASS` per class."""
+    other; else :data:`FOLDS` stratified folds covering every image."""
     rng = np.random.default_rng(seed)
     if given is not None:
         first, second = _stratified(labels, np.asarray(given, dtype=np.int64), 2, rng)
         return [Fold(first, second), Fold(second, first)]
-    counts = np.bincount(labels)
-    if np.median(counts[counts > 0]) <= FOLD_LIMIT:
-        return [Fold(part) for part in _stratified(labels, np.arange(len(labels)), FOLDS, rng)]
-    holdout = [rng.permutation(np.flatnonzero(labels == label)) for label in np.unique(labels)]
-    return [Fold(np.sort(np.concatenate([m[: min(HOLDOUT_PER_CLASS, len(m) // 3)] for m in holdout]).astype(np.int64)))]
+    return [Fold(part) for part in _stratified(labels, np.arange(len(labels)), FOLDS, rng)]
 
 
 def labelled_folds(splits: Splits, seed: int) -> tuple[ImageSet, list[Fold]]:
-    """The labelled images (training then validation split) and the folds that score them."""
+    """The labelled images (training then validation split) and the folds that score them: above
+    :data:`FOLD_LIMIT` images per class, the run's own validation split (the final run's, given or
+    drawn); else :func:`fold_plan`'s."""
     labelled = splits.train.union(splits.val)
-    given = np.arange(len(splits.train), len(labelled)) if splits.val_given else None
-    return labelled, fold_plan(labelled.labels, seed, given)
+    val = np.arange(len(splits.train), len(labelled))
+    counts = np.bincount(labelled.labels)
+    if np.median(counts[counts > 0]) > FOLD_LIMIT:
+        return labelled, [Fold(val, val, final_run=True)]
+    return labelled, fold_plan(labelled.labels, seed, val if splits.val_given else None)
 
 
 def fold_splits(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSet | None = None) -> Splits:
     """A fold's run: its test split is the fold, its training and validation splits the rest - the
     fold's own validation images, or the rest split as ``config`` splits a run's data - and the
-    run's ``unlabeled`` images, so a candidate that learns from them is scored with them."""
+    run's ``unlabeled`` images, so a candidate that learns from them is scored with them. The final
+    run's fold is that run's training and validation split, with no test split (it scores the
+    validation split)."""
     rest = np.setdiff1d(np.arange(len(labelled)), fold.scored)
+    if fold.final_run:
+        return Splits(labelled.subset(rest), labelled.subset(fold.scored), None, unlabeled)
     if fold.validates is None:
         splits = split_dataset(Dataset("fold", labelled.subset(rest), None), config.val_fraction, seed=config.seed)
         train, val = splits.train, splits.val
@@ -150,12 +163,52 @@ class FoldScores:
     logits: np.ndarray
     labels: np.ndarray
     seconds: float  # training time, saved folds counted at what they cost when they ran
+    checkpoints: str | None = None  # the final run's fold: where its run is kept for the final training
+
+
+class RacedOut(Exception):
+    """A fine-tuning candidate stopped mid-run in the final run's split: clearly behind the first."""
+
+
+def _correct(logits, labels: np.ndarray) -> np.ndarray:
+    return (np.asarray(logits).argmax(1) == labels).astype(float)
+
+
+def clearly_behind(best: np.ndarray, other: np.ndarray, standard_errors: float) -> bool:
+    """Whether ``other``'s per-image correctness is below ``best``'s on the same images by more than
+    ``standard_errors`` standard errors of the paired difference."""
+    difference = best - other
+    stderr = difference.std(ddof=1) / np.sqrt(len(difference)) if len(difference) > 1 else 0.0
+    return bool(difference.mean() > standard_errors * stderr > 0)
+
+
+def race(trajectory: list[np.ndarray]) -> Callable[[np.ndarray], EpochCallback]:
+    """In the final run's split, what watches a candidate that trains the body: with ``trajectory``
+    empty it is the first and records its correctness epoch by epoch there; a later one meets it at
+    :data:`RACE_EPOCH` and stops (:class:`RacedOut`) if clearly behind it at the same epoch (by
+    :data:`RACE_EPOCH_STANDARD_ERRORS`: the loser's remaining epochs are the cost saved)."""
+    first = not trajectory
+
+    def watch(labels: np.ndarray) -> EpochCallback:
+        def each_epoch(row: dict, val_logits) -> None:
+            correct = _correct(val_logits, labels)
+            if first:
+                trajectory.append(correct)
+            elif row["epoch"] == RACE_EPOCH and len(trajectory) >= RACE_EPOCH and len(trajectory[0]) == len(correct) \
+                    and clearly_behind(trajectory[RACE_EPOCH - 1], correct, RACE_EPOCH_STANDARD_ERRORS):
+                raise RacedOut(f"{correct.mean():.3f} against {trajectory[RACE_EPOCH - 1].mean():.3f} at epoch {RACE_EPOCH}")
+
+        return each_epoch
+
+    return watch
 
 
 def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, candidate: Candidate, number: int,
-               fold: Fold, out: Path) -> dict:  # fmt: skip
+               fold: Fold, out: Path, trajectory: list[np.ndarray] | None = None) -> dict:  # fmt: skip
     """``candidate`` trained on the rest of fold ``number`` and scored on it: its logits, labels and
-    seconds, saved in ``out`` (a saved fold of the same images and settings is reused)."""
+    seconds, saved in ``out`` (a saved fold of the same images and settings is reused). In the
+    final run's split its run is kept (resumable, ``checkpoints`` in the record) and, given a
+    ``trajectory``, raced (:func:`race`; the record of one that lost says ``raced``)."""
     folder = out / candidate.name
     config = candidate.config(base, folder / f"fold-{number}")
     learns = "unlabeled" in STRATEGIES[candidate.strategy].options  # the others would only warn, fold after fold
@@ -165,15 +218,29 @@ def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, can
     if record and str(record["key"]) == key:
         log.info("%s, fold %d: reused %s", candidate.name, number + 1, saved)
         return record
+    if fold.final_run:
+        config = dataclasses.replace(config, out=str(folder / f"run-{key}"), resume=True)
+    watch = race(trajectory) if fold.final_run and trajectory is not None else None
+    first = watch is not None and not trajectory
     started = time.perf_counter()
-    _, _, stages = fit_stages(prepared.with_splits(fold_splits(labelled, fold, config, unlabeled)), config,
-                              Path(config.out))  # fmt: skip
-    last = list(stages.values())[-1]
+    try:
+        _, _, stages = fit_stages(prepared.with_splits(fold_splits(labelled, fold, config, unlabeled)), config,
+                                  Path(config.out), watch=watch)  # fmt: skip
+        last = list(stages.values())[-1]
+        split = "val" if fold.final_run else "test"
+        found = {"logits": last.logits[split].numpy(), "labels": last.labels[split]}
+        if fold.final_run and STRATEGIES[candidate.strategy].trains_body:  # the frozen ones cost little to redo
+            found["checkpoints"] = config.out
+    except RacedOut as behind:
+        log.info("%s: stopped in the final run's split, clearly behind the first fine-tuning candidate (%s)",
+                 candidate.name, behind)  # fmt: skip
+        found = {"raced": str(behind)}
+    if first and trajectory:
+        found["trajectory"] = np.stack(trajectory)
     folder.mkdir(parents=True, exist_ok=True)
     partial = saved.with_name(f".{saved.name}.{os.getpid()}")  # whole or absent, whichever process writes it
     with open(partial, "wb") as handle:
-        np.savez(handle, key=key, logits=last.logits["test"].numpy(), labels=last.labels["test"],
-                 seconds=time.perf_counter() - started)  # fmt: skip
+        np.savez(handle, key=key, seconds=time.perf_counter() - started, **found)
     os.replace(partial, saved)
     return dict(np.load(saved))
 
@@ -182,39 +249,45 @@ def raced_out(first_fold: dict[str, dict], chosen: list[Candidate]) -> list[str]
     """The candidates that train the body and, on the first fold, score below the best candidate by
     more than :data:`RACE_STANDARD_ERRORS` standard errors of the paired difference: not worth
     their remaining folds (successive halving's first cut; the frozen ones cost little and stay)."""
-    correct = {name: (r["logits"].argmax(1) == r["labels"]).astype(float) for name, r in first_fold.items()}
+    correct = {name: _correct(r["logits"], r["labels"]) for name, r in first_fold.items()}
     best = max(correct, key=lambda name: correct[name].mean())
-    dropped = []
-    for candidate in chosen:
-        difference = correct[best] - correct[candidate.name]
-        stderr = difference.std(ddof=1) / np.sqrt(len(difference)) if len(difference) > 1 else 0.0
-        if STRATEGIES[candidate.strategy].trains_body and difference.mean() > RACE_STANDARD_ERRORS * stderr > 0:
-            dropped.append(candidate.name)
-    return dropped
+    return [c.name for c in chosen if STRATEGIES[c.strategy].trains_body
+            and clearly_behind(correct[best], correct[c.name], RACE_STANDARD_ERRORS)]  # fmt: skip
+
+
+def _scores(records: list[dict]) -> FoldScores:
+    checkpoints = records[-1].get("checkpoints")
+    return FoldScores(np.concatenate([r["logits"] for r in records]), np.concatenate([r["labels"] for r in records]),
+                      sum(float(r["seconds"]) for r in records), None if checkpoints is None else str(checkpoints))  # fmt: skip
 
 
 def cross_fit(prepared: PreparedRun, base: TrainConfig, chosen: list[Candidate], out: Path) -> dict[str, FoldScores]:
     """The candidates' out-of-fold scores on ``prepared``'s labelled images, fold by fold (a bar per
     fold and candidate); a candidate that trains the body and is clearly behind after the first fold
-    runs no more folds and is left out (:func:`raced_out`)."""
+    runs no more folds and is left out (:func:`raced_out`); in the final run's split, one clearly
+    behind the first fine-tuning candidate mid-run (:func:`race`)."""
     labelled, folds = labelled_folds(prepared.splits, base.seed)
     records: dict[str, list[dict]] = {c.name: [] for c in chosen}
     active = list(chosen)
     with tqdm(total=len(folds) * len(chosen), desc="out-of-fold", unit="fold") as progress:
         for number, fold in enumerate(folds):
+            trajectory: list[np.ndarray] = []
             for candidate in active:
                 progress.set_postfix_str(f"{candidate.name}, fold {number + 1}")
-                records[candidate.name].append(score_fold(prepared, labelled, base, candidate, number, fold, out))
+                body = STRATEGIES[candidate.strategy].trains_body
+                record = score_fold(prepared, labelled, base, candidate, number, fold, out, trajectory if body else None)
+                if body and not trajectory and "trajectory" in record:  # the first, reused from its saved fold
+                    trajectory.extend(record["trajectory"])
+                records[candidate.name].append(record)
                 progress.update(1)
+            dropped = [c.name for c in active if "raced" in records[c.name][-1]]
             if number == 0 and len(folds) > 1:
-                dropped = raced_out({c.name: records[c.name][0] for c in active}, active)
-                if dropped:
-                    log.info("left out after the first fold, clearly behind: %s", ", ".join(dropped))
-                    progress.total -= len(dropped) * (len(folds) - 1)
-                active = [c for c in active if c.name not in dropped]
-    scores = {c.name: FoldScores(np.concatenate([r["logits"] for r in records[c.name]]),
-                                 np.concatenate([r["labels"] for r in records[c.name]]),
-                                 sum(float(r["seconds"]) for r in records[c.name])) for c in active}  # fmt: skip
+                dropped += raced_out({c.name: records[c.name][0] for c in active}, active)
+            if dropped:
+                log.info("left out after fold %d, clearly behind: %s", number + 1, ", ".join(dropped))
+                progress.total -= len(dropped) * (len(folds) - 1 - number)
+            active = [c for c in active if c.name not in dropped]
+    scores = {c.name: _scores(records[c.name]) for c in active}
     reference = next(iter(scores.values())).labels
     for name, found in scores.items():
         if not np.array_equal(found.labels, reference):

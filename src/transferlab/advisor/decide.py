@@ -19,7 +19,7 @@ from ..plan import Plan
 from ..prepare import PreparedRun
 from ..strategies import FINAL_CUT, STRATEGIES
 from .combine import Combination, combine
-from .crossfit import Candidate, Fold, candidates, cross_fit, fold_cut, labelled_folds
+from .crossfit import Candidate, Fold, FoldScores, candidates, cross_fit, fold_cut, labelled_folds
 
 log = logging.getLogger(__name__)
 
@@ -54,29 +54,31 @@ def _members(combination: Combination, chosen: list[Candidate]) -> tuple[dict, .
 
 
 def _evidence(plan: Plan, combination: Combination, chosen: list[Candidate], folds: list[Fold], estimate: float,
-              seconds: float, fold_seconds: float) -> dict:  # fmt: skip
-    """The plan's record of the check; ``seconds`` it took now, ``fold_seconds`` its folds' training
-    when they ran (a resumed check reuses folds); each candidate beside its strategy's forecast."""
+              seconds: float, scores: dict[str, FoldScores]) -> dict:  # fmt: skip
+    """The plan's record of the check; ``seconds`` it took now, its folds' training when they ran (a
+    resumed check reuses folds); each candidate beside its strategy's forecast; where the final
+    run's split was the check, the runs of the chosen members the final training resumes."""
     forecast = {f["option"]: f["accuracy"] for f in plan.forecasts}
     strategy_of = {c.name: c.strategy for c in chosen}
     left_out = [c.name for c in chosen if c.name not in combination.weights]
     rows = {name: {**score, "forecast": forecast.get(strategy_of.get(name)),
                    "weight": combination.weights.get(name), "temperature": combination.temperatures.get(name)}
             for name, score in combination.scores.items()}  # fmt: skip
-    how = "holdout" if len(folds) == 1 else ("val/ halves" if folds[0].validates is not None else len(folds))
+    how = "holdout" if folds[0].final_run else ("val/ halves" if folds[0].validates is not None else len(folds))
+    kept = {name: scores[name].checkpoints for name in combination.members if scores[name].checkpoints}
     return {"folds": how, "images": int(sum(len(f.scored) for f in folds)),
-            "estimate_seconds": estimate, "seconds": seconds, "fold_seconds": fold_seconds,
-            "reason": combination.reason, "candidates": rows, "left_out": left_out}  # fmt: skip
+            "estimate_seconds": estimate, "seconds": seconds, "fold_seconds": sum(s.seconds for s in scores.values()),
+            "reason": combination.reason, "candidates": rows, "left_out": left_out, "checkpoints": kept}  # fmt: skip
 
 
 def _words(combination: Combination, evidence: dict) -> str:
     scored = ", ".join(f"{name} {row['accuracy']:.3f} [{row['interval'][0]:.3f}, {row['interval'][1]:.3f}]"
                        for name, row in evidence["candidates"].items())  # fmt: skip
-    how = {"holdout": "a holdout", "val/ halves": "your val/ images, each half scored by runs validated on the other"}.get(
+    how = {"holdout": "your validation split, the chosen runs kept as the final ones", "val/ halves": "your val/ images, each half scored by runs validated on the other"}.get(
         evidence["folds"], f"{evidence['folds']} folds")
     weights = ", ".join(f"{name} {w:.2f}" for name, w in combination.weights.items() if w > 0)
     left_out = evidence["left_out"]
-    raced = f" Left out after the first fold, clearly behind: {', '.join(left_out)}." if left_out else ""
+    raced = f" Left out, clearly behind: {', '.join(left_out)}." if left_out else ""
     return (f"Checked on your own {evidence['images']} labelled images ({how}, {evidence['seconds']:.0f} s): "
             f"out-of-fold accuracy {scored}.{raced} Chosen: {weights} ({combination.reason}).")
 
@@ -118,8 +120,7 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     labels = next(iter(scores.values())).labels
     reference = dict.fromkeys(ensemble_entry().members, 1.0)
     combination = combine({name: s.logits for name, s in scores.items()}, labels, reference)
-    evidence = _evidence(plan, combination, chosen, folds, estimate, time.perf_counter() - started,
-                         sum(s.seconds for s in scores.values()))  # fmt: skip
+    evidence = _evidence(plan, combination, chosen, folds, estimate, time.perf_counter() - started, scores)
     log.info("out of fold: %s; weights %s (%s)", ", ".join(f"{n} {r['accuracy']:.3f}" for n, r in
              evidence["candidates"].items()), combination.weights, combination.reason)  # fmt: skip
     return decided_plan(plan, combination, chosen, evidence)

@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from ..features import Features
 from ..prepare import PreparedRun
 from ..surgery import TransferModel
+from .loops import EpochCallback
 from .tensorboard import TensorBoardLog
 
 
@@ -35,15 +36,30 @@ class Stage:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a stage may write to: the run's folder (checkpoints) and its TensorBoard log; and the
-    name the stage runs under (its logs and progress bars say it)."""
+    """What a stage may write to: the run's folder (checkpoints) and its TensorBoard log; the name
+    the stage runs under (its logs and progress bars say it); and who else watches the whole
+    network's epochs (the out-of-fold search's race, which may stop a run by raising)."""
 
     out: Path
     board: TensorBoardLog | None = None
     stage: str = "training"
+    watch: Callable[[np.ndarray], EpochCallback] | None = None  # given the validation labels, a callback
 
-    def epoch_log(self, tag: str, val_labels: np.ndarray):
+    def epoch_log(self, tag: str, val_labels: np.ndarray) -> EpochCallback | None:
         return self.board.callback(tag, val_labels) if self.board is not None else None
+
+    def network_epochs(self, tag: str, val_labels: np.ndarray) -> EpochCallback | None:
+        """What sees each epoch of whole-network training: the TensorBoard log, then the watcher."""
+        watcher = self.watch(val_labels) if self.watch is not None else None
+        seen = [c for c in (self.epoch_log(tag, val_labels), watcher) if c is not None]
+        if not seen:
+            return None
+
+        def each(row: dict, val_logits: torch.Tensor) -> None:
+            for callback in seen:
+                callback(row, val_logits)
+
+        return each
 
 
 StageFunction = Callable[[TransferModel, PreparedRun, str, TrainConfig, RunContext], Stage]

@@ -88,7 +88,7 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
     start = snapshot(model) if interpolating else None  # LP-FT: the probe's network
     settings, groups = setup_network(model, config, batches.micro_batch if batches.accumulation > 1 else 0)
     history = fit_network(model, groups, train_x, train_y, val_x, val_y, settings, checkpoint_dir=context.out,
-                          resume=config.resume, on_epoch=context.epoch_log(config.strategy, val_y.numpy()))  # fmt: skip
+                          resume=config.resume, on_epoch=context.network_epochs(config.strategy, val_y.numpy()))  # fmt: skip
     if config.tune == "lora":
         merge_lora(model.body)
     details = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .. import distributed
 from ..bundle import BundleInfo, Tap, save_bundle, save_ensemble
 from ..config import TrainConfig, for_strategy
 from ..ensemble import combined, fit_temperature
+from ..errors import ConfigError
 from ..heads import make_head
 from ..metrics import classification_metrics, evaluate_logits
 from ..plan import Plan
@@ -33,6 +35,7 @@ from ..strategies import ALL_CUTS, FINAL_CUT
 from ..surgery import TransferModel, body_over, freeze
 from .context import RunContext, Stage
 from .extraction import present_splits
+from .loops import EpochCallback
 from .outputs import write_outputs
 from .stages import stage_function
 from .tensorboard import TensorBoardLog
@@ -70,13 +73,15 @@ def build_model(prepared: PreparedRun, config: TrainConfig) -> tuple[TransferMod
     return TransferModel(freeze(body_over(backbone, [t.cut for t in taps])), head, preprocessing), cut
 
 
-def fit_stages(prepared: PreparedRun, config: TrainConfig, out: Path) -> tuple[TransferModel, str, dict[str, Stage]]:
+def fit_stages(prepared: PreparedRun, config: TrainConfig, out: Path,
+               watch: Callable[[np.ndarray], EpochCallback] | None = None) -> tuple[TransferModel, str, dict[str, Stage]]:  # fmt: skip
     """The model ``config`` asks for, trained by its strategy's stages in order (checkpoints in
-    ``out``); the stages' results by name, the last one's made the model. Writes no report."""
+    ``out``; ``watch``, given the validation labels, sees each epoch of the whole network's
+    training); the stages' results by name, the last one's made the model. Writes no report."""
     torch.manual_seed(config.seed)
     model, cut = build_model(prepared, config)
     board = TensorBoardLog(config.tensorboard, prepared.classes) if config.tensorboard and distributed.is_main() else None
-    context, stages = RunContext(out, board), {}
+    context, stages = RunContext(out, board, watch=watch), {}
     try:
         for name in config.strategy_entry.stages:
             stages[name] = stage_function(name)(model, prepared, cut, config, dataclasses.replace(context, stage=name))
@@ -84,6 +89,28 @@ def fit_stages(prepared: PreparedRun, config: TrainConfig, out: Path) -> tuple[T
         if board is not None:
             board.close()
     return model.cpu(), cut, stages
+
+
+def fit_or_resume(prepared: PreparedRun, config: TrainConfig, out: Path, kept: str | None) -> tuple[TransferModel, str, dict[str, Stage]]:
+    """:func:`fit_stages` into ``out``; where the check on the user's images already trained this run
+    on this run's own splits (``kept``: its folder), that run resumed - its stages redone from the
+    cache, its whole-network training finished - unless its settings differ from ``config``'s
+    (the user's options on a plan): then trained afresh."""
+    if kept is not None:
+        try:
+            return fit_stages(prepared, dataclasses.replace(config, resume=True), Path(kept))
+        except ConfigError as different:
+            log.warning("not resuming the check's run of %s (%s): training it afresh", config.strategy, different)
+    return fit_stages(prepared, config, out)
+
+
+def _kept(plan: Plan | None, name: str | None = None) -> str | None:
+    """The folder of the check's run of the plan's member ``name`` (of its one candidate without a
+    name), or None where the check did not train it as the final run."""
+    kept = plan.crossfit.get("checkpoints", {}) if plan is not None else {}
+    if name is None:
+        return next(iter(kept.values())) if len(kept) == 1 and not plan.members else None
+    return kept.get(name)
 
 
 def bundle_info(prepared: PreparedRun, config: TrainConfig, model: TransferModel, cut: str) -> BundleInfo:
@@ -161,7 +188,7 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
     members, stages, finals = {}, {}, []
     chosen = ensemble_members(config, out, plan)
     for member in chosen:
-        model, cut, member_stages = fit_stages(prepared, member.config, out / member.name)
+        model, cut, member_stages = fit_or_resume(prepared, member.config, out / member.name, _kept(plan, member.name))
         members[member.name] = (model.eval(), bundle_info(prepared, member.config, model, cut))
         for key, stage in member_stages.items():  # each member's times under its own name
             stage.seconds = {f"{member.name}_{k}": value for k, value in stage.seconds.items()}
@@ -190,7 +217,7 @@ def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dic
     if config.strategy_entry.members:
         info, stages = _train_ensemble(prepared, config, out, plan)
     else:
-        model, cut, stages = fit_stages(prepared, config, out)
+        model, cut, stages = fit_or_resume(prepared, config, out, _kept(plan))
         info = bundle_info(prepared, config, model, cut)
         if distributed.is_main():
             save_bundle(out / "model", model.eval(), info)
