@@ -64,6 +64,27 @@ def test_auto_keeps_the_alpha_with_the_best_validation_accuracy():
     assert fixed.alpha == 0.3 and fixed.alphas == ()
 
 
+def test_the_choice_is_kept_beside_the_checkpoints_and_read_back_only_for_the_same_ends_and_images(tmp_path, monkeypatch):
+    """A finished run resumed (the default's check kept for its final training) does not score the
+    line again; other ends or other images do."""
+    from transferlab.trainer import interpolate as module
+
+    probe = _network(0)
+    pixels = torch.randint(0, 256, (60, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(60) % 3
+    saved = tmp_path / module.INTERPOLATION_FILE
+    first = interpolate(_network(1), snapshot(probe), "auto", pixels, labels, saved=saved)
+    scored = []
+    real = module.along_the_line
+    monkeypatch.setattr(module, "along_the_line", lambda *a, **k: scored.append(1) or real(*a, **k))
+    again = _network(1)
+    assert interpolate(again, snapshot(probe), "auto", pixels, labels, saved=saved) == first and scored == []
+    assert torch.equal(again.state_dict()["5.weight"], blended(snapshot(probe), snapshot(_network(1)), first.alpha)["5.weight"])
+    interpolate(_network(2), snapshot(probe), "auto", pixels, labels, saved=saved)  # another fine-tuned end
+    interpolate(_network(1), snapshot(probe), "auto", pixels.flip(0), labels, saved=saved)  # other images
+    assert scored == [1, 1]
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from conftest import split_folders

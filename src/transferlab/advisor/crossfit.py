@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..config import TrainConfig, for_strategy
 from ..data import Dataset, ImageSet, Splits, split_dataset
 from ..plan import CutEvidence
@@ -220,7 +221,8 @@ def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, can
         return record
     if fold.final_run:
         config = dataclasses.replace(config, out=str(folder / f"run-{key}"), resume=True)
-    watch = race(trajectory) if fold.final_run and trajectory is not None else None
+    racing = fold.final_run and trajectory is not None and distributed.world_size() == 1  # one process may not stop alone
+    watch = race(trajectory) if racing else None
     first = watch is not None and not trajectory
     started = time.perf_counter()
     try:

@@ -6,13 +6,19 @@ at ``theta_tuned``. The weights ``(1 - alpha) theta_probe + alpha theta_tuned`` 
 of the same shape for every ``alpha`` in [0, 1]: 0 is the probe, 1 the fine-tuned network. Every
 floating-point tensor of the state moves along the line, BatchNorm's running statistics too
 (with frozen statistics both ends share them, so they stay put); counters keep the tuned end's.
-The chosen network is saved as plain weights, like a LoRA merge.
+The chosen network is saved as plain weights, like a LoRA merge. The choice is saved beside the
+run's checkpoints, keyed by both ends and the validation images, so a finished run resumed (the
+default's check kept for its final training) does not score the line again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,6 +35,7 @@ ALPHAS = tuple(step / 10 for step in range(11))  # the grid ``auto`` chooses on:
 # +0.5) against +1.7 (worst -2.8) for the choice; from 10 the choice gained more (+1.8 and +1.5
 # against +1.4 and +1.1 at 10 and 30 per class; benchmarks/interpolation.py, docs/strategies.md).
 CHOOSING_IMAGES, FIXED_ALPHA = 10, 0.5
+INTERPOLATION_FILE = "interpolation.json"  # in the run's checkpoint folder: the choice and what decided it
 
 State = dict[str, torch.Tensor]
 
@@ -91,19 +98,54 @@ def auto_alpha(alphas, losses: list[float], accuracies: list[float], smallest_cl
     return best_alpha(alphas, losses, accuracies), "chosen on validation"
 
 
+def _digest(start: State, end: State, val_pixels: torch.Tensor, val_labels: torch.Tensor) -> str:
+    """What decides the choice on the line: both ends' weights and the validation images and labels."""
+    digest = hashlib.sha256()
+    for state in (start, end):
+        for name, tensor in state.items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for tensor in (val_pixels, torch.as_tensor(val_labels)):
+        digest.update(tensor.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _saved_choice(saved: Path | None, key: str) -> Interpolation | None:
+    if saved is None or not saved.exists():
+        return None
+    record = json.loads(saved.read_text())
+    if record.get("key") != key:
+        return None
+    found = record["interpolation"]
+    return Interpolation(found["alpha"], found["rule"], *(tuple(found[k]) for k in ("alphas", "val_loss", "val_accuracy")))
+
+
+def _save_choice(saved: Path | None, key: str, choice: Interpolation) -> None:
+    if saved is None:
+        return
+    partial = saved.with_name(f".{saved.name}.{os.getpid()}")
+    partial.write_text(json.dumps({"key": key, "interpolation": asdict(choice)}))
+    os.replace(partial, saved)
+
+
 def interpolate(model: nn.Module, start: State, setting: str | float, val_pixels: torch.Tensor, val_labels: torch.Tensor,
-                batch_size: int = 64) -> Interpolation:  # fmt: skip
+                batch_size: int = 64, saved: Path | None = None) -> Interpolation:  # fmt: skip
     """Move ``model`` (fine-tuned from ``start``) to the alpha ``setting`` names: a number, or ``auto``
-    (:func:`auto_alpha` on the validation images, every alpha of :data:`ALPHAS` scored for the report)."""
+    (:func:`auto_alpha` on the validation images, every alpha of :data:`ALPHAS` scored for the
+    report; the choice kept in ``saved`` and read from it for the same ends and images)."""
     end = snapshot(model)
     if setting != INTERPOLATE_AUTO:
         load_blend(model, start, end, float(setting))
         return Interpolation(float(setting), "set by --interpolate")
-    losses, accuracies = along_the_line(model, start, end, val_pixels, val_labels, ALPHAS, batch_size)
-    counts = torch.bincount(torch.as_tensor(val_labels))
-    smallest = int(counts[counts > 0].min()) if len(val_labels) else 0  # of the classes validation has
-    alpha, rule = auto_alpha(ALPHAS, losses, accuracies, smallest)
-    load_blend(model, start, end, alpha)
-    log.info("interpolation: alpha %.1f (%s; validation accuracy %.4f at it, %.4f fine-tuned)", alpha, rule,
-             accuracies[ALPHAS.index(alpha)], accuracies[-1])  # fmt: skip
-    return Interpolation(alpha, rule, ALPHAS, tuple(losses), tuple(accuracies))
+    key = _digest(start, end, val_pixels, val_labels)
+    choice = _saved_choice(saved, key)
+    if choice is None:
+        losses, accuracies = along_the_line(model, start, end, val_pixels, val_labels, ALPHAS, batch_size)
+        counts = torch.bincount(torch.as_tensor(val_labels))
+        smallest = int(counts[counts > 0].min()) if len(val_labels) else 0  # of the classes validation has
+        choice = Interpolation(*auto_alpha(ALPHAS, losses, accuracies, smallest), ALPHAS, tuple(losses), tuple(accuracies))
+        _save_choice(saved, key, choice)
+    load_blend(model, start, end, choice.alpha)
+    log.info("interpolation: alpha %.1f (%s; validation accuracy %.4f at it, %.4f fine-tuned)", choice.alpha, choice.rule,
+             choice.val_accuracy[ALPHAS.index(choice.alpha)], choice.val_accuracy[-1])  # fmt: skip
+    return choice

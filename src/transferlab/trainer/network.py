@@ -21,7 +21,7 @@ from ..prepare import PreparedRun
 from ..surgery import TransferModel
 from .context import RunContext, Stage
 from .extraction import cached_splits, check_every_class, readable_rows
-from .interpolate import interpolate, snapshot
+from .interpolate import INTERPOLATION_FILE, interpolate, snapshot
 from .loops import NetworkTraining, fit_network, layer_groups
 from .lora import add_lora, merge_lora
 from .memory import plan_for
@@ -93,7 +93,8 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
         merge_lora(model.body)
     details = {}
     if start is not None:
-        details["interpolation"] = interpolate(model, start, config.interpolate, val_x, val_y, batches.micro_batch).to_json()
+        details["interpolation"] = interpolate(model, start, config.interpolate, val_x, val_y, batches.micro_batch,
+                                               context.out / INTERPOLATION_FILE).to_json()  # fmt: skip
     logits = {split: predict_pixels(model, x, batches.micro_batch) for split, (x, _) in pixels.items()}
     labels = {split: y.numpy() for split, (_, y) in pixels.items()}
     if prepared.splits.test is not None:
