@@ -250,7 +250,7 @@ def test_above_the_fold_limit_the_check_is_the_final_run_and_its_fine_tuning_is_
     would, and the chosen ones' runs are resumed by the final training, which trains no more epochs."""
     from transferlab.trainer import loops
 
-    root, data = folder
+    _, data = folder
     monkeypatch.setattr(crossfit, "FOLD_LIMIT", 5)  # 9 labelled images per class: above it
     epochs = []
     real = loops._train_epoch

@@ -194,7 +194,8 @@ def race(trajectory: list[np.ndarray]) -> Callable[[np.ndarray], EpochCallback]:
         def each_epoch(row: dict, val_logits) -> None:
             correct = _correct(val_logits, labels)
             if first:
-                trajectory.append(correct)
+                if row["epoch"] == len(trajectory) + 1:  # from epoch 1 on (a run resumed mid-way records nothing)
+                    trajectory.append(correct)
             elif row["epoch"] == RACE_EPOCH and len(trajectory) >= RACE_EPOCH and len(trajectory[0]) == len(correct) \
                     and clearly_behind(trajectory[RACE_EPOCH - 1], correct, RACE_EPOCH_STANDARD_ERRORS):
                 raise RacedOut(f"{correct.mean():.3f} against {trajectory[RACE_EPOCH - 1].mean():.3f} at epoch {RACE_EPOCH}")

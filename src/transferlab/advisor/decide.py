@@ -74,8 +74,9 @@ def _evidence(plan: Plan, combination: Combination, chosen: list[Candidate], fol
 def _words(combination: Combination, evidence: dict) -> str:
     scored = ", ".join(f"{name} {row['accuracy']:.3f} [{row['interval'][0]:.3f}, {row['interval'][1]:.3f}]"
                        for name, row in evidence["candidates"].items())  # fmt: skip
-    how = {"holdout": "your validation split, the chosen runs kept as the final ones", "val/ halves": "your val/ images, each half scored by runs validated on the other"}.get(
-        evidence["folds"], f"{evidence['folds']} folds")
+    how = {"holdout": "your validation split, the chosen runs kept as the final ones",
+           "val/ halves": "your val/ images, each half scored by runs validated on the other"}.get(
+        evidence["folds"], f"{evidence['folds']} folds")  # fmt: skip
     weights = ", ".join(f"{name} {w:.2f}" for name, w in combination.weights.items() if w > 0)
     left_out = evidence["left_out"]
     raced = f" Left out, clearly behind: {', '.join(left_out)}." if left_out else ""

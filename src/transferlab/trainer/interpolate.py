@@ -123,7 +123,8 @@ def _saved_choice(saved: Path | None, key: str) -> Interpolation | None:
 def _save_choice(saved: Path | None, key: str, choice: Interpolation) -> None:
     if saved is None:
         return
-    partial = saved.with_name(f".{saved.name}.{os.getpid()}")
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    partial = saved.with_name(f".{saved.name}.{os.getpid()}")  # whole or absent, whichever process writes it
     partial.write_text(json.dumps({"key": key, "interpolation": asdict(choice)}))
     os.replace(partial, saved)
 
