@@ -219,6 +219,8 @@ def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, can
     record = dict(np.load(saved)) if saved.exists() else {}
     if record and str(record["key"]) == key:
         log.info("%s, fold %d: reused %s", candidate.name, number + 1, saved)
+        if trajectory is not None and not trajectory and "trajectory" in record:  # the first: later ones race its epochs
+            trajectory.extend(record["trajectory"])
         return record
     if fold.final_run:
         config = dataclasses.replace(config, out=str(folder / f"run-{key}"), resume=True)
@@ -278,10 +280,8 @@ def cross_fit(prepared: PreparedRun, base: TrainConfig, chosen: list[Candidate],
             for candidate in active:
                 progress.set_postfix_str(f"{candidate.name}, fold {number + 1}")
                 body = STRATEGIES[candidate.strategy].trains_body
-                record = score_fold(prepared, labelled, base, candidate, number, fold, out, trajectory if body else None)
-                if body and not trajectory and "trajectory" in record:  # the first, reused from its saved fold
-                    trajectory.extend(record["trajectory"])
-                records[candidate.name].append(record)
+                records[candidate.name].append(score_fold(prepared, labelled, base, candidate, number, fold, out,
+                                                          trajectory if body else None))  # fmt: skip
                 progress.update(1)
             dropped = [c.name for c in active if "raced" in records[c.name][-1]]
             if number == 0 and len(folds) > 1:

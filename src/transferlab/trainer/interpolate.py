@@ -6,9 +6,9 @@ at ``theta_tuned``. The weights ``(1 - alpha) theta_probe + alpha theta_tuned`` 
 of the same shape for every ``alpha`` in [0, 1]: 0 is the probe, 1 the fine-tuned network. Every
 floating-point tensor of the state moves along the line, BatchNorm's running statistics too
 (with frozen statistics both ends share them, so they stay put); counters keep the tuned end's.
-The chosen network is saved as plain weights, like a LoRA merge. The choice is saved beside the
-run's checkpoints, keyed by both ends and the validation images, so a finished run resumed (the
-default's check kept for its final training) does not score the line again.
+The chosen network is saved as plain weights, like a LoRA merge. A resumable run keeps the choice
+beside its checkpoints, keyed by both ends and the validation images, so the finished run resumed
+(the default's check kept for its final training) does not score the line again.
 """
 
 from __future__ import annotations

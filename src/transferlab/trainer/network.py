@@ -93,8 +93,9 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
         merge_lora(model.body)
     details = {}
     if start is not None:
+        saved = context.out / INTERPOLATION_FILE if config.resume else None  # only a resumable run is met again
         details["interpolation"] = interpolate(model, start, config.interpolate, val_x, val_y, batches.micro_batch,
-                                               context.out / INTERPOLATION_FILE).to_json()  # fmt: skip
+                                               saved).to_json()  # fmt: skip
     logits = {split: predict_pixels(model, x, batches.micro_batch) for split, (x, _) in pixels.items()}
     labels = {split: y.numpy() for split, (_, y) in pixels.items()}
     if prepared.splits.test is not None:
