@@ -49,6 +49,17 @@ def test_truncate_is_not_forecast_for_a_body_without_earlier_cuts():
     assert options == ["head", "finetune", "scratch"]
 
 
+def test_a_pilot_not_run_reads_as_the_studied_mean_and_one_that_ran_moves_the_forecast():
+    rows = [(_signals(s.images_per_class, s.probe_final, s.probe_stage, pilot=s.pilot_gain),
+             {**outcome, "finetune": outcome["finetune"] + 2 * s.pilot_gain}) for s, outcome in _rows()]  # fmt: skip
+    forecaster = fit_forecaster(rows, cells=60)
+    at_mean = {f.option: f.accuracy for f in forecaster.predict(_signals(30, 0.8, 0.7, pilot=forecaster.mean[-1]))}
+    unmeasured = {f.option: f.accuracy for f in forecaster.predict(_signals(30, 0.8, 0.7, pilot=None))}
+    assert unmeasured == pytest.approx(at_mean)
+    raised = {f.option: f.accuracy for f in forecaster.predict(_signals(30, 0.8, 0.7, pilot=forecaster.mean[-1] + 0.05))}
+    assert raised["finetune"] - at_mean["finetune"] == pytest.approx(0.1, abs=0.02)
+
+
 def test_a_clear_winner_is_taken():
     choice = choose([Forecast("head", 0.70, 0.02), Forecast("finetune", 0.80, 0.02), Forecast("scratch", 0.3, 0.1)])
     assert choice.option == "finetune" and "clear of 'head'" in choice.reason

@@ -40,12 +40,14 @@ class Signals:
     probe_best: float  # the best probe of all cuts
     transfer_gain: float  # best pretrained probe minus best random-weights probe
     curve_slope: float  # probe accuracy bought per doubling of the data (learning curve)
-    pilot_gain: float  # validation accuracy added by one pilot epoch of fine-tuning
+    pilot_gain: float | None  # validation accuracy added by one pilot epoch of fine-tuning (None: not run)
     probe_all: float | None = None  # the probe on every cut's features at once (multicut's estimate; None: not measured)
 
     def vector(self) -> np.ndarray:
+        """The signals in :data:`SIGNAL_NAMES`' order; one not measured is NaN."""
+        pilot_gain = math.nan if self.pilot_gain is None else self.pilot_gain
         return np.array([math.log2(max(1, self.images_per_class)), self.probe_final, self.probe_best - self.probe_final,
-                         self.transfer_gain, self.curve_slope, self.pilot_gain])  # fmt: skip
+                         self.transfer_gain, self.curve_slope, pilot_gain])  # fmt: skip
 
     @property
     def probe_random(self) -> float:
@@ -90,7 +92,9 @@ class Forecaster:
     source: str = ""  # what it was fitted on
 
     def predict(self, signals: Signals) -> list[Forecast]:
-        x = np.concatenate([[1.0], (signals.vector() - np.array(self.mean)) / np.array(self.scale)])
+        """Each option's forecast; a signal not measured reads as its mean on the studied cells."""
+        standardized = np.nan_to_num((signals.vector() - np.array(self.mean)) / np.array(self.scale), nan=0.0)
+        x = np.concatenate([[1.0], standardized])
         return [Forecast(option, float(np.clip(signals.anchor(option) + x @ np.array(m.weights), 0.0, 1.0)), m.spread)
                 for option, m in self.models.items()
                 if option in STRATEGIES and not math.isnan(signals.anchor(option))]  # fmt: skip

@@ -120,7 +120,7 @@ def gain_per_doubling(curve: tuple[tuple[int, float], ...]) -> float:
     return (high - low) / (math.log2(n_high / n_low) if n_high > n_low else 1.0)
 
 
-def signals_of(images_per_class: int, evidence, curve: tuple[tuple[int, float], ...], pilot_gain: float,
+def signals_of(images_per_class: int, evidence, curve: tuple[tuple[int, float], ...], pilot_gain: float | None,
                probe_all: float | None = None) -> Signals:  # fmt: skip
     """The forecaster's view of the measurements (:mod:`.forecast`)."""
     final, best = evidence[-1], best_cut(evidence)
@@ -165,6 +165,12 @@ def _all_cuts_text(signals: Signals) -> str:
     return "" if signals.probe_all is None else f"; every cut at once (multicut) probes at {signals.probe_all:.1%}"
 
 
+def _pilot_text(signals: Signals) -> str:
+    if signals.pilot_gain is None:
+        return "no fine-tuning pilot ran (the check below trains the final run itself), its signal read at the studied mean"
+    return f"one pilot epoch of fine-tuning moved validation accuracy by {100 * signals.pilot_gain:+.1f} points"
+
+
 def explain(decision: Decision, choice: Choice, signals: Signals, evidence, forecaster: Forecaster,
             curve: tuple[tuple[int, float], ...] = ()) -> str:  # fmt: skip
     """The decision in words a practitioner can check against the evidence table."""
@@ -178,8 +184,8 @@ def explain(decision: Decision, choice: Choice, signals: Signals, evidence, fore
         f"spread there): "
         f"{forecasts}. {choice.reason}. Hence '{decision.strategy}' at cut '{decision.cut}'. The measurements behind it: "
         f"{signals.images_per_class} training images per class; {depth}{_all_cuts_text(signals)}; pretraining adds {signals.transfer_gain:+.1%} to "
-        f"the best probe over the same network with random weights; one pilot epoch of fine-tuning moved validation "
-        f"accuracy by {100 * signals.pilot_gain:+.1f} points. Check it: 'probe acc' is the leave-one-out accuracy of a linear "
+        f"the best probe over the same network with random weights; {_pilot_text(signals)}. Check it: 'probe acc' is the "
+        f"leave-one-out accuracy of a linear "
         f"classifier on the features at each depth, 'random' the same on the random network; LogME ranks the depths "
         f"without training; a large BatchNorm gap means the target's activations at that depth look unlike the "
         f"source's.{_estimate_text(best, curve)}"
@@ -278,7 +284,7 @@ def make_plan(images_per_class: int, class_balance: float, resolution: int, back
     given), with the chosen strategy's default epochs and rate."""
     forecaster = forecaster or Forecaster.load()
     pilot = pilot or {}
-    signals = signals_of(images_per_class, evidence, curve, pilot.get("gain", 0.0), probe_all)
+    signals = signals_of(images_per_class, evidence, curve, pilot.get("gain"), probe_all)
     decision, choice = decide_by_forecast(signals, evidence, forecaster)
     strategy = STRATEGIES[decision.strategy]
     return Plan(

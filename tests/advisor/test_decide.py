@@ -13,8 +13,7 @@ from conftest import COLOURS, assert_one_line_error, make_image, run_here, write
 import transferlab as tl
 from transferlab.advisor import crossfit
 from transferlab.advisor.crossfit import FOLDS, Candidate, candidates, fold_plan
-from transferlab.advisor.decide import cost_estimate, ensemble_entry
-from transferlab.advisor.pilot import PILOT_EPOCHS
+from transferlab.advisor.decide import cost_estimate, ensemble_entry, pilot_needed
 from transferlab.config import TrainConfig
 from transferlab.plan import CutEvidence
 from transferlab.prepare import prepare
@@ -49,6 +48,10 @@ def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_the_runs
     run = crossfit.fold_splits(labelled, holdout, TrainConfig(data="x"))
     assert run.test is None and run.train.fingerprint() == splits.train.fingerprint()
     assert run.val.fingerprint() == splits.val.fingerprint()  # the final run's own split, scored where it validates
+    assert not pilot_needed(splits, TrainConfig(data="x"))  # the check decides alone: nothing for a pilot to change
+    assert pilot_needed(splits, TrainConfig(data="x", time_budget="10m"))  # the forecast may decide: it needs one
+    small = split_dataset(load_dataset(str(write_folder(tmp_path / "small", per_class=9))))
+    assert pilot_needed(small, TrainConfig(data="x"))  # folds: the pilot times their estimate
 
 
 def test_the_cost_estimate_pays_the_pilots_epoch_per_epoch_and_its_set_up_once():
@@ -62,6 +65,7 @@ def test_the_cost_estimate_pays_the_pilots_epoch_per_epoch_and_its_set_up_once()
     assert cost_estimate(plan, [body, frozen], folds, config) == pytest.approx(16.0 + 3 * 2.0)
     saved_before = types.SimpleNamespace(pilot={"seconds": 10.0})  # a plan saved before the pilot timed its parts
     assert cost_estimate(saved_before, [body], folds, config) == pytest.approx(3 * 2 / 3 * (10.0 + 6 * 10.0))
+    assert cost_estimate(types.SimpleNamespace(pilot={}), [body], folds, config) is None  # no pilot ran: nothing timed
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +251,8 @@ def test_a_run_the_check_kept_is_resumed_not_trained_again_and_one_of_other_sett
 def test_above_the_fold_limit_the_check_is_the_final_run_and_its_fine_tuning_is_not_trained_twice(
         folder, tmp_path, monkeypatch):  # fmt: skip
     """The holdout is the run's own validation split: each candidate trains once as the final run
-    would, and the chosen ones' runs are resumed by the final training, which trains no more epochs."""
+    would, and the chosen ones' runs are resumed by the final training, which trains no more epochs;
+    without a time budget no pilot epoch runs (the check decides alone), and the forecast says so."""
     from transferlab.trainer import loops
 
     _, data = folder
@@ -261,7 +266,9 @@ def test_above_the_fold_limit_the_check_is_the_final_run_and_its_fine_tuning_is_
     assert evidence["folds"] == "holdout" and evidence["images"] == 3  # the validation split: one image per class
     assert "your validation split" in result.plan.explanation
     body = [c.name for c in candidates(result.plan.evidence) if STRATEGIES[c.strategy].trains_body]
-    assert len(epochs) == PILOT_EPOCHS + len(body)  # the pilot's, one each in the check, none in the final training
+    assert len(epochs) == len(body)  # one each in the check; none in a pilot or in the final training
+    assert result.plan.pilot == {} and result.plan.signals["pilot_gain"] is None
+    assert "no fine-tuning pilot ran" in result.plan.explanation and evidence["estimate_seconds"] is None
     trained = [m["candidate"] for m in result.plan.members] or [result.plan.strategy]
     assert set(evidence["checkpoints"]) == {name for name in trained if name in body}
     assert tl.load(tmp_path / "run" / "model").predict([str(next((data / "red").iterdir()))], top_k=1)

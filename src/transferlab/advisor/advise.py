@@ -20,7 +20,7 @@ from ..forecast import Forecaster
 from ..plan import CutEvidence, Plan, make_plan
 from ..prepare import PreparedRun
 from ..strategies import STRATEGIES, applying_to
-from .decide import check_on_own_images
+from .decide import check_on_own_images, pilot_needed
 from .pilot import pilot_finetune
 from .rank import rank_sources, score_source
 
@@ -55,11 +55,11 @@ class Measurements:
                          self.learning_curve, self.pilot, self.candidates, forecaster, self.probe_all)  # fmt: skip
 
 
-def measure_prepared(prepared: PreparedRun, config: TrainConfig) -> Measurements:
+def measure_prepared(prepared: PreparedRun, config: TrainConfig, pilot: bool = True) -> Measurements:
     """Measure the labelled images of ``prepared`` (at most ``config.measure_per_class`` per class)
     against its backbone - or, with several ``config.backbones``, rank them and take the
-    best - and run the fine-tuning pilot. The data counts as the size the training will use: the
-    training split's median images per class."""
+    best - and run the fine-tuning pilot (unless ``pilot`` is False: then ``pilot`` is empty). The
+    data counts as the size the training will use: the training split's median images per class."""
     counts = prepared.splits.train.counts()
     candidates = tuple(dict.fromkeys(config.backbones)) or (config.backbone,)
     ranked = ()
@@ -68,10 +68,12 @@ def measure_prepared(prepared: PreparedRun, config: TrainConfig) -> Measurements
         candidates, ranked = (ranking.best.backbone,), tuple(ranking.to_json())
     chosen_run = prepared.for_backbone(candidates[0])
     chosen = score_source(chosen_run, config, candidates[0])  # the ranked features are cached
-    pilot = pilot_finetune(chosen_run, dataclasses.replace(config, backbone=chosen.backbone, resolution=chosen.resolution))
+    piloted = {}
+    if pilot:
+        found = pilot_finetune(chosen_run, dataclasses.replace(config, backbone=chosen.backbone, resolution=chosen.resolution))
+        piloted = {**dataclasses.asdict(found), "gain": found.gain}
     return Measurements(int(np.median(counts)), float(counts.min() / counts.max()), chosen.backbone, chosen.resolution,
-                        chosen.evidence, chosen.learning_curve, {**dataclasses.asdict(pilot), "gain": pilot.gain},
-                        ranked, chosen.probe_all)  # fmt: skip
+                        chosen.evidence, chosen.learning_curve, piloted, ranked, chosen.probe_all)  # fmt: skip
 
 
 def unlabeled_text(strategy: str, images: int) -> str:
@@ -91,7 +93,8 @@ def _as_json(values: dict) -> dict:
 def advise_prepared(prepared: PreparedRun, config: TrainConfig, forecaster: Forecaster | None = None) -> Plan:
     """The plan for ``prepared``: its measurements (:func:`measure_prepared`), forecast by
     ``forecaster`` (the shipped one unless given)."""
-    plan = check_on_own_images(prepared, config, measure_prepared(prepared, config).plan(forecaster))
+    measured = measure_prepared(prepared, config, pilot=pilot_needed(prepared.splits, config))
+    plan = check_on_own_images(prepared, config, measured.plan(forecaster))
     if prepared.splits.unlabeled is not None:
         plan = dataclasses.replace(plan, explanation=plan.explanation + " " + unlabeled_text(plan.strategy,
                                                                                            len(prepared.splits.unlabeled)))

@@ -15,6 +15,7 @@ import logging
 import time
 
 from ..config import TrainConfig, duration_seconds
+from ..data import Splits
 from ..plan import Plan
 from ..prepare import PreparedRun
 from ..strategies import FINAL_CUT, STRATEGIES
@@ -28,13 +29,22 @@ def ensemble_entry():
     return next(s for s in STRATEGIES.values() if s.members)
 
 
-def cost_estimate(plan: Plan, chosen: list[Candidate], folds: list[Fold], config: TrainConfig) -> float:
-    """Seconds the search should take at most, from the pilot's parts: a fold of a candidate that
-    trains the body costs the probe's stage and as many pilot epochs as it may train, scaled by the
-    share of the images it trains on (the rest of the labelled images, or the whole training split
-    beside a ``val/`` folder); a frozen candidate's fold, the probe's stage (features and a head).
-    The pilot's building of the model and its decoding are paid once, not per fold (a plan saved
-    before the pilot timed its parts: its whole time stands for each)."""
+def pilot_needed(splits: Splits, config: TrainConfig) -> bool:
+    """Whether the fine-tuning pilot can change what is trained: where the forecast may decide (a
+    ``--time-budget`` the check may not fit in) or the check runs folds, whose cost it estimates first.
+    Above the fold limit without a budget the check is the final run itself and decides alone."""
+    return config.time_budget is not None or not labelled_folds(splits, config.seed)[1][0].final_run
+
+
+def cost_estimate(plan: Plan, chosen: list[Candidate], folds: list[Fold], config: TrainConfig) -> float | None:
+    """Seconds the search should take at most, from the pilot's parts (None: no pilot ran): a fold of
+    a candidate that trains the body costs the probe's stage and as many pilot epochs as it may
+    train, scaled by the share of the images it trains on (the rest of the labelled images, or the
+    whole training split beside a ``val/`` folder); a frozen candidate's fold, the probe's stage
+    (features and a head). The pilot's building of the model and its decoding are paid once, not
+    per fold (a plan saved before the pilot timed its parts: its whole time stands for each)."""
+    if not plan.pilot:
+        return None
     whole = plan.pilot.get("seconds", 0.0)
     probe, epoch = plan.pilot.get("probe_seconds") or whole, plan.pilot.get("epoch_seconds") or whole
     shares = [1.0 if fold.validates is not None or len(folds) == 1 else (len(folds) - 1) / len(folds) for fold in folds]
@@ -107,10 +117,11 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     labelled, folds = labelled_folds(run.splits, config.seed)
     estimate = cost_estimate(plan, chosen, folds, config)
     budget = duration_seconds(config.time_budget) if config.time_budget is not None else None
-    log.info("checking %d candidates on your images (%s): at most about %.0f s estimated%s", len(chosen),
-             f"{len(folds)} folds" if len(folds) > 1 else "a holdout", estimate,
-             "" if budget is None else f", budget {budget:.0f} s")  # fmt: skip
-    if budget is not None and estimate > budget:
+    log.info("checking %d candidates on your images (%s)%s", len(chosen),
+             f"{len(folds)} folds" if len(folds) > 1 else "the final run's own validation split",
+             "" if estimate is None else f": at most about {estimate:.0f} s estimated"
+             + ("" if budget is None else f", budget {budget:.0f} s"))  # fmt: skip
+    if budget is not None and estimate is not None and estimate > budget:
         why = (f"Not checked on your images: the estimate ({estimate:.0f} s) exceeds --time-budget {config.time_budget}; "
                "the forecast decided.")  # fmt: skip
         return dataclasses.replace(plan, explanation=f"{plan.explanation} {why}",

@@ -96,7 +96,7 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
         saved = context.out / INTERPOLATION_FILE if config.resume else None  # only a resumable run is met again
         details["interpolation"] = interpolate(model, start, config.interpolate, val_x, val_y, batches.micro_batch,
                                                saved).to_json()  # fmt: skip
-    logits = {split: predict_pixels(model, x, batches.micro_batch) for split, (x, _) in pixels.items()}
+    logits = {"val": predict_pixels(model, val_x, batches.micro_batch)}  # the training split's would cost a pass unread
     labels = {split: y.numpy() for split, (_, y) in pixels.items()}
     if prepared.splits.test is not None:
         inputs["test"] = compute_outputs(model, prepared.splits.test, resolution, batches.micro_batch, config.strict,

@@ -126,7 +126,7 @@ def bundle_info(prepared: PreparedRun, config: TrainConfig, model: TransferModel
 def ensemble_stage(member_stages: list[Stage], temperatures: list[float] | None = None,
                    weights: list[float] | None = None) -> tuple[Stage, list[float]]:  # fmt: skip
     """The ensemble of the members' final stages: the calibrated probabilities averaged (``weights``:
-    default equal) on every split, each member at its given temperature or, without them, one fitted
+    default equal) on every split they all scored, each member at its given temperature or, without them, one fitted
     on its validation logits; and the temperatures."""
     last = member_stages[-1]
     for stage in member_stages:
@@ -135,8 +135,9 @@ def ensemble_stage(member_stages: list[Stage], temperatures: list[float] | None 
                 raise RuntimeError(f"the ensemble's members read different {split} images; they cannot be averaged.")
     val_labels = torch.from_numpy(last.labels["val"])
     temperatures = temperatures or [fit_temperature(stage.logits["val"], val_labels) for stage in member_stages]
+    scored = [split for split in last.logits if all(split in stage.logits for stage in member_stages)]
     logits = {split: combined([stage.logits[split] for stage in member_stages], temperatures, weights)
-              for split in last.logits}  # fmt: skip
+              for split in scored}  # fmt: skip
     return Stage(last.inputs, last.labels, logits, last.history, memory=last.memory), temperatures
 
 
