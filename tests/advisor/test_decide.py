@@ -15,6 +15,8 @@ from transferlab.advisor import crossfit
 from transferlab.advisor.crossfit import FOLDS, Candidate, candidates, fold_plan
 from transferlab.advisor.decide import cost_estimate, ensemble_entry, pilot_needed
 from transferlab.config import TrainConfig
+from transferlab.data import split_dataset
+from transferlab.datasets import load_dataset
 from transferlab.plan import CutEvidence
 from transferlab.prepare import prepare
 from transferlab.strategies import STRATEGIES
@@ -34,9 +36,6 @@ def test_candidates_are_the_tables_marked_strategies_with_the_best_single_cut_an
 
 
 def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_the_runs_own_split_above_it(tmp_path):
-    from transferlab.data import split_dataset
-    from transferlab.datasets import load_dataset
-
     labels = np.repeat(np.arange(3), 10)
     folds = [fold.scored for fold in fold_plan(labels, seed=0)]
     assert len(folds) == FOLDS and sorted(np.concatenate(folds).tolist()) == list(range(30))
@@ -164,6 +163,20 @@ def test_a_weighted_plan_with_two_members_of_one_strategy_trains_both_without_ov
     assert model.predict([str(next((data / "red").iterdir()))], top_k=1)
 
 
+def test_a_class_of_two_images_leaves_the_decision_to_the_forecast_and_says_why(tmp_path):
+    """Two images a class are enough to train (one to train, one to validate), not to fold: the rest
+    of a fold that scores one of them cannot be split again. The check steps aside, by name."""
+    data = write_folder(tmp_path / "d", per_class=9)
+    for image in sorted((data / "blue").iterdir())[2:]:
+        image.unlink()
+    labelled, folds = crossfit.labelled_folds(split_dataset(load_dataset(str(data))), seed=0)
+    assert crossfit.too_few_to_fold(labelled, folds) == ["blue"]
+    assert crossfit.too_few_to_fold(labelled, [dataclasses.replace(folds[0], final_run=True)]) == []
+    plan = tl.advise(str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(tmp_path / "cache"))
+    assert "Not checked on your images: 'blue' has fewer than 3 labelled images" in plan.explanation
+    assert "the forecast decided" in plan.crossfit["reason"] and not plan.members
+
+
 def test_a_time_budget_that_is_not_a_duration_is_one_line(tmp_path):
     assert_one_line_error(run_here("train", str(tmp_path), "--time-budget", "soon", cache=tmp_path),
                           "--time-budget must be a duration such as 90s, 10m or 1h, got soon")
@@ -188,9 +201,6 @@ def test_a_validation_folder_the_data_brought_is_where_the_check_scores_and_vali
     the final run selects its model there, so the check scores the candidates there too, each half
     by runs trained on the whole training split and validated on the other half - not pooled with
     the training images, and not validated on training-style images the final run never uses."""
-    from transferlab.data import split_dataset
-    from transferlab.datasets import load_dataset
-
     write_folder(tmp_path / "d" / "train", per_class=6)
     write_folder(tmp_path / "d" / "val", per_class=3, seed=5)
     labelled, folds = crossfit.labelled_folds(split_dataset(load_dataset(str(tmp_path / "d"))), seed=0)

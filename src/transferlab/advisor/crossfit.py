@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FOLDS = 3  # where every labelled image is scored out of fold
 FOLD_LIMIT = 100  # labelled images per class (median) up to which folds run; above it the final run's own split
+MIN_TO_FOLD = 3  # labelled images a class needs for folds: one scored, one to train and one to validate on the rest
 RACE_STANDARD_ERRORS = 3.0  # how far behind the best on the first fold a fine-tuning candidate stops
 RACE_EPOCH = 2  # in the final run's split: the epoch at which a later fine-tuning candidate meets the first
 RACE_EPOCH_STANDARD_ERRORS = 1.0  # how far behind the first at that epoch it stops
@@ -129,6 +130,17 @@ def labelled_folds(splits: Splits, seed: int) -> tuple[ImageSet, list[Fold]]:
     if np.median(counts[counts > 0]) > FOLD_LIMIT:
         return labelled, [Fold(val, val, final_run=True)]
     return labelled, fold_plan(labelled.labels, seed, val if splits.val_given else None)
+
+
+def too_few_to_fold(labelled: ImageSet, folds: list[Fold]) -> list[str]:
+    """The classes with too few labelled images for ``folds``' runs (fewer than :data:`MIN_TO_FOLD`:
+    the rest of a fold that scores one of them could not be split into training and validation);
+    none where the runs train on the whole training split (the final run's split, a ``val/``
+    folder's halves)."""
+    if folds[0].final_run or folds[0].validates is not None:
+        return []
+    counts = np.bincount(labelled.labels, minlength=len(labelled.classes))
+    return [name for name, count in zip(labelled.classes, counts) if 0 < count < MIN_TO_FOLD]
 
 
 def fold_splits(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSet | None = None) -> Splits:

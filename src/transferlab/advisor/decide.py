@@ -20,7 +20,17 @@ from ..plan import Plan
 from ..prepare import PreparedRun
 from ..strategies import FINAL_CUT, STRATEGIES
 from .combine import Combination, combine
-from .crossfit import Candidate, Fold, FoldScores, candidates, cross_fit, fold_cut, labelled_folds
+from .crossfit import (
+    MIN_TO_FOLD,
+    Candidate,
+    Fold,
+    FoldScores,
+    candidates,
+    cross_fit,
+    fold_cut,
+    labelled_folds,
+    too_few_to_fold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +119,14 @@ def decided_plan(plan: Plan, combination: Combination, chosen: list[Candidate], 
                                crossfit=evidence, members=members)  # fmt: skip
 
 
+def forecast_decides(plan: Plan, estimate: float | None, why: str) -> Plan:
+    """The forecast's ``plan``, saying why the check did not run."""
+    reason = f"Not checked on your images: {why}; the forecast decided."
+    log.warning("%s", reason)
+    return dataclasses.replace(plan, explanation=f"{plan.explanation} {reason}",
+                               crossfit={"estimate_seconds": estimate, "reason": reason})  # fmt: skip
+
+
 def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) -> Plan:
     """The forecast's ``plan`` checked on the user's labelled images and decided by them, within
     ``--time-budget``; the forecast's plan, saying why, when the budget does not allow it."""
@@ -121,11 +139,13 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
              f"{len(folds)} folds" if len(folds) > 1 else "the final run's own validation split",
              "" if estimate is None else f": at most about {estimate:.0f} s estimated"
              + ("" if budget is None else f", budget {budget:.0f} s"))  # fmt: skip
+    thin = too_few_to_fold(labelled, folds)
+    if thin:
+        return forecast_decides(plan, estimate, f"{', '.join(map(repr, thin))} ha{'s' if len(thin) == 1 else 've'} "
+                                f"fewer than {MIN_TO_FOLD} labelled images, too few to leave one out of a fold and "
+                                "train and validate on the rest")  # fmt: skip
     if budget is not None and estimate is not None and estimate > budget:
-        why = (f"Not checked on your images: the estimate ({estimate:.0f} s) exceeds --time-budget {config.time_budget}; "
-               "the forecast decided.")  # fmt: skip
-        return dataclasses.replace(plan, explanation=f"{plan.explanation} {why}",
-                                   crossfit={"estimate_seconds": estimate, "reason": why})  # fmt: skip
+        return forecast_decides(plan, estimate, f"the estimate ({estimate:.0f} s) exceeds --time-budget {config.time_budget}")
     started = time.perf_counter()
     base = dataclasses.replace(config, backbone=plan.backbone, resolution=plan.resolution)
     scores = cross_fit(run, base, chosen, config.cache_root / "crossfit" / labelled.fingerprint())
