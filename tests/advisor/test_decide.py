@@ -170,11 +170,23 @@ def test_a_class_of_two_images_leaves_the_decision_to_the_forecast_and_says_why(
     for image in sorted((data / "blue").iterdir())[2:]:
         image.unlink()
     labelled, folds = crossfit.labelled_folds(split_dataset(load_dataset(str(data))), seed=0)
-    assert crossfit.too_few_to_fold(labelled, folds) == ["blue"]
-    assert crossfit.too_few_to_fold(labelled, [dataclasses.replace(folds[0], final_run=True)]) == []
+    assert "'blue' has fewer than 3 labelled images" in crossfit.fold_obstacle(labelled, folds)
+    assert crossfit.fold_obstacle(labelled, [dataclasses.replace(folds[0], final_run=True)]) is None
     plan = tl.advise(str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(tmp_path / "cache"))
     assert "Not checked on your images: 'blue' has fewer than 3 labelled images" in plan.explanation
     assert "the forecast decided" in plan.crossfit["reason"] and not plan.members
+
+
+def test_a_val_folder_of_one_image_a_class_is_halved_across_the_classes_and_one_of_a_single_image_is_not(tmp_path):
+    """Dealt class by class from the first half each time, one image a class left the second half
+    empty and the default failed on a tensor shape; the dealing now carries on across classes."""
+    write_folder(tmp_path / "d" / "train", per_class=6)
+    write_folder(tmp_path / "d" / "val", per_class=1, seed=5)
+    plan = tl.advise(str(tmp_path / "d"), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(tmp_path / "cache"))
+    assert plan.crossfit["folds"] == "val/ halves" and plan.crossfit["images"] == len(COLOURS)
+    labelled = split_dataset(load_dataset(str(tmp_path / "d"))).val
+    single = fold_plan(labelled.labels, seed=0, given=np.array([0]))
+    assert crossfit.fold_obstacle(labelled, single) == "your val/ folder holds 1 image, too few to halve"
 
 
 def test_a_time_budget_that_is_not_a_duration_is_one_line(tmp_path):

@@ -101,11 +101,14 @@ class Fold:
 
 
 def _stratified(labels: np.ndarray, positions: np.ndarray, parts: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``positions`` dealt into ``parts`` parts class by class (each class spread over them evenly)."""
+    """``positions`` dealt into ``parts`` parts class by class, each class spread over them evenly
+    and the dealing carried on from one class to the next (classes of one image each alternate)."""
     dealt: list[list[int]] = [[] for _ in range(parts)]
+    turn = 0
     for label in np.unique(labels[positions]):
-        for i, position in enumerate(rng.permutation(positions[labels[positions] == label])):
-            dealt[i % parts].append(int(position))
+        for position in rng.permutation(positions[labels[positions] == label]):
+            dealt[turn % parts].append(int(position))
+            turn += 1
     return [np.sort(np.asarray(part, dtype=np.int64)) for part in dealt]
 
 
@@ -132,15 +135,21 @@ def labelled_folds(splits: Splits, seed: int) -> tuple[ImageSet, list[Fold]]:
     return labelled, fold_plan(labelled.labels, seed, val if splits.val_given else None)
 
 
-def too_few_to_fold(labelled: ImageSet, folds: list[Fold]) -> list[str]:
-    """The classes with too few labelled images for ``folds``' runs (fewer than :data:`MIN_TO_FOLD`:
-    the rest of a fold that scores one of them could not be split into training and validation);
-    none where the runs train on the whole training split (the final run's split, a ``val/``
-    folder's halves)."""
-    if folds[0].final_run or folds[0].validates is not None:
-        return []
+def fold_obstacle(labelled: ImageSet, folds: list[Fold]) -> str | None:
+    """Why ``folds``' runs cannot be trained, or None: a class with fewer than :data:`MIN_TO_FOLD`
+    labelled images (the rest of a fold that scores one could not be split into training and
+    validation), or a ``val/`` folder too small to halve. The final run's split always can."""
+    if folds[0].final_run:
+        return None
+    if folds[0].validates is not None:
+        given = len(folds[0].scored) + len(folds[0].validates)
+        return None if all(len(f.scored) for f in folds) else f"your val/ folder holds {given} image, too few to halve"
     counts = np.bincount(labelled.labels, minlength=len(labelled.classes))
-    return [name for name, count in zip(labelled.classes, counts) if 0 < count < MIN_TO_FOLD]
+    thin = [repr(name) for name, count in zip(labelled.classes, counts) if 0 < count < MIN_TO_FOLD]
+    if not thin:
+        return None
+    return (f"{', '.join(thin)} ha{'s' if len(thin) == 1 else 've'} fewer than {MIN_TO_FOLD} labelled images, too few "
+            "to leave one out of a fold and train and validate on the rest")  # fmt: skip
 
 
 def fold_splits(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSet | None = None) -> Splits:

@@ -20,17 +20,7 @@ from ..plan import Plan
 from ..prepare import PreparedRun
 from ..strategies import FINAL_CUT, STRATEGIES
 from .combine import Combination, combine
-from .crossfit import (
-    MIN_TO_FOLD,
-    Candidate,
-    Fold,
-    FoldScores,
-    candidates,
-    cross_fit,
-    fold_cut,
-    labelled_folds,
-    too_few_to_fold,
-)
+from .crossfit import Candidate, Fold, FoldScores, candidates, cross_fit, fold_cut, fold_obstacle, labelled_folds
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +129,9 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
              f"{len(folds)} folds" if len(folds) > 1 else "the final run's own validation split",
              "" if estimate is None else f": at most about {estimate:.0f} s estimated"
              + ("" if budget is None else f", budget {budget:.0f} s"))  # fmt: skip
-    thin = too_few_to_fold(labelled, folds)
-    if thin:
-        return forecast_decides(plan, estimate, f"{', '.join(map(repr, thin))} ha{'s' if len(thin) == 1 else 've'} "
-                                f"fewer than {MIN_TO_FOLD} labelled images, too few to leave one out of a fold and "
-                                "train and validate on the rest")  # fmt: skip
+    obstacle = fold_obstacle(labelled, folds)
+    if obstacle is not None:
+        return forecast_decides(plan, estimate, obstacle)
     if budget is not None and estimate is not None and estimate > budget:
         return forecast_decides(plan, estimate, f"the estimate ({estimate:.0f} s) exceeds --time-budget {config.time_budget}")
     started = time.perf_counter()
