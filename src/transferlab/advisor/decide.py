@@ -119,19 +119,19 @@ def forecast_decides(plan: Plan, estimate: float | None, why: str) -> Plan:
 
 def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) -> Plan:
     """The forecast's ``plan`` checked on the user's labelled images and decided by them, within
-    ``--time-budget``; the forecast's plan, saying why, when the budget does not allow it."""
+    ``--time-budget``; the forecast's plan, saying why, when the budget or the images do not allow it."""
     chosen = candidates(plan.evidence)
     run = prepared.for_backbone(plan.backbone)
     labelled, folds = labelled_folds(run.splits, config.seed)
     estimate = cost_estimate(plan, chosen, folds, config)
+    obstacle = fold_obstacle(labelled, folds)
+    if obstacle is not None:
+        return forecast_decides(plan, estimate, obstacle)
     budget = duration_seconds(config.time_budget) if config.time_budget is not None else None
     log.info("checking %d candidates on your images (%s)%s", len(chosen),
              f"{len(folds)} folds" if len(folds) > 1 else "the final run's own validation split",
              "" if estimate is None else f": at most about {estimate:.0f} s estimated"
              + ("" if budget is None else f", budget {budget:.0f} s"))  # fmt: skip
-    obstacle = fold_obstacle(labelled, folds)
-    if obstacle is not None:
-        return forecast_decides(plan, estimate, obstacle)
     if budget is not None and estimate is not None and estimate > budget:
         return forecast_decides(plan, estimate, f"the estimate ({estimate:.0f} s) exceeds --time-budget {config.time_budget}")
     started = time.perf_counter()
