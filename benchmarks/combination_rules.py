@@ -168,11 +168,12 @@ def reference_members(study: Path) -> dict[str, dict[str, float]]:
     return rows
 
 
-def temperature_sources(default: Path) -> dict[str, dict[str, float]]:
-    """Per ensemble the default trained: its test balanced accuracy with the out-of-fold temperatures
-    and with temperatures fitted on the final members' validation logits."""
+def temperature_sources(default: Path, seeds: list[int]) -> dict[str, dict[str, float]]:
+    """Per ensemble the default trained (runs of ``seeds``): its test balanced accuracy with the
+    out-of-fold temperatures, with temperatures fitted on the final members' validation logits,
+    and with none (every member at 1)."""
     rows = {}
-    for run in sorted((default / "runs").glob(f"*-seed{SEED}")):
+    for run in sorted(r for seed in seeds for r in (default / "runs").glob(f"*-seed{seed}")):
         plan = json.loads((run / "plan.json").read_text())
         if len(plan.get("members") or ()) < 2:
             continue
@@ -182,8 +183,9 @@ def temperature_sources(default: Path) -> dict[str, dict[str, float]]:
         val_labels, test_labels = torch.from_numpy(prepared.splits.val.labels), prepared.splits.test.labels
         weights = [m["weight"] for m in members]
         by_source = {"out of fold": [m["temperature"] for m in members],
-                     "validation": [fit_temperature(outputs[m["candidate"], "val"], val_labels) for m in members]}
-        rows[run.name.removesuffix(f"-seed{SEED}")] = {
+                     "validation": [fit_temperature(outputs[m["candidate"], "val"], val_labels) for m in members],
+                     "none": [1.0] * len(members)}
+        rows[run.name.replace("-seed", "#")] = {
             source: balanced(combined([outputs[m["candidate"], "test"] for m in members], temperatures, weights),
                              test_labels, prepared.classes)
             for source, temperatures in by_source.items()}  # fmt: skip
@@ -205,8 +207,27 @@ def main() -> None:
     parser.add_argument("--study", default="runs/study-colour")
     parser.add_argument("--default", default="runs/default-own")
     parser.add_argument("--cache-dir", default="/tmp/study-cache")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[SEED], help="the default's runs the temperature "
+                        "table reads (the rule tables read seed 0)")  # fmt: skip
+    parser.add_argument("--only-temperatures", action="store_true", help="print only the temperature table")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if not args.only_temperatures:
+        rule_tables(args)
+    temperatures = temperature_sources(Path(args.default), args.seeds)
+    print_table(temperatures, "Test balanced accuracy (%) of the default's ensembles by where their temperatures come from",
+                worst=False)
+    for other in ("validation", "none"):
+        higher = sum(r[other] > r["out of fold"] for r in temperatures.values())
+        lower = sum(r[other] < r["out of fold"] for r in temperatures.values())
+        test = paired_test_by_set({cell.replace("#", "-seed"): {k: -v for k, v in r.items()} for cell, r in
+                                   temperatures.items()}, other, "out of fold")  # fmt: skip
+        print(f"{other} temperatures higher in {higher}, lower in {lower} of {len(temperatures)} ensembles; "
+              f"{test['mean_difference']:+.2f} points over {test['sets']} data sets (p = {test['p_value']:.2f})")
+
+
+def rule_tables(args) -> None:
+    """The rules replayed on seed 0's out-of-fold evidence, and the reference's members."""
     rows = rule_regrets(Path(args.default), Path(args.study), Path(args.cache_dir))
     for cell, value in leave_one_set_out(rows).items():
         rows[cell]["leave one set out"] = value
@@ -221,12 +242,6 @@ def main() -> None:
         test = paired_test_by_set(references, name, next(iter(REFERENCES)))
         print(f"{name} against today's pair: {test['mean_difference']:+.2f} points less regret over {test['sets']} "
               f"data sets (exact sign-flip test over sets, p = {test['p_value']:.3f})")
-    temperatures = temperature_sources(Path(args.default))
-    print_table(temperatures, "Test balanced accuracy (%) of the default's ensembles by where their temperatures come from",
-                worst=False)
-    higher = sum(r["validation"] > r["out of fold"] for r in temperatures.values())
-    lower = sum(r["validation"] < r["out of fold"] for r in temperatures.values())
-    print(f"validation temperatures higher in {higher}, lower in {lower} of {len(temperatures)} ensembles")
 
 
 if __name__ == "__main__":
