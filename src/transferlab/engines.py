@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # 4 1,030 / 2,066, 8 1,099 / 2,166, 12 984 / 1,921, 32 805 / 1,642, 64 746 / 1,473; at 224 px:
 # batch 4 274 / 468, 8 247 / 453-479, 64 224 / 404 (the activations of a few images stay in cache).
 ONNX_BATCH = 8
-INT8_RECIPE = 5  # how quantize_onnx builds the int8 graph; part of the cache key of what it computes
+INT8_RECIPE = 6  # how quantize_onnx builds the int8 graph; part of the cache key of what it computes (6: pads folded)
 
 
 def int8_recipe() -> str:
@@ -61,9 +61,9 @@ def _onnxruntime():
 
 class StaticSamePadding(torch.nn.Module):
     """timm's ``Conv2dSame`` (TensorFlow "same" padding, computed from the input's size at every
-    call) with its padding fixed for one input size: exported, it is a constant ``Pad`` that ONNX
-    Runtime folds into the convolution, instead of a shape computation before every strided
-    convolution that also cuts the int8 graph apart."""
+    call) with its padding fixed for one input size: exported, it is a constant ``Pad`` that
+    :func:`write_onnx` folds into the convolution, instead of a shape computation before every
+    strided convolution that also cuts the int8 graph apart."""
 
     def __init__(self, conv: Conv2dSame, height: int, width: int):
         super().__init__()
@@ -101,14 +101,21 @@ def with_static_padding(model: torch.nn.Module, images: torch.Tensor) -> torch.n
 
 def write_onnx(model: torch.nn.Module, images: torch.Tensor, path: Path) -> None:
     """Export ``model`` (input ``images``: N x 3 x R x R, output ``logits``) with a dynamic batch,
-    its "same" paddings fixed for R x R."""
+    its "same" paddings fixed for R x R and folded into the convolutions (:func:`.onnx_graph.fold_pads`)."""
     _onnxruntime()
+    import onnx
+
+    from .onnx_graph import fold_pads
+
     partial = path.with_suffix(".partial")
     model = with_static_padding(model, images)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow in timm code
         torch.onnx.export(model, (images,), str(partial), input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)  # fmt: skip
+    graph = onnx.load(str(partial))
+    if fold_pads(graph):
+        onnx.save(graph, str(partial))
     partial.replace(path)
 
 
