@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # batch 4 274 / 468, 8 247 / 453-479, 64 224 / 404 (the activations of a few images stay in cache).
 ONNX_BATCH = 8
 INT8_RECIPE = 6  # how quantize_onnx builds the int8 graph; part of the cache key of what it computes (6: pads folded)
+ONNX_GRAPH = 2  # how write_onnx builds the graph (2: paddings folded into the convolutions); part of where one is kept
 
 
 def int8_recipe() -> str:

@@ -29,20 +29,27 @@ def _attribute(node, name: str, default=None):
     return default if found is None else helper.get_attribute_value(found)
 
 
-def constant_values(model, names: list[str]) -> dict[str, np.ndarray]:
-    """The values of ``names``, tensors of ``model`` (an ``onnx.ModelProto``) that depend on no input:
-    computed by ONNX Runtime on a copy whose only outputs they are (the rest of the graph is pruned;
-    the inputs are fed zeros, each unknown dimension 1)."""
+def probe_session(model, tensors: list[str], element_type: int):
+    """An ONNX Runtime session of a copy of ``model`` (an ``onnx.ModelProto``) whose only outputs are
+    ``tensors`` (of ``element_type``, an ``onnx.TensorProto`` type); what they do not need is pruned."""
     import onnx
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None) for name in names)
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, element_type, None) for name in tensors)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def constant_values(model, names: list[str]) -> dict[str, np.ndarray]:
+    """The values of ``names``, tensors of ``model`` (an ``onnx.ModelProto``) that depend on no input,
+    computed by ONNX Runtime (:func:`probe_session`; the inputs are fed zeros, each unknown dimension 1)."""
+    import onnx
+
+    session = probe_session(model, names, onnx.TensorProto.INT64)
     feeds = {}
     for given in session.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in given.shape]

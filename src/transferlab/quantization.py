@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .onnx_graph import probe_session
+
 log = logging.getLogger(__name__)
 
 MEAN_BATCH = 16  # images per pass when the mean outputs are measured
@@ -127,15 +129,8 @@ def channel_means(model, tensors: list[str], images: np.ndarray) -> list[np.ndar
     """Per channel, the mean of each of ``tensors`` of ``model`` (an ``onnx.ModelProto``) over
     ``images`` (and over the positions of a feature map)."""
     import onnx
-    import onnxruntime as ort
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in tensors)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = probe_session(model, tensors, onnx.TensorProto.FLOAT)
     sums = [0.0] * len(tensors)
     for batch in _batches(images):
         for position, output in enumerate(session.run(tensors, {"images": batch})):

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data import ImageSet, per_class_subset
-from ..engines import Bfloat16, int8_recipe, onnx_runner
+from ..engines import ONNX_GRAPH, Bfloat16, int8_recipe, onnx_runner
 from ..errors import DataError
 from ..features import Features, cached_features, digest, to_unit_float
 from ..hardware import EngineChoice, choose_engine, this_cpu
@@ -102,5 +102,6 @@ def frozen_runner(module: nn.Module, parts: dict, resolution: int, prepared: Pre
 
 
 def _onnx_path(config: TrainConfig, parts: dict, resolution: int) -> Path:
-    """Where the ONNX model of the frozen pass keyed by ``parts`` is kept in the cache."""
-    return config.cache_root / "onnx" / f"{digest(parts)}-{resolution}.onnx"
+    """Where the ONNX model of the frozen pass keyed by ``parts`` is kept in the cache (an export of
+    an earlier graph version is not reused: its outputs are the same, its speed may not be)."""
+    return config.cache_root / "onnx" / f"{digest({**parts, 'graph': ONNX_GRAPH})}-{resolution}.onnx"
