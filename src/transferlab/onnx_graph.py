@@ -10,7 +10,7 @@ in an int8 graph runs in float32 between a dequantize and a quantize. Profiled o
 model at 112 px (AVX-512 VNNI, 2 cores): ``Pad`` 20% of float32's time and its layout reorders 15%;
 ``Pad`` 18% of int8's and the dequantize/quantize around it 19%. Zero padding before a convolution
 is the convolution's own ``pads`` attribute (which ONNX allows asymmetric), so it is folded there:
-outputs identical, float32 1.53x and int8 1.62x faster on that model (docs/speed.md).
+outputs identical, float32 1.5x and int8 1.6x faster on that model (docs/speed.md).
 """
 
 from __future__ import annotations
@@ -59,12 +59,11 @@ def constant_values(model, names: list[str]) -> dict[str, np.ndarray]:
 
 def _foldable(pad, consumers: dict[str, list]) -> bool:
     """Whether ``pad`` is a zero padding of height and width feeding only explicitly padded convolutions."""
-    mode = _attribute(pad, "mode", b"constant")
     value_given = len(pad.input) > 2 and pad.input[2] != ""
     convs = consumers.get(pad.output[0], [])
-    return (mode in (b"constant", "constant") and not value_given and bool(convs)
+    return (_attribute(pad, "mode", b"constant") == b"constant" and not value_given and bool(convs)
             and all(c.op_type == "Conv" and c.input[0] == pad.output[0]
-                    and _attribute(c, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") for c in convs))  # fmt: skip
+                    and _attribute(c, "auto_pad", b"NOTSET") == b"NOTSET" for c in convs))  # fmt: skip
 
 
 def fold_pads(model) -> int:
