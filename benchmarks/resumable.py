@@ -11,9 +11,10 @@ from pathlib import Path
 
 
 def arguments(doc: str, out: str, data: tuple[str, ...], seeds: tuple[int, ...],
-              sizes: tuple[int, ...] | None = None, study: str | None = None) -> argparse.Namespace:  # fmt: skip
+              sizes: tuple[int, ...] | None = None, study: str | None = None,
+              extend: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:  # fmt: skip
     """The benchmark's options (``--sizes`` only when it has ``sizes``, ``--study`` a study's folder
-    to judge against only when it has ``study``); ``--out`` made."""
+    to judge against only when it has ``study``, and whatever ``extend`` adds); ``--out`` made."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", default=out)
     parser.add_argument("--cache-dir")
@@ -24,6 +25,8 @@ def arguments(doc: str, out: str, data: tuple[str, ...], seeds: tuple[int, ...],
     if study is not None:
         parser.add_argument("--study", default=study)
     parser.add_argument("--report", action="store_true", help="only print the tables of the finished runs")
+    if extend is not None:
+        extend(parser)
     args = parser.parse_args()
     args.out = Path(args.out)
     args.out.mkdir(parents=True, exist_ok=True)

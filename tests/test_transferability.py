@@ -47,6 +47,55 @@ def test_probe_accuracy_is_the_exact_leave_one_out_accuracy(monkeypatch):
     assert probe_accuracy(features, labels) == hits / 60
 
 
+def test_weighted_ridge_leave_one_out_counts_each_image_by_its_class_weight(monkeypatch):
+    """With class weights each image's squared error weighs its class's weight, and the exact
+    leave-one-out accuracy counts each image by it (balanced accuracy for balanced weights), as
+    refitting without each image shows."""
+    rng = np.random.default_rng(4)
+    labels = np.array([0] * 40 + [1] * 12 + [2] * 8)
+    features = rng.normal(0, 0.6, (3, 10))[labels] + rng.normal(0, 1, (60, 10))
+    weight = 60 / (3 * np.bincount(labels))
+    root = np.sqrt(weight[labels])[:, None]
+    mean = weight[labels] @ features / weight[labels].sum()
+    x = np.hstack([features - mean, np.ones((60, 1))])
+    penalty = 0.1 * np.mean(np.linalg.svd(x * root, compute_uv=False) ** 2)
+    recalls = np.zeros(3)
+    for i in range(60):
+        rest = np.arange(60) != i
+        scaled, target = x[rest] * root[rest], np.eye(3)[labels[rest]] * root[rest]
+        coefficients = np.linalg.solve(scaled.T @ scaled + penalty * np.eye(11), scaled.T @ target)
+        recalls[labels[i]] += int((x[i] @ coefficients).argmax() == labels[i]) / np.sum(labels == labels[i])
+    monkeypatch.setattr(transferability, "RIDGE_PENALTIES", (0.1,))
+    *_, loo_accuracy = transferability.ridge_classifier(features, labels, 3, weight)
+    assert loo_accuracy == pytest.approx(recalls.mean())
+    unweighted = transferability.ridge_classifier(features, labels, 3)
+    assert unweighted[3] == probe_accuracy(features, labels)  # no weights: plain accuracy, as before
+    same = transferability.ridge_classifier(features, labels, 3, np.ones(3))
+    assert np.allclose(same[0], unweighted[0]) and np.allclose(same[1], unweighted[1])
+
+
+def test_balanced_weights_lift_the_rare_class_of_a_ridge_classifier():
+    """90 images of one class and 10 of another, overlapping: the plain ridge classifier answers the
+    rare class for 40% of its images; with balanced weights, balanced accuracy on a balanced test
+    sample comes near the Bayes rule's (0.87: the classes' means 2.26 standard deviations apart)."""
+    rng = np.random.default_rng(5)
+
+    def sample(counts):
+        labels = np.repeat([0, 1], counts)
+        return rng.normal(0, 1, (len(labels), 8)) + 0.8 * labels[:, None], labels
+
+    train_x, train_y = sample([90, 10])
+    test_x, test_y = sample([500, 500])
+
+    def balanced_accuracy(class_weights):
+        weights, bias, _, _ = transferability.ridge_classifier(train_x, train_y, 2, class_weights)
+        predicted = (test_x @ weights + bias).argmax(1)
+        return np.mean([np.mean(predicted[test_y == c] == c) for c in (0, 1)])
+
+    plain, balanced = balanced_accuracy(None), balanced_accuracy(100 / (2 * np.array([90, 10])))
+    assert plain < 0.75 and balanced > max(plain + 0.1, 0.8)
+
+
 def test_batchnorm_gap_is_small_on_the_source_distribution_and_large_on_noise():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8, momentum=None), nn.ReLU(), nn.Conv2d(8, 8, 3),

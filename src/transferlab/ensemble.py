@@ -21,11 +21,12 @@ from torch import nn
 TEMPERATURES = tuple(float(t) for t in np.exp(np.linspace(math.log(0.01), math.log(100.0), 61)))
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> float:
     """The temperature of :data:`TEMPERATURES` under which ``logits`` give ``labels`` the least
-    cross-entropy (ties: the one nearest 1)."""
+    cross-entropy (each class's images weighted by ``class_weights``, default equally; ties: the
+    one nearest 1)."""
     logits, labels = logits.float(), torch.as_tensor(labels)
-    losses = [nn.functional.cross_entropy(logits / t, labels).item() for t in TEMPERATURES]
+    losses = [nn.functional.cross_entropy(logits / t, labels, weight=class_weights).item() for t in TEMPERATURES]
     return min(zip(losses, (abs(math.log(t)) for t in TEMPERATURES), TEMPERATURES))[2]
 
 

@@ -72,25 +72,29 @@ def logme(features: np.ndarray, labels: np.ndarray, iterations: int = 11) -> flo
 RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # times the mean squared singular value
 
 
-def _ridge_leave_one_out(features: np.ndarray, target: np.ndarray):
+def _ridge_leave_one_out(features: np.ndarray, target: np.ndarray, image_weights: np.ndarray | None = None):
     """The ridge regression of the one-hot ``target`` on the centred ``features`` (with an
-    intercept) at each of ``RIDGE_PENALTIES``: its exact leave-one-out accuracy, from one
-    eigendecomposition. Returns (accuracies, the centred design, its mean, u, s2, u^T target, the
-    penalties' scale)."""
+    intercept) at each of ``RIDGE_PENALTIES``, each image's squared error weighted by
+    ``image_weights`` (default: 1; the rows scaled by their square roots, the centring weighted):
+    its exact leave-one-out accuracy, each image counted by its weight, from one
+    eigendecomposition. Returns (accuracies, the scaled centred design, its mean, u, s2, u^T of the
+    scaled target, the penalties' scale)."""
     x = np.asarray(features, dtype=np.float64)
-    mean = x.mean(0)
-    design = np.hstack([x - mean, np.ones((len(x), 1))])  # the intercept; the penalty scales with the features
+    weights = np.ones(len(x)) if image_weights is None else np.asarray(image_weights, dtype=np.float64)
+    root = np.sqrt(weights)[:, None]
+    mean = weights @ x / weights.sum()
+    design = np.hstack([x - mean, np.ones((len(x), 1))]) * root  # the intercept; the penalty scales with the features
     truth = target.argmax(1)
     u, s2 = left_singular(design)
-    projected = u.T @ target
+    projected = u.T @ (target * root)
     scale = np.sum(s2) / min(design.shape)
     accuracies = []
     for penalty in RIDGE_PENALTIES:
         shrink = s2 / (s2 + penalty * scale)
-        fitted = u @ (shrink[:, None] * projected)
+        fitted = u @ (shrink[:, None] * projected) / root
         hat = np.einsum("ij,j,ij->i", u, shrink, u)
         left_out = (fitted - hat[:, None] * target) / np.maximum(1 - hat, 1e-9)[:, None]
-        accuracies.append(float(np.mean(left_out.argmax(1) == truth)))
+        accuracies.append(float(weights @ (left_out.argmax(1) == truth) / weights.sum()))
     return accuracies, design, mean, u, s2, projected, scale
 
 
@@ -107,11 +111,17 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
     return max(_ridge_leave_one_out(features, np.eye(len(classes))[target])[0])
 
 
-def ridge_classifier(features: np.ndarray, labels: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+def ridge_classifier(features: np.ndarray, labels: np.ndarray, classes: int,
+                     class_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:  # fmt: skip
     """The ridge classifier :func:`probe_accuracy` scores, fitted on every row: one-hot targets over
-    ``classes``, at the penalty of the best leave-one-out accuracy (ties: the stronger). Returns
-    (weights: features x classes, bias: classes, the penalty, its leave-one-out accuracy)."""
-    accuracies, design, mean, u, s2, projected, scale = _ridge_leave_one_out(features, np.eye(classes)[labels])
+    ``classes``, at the penalty of the best leave-one-out accuracy (ties: the stronger). With
+    ``class_weights`` (per class) each image's squared error weighs its class's weight (weighted
+    least squares, scikit-learn's ``class_weight``) and the leave-one-out accuracy counts each image
+    by it: balanced weights (1 / (classes x the class's share)) make it balanced accuracy, and the
+    scores estimate the class posteriors of a balanced sample. Returns (weights: features x
+    classes, bias: classes, the penalty, its leave-one-out accuracy)."""
+    image_weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float64)[labels]
+    accuracies, design, mean, u, s2, projected, scale = _ridge_leave_one_out(features, np.eye(classes)[labels], image_weights)
     best = max(range(len(RIDGE_PENALTIES)), key=lambda i: (accuracies[i], i))
     coefficients = design.T @ (u @ ((1 / (s2 + RIDGE_PENALTIES[best] * scale))[:, None] * projected))
     weights, bias = coefficients[:-1], coefficients[-1] - mean @ coefficients[:-1]

@@ -84,3 +84,25 @@ def test_paired_bootstrap_share():
     assert bootstrap_share(np.full(50, 0.1)) == 1.0
     assert bootstrap_share(np.full(50, -0.1)) == 0.0
     assert 0.2 < bootstrap_share(np.random.default_rng(0).normal(0, 1, 400)) < 0.8
+
+
+def test_under_balanced_class_weights_the_combination_is_judged_on_every_class_alike():
+    """360 images of one class, 40 of another: "majority" answers the large class every time (90%
+    accurate, 50% balanced), "fair" is right on 80% of each class. Counted image by image the
+    majority member is the more accurate; counted by class (balanced weights, the default) it is
+    clearly worse and gets weight 0, and the accuracies reported are balanced accuracies."""
+    labels = np.array([0] * 360 + [1] * 40)
+    rng = np.random.default_rng(9)
+    majority = np.tile([2.0, -2.0], (len(labels), 1)) + rng.normal(0, 0.1, (len(labels), 2))
+    right = rng.random(len(labels)) < 0.8
+    pointed = np.where(right, labels, 1 - labels)
+    fair = rng.normal(0, 0.3, (len(labels), 2))
+    fair[np.arange(len(labels)), pointed] += 2.0
+    logits, reference = {"majority": majority, "fair": fair}, {"majority": 1.0, "fair": 1.0}
+    plain = combine(logits, labels, reference)
+    assert plain.scores["majority"]["accuracy"] > plain.scores["fair"]["accuracy"]
+    balanced = combine(logits, labels, reference, 400 / (2 * np.array([360.0, 40.0])))
+    assert balanced.weights == {"majority": 0.0, "fair": 1.0}
+    assert balanced.scores["majority"]["accuracy"] == pytest.approx(0.5)
+    recall = [np.mean(fair[labels == c].argmax(1) == c) for c in (0, 1)]
+    assert balanced.scores["fair"]["accuracy"] == pytest.approx(np.mean(recall))

@@ -240,6 +240,27 @@ def test_balanced_class_weights_raise_the_minority_recall():
     assert recalls["balanced-sampling"] > recalls["none"] + 0.2, recalls
 
 
+def test_the_closed_form_head_honours_either_balanced_class_weight():
+    """``multicut``'s ridge head draws no batches: under either balanced kind its images' squared
+    errors are weighted by class, and the minority recall rises as the trained head's does."""
+    from transferlab.trainer.loops import fit_ridge_head
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 300 + [1] * 15)
+    x = (rng.normal(0, 1, (len(y), 8)) + y[:, None] * 1.2).astype(np.float32)
+    vy = np.array([0] * 200 + [1] * 200)
+    vx = (rng.normal(0, 1, (len(vy), 8)) + vy[:, None] * 1.2).astype(np.float32)
+    recalls = {}
+    for class_weight in ("none", "balanced", "balanced-sampling"):
+        head = make_head(8, 2)
+        fit_ridge_head(head, x, y, vx, vy, class_weight=class_weight)
+        with torch.no_grad():
+            predicted = head(torch.from_numpy(vx)).argmax(1).numpy()
+        recalls[class_weight] = (predicted[vy == 1] == 1).mean()
+    assert recalls["balanced"] > recalls["none"] + 0.2, recalls
+    assert recalls["balanced-sampling"] == recalls["balanced"]
+
+
 def test_balanced_sampling_draws_every_class_about_equally():
     from transferlab.trainer.loops import epoch_order
 

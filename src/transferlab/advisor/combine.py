@@ -8,6 +8,10 @@ reference (today's ``ensemble``) only where a paired bootstrap over the labelled
 log loss is lower with :data:`CONFIDENCE` (and by at least :data:`MIN_GAIN`); and the best single candidate replaces whatever was
 chosen where the bootstrap says it is more accurate with the same confidence. So a member can
 reach weight 0 when it is clearly worse, and noise alone moves nothing.
+
+Under class weights (``--class-weight balanced``) every image's loss and correctness count by its
+class's weight, as in training: the temperatures, the selection and the accuracies are then those
+of a balanced sample (accuracy becomes balanced accuracy).
 """
 
 from __future__ import annotations
@@ -46,21 +50,31 @@ def normalized(weights: dict[str, float]) -> dict[str, float]:
     return {name: (w / total if total > 0 else 1 / len(weights)) for name, w in weights.items()}
 
 
-def image_losses(log_probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each image's cross-entropy."""
-    return -log_probabilities[np.arange(len(labels)), labels]
+def image_losses(log_probabilities: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Each image's cross-entropy, times its weight (``weights``: per image, mean 1; default 1)."""
+    losses = -log_probabilities[np.arange(len(labels)), labels]
+    return losses if weights is None else losses * weights
 
 
-def greedy_selection(log_probabilities: dict[str, np.ndarray], labels: np.ndarray,
-                     rounds: int = SELECTION_ROUNDS) -> dict[str, float]:  # fmt: skip
+def image_weights(labels: np.ndarray, class_weights: np.ndarray | None) -> np.ndarray:
+    """Per image its class's weight, scaled to a mean of 1 (all 1 without ``class_weights``)."""
+    if class_weights is None:
+        return np.ones(len(labels))
+    weights = np.asarray(class_weights, dtype=np.float64)[labels]
+    return weights / weights.mean()
+
+
+def greedy_selection(log_probabilities: dict[str, np.ndarray], labels: np.ndarray, rounds: int = SELECTION_ROUNDS,
+                     weights: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
     """Ensemble selection with replacement: each round adds the candidate whose addition gives the
-    least log loss (ties: the earlier candidate); the weights are the counts over ``rounds``."""
+    least log loss (``weights``: per image; ties: the earlier candidate); the weights returned are
+    the counts over ``rounds``."""
     counts = dict.fromkeys(log_probabilities, 0)
 
     def loss_with(name: str) -> float:
         total = sum(counts.values()) + 1
         trial = {n: (c + (n == name)) / total for n, c in counts.items()}
-        return float(image_losses(mixture(log_probabilities, trial), labels).mean())
+        return float(image_losses(mixture(log_probabilities, trial), labels, weights).mean())
 
     for _ in range(rounds):
         counts[min(counts, key=loss_with)] += 1
@@ -96,23 +110,29 @@ class Combination:
         return [name for name, weight in self.weights.items() if weight > 0]
 
 
-def _score(log_probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    correct = (log_probabilities.argmax(1) == labels).astype(float)
+def _score(log_probabilities: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict:
+    correct = (log_probabilities.argmax(1) == labels) * weights
     low, high = bootstrap_interval(correct)
     return {"accuracy": float(correct.mean()), "interval": [low, high],
-            "log_loss": float(image_losses(log_probabilities, labels).mean())}  # fmt: skip
+            "log_loss": float(image_losses(log_probabilities, labels, weights).mean())}  # fmt: skip
 
 
-def combine(logits: dict[str, np.ndarray], labels: np.ndarray, reference: dict[str, float]) -> Combination:
+def combine(logits: dict[str, np.ndarray], labels: np.ndarray, reference: dict[str, float],
+            class_weights: np.ndarray | None = None) -> Combination:  # fmt: skip
     """The combination of the candidates whose out-of-fold ``logits`` (same images, in order) are
-    given, departing from the ``reference`` weights only beyond the noise (module docstring)."""
-    temperatures = {name: fit_temperature(torch.from_numpy(np.asarray(values, dtype=np.float32)),
-                                          torch.from_numpy(labels)) for name, values in logits.items()}  # fmt: skip
+    given, departing from the ``reference`` weights only beyond the noise, every image counted by
+    its class's weight in ``class_weights`` (default: equally; module docstring)."""
+    weights_of_images = image_weights(labels, class_weights)
+    per_class = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+    temperatures = {name: fit_temperature(torch.from_numpy(np.asarray(values, dtype=np.float32)), torch.from_numpy(labels),
+                                          per_class) for name, values in logits.items()}  # fmt: skip
     tempered = {name: log_softmax(np.asarray(values, dtype=np.float64) / temperatures[name])
                 for name, values in logits.items()}  # fmt: skip
     reference = normalized({name: reference.get(name, 0.0) for name in logits})
-    selected = normalized({name: w if w >= MIN_WEIGHT else 0.0 for name, w in greedy_selection(tempered, labels).items()})
-    gain = image_losses(mixture(tempered, reference), labels) - image_losses(mixture(tempered, selected), labels)
+    selected = normalized({name: w if w >= MIN_WEIGHT else 0.0
+                           for name, w in greedy_selection(tempered, labels, weights=weights_of_images).items()})  # fmt: skip
+    gain = (image_losses(mixture(tempered, reference), labels, weights_of_images)
+            - image_losses(mixture(tempered, selected), labels, weights_of_images))  # fmt: skip
     share = bootstrap_share(gain)
     if share >= CONFIDENCE and gain.mean() >= MIN_GAIN:
         weights, reason = selected, f"the selected weights' log loss beat the reference's in {share:.0%} of the draws"
@@ -120,13 +140,14 @@ def combine(logits: dict[str, np.ndarray], labels: np.ndarray, reference: dict[s
         weights, reason = reference, (f"kept the reference: the selection beat it in only {share:.0%} of the draws"
                                       if share < CONFIDENCE else f"kept the reference: the selection gains "
                                       f"{gain.mean():.1e} nats an image, less than {MIN_GAIN}")  # fmt: skip
-    correct = {name: (values.argmax(1) == labels).astype(float) for name, values in tempered.items()}
-    best = max(correct, key=lambda name: (correct[name].mean(), -image_losses(tempered[name], labels).mean()))
-    chosen_correct = (mixture(tempered, weights).argmax(1) == labels).astype(float)
+    correct = {name: (values.argmax(1) == labels) * weights_of_images for name, values in tempered.items()}
+    best = max(correct, key=lambda name: (correct[name].mean(),
+                                          -image_losses(tempered[name], labels, weights_of_images).mean()))  # fmt: skip
+    chosen_correct = (mixture(tempered, weights).argmax(1) == labels) * weights_of_images
     best_share = bootstrap_share(correct[best] - chosen_correct, seed=1)
     if best_share >= CONFIDENCE:
         weights = {name: float(name == best) for name in logits}
         reason = f"{best} alone: more accurate than the combination in {best_share:.0%} of the draws"
-    scores = {name: _score(values, labels) for name, values in tempered.items()}
-    scores["combination"] = _score(mixture(tempered, weights), labels)
+    scores = {name: _score(values, labels, weights_of_images) for name, values in tempered.items()}
+    scores["combination"] = _score(mixture(tempered, weights), labels, weights_of_images)
     return Combination(weights, temperatures, reason, scores)

@@ -14,11 +14,14 @@ import dataclasses
 import logging
 import time
 
+import torch
+
 from ..config import TrainConfig, duration_seconds
 from ..data import Splits
 from ..plan import Plan
 from ..prepare import PreparedRun
 from ..strategies import FINAL_CUT, STRATEGIES
+from ..trainer.loops import balanced_weights
 from .combine import Combination, combine
 from .crossfit import Candidate, Fold, FoldScores, candidates, cross_fit, fold_cut, fold_obstacle, labelled_folds
 
@@ -139,7 +142,9 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     scores = cross_fit(run, base, chosen, config.cache_root / "crossfit" / labelled.fingerprint())
     labels = next(iter(scores.values())).labels
     reference = dict.fromkeys(ensemble_entry().members, 1.0)
-    combination = combine({name: s.logits for name, s in scores.items()}, labels, reference)
+    class_weights = balanced_weights(torch.from_numpy(labels), len(run.classes), config.class_weight)
+    combination = combine({name: s.logits for name, s in scores.items()}, labels, reference,
+                          None if class_weights is None else class_weights.numpy())  # fmt: skip
     evidence = _evidence(plan, combination, chosen, folds, estimate, time.perf_counter() - started, scores)
     log.info("out of fold: %s; weights %s (%s)", ", ".join(f"{n} {r['accuracy']:.3f}" for n, r in
              evidence["candidates"].items()), combination.weights, combination.reason)  # fmt: skip

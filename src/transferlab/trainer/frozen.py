@@ -54,7 +54,7 @@ def head_fitter(val_x: np.ndarray, val_y: np.ndarray, settings: HeadTraining, on
             return fit_head(head, x, y, val_x, val_y, settings, on_epoch)
         mean, scale = tap_standardization(x, tap_widths)
         standardized = [(np.asarray(v) - mean) / scale for v in (x, val_x)]
-        history = fit_ridge_head(head, standardized[0], y, standardized[1], val_y, on_epoch)
+        history = fit_ridge_head(head, standardized[0], y, standardized[1], val_y, on_epoch, settings.class_weight)
         head.absorb_standardization(torch.from_numpy(mean), torch.from_numpy(scale))
         return history
 

@@ -71,6 +71,12 @@ def loss_weights(labels: torch.Tensor, num_classes: int, class_weight: str) -> t
     return len(labels) / (num_classes * counts)
 
 
+def balanced_weights(labels: torch.Tensor, num_classes: int, class_weight: str) -> torch.Tensor | None:
+    """:func:`loss_weights`' balanced weights under either balanced kind (what draws no batches - a
+    closed-form head, a temperature, the default's combination - weighs instead); None for "none"."""
+    return None if class_weight == "none" else loss_weights(labels, num_classes, "balanced")
+
+
 def epoch_order(labels: torch.Tensor, class_weight: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """The positions one epoch visits: a permutation; with "balanced-sampling", as many draws with
     replacement, each image weighted by 1 / its class's count, so every class comes up equally often."""
@@ -81,15 +87,18 @@ def epoch_order(labels: torch.Tensor, class_weight: str, generator: torch.Genera
 
 
 def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                   on_epoch: Callable | None = None) -> list[dict]:  # fmt: skip
+                   on_epoch: Callable | None = None, class_weight: str = "none") -> list[dict]:  # fmt: skip
     """``head`` set to the ridge classifier of leave-one-out strength on ``x`` (closed form:
-    :func:`..transferability.ridge_classifier`), its scores divided by the temperature of least validation
-    cross-entropy so that their softmax is a probability (:func:`..ensemble.fit_temperature`).
-    Returns a one-row history (no epochs), with the penalty, its leave-one-out accuracy and the
-    temperature."""
-    weights, bias, penalty, loo_accuracy = ridge_classifier(x, y, head.fc.out_features)
+    :func:`..transferability.ridge_classifier`; under a balanced ``class_weight``, either kind, each
+    image's squared error weighted by :func:`balanced_weights`), its scores divided by the
+    temperature of least validation cross-entropy so that their softmax is a probability
+    (:func:`..ensemble.fit_temperature`). Returns a one-row history (no epochs), with the penalty,
+    its leave-one-out accuracy and the temperature."""
+    classes = head.fc.out_features
+    class_weights = balanced_weights(torch.from_numpy(np.asarray(y)), classes, class_weight)
+    weights, bias, penalty, loo_accuracy = ridge_classifier(x, y, classes, None if class_weights is None else class_weights.numpy())
     val_scores = torch.from_numpy(np.asarray(val_x, dtype=np.float64) @ weights + bias).float()
-    temperature = fit_temperature(val_scores, torch.from_numpy(np.asarray(val_y)))
+    temperature = fit_temperature(val_scores, torch.from_numpy(np.asarray(val_y)), class_weights)
     with torch.no_grad():
         head.fc.weight.copy_(torch.from_numpy(weights.T / temperature))
         head.fc.bias.copy_(torch.from_numpy(bias / temperature))

@@ -1,0 +1,112 @@
+"""Imbalanced folders: each option with ``--class-weight none`` and ``balanced``, on balanced accuracy.
+
+Real folders are rarely balanced (an inspection line's good parts outnumber its defects), and
+balanced accuracy is what the study and the README judge by. For each colour set of the pool and
+seed, a long-tailed folder is written: ``train/`` holds, per class in a seeded order, from --most
+down to --least images (geometrically), ``test/`` --test-per-class images of every class (a
+balanced test split: its balanced accuracy is the mean per-class recall either way). Then each
+option of --options trains on it at 112 px with each class weight, and the test balanced accuracy
+and plain accuracy are printed side by side, with the mean difference over the folders and an exact
+sign-flip test over the data sets (each set's seeds averaged first). One JSON file per run in
+--out; a rerun resumes.
+
+    python benchmarks/imbalanced.py --out runs/imbalanced --cache-dir /tmp/study-cache --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+from resumable import arguments, record
+
+import transferlab as tl
+from transferlab.advisor.study import paired_test_by_set
+from transferlab.data import per_class_subset
+from transferlab.datasets import load_dataset
+
+SETS = ("emoji-apple", "emoji-google", "furniture", "cartoons")
+OPTIONS = ("auto", "ensemble", "multicut", "head", "finetune")
+WEIGHTS = ("none", "balanced")
+
+
+def class_counts(classes: int, most: int, least: int, seed: int) -> np.ndarray:
+    """Per class, from ``most`` down to ``least`` images geometrically, the classes in a seeded order."""
+    counts = np.round(most * (least / most) ** (np.arange(classes) / max(classes - 1, 1))).astype(int)
+    return counts[np.random.default_rng(seed).permutation(classes)]
+
+
+def _write(images, positions, root: Path) -> None:
+    for position in positions:
+        folder = root / images.classes[images.labels[position]]
+        folder.mkdir(parents=True, exist_ok=True)
+        images.open(int(position)).convert("RGB").save(folder / f"{position}.png")
+
+
+def long_tailed_folder(name: str, root: Path, most: int, least: int, test_per_class: int, seed: int) -> Path:
+    """``name``'s training images cut to :func:`class_counts` (each class's images drawn seeded, the
+    whole class where it has fewer) as ``root/train``, and a balanced test split as ``root/test``."""
+    if (root / "test").exists():
+        return root
+    dataset = load_dataset(name)
+    rng = np.random.default_rng(seed)
+    counts = class_counts(len(dataset.train.classes), most, least, seed)
+    kept = [rng.permutation(np.flatnonzero(dataset.train.labels == c))[:count] for c, count in enumerate(counts)]
+    _write(dataset.train, np.concatenate(kept), root / "train")
+    test = per_class_subset(dataset.test, test_per_class, seed)
+    staging = root / "test.partial"
+    _write(test, np.arange(len(test)), staging)
+    staging.rename(root / "test")
+    return root
+
+
+def one_run(folder: Path, option: str, weight: str, seed: int, out: Path, cache_dir: str | None) -> dict:
+    result = tl.train(str(folder), strategy=option, class_weight=weight, resolution=112, seed=seed, out=str(out),
+                      cache_dir=cache_dir)  # fmt: skip
+    return {"balanced_accuracy": result.metrics["balanced_accuracy"], "accuracy": result.metrics["test_accuracy"],
+            "strategy": result.plan.strategy if result.plan else option}  # fmt: skip
+
+
+def _shape(parser) -> None:
+    parser.add_argument("--most", type=int, default=40, help="training images of the largest class")
+    parser.add_argument("--least", type=int, default=4, help="training images of the smallest class")
+    parser.add_argument("--test-per-class", type=int, default=30)
+    parser.add_argument("--options", nargs="+", default=list(OPTIONS))
+
+
+def main() -> None:
+    args = arguments(__doc__, "runs/imbalanced", SETS, (0,), extend=_shape)
+    rows: dict[tuple, dict] = {}
+    for name in args.data:
+        for seed in args.seeds:
+            folder = long_tailed_folder(name, args.out / "data" / f"{name}-seed{seed}", args.most, args.least,
+                                        args.test_per_class, seed)  # fmt: skip
+            for option in args.options:
+                for weight in WEIGHTS:
+                    path = args.out / f"{name}-seed{seed}-{option}-{weight}.json"
+                    if not args.report:
+                        record(path, functools.partial(one_run, folder, option, weight, seed,
+                                                       args.out / "runs" / path.stem, args.cache_dir))  # fmt: skip
+                    if path.exists():
+                        rows[(name, seed, option, weight)] = json.loads(path.read_text())
+    print(f"train/: {args.most} down to {args.least} images a class; test/: {args.test_per_class} a class\n")
+    print("| set | seed | option | balanced accuracy, none | balanced | accuracy, none | balanced |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, seed, option, weight), row in rows.items():
+        other = rows.get((name, seed, option, "none"))
+        if weight == "balanced" and other:
+            print(f"| {name} | {seed} | {option} | {other['balanced_accuracy']:.3f} | {row['balanced_accuracy']:.3f} "
+                  f"| {other['accuracy']:.3f} | {row['accuracy']:.3f} |")
+    for option in args.options:
+        scored = {f"{name}@{seed}": {weight: -100 * rows[(name, seed, option, weight)]["balanced_accuracy"] for weight in WEIGHTS}
+                  for name in args.data for seed in args.seeds
+                  if all((name, seed, option, weight) in rows for weight in WEIGHTS)}  # fmt: skip
+        if scored:  # "regret" here: minus the balanced accuracy, so the test's difference is balanced minus none
+            test = paired_test_by_set(scored, "balanced", "none")
+            print(f"{option}: balanced minus none {test['mean_difference']:+.2f} points of balanced accuracy, "
+                  f"{len(scored)} folders (by data set: p = {test['p_value']:.2g} over {test['sets']})")
+
+if __name__ == "__main__":
+    main()
