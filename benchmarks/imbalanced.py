@@ -29,7 +29,7 @@ from transferlab.datasets import load_dataset
 
 SETS = ("emoji-apple", "emoji-google", "furniture", "cartoons")
 OPTIONS = ("auto", "ensemble", "multicut", "head", "finetune")
-WEIGHTS = ("none", "balanced")
+WEIGHTS = ("none", "balanced", "table")  # table: no --class-weight, each strategy's own default (strategies.py)
 
 
 def class_counts(classes: int, most: int, least: int, seed: int) -> np.ndarray:
@@ -63,8 +63,8 @@ def long_tailed_folder(name: str, root: Path, most: int, least: int, test_per_cl
 
 
 def one_run(folder: Path, option: str, weight: str, seed: int, out: Path, cache_dir: str | None) -> dict:
-    result = tl.train(str(folder), strategy=option, class_weight=weight, resolution=112, seed=seed, out=str(out),
-                      cache_dir=cache_dir)  # fmt: skip
+    result = tl.train(str(folder), strategy=option, class_weight=None if weight == "table" else weight, resolution=112,
+                      seed=seed, out=str(out), cache_dir=cache_dir)  # fmt: skip
     return {"balanced_accuracy": result.metrics["balanced_accuracy"], "accuracy": result.metrics["test_accuracy"],
             "strategy": result.plan.strategy if result.plan else option}  # fmt: skip
 
@@ -74,6 +74,8 @@ def _shape(parser) -> None:
     parser.add_argument("--least", type=int, default=4, help="training images of the smallest class")
     parser.add_argument("--test-per-class", type=int, default=30)
     parser.add_argument("--options", nargs="+", default=list(OPTIONS))
+    parser.add_argument("--weights", nargs="+", default=["none", "balanced"], choices=WEIGHTS,
+                        help="table: the strategy table's own default (the run without --class-weight)")
 
 
 def main() -> None:
@@ -84,7 +86,7 @@ def main() -> None:
             folder = long_tailed_folder(name, args.out / "data" / f"{name}-seed{seed}", args.most, args.least,
                                         args.test_per_class, seed)  # fmt: skip
             for option in args.options:
-                for weight in WEIGHTS:
+                for weight in args.weights:
                     path = args.out / f"{name}-seed{seed}-{option}-{weight}.json"
                     if not args.report:
                         record(path, functools.partial(one_run, folder, option, weight, seed,
@@ -92,21 +94,27 @@ def main() -> None:
                     if path.exists():
                         rows[(name, seed, option, weight)] = json.loads(path.read_text())
     print(f"train/: {args.most} down to {args.least} images a class; test/: {args.test_per_class} a class\n")
-    print("| set | seed | option | balanced accuracy, none | balanced | accuracy, none | balanced |")
-    print("|---|---|---|---|---|---|---|")
-    for (name, seed, option, weight), row in rows.items():
-        other = rows.get((name, seed, option, "none"))
-        if weight == "balanced" and other:
-            print(f"| {name} | {seed} | {option} | {other['balanced_accuracy']:.3f} | {row['balanced_accuracy']:.3f} "
-                  f"| {other['accuracy']:.3f} | {row['accuracy']:.3f} |")
+    others = [weight for weight in args.weights if weight != "none"]
+    print("| set | seed | option | balanced accuracy: " + " | ".join(args.weights) + " | accuracy: " + " | ".join(args.weights) + " |")
+    print("|---|---|---|" + "---|" * 2 * len(args.weights))
+    for name in args.data:
+        for seed in args.seeds:
+            for option in args.options:
+                found = [rows.get((name, seed, option, weight)) for weight in args.weights]
+                if all(found):
+                    print(f"| {name} | {seed} | {option} | " + " | ".join(f"{r['balanced_accuracy']:.3f}" for r in found)
+                          + " | " + " | ".join(f"{r['accuracy']:.3f}" for r in found) + " |")
     for option in args.options:
-        scored = {f"{name}@{seed}": {weight: -100 * rows[(name, seed, option, weight)]["balanced_accuracy"] for weight in WEIGHTS}
-                  for name in args.data for seed in args.seeds
-                  if all((name, seed, option, weight) in rows for weight in WEIGHTS)}  # fmt: skip
-        if scored:  # "regret" here: minus the balanced accuracy, so the test's difference is balanced minus none
-            test = paired_test_by_set(scored, "balanced", "none")
-            print(f"{option}: balanced minus none {test['mean_difference']:+.2f} points of balanced accuracy, "
-                  f"{len(scored)} folders (by data set: p = {test['p_value']:.2g} over {test['sets']})")
+        for weight in others:
+            pair = ("none", weight)
+            scored = {f"{name}@{seed}": {w: -100 * rows[(name, seed, option, w)]["balanced_accuracy"] for w in pair}
+                      for name in args.data for seed in args.seeds
+                      if all((name, seed, option, w) in rows for w in pair)}  # fmt: skip
+            if scored:  # "regret" here: minus the balanced accuracy, so the test's difference is weight minus none
+                test = paired_test_by_set(scored, weight, "none")
+                print(f"{option}: {weight} minus none {test['mean_difference']:+.2f} points of balanced accuracy, "
+                      f"{len(scored)} folders (by data set: p = {test['p_value']:.2g} over {test['sets']})")
+
 
 if __name__ == "__main__":
     main()

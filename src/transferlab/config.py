@@ -66,6 +66,14 @@ def _strategy_help() -> str:
     return f"one of {', '.join(STRATEGIES)}, or {AUTO}: {AUTO_SUMMARY}; 'transferlab strategies' says what each trains"
 
 
+def _class_weight_help() -> str:
+    weighted = {name: s.class_weight for name, s in STRATEGIES.items() if s.class_weight != "none"}
+    return ("imbalanced data: balanced weighs each class's images by n / (classes x its count) (the closed-form "
+            "multicut head by weighted least squares); balanced-sampling draws every class equally often, where "
+            "batches are drawn (default: " + ", ".join(f"{w} for {name}" for name, w in weighted.items())
+            + ", as measured on imbalanced folders (docs/advisor.md); none for the others)")
+
+
 def _freeze_bn_help() -> str:
     frozen = [name for name, s in STRATEGIES.items() if s.freeze_bn and not s.members]
     return (f"keep BatchNorm statistics fixed while the body trains (default: on for {', '.join(frozen)}, as "
@@ -98,8 +106,7 @@ class TrainConfig:
     weight_decay: float = option(1e-4, "AdamW weight decay")
     head_init: str = option(DEFAULT_HEAD_INIT, f"initializer of the new head, one of: {', '.join(initializer_names())}")
     dropout: float = option(0.0, "dropout before the head")
-    class_weight: str = option("none", "imbalanced data: balanced weighs each class's loss by n / (classes x its "
-                                       "count); balanced-sampling draws every class equally often", choices=CLASS_WEIGHTS)
+    class_weight: str | None = option(None, _class_weight_help, choices=CLASS_WEIGHTS)
     probe_epochs: int = option(40, "epochs of the linear probe before unfreezing")
     layer_decay: float = option(0.85, "lr factor per layer group downwards (1: one rate)")
     warmup_epochs: float = option(1.0, "epochs of linear warm-up before the cosine decay")
@@ -153,7 +160,8 @@ class TrainConfig:
             get_strategy(self.strategy)
         check_choice("--engine", self.engine, ("auto", *ENGINES))
         check_device(self.device)
-        check_choice("--class-weight", self.class_weight, CLASS_WEIGHTS)
+        if self.class_weight is not None:
+            check_choice("--class-weight", self.class_weight, CLASS_WEIGHTS)
         check_choice("--tune", self.tune, TUNE_MODES)
         check_choice("--regularizer", self.regularizer, tuple(REGULARIZER_STRENGTHS))
         check_choice("--schedule", self.schedule, SCHEDULES)
@@ -222,6 +230,10 @@ class TrainConfig:
     def resolved_freeze_bn(self) -> bool:
         return self.freeze_bn if self.freeze_bn is not None else self.strategy_entry.freeze_bn
 
+    @property
+    def resolved_class_weight(self) -> str:
+        return self.class_weight if self.class_weight is not None else self.strategy_entry.class_weight
+
     def resolved_cut(self, cut_names: list[str]) -> str:
         """The cut to use: the one set, else the strategy's default (:meth:`Strategy.default_cut`)."""
         return self.cut or self.strategy_entry.default_cut(cut_names)
@@ -231,7 +243,8 @@ class TrainConfig:
         what was typed (the ``cut`` and ``resolution`` the run used are given: the backbone decides them)."""
         entry = self.strategy_entry
         settings = {**dataclasses.asdict(self), "cut": cut, "resolution": resolution, "epochs": self.resolved_epochs,
-                    "lr": self.resolved_lr, "device": self.resolved_device, "cache_dir": str(self.cache_root)}
+                    "lr": self.resolved_lr, "device": self.resolved_device, "cache_dir": str(self.cache_root),
+                    "class_weight": self.resolved_class_weight}
         settings["freeze_bn"] = self.resolved_freeze_bn if "freeze_bn" in entry.options else None
         if "regularizer_strength" in entry.options:
             settings["regularizer_strength"] = self.resolved_regularizer_strength

@@ -63,6 +63,7 @@ class Strategy:
     cuts: str = "final"  # one of CUT_RULES
     pretrained: bool = True  # False: the body starts from random weights
     freeze_bn: bool = False  # the default of --freeze-bn: BatchNorm statistics fixed while the body trains
+    class_weight: str = "none"  # the default of --class-weight (``config.CLASS_WEIGHTS``), as measured on imbalanced folders
     layer_decay: bool = False  # layer-wise learning rates decaying downwards (else one rate for the body)
     options: frozenset[str] = frozenset()  # the SPECIFIC_OPTIONS that apply
     anchor: str | None = None  # the forecast's starting point (a ``forecast.Signals`` attribute); None: not forecast
@@ -155,6 +156,11 @@ def baseline_options() -> list[str]:
     return [s.name for s in STRATEGIES.values() if s.baseline]
 
 
+def ensemble_entry() -> Strategy:
+    """The table's combining strategy: the one with members, which ``auto`` plans a combination as."""
+    return next(s for s in STRATEGIES.values() if s.members)
+
+
 def advised_options() -> list[str]:
     """The strategies ``auto`` chooses among: those the study did not find dominated."""
     return [s.name for s in STRATEGIES.values() if s.advised]
@@ -178,8 +184,8 @@ register_strategy(Strategy(
 ))
 register_strategy(Strategy(
     EVERY_CUT, "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022), "
-    "computed in closed form: ridge at the strength of the best leave-one-out accuracy", recipe=2, epochs=1,
-    lr=PROBE_LR, stages=("multicut",), advised=True,
+    "computed in closed form: ridge at the strength of the best leave-one-out accuracy", recipe=3, epochs=1,
+    lr=PROBE_LR, stages=("multicut",), advised=True, class_weight="balanced",
     trains="the head", cuts="all", options=frozenset({"unlabeled"}), anchor="probe_all", with_cut="truncate",
     candidate=True, baseline=True,
 ))
@@ -187,7 +193,7 @@ register_strategy(Strategy(
     "ensemble", "multicut and finetune both trained, each calibrated by a temperature fitted on validation, their "
     "probabilities averaged (two networks at prediction)", epochs=STRATEGIES["finetune"].epochs,
     lr=STRATEGIES["finetune"].lr, stages=(), members=("multicut", "finetune"), freeze_bn=True, layer_decay=True,
-    trains="the multicut head, then the whole fine-tuned network", anchor="probe_final", advised=True,
+    trains="the multicut head, then the whole fine-tuned network", anchor="probe_final", advised=True, class_weight="balanced",
     baseline=True, options=STRATEGIES["multicut"].options | STRATEGIES["finetune"].options,
 ))
 register_strategy(Strategy(

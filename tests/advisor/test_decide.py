@@ -13,13 +13,13 @@ from conftest import COLOURS, assert_one_line_error, make_image, run_here, write
 import transferlab as tl
 from transferlab.advisor import crossfit
 from transferlab.advisor.crossfit import FOLDS, Candidate, candidates, fold_plan
-from transferlab.advisor.decide import cost_estimate, ensemble_entry, pilot_needed
+from transferlab.advisor.decide import cost_estimate, pilot_needed
 from transferlab.config import TrainConfig
 from transferlab.data import split_dataset
 from transferlab.datasets import load_dataset
 from transferlab.plan import CutEvidence
 from transferlab.prepare import prepare
-from transferlab.strategies import STRATEGIES
+from transferlab.strategies import STRATEGIES, ensemble_entry
 
 
 def _evidence(best: str) -> tuple[CutEvidence, ...]:

@@ -30,6 +30,16 @@ def test_the_temperature_undoes_a_known_scaling_of_calibrated_logits(scale):
     assert abs(math.log(fitted / scale)) < 0.155  # within one step of the grid (17%)
 
 
+def test_a_class_weight_counts_as_that_many_copies_of_the_class_images():
+    """Weighted by class, the temperature is the one fitted on the images repeated by their weight."""
+    logits, labels = _calibrated(1, images=600)
+    logits = logits * torch.where(labels == 0, 4.0, 0.5)[:, None]  # class 0 overconfident, the others not
+    weights = torch.tensor([5.0, 1.0, 1.0, 1.0, 1.0])
+    repeated = torch.cat([logits, *[logits[labels == 0]] * 4]), torch.cat([labels, *[labels[labels == 0]] * 4])
+    assert fit_temperature(logits, labels, weights) == fit_temperature(*repeated)
+    assert fit_temperature(logits, labels, weights) != fit_temperature(logits, labels)
+
+
 def test_the_average_is_of_calibrated_probabilities_and_is_a_distribution():
     sure = torch.tensor([[8.0, 0.0, 0.0], [0.0, 0.0, 8.0]])
     unsure = torch.tensor([[0.0, 0.5, 0.0], [0.5, 0.0, 0.0]])

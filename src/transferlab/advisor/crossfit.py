@@ -172,6 +172,7 @@ def fold_splits(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: 
 def _key(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSet | None) -> str:
     """What decides a fold's scores: the images and the candidate's settings (not where it writes)."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "resume", "tensorboard")}
+    settings["class_weight"] = config.resolved_class_weight  # the strategy's default, where none was given
     validates = None if fold.validates is None else fold.validates.tolist()
     images = [labelled.fingerprint(), None if unlabeled is None else unlabeled.fingerprint()]
     text = json.dumps([images, fold.scored.tolist(), validates, settings], sort_keys=True, default=str)

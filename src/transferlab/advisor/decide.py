@@ -20,17 +20,12 @@ from ..config import TrainConfig, duration_seconds
 from ..data import Splits
 from ..plan import Plan
 from ..prepare import PreparedRun
-from ..strategies import FINAL_CUT, STRATEGIES
+from ..strategies import FINAL_CUT, STRATEGIES, ensemble_entry
 from ..trainer.loops import balanced_weights
 from .combine import Combination, combine
 from .crossfit import Candidate, Fold, FoldScores, candidates, cross_fit, fold_cut, fold_obstacle, labelled_folds
 
 log = logging.getLogger(__name__)
-
-def ensemble_entry():
-    """The table's combining strategy: the one with members, which ``auto`` plans a combination as."""
-    return next(s for s in STRATEGIES.values() if s.members)
-
 
 def pilot_needed(splits: Splits, config: TrainConfig) -> bool:
     """Whether the fine-tuning pilot can change what is trained: where the forecast may decide (a
@@ -142,7 +137,8 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     scores = cross_fit(run, base, chosen, config.cache_root / "crossfit" / labelled.fingerprint())
     labels = next(iter(scores.values())).labels
     reference = dict.fromkeys(ensemble_entry().members, 1.0)
-    class_weights = balanced_weights(torch.from_numpy(labels), len(run.classes), config.class_weight)
+    class_weight = config.class_weight if config.class_weight is not None else ensemble_entry().class_weight
+    class_weights = balanced_weights(torch.from_numpy(labels), len(run.classes), class_weight)
     combination = combine({name: s.logits for name, s in scores.items()}, labels, reference,
                           None if class_weights is None else class_weights.numpy())  # fmt: skip
     evidence = _evidence(plan, combination, chosen, folds, estimate, time.perf_counter() - started, scores)

@@ -61,6 +61,7 @@ from ..strategies import (
     STRATEGIES,
     advised_options,
     baseline_options,
+    ensemble_entry,
     forecast_options,
 )
 from ..trainer.context import Stage
@@ -160,9 +161,10 @@ def ensembles(cuts: list[str]) -> dict[str, list[str]]:
 
 
 def saved_outputs(run: PreparedRun, model_dir: Path) -> Stage:
-    """The validation and test logits of the model saved in ``model_dir`` on ``run``'s splits."""
+    """The validation and test logits of the model saved in ``model_dir`` on ``run``'s splits (and
+    the training split's labels, whose counts weigh the classes)."""
     network, _ = load_bundle(model_dir)
-    resolution, logits, labels = network.preprocessing.resolution, {}, {}
+    resolution, logits, labels = network.preprocessing.resolution, {}, {"train": run.splits.train.labels}
     for split in ("val", "test"):
         images = getattr(run.splits, split)
         values, labels[split] = compute_outputs(network, images, resolution, desc=f"ensemble {split}").readable(images.labels)
@@ -181,7 +183,8 @@ def _ensemble_run(prepared: Callable[[], PreparedRun], folder: Path, member_conf
     if (result := read_record(record, key, RunResult)) is not None:
         return result
     run = prepared()
-    stage, _ = ensemble_stage([saved_outputs(run, Path(config.out) / "model") for config in member_configs])
+    stage, _ = ensemble_stage([saved_outputs(run, Path(config.out) / "model") for config in member_configs],
+                              class_weight=ensemble_entry().class_weight)  # fmt: skip
     test_labels = stage.labels["test"]
     balanced = classification_metrics(test_labels, stage.logits["test"].argmax(1).numpy(), run.classes)["balanced_accuracy"]
     val_accuracy = float((stage.logits["val"].argmax(1).numpy() == stage.labels["val"]).mean())

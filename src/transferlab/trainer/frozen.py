@@ -15,9 +15,9 @@ from torch import nn
 from ..config import TrainConfig
 from ..features import Features, cached_features
 from ..prepare import PreparedRun
-from ..transferability import tap_standardization
 from ..strategies import PROBE_LR, applying_to
 from ..surgery import TransferModel
+from ..transferability import tap_standardization
 from .context import RunContext, Stage
 from .extraction import cached_splits, check_every_class, engine_choice, frozen_runner, present_splits, readable_rows
 from .loops import HeadTraining, fit_head, fit_ridge_head
@@ -31,7 +31,7 @@ def head_settings(config: TrainConfig, probe: bool = False) -> HeadTraining:
     return HeadTraining(
         epochs=config.probe_epochs if probe else config.resolved_epochs, lr=PROBE_LR if probe else config.resolved_lr,
         batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed,
-        class_weight=config.class_weight,
+        class_weight=config.resolved_class_weight,
     )  # fmt: skip
 
 

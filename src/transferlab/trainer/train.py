@@ -35,7 +35,7 @@ from ..strategies import ALL_CUTS, FINAL_CUT
 from ..surgery import TransferModel, body_over, freeze
 from .context import RunContext, Stage
 from .extraction import present_splits
-from .loops import EpochCallback
+from .loops import EpochCallback, balanced_weights
 from .outputs import write_outputs
 from .stages import stage_function
 from .tensorboard import TensorBoardLog
@@ -124,17 +124,20 @@ def bundle_info(prepared: PreparedRun, config: TrainConfig, model: TransferModel
 
 
 def ensemble_stage(member_stages: list[Stage], temperatures: list[float] | None = None,
-                   weights: list[float] | None = None) -> tuple[Stage, list[float]]:  # fmt: skip
+                   weights: list[float] | None = None, class_weight: str = "none") -> tuple[Stage, list[float]]:  # fmt: skip
     """The ensemble of the members' final stages: the calibrated probabilities averaged (``weights``:
     default equal) on every split they all scored, each member at its given temperature or, without them, one fitted
-    on its validation logits; and the temperatures."""
+    on its validation logits (each class's images counted by the ensemble's ``class_weight``, its
+    weights from the training split's counts); and the temperatures."""
     last = member_stages[-1]
     for stage in member_stages:
         for split, labels in last.labels.items():
             if not np.array_equal(stage.labels[split], labels):
                 raise RuntimeError(f"the ensemble's members read different {split} images; they cannot be averaged.")
     val_labels = torch.from_numpy(last.labels["val"])
-    temperatures = temperatures or [fit_temperature(stage.logits["val"], val_labels) for stage in member_stages]
+    classes = last.logits["val"].shape[1]
+    by_class = balanced_weights(torch.from_numpy(last.labels["train"]), classes, class_weight) if "train" in last.labels else None
+    temperatures = temperatures or [fit_temperature(stage.logits["val"], val_labels, by_class) for stage in member_stages]
     scored = [split for split in last.logits if all(split in stage.logits for stage in member_stages)]
     logits = {split: combined([stage.logits[split] for stage in member_stages], temperatures, weights)
               for split in scored}  # fmt: skip
@@ -197,7 +200,8 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
         finals.append((member.name, cut, list(member_stages.values())[-1]))
     given = [m.temperature for m in chosen] if all(m.temperature is not None for m in chosen) else None
     weights = [m.weight for m in chosen]
-    stages[COMBINED], temperatures = ensemble_stage([stage for _, _, stage in finals], given, weights)
+    stages[COMBINED], temperatures = ensemble_stage([stage for _, _, stage in finals], given, weights,
+                                                    config.resolved_class_weight)  # fmt: skip
     reports = [{**_member_report(name, cut, t, stage, prepared.classes), "weight": w,
                 "resolved_config": member.config.resolved(cut, members[name][1].preprocessing.resolution)}
                for (name, cut, stage), t, w, member in zip(finals, temperatures, weights, chosen)]  # fmt: skip
