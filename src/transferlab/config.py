@@ -67,11 +67,11 @@ def _strategy_help() -> str:
 
 
 def _class_weight_help() -> str:
-    weighted = {name: s.class_weight for name, s in STRATEGIES.items() if s.class_weight != "none"}
+    weighted = [name for name, s in STRATEGIES.items() if s.class_weight != "none"]
     return ("imbalanced data: balanced weighs each class's images by n / (classes x its count) (the closed-form "
             "multicut head by weighted least squares); balanced-sampling draws every class equally often, where "
-            "batches are drawn (default: " + ", ".join(f"{w} for {name}" for name, w in weighted.items())
-            + ", as measured on imbalanced folders (docs/advisor.md); none for the others)")
+            f"batches are drawn (default: balanced for {' and '.join(weighted)}, as measured on imbalanced folders "
+            "(docs/advisor.md); none for the others)")
 
 
 def _freeze_bn_help() -> str:

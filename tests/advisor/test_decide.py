@@ -294,3 +294,12 @@ def test_above_the_fold_limit_the_check_is_the_final_run_and_its_fine_tuning_is_
     trained = [m["candidate"] for m in result.plan.members] or [result.plan.strategy]
     assert set(evidence["checkpoints"]) == {name for name in trained if name in body}
     assert tl.load(tmp_path / "run" / "model").predict([str(next((data / "red").iterdir()))], top_k=1)
+
+
+def test_the_plan_says_how_imbalanced_classes_are_weighed():
+    from transferlab.advisor.advise import imbalance_text
+
+    assert imbalance_text(np.array([10, 9, 8]), None) is None  # within 1.5x: nothing to say
+    said = imbalance_text(np.array([40, 12, 4]), None)
+    assert said.startswith("Classes of 4 to 40 training images: multicut and ensemble") and "none none" in said
+    assert imbalance_text(np.array([40, 4]), "none") == "Classes of 4 to 40 training images: --class-weight none for every stage."

@@ -85,6 +85,23 @@ def unlabeled_text(strategy: str, images: int) -> str:
             "do); they are left out.")  # fmt: skip
 
 
+IMBALANCED = 1.5  # the largest class's images over the smallest's from which the plan says how classes are weighed
+
+
+def imbalance_text(counts: np.ndarray, class_weight: str | None) -> str | None:
+    """What the plan says of classes whose training images differ (``counts``, per class) by
+    :data:`IMBALANCED` or more: how each is weighed, under the run's ``--class-weight`` (None: the table's)."""
+    if counts.max() < IMBALANCED * counts.min():
+        return None
+    sizes = f"Classes of {counts.min()} to {counts.max()} training images:"
+    if class_weight is not None:
+        return f"{sizes} --class-weight {class_weight} for every stage."
+    weighted = [name for name, s in STRATEGIES.items() if s.class_weight != "none"]
+    return (f"{sizes} {' and '.join(weighted)} (so the combination of candidates) weigh each class alike, the table's "
+            "default as measured on imbalanced folders (out-of-fold accuracy is then balanced accuracy); --class-weight "
+            "balanced weighs every stage so, none none.")
+
+
 def _as_json(values: dict) -> dict:
     """``values`` as ``plan.json`` reads them back (tuples as lists)."""
     return json.loads(json.dumps(values))
@@ -98,6 +115,9 @@ def advise_prepared(prepared: PreparedRun, config: TrainConfig, forecaster: Fore
     if prepared.splits.unlabeled is not None:
         plan = dataclasses.replace(plan, explanation=plan.explanation + " " + unlabeled_text(plan.strategy,
                                                                                            len(prepared.splits.unlabeled)))
+    weighing = imbalance_text(prepared.splits.train.counts(), config.class_weight)
+    if weighing is not None:
+        plan = dataclasses.replace(plan, explanation=f"{plan.explanation} {weighing}")
     plan = dataclasses.replace(plan, config=_as_json(dataclasses.asdict(config)),
                                resolved_config=_as_json(with_plan(config, plan).resolved(plan.cut, plan.resolution)))
     log.info("advisor: %s at cut %s of %s (forecast %s)", plan.strategy, plan.cut, plan.backbone,
