@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLI, assert_one_line_error, make_image, run, run_here, write_folder
+from conftest import CLI, COLOURS, assert_one_line_error, make_image, run, run_here, write_folder
 
 from transferlab.allocator import TCMALLOC_PATHS
 
@@ -265,3 +265,22 @@ def test_a_model_that_learnt_nothing_says_so(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["near_chance"] and metrics["balanced_accuracy"] == pytest.approx(1 / 3)  # one answer for all
     assert "poor result" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_an_imbalanced_folder_is_weighed_as_the_table_says_and_the_plan_says_so(tmp_path):
+    """20, 5 and 4 images a class: the plan names the sizes and what weighs each class alike;
+    ``multicut`` runs balanced by default (its resolved configuration says so) and ``none`` when typed."""
+    rng = np.random.default_rng(0)
+    for name, count in (("red", 20), ("green", 5), ("blue", 4)):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        for i in range(count):
+            make_image(COLOURS[name], rng).save(tmp_path / "d" / name / f"{i}.png")
+    advised = run("advise", str(tmp_path / "d"), "--resolution", "32", "--time-budget", "0", cache=tmp_path / "cache")
+    assert advised.returncode == 0, advised.stderr
+    assert "training images: multicut and ensemble (so the combination of candidates) weigh each class alike" in advised.stdout
+    for typed, expected in (((), "balanced"), (("--class-weight", "none"), "none")):
+        out = tmp_path / f"multicut-{expected}"
+        result = run("train", str(tmp_path / "d"), "--strategy", "multicut", "--resolution", "32", *typed, "--out", str(out),
+                     cache=tmp_path / "cache")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert json.loads((out / "metrics.json").read_text())["resolved_config"]["class_weight"] == expected
