@@ -37,6 +37,7 @@ from .strategies import (
     TUNE_MODES,
     Strategy,
     applying_to,
+    class_weighted,
     get_strategy,
 )
 
@@ -67,7 +68,7 @@ def _strategy_help() -> str:
 
 
 def _class_weight_help() -> str:
-    weighted = [name for name, s in STRATEGIES.items() if s.class_weight != "none"]
+    weighted = class_weighted()
     return ("imbalanced data: balanced weighs each class's images by n / (classes x its count) (the closed-form "
             "multicut head by weighted least squares); balanced-sampling draws every class equally often, where "
             f"batches are drawn (default: balanced for {' and '.join(weighted)}, as measured on imbalanced folders "
@@ -232,7 +233,11 @@ class TrainConfig:
 
     @property
     def resolved_class_weight(self) -> str:
-        return self.class_weight if self.class_weight is not None else self.strategy_entry.class_weight
+        return self.class_weight_for(self.strategy_entry)
+
+    def class_weight_for(self, entry: Strategy) -> str:
+        """The class weight a part trained as ``entry`` uses: the one typed, else the entry's default."""
+        return self.class_weight if self.class_weight is not None else entry.class_weight
 
     def resolved_cut(self, cut_names: list[str]) -> str:
         """The cut to use: the one set, else the strategy's default (:meth:`Strategy.default_cut`)."""

@@ -156,6 +156,11 @@ def baseline_options() -> list[str]:
     return [s.name for s in STRATEGIES.values() if s.baseline]
 
 
+def class_weighted() -> list[str]:
+    """The strategies whose default --class-weight weighs the classes (as measured on imbalanced folders)."""
+    return [s.name for s in STRATEGIES.values() if s.class_weight != "none"]
+
+
 def ensemble_entry() -> Strategy:
     """The table's combining strategy: the one with members, which ``auto`` plans a combination as."""
     return next(s for s in STRATEGIES.values() if s.members)

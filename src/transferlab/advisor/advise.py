@@ -19,7 +19,7 @@ from ..config import TrainConfig, with_plan
 from ..forecast import Forecaster
 from ..plan import CutEvidence, Plan, make_plan
 from ..prepare import PreparedRun
-from ..strategies import STRATEGIES, applying_to
+from ..strategies import STRATEGIES, applying_to, class_weighted
 from .decide import check_on_own_images, pilot_needed
 from .pilot import pilot_finetune
 from .rank import rank_sources, score_source
@@ -96,8 +96,7 @@ def imbalance_text(counts: np.ndarray, class_weight: str | None) -> str | None:
     sizes = f"Classes of {counts.min()} to {counts.max()} training images:"
     if class_weight is not None:
         return f"{sizes} --class-weight {class_weight} for every stage."
-    weighted = [name for name, s in STRATEGIES.items() if s.class_weight != "none"]
-    return (f"{sizes} {' and '.join(weighted)} (so the combination of candidates) weigh each class alike, the table's "
+    return (f"{sizes} {' and '.join(class_weighted())} (so the combination of candidates) weigh each class alike, the table's "
             "default as measured on imbalanced folders (out-of-fold accuracy is then balanced accuracy); --class-weight "
             "balanced weighs every stage so, none none.")
 

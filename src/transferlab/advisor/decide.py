@@ -137,8 +137,7 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     scores = cross_fit(run, base, chosen, config.cache_root / "crossfit" / labelled.fingerprint())
     labels = next(iter(scores.values())).labels
     reference = dict.fromkeys(ensemble_entry().members, 1.0)
-    class_weight = config.class_weight if config.class_weight is not None else ensemble_entry().class_weight
-    class_weights = balanced_weights(torch.from_numpy(labels), len(run.classes), class_weight)
+    class_weights = balanced_weights(torch.from_numpy(labels), len(run.classes), config.class_weight_for(ensemble_entry()))
     combination = combine({name: s.logits for name, s in scores.items()}, labels, reference,
                           None if class_weights is None else class_weights.numpy())  # fmt: skip
     evidence = _evidence(plan, combination, chosen, folds, estimate, time.perf_counter() - started, scores)

@@ -134,10 +134,11 @@ def ensemble_stage(member_stages: list[Stage], temperatures: list[float] | None 
         for split, labels in last.labels.items():
             if not np.array_equal(stage.labels[split], labels):
                 raise RuntimeError(f"the ensemble's members read different {split} images; they cannot be averaged.")
-    val_labels = torch.from_numpy(last.labels["val"])
-    classes = last.logits["val"].shape[1]
-    by_class = balanced_weights(torch.from_numpy(last.labels["train"]), classes, class_weight) if "train" in last.labels else None
-    temperatures = temperatures or [fit_temperature(stage.logits["val"], val_labels, by_class) for stage in member_stages]
+    if not temperatures:
+        val_labels, classes = torch.from_numpy(last.labels["val"]), last.logits["val"].shape[1]
+        train_labels = last.labels.get("train")
+        by_class = None if train_labels is None else balanced_weights(torch.from_numpy(train_labels), classes, class_weight)
+        temperatures = [fit_temperature(stage.logits["val"], val_labels, by_class) for stage in member_stages]
     scored = [split for split in last.logits if all(split in stage.logits for stage in member_stages)]
     logits = {split: combined([stage.logits[split] for stage in member_stages], temperatures, weights)
               for split in scored}  # fmt: skip
