@@ -38,7 +38,7 @@ class FrozenCell:
         from transferlab.trainer.frozen import head_fitter, head_settings
 
         val_x, val_y = self.features["val"]
-        return head_fitter(val_x, val_y, head_settings(self.config), None, None)(head, x, y)
+        return head_fitter(val_x, val_y, head_settings(self.config), None, None)[0](head, x, y)
 
     def scored(self, head) -> float:
         """Test balanced accuracy of ``head``."""

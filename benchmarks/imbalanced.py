@@ -104,6 +104,8 @@ def main() -> None:
                 if all(found):
                     print(f"| {name} | {seed} | {option} | " + " | ".join(f"{r['balanced_accuracy']:.3f}" for r in found)
                           + " | " + " | ".join(f"{r['accuracy']:.3f}" for r in found) + " |")
+    for weight in args.weights:
+        print_regrets(rows, args.data, args.seeds, args.options, weight)
     for option in args.options:
         for weight in others:
             pair = ("none", weight)
@@ -114,6 +116,25 @@ def main() -> None:
                 test = paired_test_by_set(scored, weight, "none")
                 print(f"{option}: {weight} minus none {test['mean_difference']:+.2f} points of balanced accuracy, "
                       f"{len(scored)} folders (by data set: p = {test['p_value']:.2g} over {test['sets']})")
+
+
+def print_regrets(rows: dict[tuple, dict], data: list[str], seeds: list[int], options: list[str], weight: str) -> None:
+    """Each option's regret under ``weight``: points of test balanced accuracy below the best option
+    of the folder, mean and worst over the folders every option finished; the default against
+    always-``ensemble`` by the exact sign-flip test over the data sets."""
+    scored = {f"{name}@{seed}": {o: 100 * rows[(name, seed, o, weight)]["balanced_accuracy"] for o in options}
+              for name in data for seed in seeds if all((name, seed, o, weight) in rows for o in options)}  # fmt: skip
+    if len(options) < 2 or not scored:
+        return
+    regrets = {cell: {o: max(found.values()) - found[o] for o in options} for cell, found in scored.items()}
+    print(f"\nregret under --class-weight {weight}, {len(regrets)} folders (points below the folder's best option):")
+    for option in options:
+        values = [r[option] for r in regrets.values()]
+        print(f"  {option}: mean {np.mean(values):.2f}, worst {max(values):.2f}")
+    if {"auto", "ensemble"} <= set(options):
+        test = paired_test_by_set(regrets, "auto", "ensemble")
+        print(f"  auto against always-ensemble: {test['mean_difference']:+.2f} points less regret "
+              f"(by data set: p = {test['p_value']:.2g} over {test['sets']})")
 
 
 if __name__ == "__main__":

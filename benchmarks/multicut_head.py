@@ -65,8 +65,8 @@ def seed_result(data: str, size: int, seed: int, study: Path, cache: str | None)
     result["trained"] = balanced(test_y, logits.argmax(1).numpy(), classes)
     x, y = np.vstack([train_x, val_x]), np.concatenate([train_y, val_y])
     mean, scale = tap_standardization(x, widths)
-    weights, bias, _, _ = ridge_classifier((x - mean) / scale, y, classes)
-    predictions = (((np.asarray(test_x) - mean) / scale) @ weights + bias).argmax(1)
+    ridge = ridge_classifier((x - mean) / scale, y, classes)
+    predictions = (((np.asarray(test_x) - mean) / scale) @ ridge.weights + ridge.bias).argmax(1)
     result["computed, train + val"] = balanced(test_y, predictions, classes)
     result["runs"] = {run.name: json.loads((run / "study-run.json").read_text())["result"]["balanced_accuracy"]
                       for run in folder.iterdir() if (run / "study-run.json").exists()}  # fmt: skip

@@ -20,7 +20,7 @@ SET_VALUES = {
     "probe_epochs": 3, "layer_decay": 0.5, "warmup_epochs": 0.0, "patience": 1, "augment": True, "freeze_bn": True,
     "gradual_unfreeze": True, "tune": "bias", "lora_rank": 8, "regularizer": "bss", "regularizer_strength": 0.5,
     "schedule": "one-cycle", "init": "xavier-uniform", "max_memory": 2.0, "interpolate": "0.5",
-    "unlabeled": "more-images",
+    "unlabeled": "more-images", "holdout": True,
 }  # fmt: skip
 
 

@@ -50,7 +50,7 @@ def test_probe_accuracy_is_the_exact_leave_one_out_accuracy(monkeypatch):
 def test_weighted_ridge_leave_one_out_counts_each_image_by_its_class_weight(monkeypatch):
     """With class weights each image's squared error weighs its class's weight, and the exact
     leave-one-out accuracy counts each image by it (balanced accuracy for balanced weights), as
-    refitting without each image shows."""
+    refitting without each image shows; its leave-one-out scores are that refit's scores."""
     rng = np.random.default_rng(4)
     labels = np.array([0] * 40 + [1] * 12 + [2] * 8)
     features = rng.normal(0, 0.6, (3, 10))[labels] + rng.normal(0, 1, (60, 10))
@@ -59,19 +59,45 @@ def test_weighted_ridge_leave_one_out_counts_each_image_by_its_class_weight(monk
     mean = weight[labels] @ features / weight[labels].sum()
     x = np.hstack([features - mean, np.ones((60, 1))])
     penalty = 0.1 * np.mean(np.linalg.svd(x * root, compute_uv=False) ** 2)
-    recalls = np.zeros(3)
+    recalls, refit_scores = np.zeros(3), np.zeros((60, 3))
     for i in range(60):
         rest = np.arange(60) != i
         scaled, target = x[rest] * root[rest], np.eye(3)[labels[rest]] * root[rest]
         coefficients = np.linalg.solve(scaled.T @ scaled + penalty * np.eye(11), scaled.T @ target)
-        recalls[labels[i]] += int((x[i] @ coefficients).argmax() == labels[i]) / np.sum(labels == labels[i])
-    monkeypatch.setattr(transferability, "RIDGE_PENALTIES", (0.1,))
-    *_, loo_accuracy = transferability.ridge_classifier(features, labels, 3, weight)
-    assert loo_accuracy == pytest.approx(recalls.mean())
+        refit_scores[i] = x[i] @ coefficients
+        recalls[labels[i]] += int(refit_scores[i].argmax() == labels[i]) / np.sum(labels == labels[i])
+    monkeypatch.setattr(transferability, "CLASSIFIER_PENALTIES", (0.1,))
+    weighted = transferability.ridge_classifier(features, labels, 3, weight)
+    assert weighted.loo_accuracy == pytest.approx(recalls.mean())
+    assert np.allclose(weighted.loo_scores, refit_scores)
     unweighted = transferability.ridge_classifier(features, labels, 3)
-    assert unweighted[3] == probe_accuracy(features, labels)  # no weights: plain accuracy, as before
+    monkeypatch.setattr(transferability, "RIDGE_PENALTIES", (0.1,))
+    assert unweighted.loo_accuracy == probe_accuracy(features, labels)  # no weights: plain accuracy, as before
     same = transferability.ridge_classifier(features, labels, 3, np.ones(3))
-    assert np.allclose(same[0], unweighted[0]) and np.allclose(same[1], unweighted[1])
+    assert np.allclose(same.weights, unweighted.weights) and np.allclose(same.bias, unweighted.bias)
+
+
+def test_the_ridge_classifier_takes_the_penalty_of_least_leave_one_out_squared_error(monkeypatch):
+    """Of its penalties, the classifier takes the one whose refits without each image miss that
+    image's one-hot target by the least squared error (scikit-learn's RidgeCV criterion); on
+    overlapping classes neither the weakest nor the strongest."""
+    rng = np.random.default_rng(6)
+    labels = np.arange(45) % 3
+    features = rng.normal(0, 0.5, (3, 30))[labels] + rng.normal(0, 1, (45, 30))
+    x = np.hstack([features - features.mean(0), np.ones((45, 1))])
+    penalties = (1e-3, 1e-1, 1.0, 100.0)
+    scale = np.mean(np.linalg.svd(x, compute_uv=False) ** 2)
+    errors = []
+    for penalty in penalties:
+        error = 0.0
+        for i in range(45):
+            rest = np.arange(45) != i
+            coefficients = np.linalg.solve(x[rest].T @ x[rest] + penalty * scale * np.eye(31), x[rest].T @ np.eye(3)[labels[rest]])
+            error += np.sum((x[i] @ coefficients - np.eye(3)[labels[i]]) ** 2) / 45
+        errors.append(error)
+    monkeypatch.setattr(transferability, "CLASSIFIER_PENALTIES", penalties)
+    ridge = transferability.ridge_classifier(features, labels, 3)
+    assert ridge.penalty == penalties[int(np.argmin(errors))] and ridge.penalty not in (penalties[0], penalties[-1])
 
 
 def test_balanced_weights_lift_the_rare_class_of_a_ridge_classifier():
@@ -88,8 +114,8 @@ def test_balanced_weights_lift_the_rare_class_of_a_ridge_classifier():
     test_x, test_y = sample([500, 500])
 
     def balanced_accuracy(class_weights):
-        weights, bias, _, _ = transferability.ridge_classifier(train_x, train_y, 2, class_weights)
-        predicted = (test_x @ weights + bias).argmax(1)
+        ridge = transferability.ridge_classifier(train_x, train_y, 2, class_weights)
+        predicted = (test_x @ ridge.weights + ridge.bias).argmax(1)
         return np.mean([np.mean(predicted[test_y == c] == c) for c in (0, 1)])
 
     plain, balanced = balanced_accuracy(None), balanced_accuracy(100 / (2 * np.array([90, 10])))

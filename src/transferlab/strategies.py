@@ -44,7 +44,7 @@ CUT_RULES = ("final", "earlier", "any", "all")
 # The options (TrainConfig fields) that apply to some strategies only; each entry lists its own.
 SPECIFIC_OPTIONS = ("probe_epochs", "layer_decay", "warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze",
                     "tune", "lora_rank", "regularizer", "regularizer_strength", "schedule", "init", "max_memory",
-                    "interpolate", "unlabeled")
+                    "interpolate", "unlabeled", "holdout")
 _NETWORK_OPTIONS = frozenset({"warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze", "schedule",
                               "max_memory"})  # fmt: skip
 
@@ -189,9 +189,9 @@ register_strategy(Strategy(
 ))
 register_strategy(Strategy(
     EVERY_CUT, "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022), "
-    "computed in closed form: ridge at the strength of the best leave-one-out accuracy", recipe=3, epochs=1,
-    lr=PROBE_LR, stages=("multicut",), advised=True, class_weight="balanced",
-    trains="the head", cuts="all", options=frozenset({"unlabeled"}), anchor="probe_all", with_cut="truncate",
+    "computed in closed form: ridge at the strength of least leave-one-out squared error, fitted on the "
+    "validation images too", recipe=4, epochs=1, lr=PROBE_LR, stages=("multicut",), advised=True, class_weight="balanced",
+    trains="the head", cuts="all", options=frozenset({"unlabeled", "holdout"}), anchor="probe_all", with_cut="truncate",
     candidate=True, baseline=True,
 ))
 register_strategy(Strategy(

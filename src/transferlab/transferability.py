@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from torch import nn
@@ -69,16 +70,22 @@ def logme(features: np.ndarray, labels: np.ndarray, iterations: int = 11) -> flo
     return float(np.mean(evidences))
 
 
-RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # times the mean squared singular value
+RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # times the mean squared singular value: the probe's
+# The classifier's: the same range four steps a decade, chosen by the leave-one-out squared error (scikit-learn's
+# RidgeCV criterion), which moves smoothly with the penalty where the accuracy of a few hundred images jumps
+# (measured on 42 colour folders: benchmarks/holdout.py, docs/strategies.md).
+CLASSIFIER_PENALTIES = tuple(float(10.0**e) for e in np.arange(-3, 1.01, 0.25))
 
 
-def _ridge_leave_one_out(features: np.ndarray, target: np.ndarray, image_weights: np.ndarray | None = None):
+def _ridge_leave_one_out(features: np.ndarray, target: np.ndarray, image_weights: np.ndarray | None,
+                         penalties: tuple[float, ...]):  # fmt: skip
     """The ridge regression of the one-hot ``target`` on the centred ``features`` (with an
-    intercept) at each of ``RIDGE_PENALTIES``, each image's squared error weighted by
-    ``image_weights`` (default: 1; the rows scaled by their square roots, the centring weighted):
-    its exact leave-one-out accuracy, each image counted by its weight, from one
-    eigendecomposition. Returns (accuracies, the scaled centred design, its mean, u, s2, u^T of the
-    scaled target, the penalties' scale)."""
+    intercept) at each of ``penalties``, each image's squared error weighted by ``image_weights``
+    (None: 1; the rows scaled by their square roots, the centring weighted): its exact
+    leave-one-out accuracy and squared error, each image counted by its weight, and each image's
+    scores from the regression fitted without it, from one eigendecomposition. Returns (accuracies,
+    squared errors, the leave-one-out scores, the scaled centred design, its mean, u, s2, u^T of
+    the scaled target, the penalties' scale)."""
     x = np.asarray(features, dtype=np.float64)
     weights = np.ones(len(x)) if image_weights is None else np.asarray(image_weights, dtype=np.float64)
     root = np.sqrt(weights)[:, None]
@@ -88,14 +95,16 @@ def _ridge_leave_one_out(features: np.ndarray, target: np.ndarray, image_weights
     u, s2 = left_singular(design)
     projected = u.T @ (target * root)
     scale = np.sum(s2) / min(design.shape)
-    accuracies = []
-    for penalty in RIDGE_PENALTIES:
+    accuracies, errors, scores = [], [], []
+    for penalty in penalties:
         shrink = s2 / (s2 + penalty * scale)
         fitted = u @ (shrink[:, None] * projected) / root
         hat = np.einsum("ij,j,ij->i", u, shrink, u)
         left_out = (fitted - hat[:, None] * target) / np.maximum(1 - hat, 1e-9)[:, None]
         accuracies.append(float(weights @ (left_out.argmax(1) == truth) / weights.sum()))
-    return accuracies, design, mean, u, s2, projected, scale
+        errors.append(float(weights @ ((left_out - target) ** 2).sum(1) / weights.sum()))
+        scores.append(left_out)
+    return accuracies, errors, scores, design, mean, u, s2, projected, scale
 
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
@@ -108,24 +117,36 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
     small sample far less noisy than one held-out split.
     """
     classes, target = np.unique(labels, return_inverse=True)
-    return max(_ridge_leave_one_out(features, np.eye(len(classes))[target])[0])
+    return max(_ridge_leave_one_out(features, np.eye(len(classes))[target], None, RIDGE_PENALTIES)[0])
+
+
+@dataclass(frozen=True)
+class RidgeClassifier:
+    """A fitted ridge classifier: ``features @ weights + bias`` scores each class; its penalty, its
+    leave-one-out accuracy, and the scores of each fitted image by the classifier fitted without it."""
+
+    weights: np.ndarray  # features x classes
+    bias: np.ndarray  # classes
+    penalty: float
+    loo_accuracy: float
+    loo_scores: np.ndarray  # fitted images x classes
 
 
 def ridge_classifier(features: np.ndarray, labels: np.ndarray, classes: int,
-                     class_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:  # fmt: skip
-    """The ridge classifier :func:`probe_accuracy` scores, fitted on every row: one-hot targets over
-    ``classes``, at the penalty of the best leave-one-out accuracy (ties: the stronger). With
+                     class_weights: np.ndarray | None = None) -> RidgeClassifier:  # fmt: skip
+    """A ridge classifier as :func:`probe_accuracy`'s, fitted on every row: one-hot targets over
+    ``classes``, at the penalty of :data:`CLASSIFIER_PENALTIES` of least leave-one-out squared error. With
     ``class_weights`` (per class) each image's squared error weighs its class's weight (weighted
     least squares, scikit-learn's ``class_weight``) and the leave-one-out accuracy counts each image
     by it: balanced weights (1 / (classes x the class's share)) make it balanced accuracy, and the
-    scores estimate the class posteriors of a balanced sample. Returns (weights: features x
-    classes, bias: classes, the penalty, its leave-one-out accuracy)."""
+    scores estimate the class posteriors of a balanced sample."""
     image_weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float64)[labels]
-    accuracies, design, mean, u, s2, projected, scale = _ridge_leave_one_out(features, np.eye(classes)[labels], image_weights)
-    best = max(range(len(RIDGE_PENALTIES)), key=lambda i: (accuracies[i], i))
-    coefficients = design.T @ (u @ ((1 / (s2 + RIDGE_PENALTIES[best] * scale))[:, None] * projected))
+    accuracies, errors, scores, design, mean, u, s2, projected, scale = _ridge_leave_one_out(
+        features, np.eye(classes)[labels], image_weights, CLASSIFIER_PENALTIES)
+    best = int(np.argmin(errors))
+    coefficients = design.T @ (u @ ((1 / (s2 + CLASSIFIER_PENALTIES[best] * scale))[:, None] * projected))
     weights, bias = coefficients[:-1], coefficients[-1] - mean @ coefficients[:-1]
-    return weights, bias, RIDGE_PENALTIES[best], accuracies[best]
+    return RidgeClassifier(weights, bias, CLASSIFIER_PENALTIES[best], accuracies[best], scores[best])
 
 
 def tap_standardization(features: np.ndarray, widths: list[int]) -> tuple[np.ndarray, np.ndarray]:

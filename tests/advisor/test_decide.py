@@ -47,6 +47,7 @@ def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_the_runs
     run = crossfit.fold_splits(labelled, holdout, TrainConfig(data="x"))
     assert run.test is None and run.train.fingerprint() == splits.train.fingerprint()
     assert run.val.fingerprint() == splits.val.fingerprint()  # the final run's own split, scored where it validates
+    assert not run.val_given and crossfit.fold_splits(labelled, holdout, TrainConfig(data="x"), val_given=True).val_given
     assert not pilot_needed(splits, TrainConfig(data="x"))  # the check decides alone: nothing for a pilot to change
     assert pilot_needed(splits, TrainConfig(data="x", time_budget="10m"))  # the forecast may decide: it needs one
     small = split_dataset(load_dataset(str(write_folder(tmp_path / "small", per_class=9))))
@@ -223,6 +224,7 @@ def test_a_validation_folder_the_data_brought_is_where_the_check_scores_and_vali
     run = crossfit.fold_splits(labelled, first, tl.TrainConfig(data="x"))
     assert len(run.train) == 18 and [run.val.describe(i) for i in range(len(run.val))] == [
         labelled.describe(i) for i in second.scored]
+    assert run.val_given  # the user's held-out images, in the check as in the final run: multicut does not fit them
     drawn, three = crossfit.labelled_folds(split_dataset(load_dataset(str(tmp_path / "d" / "train"))), seed=0)
     assert len(three) == FOLDS and sorted(np.concatenate([f.scored for f in three]).tolist()) == list(range(len(drawn)))
 

@@ -112,6 +112,11 @@ def test_multicut_weighs_every_tap_the_same_and_reads_every_cut(data):
     backbone = tl.build_backbone("efficientnet_lite0")
     assert [t.cut for t in info.taps] == [c.name for c in backbone.cut_points] and metrics["cut"] == "all"
     assert info.num_features == sum(c.channels for c in backbone.cut_points) and metrics["test_accuracy"] >= 0.9
+    assert metrics["validation"] == "fitted too, scored leave-one-out"  # its head chooses nothing on them
+    held = tl.train(tl.TrainConfig(**{**config.__dict__, "out": str(data / "multicut-holdout"), "holdout": True})).metrics
+    assert "validation" not in held and held["resolved_config"]["holdout"]
+    fitted, held_out = (load_bundle(data / name / "model")[0].head.fc.weight for name in ("multicut", "multicut-holdout"))
+    assert fitted.shape == held_out.shape and not torch.allclose(fitted, held_out)  # fitted on more images
 
 
 def test_the_multicut_head_finds_the_one_narrow_tap_that_carries_the_signal():
@@ -133,7 +138,7 @@ def test_the_multicut_head_finds_the_one_narrow_tap_that_carries_the_signal():
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = sample(8), sample(8), sample(100)
     head = LinearHead(16 + 1280, 4)
     settings = HeadTraining(epochs=1, lr=1e-3, batch_size=8, weight_decay=0.0, seed=0)
-    history = head_fitter(val_x, val_y, settings, None, [16, 1280])(head, train_x, train_y)
+    history = head_fitter(val_x, val_y, settings, None, [16, 1280])[0](head, train_x, train_y)
     assert len(history) == 1 and history[0]["penalty"] > 0 and 0.01 <= history[0]["temperature"] <= 100
     with torch.no_grad():
         logits = head(torch.from_numpy(test_x))  # raw features: the standardization is folded in

@@ -261,6 +261,46 @@ def test_the_closed_form_head_honours_either_balanced_class_weight():
     assert recalls["balanced-sampling"] == recalls["balanced"]
 
 
+def test_the_closed_form_head_fitting_validation_images_still_scores_them_out_of_sample():
+    """With ``fit_val`` the validation images join the fit, yet the validation logits it returns
+    are their leave-one-out ones: on pure noise (more features than images) the head has learned
+    every validation image by heart, and the logits it reports stay at chance."""
+    from transferlab.trainer.loops import fit_ridge_head
+
+    rng = np.random.default_rng(1)
+    y, vy = np.arange(60) % 3, np.arange(30) % 3
+    x, vx = rng.normal(size=(60, 200)).astype(np.float32), rng.normal(size=(30, 200)).astype(np.float32)
+    head = make_head(200, 3)
+    history, val_logits = fit_ridge_head(head, x, y, vx, vy, fit_val=True)
+    with torch.no_grad():
+        in_sample = head(torch.from_numpy(vx)).argmax(1).numpy()
+    assert (in_sample == vy).mean() > 0.9  # 0.97 measured
+    assert (val_logits.argmax(1).numpy() == vy).mean() < 0.5 and history[0]["val_accuracy"] < 0.5  # 0.30 measured
+
+
+def test_fitting_the_validation_images_too_scores_unseen_images_better_where_training_ones_are_few():
+    """Two training images a class and eighty validation ones: the head fitted on both classifies
+    unseen images far better than the one fitted on the two (0.72 against 0.42 measured), and its
+    validation accuracy (leave-one-out) tells about as much as its test accuracy."""
+    from transferlab.trainer.loops import fit_ridge_head
+
+    rng = np.random.default_rng(1)
+
+    def sample(n):
+        labels = np.arange(n) % 4
+        return (rng.normal(size=(n, 30)) + 2 * np.eye(4, 30)[labels]).astype(np.float32), labels
+
+    (x, y), (vx, vy), (tx, ty) = sample(8), sample(80), sample(2000)
+    accuracies = {}
+    for fit_val in (False, True):
+        head = make_head(30, 4)
+        history, _ = fit_ridge_head(head, x, y, vx, vy, fit_val=fit_val)
+        with torch.no_grad():
+            accuracies[fit_val] = (head(torch.from_numpy(tx)).argmax(1).numpy() == ty).mean()
+    assert accuracies[True] > accuracies[False] + 0.15, accuracies
+    assert abs(history[0]["val_accuracy"] - accuracies[True]) < 0.15
+
+
 def test_balanced_sampling_draws_every_class_about_equally():
     from transferlab.trainer.loops import epoch_order
 

@@ -152,21 +152,22 @@ def fold_obstacle(labelled: ImageSet, folds: list[Fold]) -> str | None:
             "to leave one out of a fold and train and validate on the rest")  # fmt: skip
 
 
-def fold_splits(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSet | None = None) -> Splits:
+def fold_splits(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSet | None = None,
+                val_given: bool = False) -> Splits:  # fmt: skip
     """A fold's run: its test split is the fold, its training and validation splits the rest - the
-    fold's own validation images, or the rest split as ``config`` splits a run's data - and the
-    run's ``unlabeled`` images, so a candidate that learns from them is scored with them. The final
-    run's fold is that run's training and validation split, with no test split (it scores the
-    validation split)."""
+    fold's own validation images (half of a ``val/`` folder: given, as in the final run), or the
+    rest split as ``config`` splits a run's data - and the run's ``unlabeled`` images, so a
+    candidate that learns from them is scored with them. The final run's fold is that run's
+    training and validation split (``val_given``: whether the data set brought it), with no test
+    split (it scores the validation split)."""
     rest = np.setdiff1d(np.arange(len(labelled)), fold.scored)
     if fold.final_run:
-        return Splits(labelled.subset(rest), labelled.subset(fold.scored), None, unlabeled)
+        return Splits(labelled.subset(rest), labelled.subset(fold.scored), None, unlabeled, val_given)
     if fold.validates is None:
         splits = split_dataset(Dataset("fold", labelled.subset(rest), None), config.val_fraction, seed=config.seed)
-        train, val = splits.train, splits.val
-    else:
-        train, val = labelled.subset(np.setdiff1d(rest, fold.validates)), labelled.subset(fold.validates)
-    return Splits(train, val, labelled.subset(fold.scored), unlabeled)
+        return Splits(splits.train, splits.val, labelled.subset(fold.scored), unlabeled)
+    train, val = labelled.subset(np.setdiff1d(rest, fold.validates)), labelled.subset(fold.validates)
+    return Splits(train, val, labelled.subset(fold.scored), unlabeled, val_given=True)
 
 
 def _key(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSet | None) -> str:
@@ -251,8 +252,8 @@ def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, can
     first = watch is not None and not trajectory
     started = time.perf_counter()
     try:
-        _, _, stages = fit_stages(prepared.with_splits(fold_splits(labelled, fold, config, unlabeled)), config,
-                                  Path(config.out), watch=watch)  # fmt: skip
+        splits = fold_splits(labelled, fold, config, unlabeled, prepared.splits.val_given)
+        _, _, stages = fit_stages(prepared.with_splits(splits), config, Path(config.out), watch=watch)
         last = list(stages.values())[-1]
         split = "val" if fold.final_run else "test"
         found = {"logits": last.logits[split].numpy(), "labels": last.labels[split]}

@@ -21,7 +21,7 @@ from ..transferability import tap_standardization
 from .context import RunContext, Stage
 from .extraction import cached_splits, check_every_class, engine_choice, frozen_runner, present_splits, readable_rows
 from .loops import HeadTraining, fit_head, fit_ridge_head
-from .pseudo_labels import fit_with_unlabeled
+from .pseudo_labels import FitHead, fit_with_unlabeled
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +44,28 @@ def _graph_features(train_x: np.ndarray, unlabeled_x: np.ndarray, tap_widths: li
     return lambda x: (np.asarray(x) - mean) / scale
 
 
-def head_fitter(val_x: np.ndarray, val_y: np.ndarray, settings: HeadTraining, on_epoch, tap_widths: list[int] | None):
+def head_fitter(val_x: np.ndarray, val_y: np.ndarray, settings: HeadTraining, on_epoch, tap_widths: list[int] | None,
+                fit_val: bool = False) -> tuple[FitHead, dict[str, torch.Tensor]]:  # fmt: skip
     """``fit(head, features, labels) -> history``: :func:`.loops.fit_head` against the validation
     features; with ``tap_widths`` (a head over several taps), each tap standardized first and the
-    head computed in closed form, :func:`.loops.fit_ridge_head` (the head then takes raw features)."""
+    head computed in closed form, :func:`.loops.fit_ridge_head` (the head then takes raw features),
+    with ``fit_val`` fitting the validation images too. And what ``fit`` fills with the validation
+    logits where the head's own would be in sample (``fit_val``: their leave-one-out logits)."""
+    out_of_sample: dict[str, torch.Tensor] = {}
 
     def fit(head, x: np.ndarray, y: np.ndarray) -> list[dict]:
         if tap_widths is None:
             return fit_head(head, x, y, val_x, val_y, settings, on_epoch)
-        mean, scale = tap_standardization(x, tap_widths)
+        mean, scale = tap_standardization(np.vstack([x, val_x]) if fit_val else x, tap_widths)
         standardized = [(np.asarray(v) - mean) / scale for v in (x, val_x)]
-        history = fit_ridge_head(head, standardized[0], y, standardized[1], val_y, on_epoch, settings.class_weight)
+        history, val_logits = fit_ridge_head(head, standardized[0], y, standardized[1], val_y, on_epoch,
+                                             settings.class_weight, fit_val)  # fmt: skip
+        if fit_val:
+            out_of_sample["val"] = val_logits
         head.absorb_standardization(torch.from_numpy(mean), torch.from_numpy(scale))
         return history
 
-    return fit
+    return fit, out_of_sample
 
 
 def _unlabeled_features(extractor, parts: dict, prepared: PreparedRun, resolution: int, config: TrainConfig,
@@ -75,6 +82,14 @@ def _unlabeled_features(extractor, parts: dict, prepared: PreparedRun, resolutio
                                     desc="features unlabeled")  # fmt: skip
     hits.append(hit)
     return features
+
+
+def fits_validation(config: TrainConfig, prepared: PreparedRun, learns_from_unlabeled: bool) -> bool:
+    """Whether the closed-form head fits the validation images too (its penalty and temperature are
+    chosen leave-one-out, so validation chooses nothing): unless ``--holdout`` keeps them out, the
+    data set brought them (a ``val/`` folder: the user's own held-out images) or unlabelled images
+    join the fit (their guard compares the fits on validation images neither saw)."""
+    return not (config.holdout or prepared.splits.val_given or learns_from_unlabeled)
 
 
 def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig, context: RunContext,
@@ -98,8 +113,9 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     check_every_class(train_y, prepared)
     name = context.stage
     settings = dataclasses.replace(head_settings(config, probe), label=name)
-    fit = head_fitter(val_x, val_y, settings, context.epoch_log(name, val_y), tap_widths)
-    details = {}
+    fit_val = tap_widths is not None and fits_validation(config, prepared, unlabeled is not None)
+    fit, out_of_sample = head_fitter(val_x, val_y, settings, context.epoch_log(name, val_y), tap_widths, fit_val)
+    details = {"validation": "fitted too, scored leave-one-out"} if fit_val else {}
     if unlabeled is None:
         history = fit(model.head, train_x, train_y)
     else:
@@ -112,6 +128,7 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     model.head.eval()
     with torch.no_grad():
         logits = {split: model.head(torch.from_numpy(x)) for split, (x, _) in rows.items()}
+    logits.update(out_of_sample)
     seconds = {"features_seconds": features_seconds, "head_seconds": time.perf_counter() - tick}
     return Stage(inputs, {s: y for s, (_, y) in rows.items()}, logits, history, seconds, hits,
                  engine={"engine": choice.engine, "reason": choice.reason}, details=details)
@@ -130,6 +147,7 @@ def probe_stage(model, prepared, cut, config, context) -> Stage:
 def multicut_stage(model, prepared, cut, config, context) -> Stage:
     """``multicut``: one head over the pooled features of every cut point (one frozen pass fills
     the cache for all), each tap standardized and weighed by 1/sqrt(its width), the head the ridge
-    classifier of leave-one-out strength (Head2Toe's recipe)."""
+    classifier of leave-one-out strength (Head2Toe's recipe), fitted on the validation images too
+    where :func:`fits_validation` says so."""
     widths = [point.channels for point in prepared.backbone.cut_points]
     return _head_on_features(model, prepared, cut, config, context, probe=False, tap_widths=widths)

@@ -87,32 +87,43 @@ def epoch_order(labels: torch.Tensor, class_weight: str, generator: torch.Genera
 
 
 def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                   on_epoch: Callable | None = None, class_weight: str = "none") -> list[dict]:  # fmt: skip
+                   on_epoch: Callable | None = None, class_weight: str = "none",
+                   fit_val: bool = False) -> tuple[list[dict], torch.Tensor]:  # fmt: skip
     """``head`` set to the ridge classifier of leave-one-out strength on ``x`` (closed form:
     :func:`..transferability.ridge_classifier`; under a balanced ``class_weight``, either kind, each
-    image's squared error weighted by :func:`balanced_weights`), its scores divided by the
-    temperature of least validation cross-entropy so that their softmax is a probability
-    (:func:`..ensemble.fit_temperature`). Returns a one-row history (no epochs), with the penalty,
-    its leave-one-out accuracy and the temperature."""
+    image's squared error weighted by :func:`balanced_weights`), its scores divided by a temperature
+    of least cross-entropy so that their softmax is a probability (:func:`..ensemble.fit_temperature`)
+    on scores of images it was not fitted on: the validation images', or with ``fit_val`` - the
+    validation images fitted too, nothing left to choose on them - every fitted image's leave-one-out
+    scores. Returns a one-row history (no epochs), with the penalty, its leave-one-out accuracy and
+    the temperature, and the validation logits: the head's, or with ``fit_val`` their leave-one-out
+    ones (each by the head fitted without it), so that they stay out of sample."""
     classes = head.fc.out_features
-    class_weights = balanced_weights(torch.from_numpy(np.asarray(y)), classes, class_weight)
-    weights, bias, penalty, loo_accuracy = ridge_classifier(x, y, classes, None if class_weights is None else class_weights.numpy())
-    val_scores = torch.from_numpy(np.asarray(val_x, dtype=np.float64) @ weights + bias).float()
-    temperature = fit_temperature(val_scores, torch.from_numpy(np.asarray(val_y)), class_weights)
+    fitted_x, fitted_y = (np.vstack([x, val_x]), np.concatenate([y, val_y])) if fit_val else (x, y)
+    class_weights = balanced_weights(torch.from_numpy(np.asarray(fitted_y)), classes, class_weight)
+    ridge = ridge_classifier(fitted_x, fitted_y, classes, None if class_weights is None else class_weights.numpy())
+    if fit_val:
+        unseen_scores, unseen_y = ridge.loo_scores, fitted_y
+    else:
+        unseen_scores, unseen_y = np.asarray(val_x, dtype=np.float64) @ ridge.weights + ridge.bias, val_y
+    temperature = fit_temperature(torch.from_numpy(unseen_scores).float(), torch.from_numpy(np.asarray(unseen_y)),
+                                  class_weights)  # fmt: skip
     with torch.no_grad():
-        head.fc.weight.copy_(torch.from_numpy(weights.T / temperature))
-        head.fc.bias.copy_(torch.from_numpy(bias / temperature))
+        head.fc.weight.copy_(torch.from_numpy(ridge.weights.T / temperature))
+        head.fc.bias.copy_(torch.from_numpy(ridge.bias / temperature))
     head.eval()
     with torch.no_grad():
         logits = {name: head(torch.from_numpy(np.asarray(v, dtype=np.float32))) for name, v in (("train", x), ("val", val_x))}
+    if fit_val:
+        logits["val"] = torch.from_numpy(ridge.loo_scores[len(x):] / temperature).float()
     (train_loss, train_accuracy), (val_loss, val_accuracy) = (
         evaluate_logits(logits[name], torch.from_numpy(np.asarray(labels))) for name, labels in (("train", y), ("val", val_y)))
     row = {"epoch": 1, "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
-           "val_accuracy": val_accuracy, "lr": 0.0, "penalty": penalty, "loo_accuracy": loo_accuracy,
+           "val_accuracy": val_accuracy, "lr": 0.0, "penalty": ridge.penalty, "loo_accuracy": ridge.loo_accuracy,
            "temperature": temperature}  # fmt: skip
     if on_epoch is not None:
         on_epoch(row, logits["val"])
-    return [row]
+    return [row], logits["val"]
 
 
 def _standardized(train_x: np.ndarray, val_x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
