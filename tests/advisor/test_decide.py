@@ -229,6 +229,19 @@ def test_a_validation_folder_the_data_brought_is_where_the_check_scores_and_vali
     assert len(three) == FOLDS and sorted(np.concatenate([f.scored for f in three]).tolist()) == list(range(len(drawn)))
 
 
+def test_a_candidates_folds_are_scored_again_when_its_strategy_gets_a_new_recipe(tmp_path, monkeypatch):
+    """A fold's saved scores are reused only for the same images, settings and training recipe: a
+    strategy whose computation changed (its ``recipe`` raised) is not judged by its old scores."""
+    write_folder(tmp_path / "d", per_class=6)
+    labelled, folds = crossfit.labelled_folds(split_dataset(load_dataset(str(tmp_path / "d"))), seed=0)
+    config = TrainConfig(data="x", strategy="multicut")
+    before = crossfit._key(labelled, folds[0], config, None)
+    assert crossfit._key(labelled, folds[0], config, None) == before
+    newer = dataclasses.replace(STRATEGIES["multicut"], recipe=STRATEGIES["multicut"].recipe + 1)
+    monkeypatch.setitem(STRATEGIES, "multicut", newer)
+    assert crossfit._key(labelled, folds[0], config, None) != before
+
+
 def _logits(labels: np.ndarray, right: int) -> torch.Tensor:
     """Logits right on the first ``right`` images, wrong on the rest."""
     predicted = np.where(np.arange(len(labels)) < right, labels, (labels + 1) % 3)

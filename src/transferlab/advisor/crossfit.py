@@ -171,9 +171,11 @@ def fold_splits(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: 
 
 
 def _key(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSet | None) -> str:
-    """What decides a fold's scores: the images and the candidate's settings (not where it writes)."""
+    """What decides a fold's scores: the images, the candidate's settings (not where it writes) and
+    its strategy's recipe (a new recipe scores the folds again)."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "resume", "tensorboard")}
     settings["class_weight"] = config.resolved_class_weight  # the strategy's default, where none was given
+    settings["recipe"] = config.strategy_entry.recipe
     validates = None if fold.validates is None else fold.validates.tolist()
     images = [labelled.fingerprint(), None if unlabeled is None else unlabeled.fingerprint()]
     text = json.dumps([images, fold.scored.tolist(), validates, settings], sort_keys=True, default=str)
