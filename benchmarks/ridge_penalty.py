@@ -5,7 +5,7 @@ and fitted the training split only (its temperature on the validation split). Th
 few hundred images moves in steps, so the choice jumped between neighbouring penalties with a
 single image (cartoons, 12 a class, seed 1: penalty 1.0 without the validation images, 0.1 with
 them, 7 points of test balanced accuracy apart). This replays, on the multicut features of the
-folders `benchmarks/holdout.py` wrote (every tap standardized as the head sees them, the features
+folders `benchmarks/folder_defaults.py` wrote (every tap standardized as the head sees them, the features
 read from the cache a run filled), each rule: the old and the new grid (``RIDGE_PENALTIES``,
 ``CLASSIFIER_PENALTIES``), each chosen by leave-one-out accuracy or squared error, fitted on the
 training split or on training and validation images together; test balanced accuracy per folder
@@ -79,7 +79,7 @@ def rule_scores(rows: dict, widths: list[int]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folders", default="runs/holdout/data", help="benchmarks/holdout.py's folders")
+    parser.add_argument("--folders", default="runs/holdout/data", help="benchmarks/folder_defaults.py's folders")
     parser.add_argument("--cache-dir")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

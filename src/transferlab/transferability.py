@@ -73,7 +73,7 @@ def logme(features: np.ndarray, labels: np.ndarray, iterations: int = 11) -> flo
 RIDGE_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # times the mean squared singular value: the probe's
 # The classifier's: the same range four steps a decade, chosen by the leave-one-out squared error (scikit-learn's
 # RidgeCV criterion), which moves smoothly with the penalty where the accuracy of a few hundred images jumps
-# (measured on 42 colour folders: benchmarks/holdout.py, docs/strategies.md).
+# (measured on 42 colour folders: benchmarks/folder_defaults.py, docs/strategies.md).
 CLASSIFIER_PENALTIES = tuple(float(10.0**e) for e in np.arange(-3, 1.01, 0.25))
 
 
