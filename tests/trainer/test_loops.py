@@ -81,6 +81,22 @@ def test_gradual_unfreezing_through_a_real_run_keeps_the_stem_still_at_first(mon
     assert not torch.equal(stem.detach(), start["stem"])  # and the stem once it was opened
 
 
+def test_a_scratch_body_is_drawn_from_the_seed_whatever_the_run_drew_before():
+    """Decoding images draws random numbers where the cache misses and none where it hits: the
+    re-initialized body must not depend on it (it did: a resumed scratch run, its images cached,
+    trained another network than the uninterrupted one)."""
+    from transferlab.config import TrainConfig
+    from transferlab.trainer.network import setup_network
+
+    bodies = []
+    for draws in (1, 1000):
+        model = _cnn_model()
+        torch.rand(draws)
+        setup_network(model, TrainConfig(data="x", strategy="scratch"))
+        bodies.append({k: v.clone() for k, v in model.body.state_dict().items()})
+    assert all(torch.equal(bodies[0][k], bodies[1][k]) for k in bodies[0])
+
+
 def test_augment_batch_crops_and_flips_a_real_batch():
     from transferlab.trainer.loops import augment_batch
 

@@ -53,9 +53,11 @@ def _reinitialize(body: nn.Module, init: str) -> None:
 
 def setup_network(model: TransferModel, config: TrainConfig, micro_batch: int = 0) -> tuple[NetworkTraining, list[dict]]:
     """The body made trainable as ``config`` says - re-initialized for a strategy that does not start
-    pretrained, LoRA adapters added for ``--tune lora`` - and the settings and optimizer groups
-    (layer-wise rates, only the ``--tune`` parameters) to train it with."""
+    pretrained, LoRA adapters added for ``--tune lora``, both drawn from ``config.seed`` whatever the
+    run drew before (decoding images draws where the cache misses, not where it hits) - and the
+    settings and optimizer groups (layer-wise rates, only the ``--tune`` parameters) to train it with."""
     model.to(config.resolved_device).body.requires_grad_(True)
+    torch.manual_seed(config.seed)
     if not config.strategy_entry.pretrained:
         _reinitialize(model.body, config.init)
     if config.tune == "lora":
