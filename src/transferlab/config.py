@@ -111,7 +111,10 @@ class TrainConfig:
     probe_epochs: int = option(40, "epochs of the linear probe before unfreezing")
     layer_decay: float = option(0.85, "lr factor per layer group downwards (1: one rate)")
     warmup_epochs: float = option(1.0, "epochs of linear warm-up before the cosine decay")
-    patience: int = option(3, "early stopping: epochs without a validation-loss gain")
+    patience: int | None = option(None, "early stopping: epochs without a validation-loss gain, then the best epoch's "
+                                        "weights kept; 0: none, the last epoch's kept (default: 3, or 0 where the "
+                                        "smallest validation class has fewer than 10 images, too few to choose an epoch "
+                                        "by)")  # fmt: skip
     augment: bool = option(False, "random resized crop and flip")
     freeze_bn: bool | None = option(None, _freeze_bn_help)
     gradual_unfreeze: bool = option(False, "unfreeze the body top-down over the first half of the epochs")
@@ -178,7 +181,8 @@ class TrainConfig:
                self.resolution)  # fmt: skip
         _check(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
         _check(0 < self.val_fraction < 1, "val_fraction", "between 0 and 1", self.val_fraction)
-        for name in ("batch_size", "probe_epochs", "patience", "measure_per_class", "lora_rank"):
+        _check(self.patience is None or self.patience >= 0, "patience", "at least 0", self.patience)
+        for name in ("batch_size", "probe_epochs", "measure_per_class", "lora_rank"):
             _check(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
         for name in ("epochs", "samples_per_class", "test_per_class"):
             value = getattr(self, name)

@@ -182,7 +182,7 @@ register_strategy(Strategy(
 ))
 register_strategy(Strategy(
     FINETUNING, "a linear probe first, then everything trains from the pretrained weights (LP-FT)", epochs=8,
-    lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True,
+    lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True, recipe=2,
     layer_decay=True, anchor="probe_final", candidate=True, baseline=True,
     options=_NETWORK_OPTIONS | {"probe_epochs", "layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength",
                                 "interpolate"},
@@ -203,5 +203,5 @@ register_strategy(Strategy(
 ))
 register_strategy(Strategy(
     FROM_SCRATCH, "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),
-    trains="the whole network", pretrained=False, anchor="probe_random", options=_NETWORK_OPTIONS | {"init"},
+    trains="the whole network", pretrained=False, anchor="probe_random", options=_NETWORK_OPTIONS | {"init"}, recipe=2,
 ))  # fmt: skip

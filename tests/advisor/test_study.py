@@ -174,3 +174,14 @@ def test_scoring_only_the_finished_seeds_trains_nothing_and_says_when_there_is_n
         study.run_seed("orientation", 5, 0, study.QUICK, tmp_path, None, finished_only=True)
     with pytest.raises(study.ConfigError, match="No finished seed in"):
         study.run_study(quick=True, out=tmp_path, finished_only=True)
+
+
+def test_an_ensembles_runs_are_redone_when_a_members_recipe_changes(monkeypatch):
+    """A study run is keyed by its strategy's recipe, and an ensemble's by its members' too: a
+    member trained another way makes the ensemble's finished runs stale."""
+    config = study.TrainConfig(data="digits", strategy="ensemble")
+    before = study._key(config)
+    member = STRATEGIES["ensemble"].members[0]
+    monkeypatch.setitem(STRATEGIES, member, dataclasses.replace(STRATEGIES[member], recipe=STRATEGIES[member].recipe + 1))
+    assert study._key(config) != before
+    assert study._key(study.TrainConfig(data="digits", strategy="head")) == {"version": study.RUN_VERSION, "strategy": "head"}

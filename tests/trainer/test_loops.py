@@ -148,6 +148,34 @@ def test_training_learns_and_resume_reproduces_an_uninterrupted_run(tmp_path):
         fit_network(model, layer_groups(model, other), pixels, y, pixels[:12], y[:12], other, tmp_path / "b", True)
 
 
+def test_early_stopping_is_off_where_validation_is_too_small_to_choose_an_epoch():
+    """Fewer than ten validation images in the smallest class choose no epoch: the whole schedule
+    runs and its last epoch's weights are kept; a patience given, or a larger validation split,
+    keeps the best validation epoch's (here the first: validation's labels are the wrong ones, so
+    its loss rises as the network learns)."""
+    from transferlab.features import predict_pixels
+    from transferlab.metrics import evaluate_logits
+    from transferlab.trainer.loops import CHOOSING_IMAGES, PATIENCE, resolved_patience
+
+    assert resolved_patience(None, np.repeat(np.arange(3), CHOOSING_IMAGES - 1))[0] == 0
+    assert resolved_patience(None, np.repeat(np.arange(3), CHOOSING_IMAGES))[0] == PATIENCE
+    assert resolved_patience(None, np.array([0] * 40 + [1] * 3))[0] == 0  # the smallest class decides
+    assert resolved_patience(5, np.zeros(2, dtype=int)) == (5, "as given")
+    pixels, y = _data()
+    wrong = (y[:12] + 1) % int(y.max() + 1)
+    kept = {}
+    for patience in (None, 10):
+        torch.manual_seed(0)
+        model = _cnn_model()
+        settings = NetworkTraining(epochs=4, lr=3e-3, batch_size=16, patience=patience)
+        history = fit_network(model, layer_groups(model, settings), pixels, y, pixels[:12], wrong, settings)
+        kept[patience] = evaluate_logits(predict_pixels(model, pixels[:12], 16), wrong)[0]
+        assert len(history) == 4
+    losses = [row["val_loss"] for row in history]
+    assert losses[-1] > min(losses) + 0.01  # the last epoch is not the best: the two rules keep different weights
+    assert kept[None] == pytest.approx(losses[-1], abs=1e-4) and kept[10] == pytest.approx(min(losses), abs=1e-4)
+
+
 def _interrupt_after(model, groups, pixels, y, settings, directory, batches):
     """Run fit_network but raise KeyboardInterrupt inside epoch 2 (after ``batches`` forward passes)."""
     calls = {"n": 0}

@@ -270,11 +270,14 @@ RUN_VERSION, MEASUREMENT_VERSION = 3, 4  # bump one when runs or the advisor's m
 
 def _key(config: TrainConfig, version: int = RUN_VERSION) -> dict:
     """What identifies a run or a measurement: the settings that differ from the defaults (a new
-    option with a default leaves finished runs valid), its version and its strategy's recipe."""
+    option with a default leaves finished runs valid), its version and its strategy's recipe (an
+    ensemble's: its own and its members')."""
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(data=config.data))))
     values = json.loads(json.dumps(dataclasses.asdict(config)))
     entry = STRATEGIES.get(config.strategy)
-    recipe = {"recipe": entry.recipe} if entry is not None and entry.recipe > 1 else {}  # a strategy's own redo
+    recipes = [] if entry is None else [s.recipe for s in (entry, *(STRATEGIES[m] for m in entry.members))]
+    recipe = {"recipe": recipes[0] if len(recipes) == 1 else recipes} if any(r > 1 for r in recipes) else {}  # its own
+    # redo, and an ensemble's where a member's changed
     return {"version": version, **recipe, **{k: v for k, v in values.items() if v != defaults[k]}}
 
 

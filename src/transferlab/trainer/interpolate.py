@@ -26,15 +26,16 @@ from torch import nn
 from ..config import INTERPOLATE_AUTO
 from ..features import predict_pixels
 from ..metrics import evaluate_logits
+from .loops import CHOOSING_IMAGES, smallest_class
 
 log = logging.getLogger(__name__)
 
 ALPHAS = tuple(step / 10 for step in range(11))  # the grid ``auto`` chooses on: 0, 0.1, ..., 1
-# Below this many validation images in the smallest class ``auto`` does not choose but takes
+# Below CHOOSING_IMAGES validation images in the smallest class ``auto`` does not choose but takes
 # FIXED_ALPHA: at 5 images per class the fixed 0.5 gained +2.4 points over plain LP-FT (worst cell
 # +0.5) against +1.7 (worst -2.8) for the choice; from 10 the choice gained more (+1.8 and +1.5
 # against +1.4 and +1.1 at 10 and 30 per class; benchmarks/interpolation.py, docs/strategies.md).
-CHOOSING_IMAGES, FIXED_ALPHA = 10, 0.5
+FIXED_ALPHA = 0.5
 INTERPOLATION_FILE = "interpolation.json"  # in the run's checkpoint folder: the choice and what decided it
 
 State = dict[str, torch.Tensor]
@@ -142,9 +143,8 @@ def interpolate(model: nn.Module, start: State, setting: str | float, val_pixels
     choice = _saved_choice(saved, key)
     if choice is None:
         losses, accuracies = along_the_line(model, start, end, val_pixels, val_labels, ALPHAS, batch_size)
-        counts = torch.bincount(torch.as_tensor(val_labels))
-        smallest = int(counts[counts > 0].min()) if len(val_labels) else 0  # of the classes validation has
-        choice = Interpolation(*auto_alpha(ALPHAS, losses, accuracies, smallest), ALPHAS, tuple(losses), tuple(accuracies))
+        choice = Interpolation(*auto_alpha(ALPHAS, losses, accuracies, smallest_class(val_labels)), ALPHAS, tuple(losses),
+                               tuple(accuracies))  # fmt: skip
         _save_choice(saved, key, choice)
     load_blend(model, start, end, choice.alpha)
     log.info("interpolation: alpha %.1f (%s; validation accuracy %.4f at it, %.4f fine-tuned)", choice.alpha, choice.rule,

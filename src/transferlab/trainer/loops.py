@@ -61,6 +61,30 @@ class HeadTraining:
 
 EpochCallback = Callable[[dict, torch.Tensor], None]  # (the epoch's history row, its validation logits)
 
+# Below this many validation images in the smallest class nothing is chosen on them: not the epoch
+# (the whole schedule runs, its last epoch kept) nor the interpolation's alpha (``interpolate``).
+CHOOSING_IMAGES = 10
+PATIENCE = 3  # epochs without a validation-loss gain before training stops, where validation chooses the epoch
+
+
+def smallest_class(labels: torch.Tensor | np.ndarray) -> int:
+    """The images of the smallest class ``labels`` holds (0 for none)."""
+    counts = np.bincount(np.asarray(labels))
+    return int(counts[counts > 0].min()) if len(counts) else 0
+
+
+def resolved_patience(patience: int | None, val_labels: torch.Tensor | np.ndarray) -> tuple[int, str]:
+    """The early stopping a run gets, and why: ``patience`` as given, or :data:`PATIENCE` where the
+    smallest validation class has :data:`CHOOSING_IMAGES` images or more, else 0 (none: the last
+    epoch's weights kept, the cosine schedule run to its end)."""
+    if patience is not None:
+        return patience, "as given"
+    smallest = smallest_class(val_labels)
+    if smallest < CHOOSING_IMAGES:
+        return 0, (f"none: {smallest} validation image(s) in the smallest class, fewer than the {CHOOSING_IMAGES} to "
+                   "choose an epoch by; the last epoch kept")  # fmt: skip
+    return PATIENCE, f"the best validation epoch, after {PATIENCE} epochs without a gain"
+
 
 def loss_weights(labels: torch.Tensor, num_classes: int, class_weight: str) -> torch.Tensor | None:
     """Per-class loss weights: ``None`` for "none"; for "balanced", n / (classes x count), so that
@@ -226,7 +250,7 @@ class NetworkTraining:
     weight_decay: float = _config_default("weight_decay")
     warmup_epochs: float = _config_default("warmup_epochs")
     layer_decay: float = _config_default("layer_decay")
-    patience: int = _config_default("patience")
+    patience: int | None = _config_default("patience")  # None: :func:`resolved_patience` decides from the validation split
     augment: bool = _config_default("augment")
     freeze_bn: bool = False
     gradual_unfreeze: bool = _config_default("gradual_unfreeze")
@@ -546,7 +570,8 @@ def fit_network(
     Every epoch reseeds from ``settings.seed`` (data order, augmentation, dropout), and a
     checkpoint (model, optimizer, scheduler, history, best weights) is written atomically after
     each epoch, so ``resume=True`` continues an interrupted run to the same result. The model
-    ends with the weights of its best validation epoch.
+    ends with the weights of its best validation epoch, or of its last where
+    :func:`resolved_patience` says validation is too small to choose by.
     """
     world = distributed.world_size()
     per_process_batch = max(1, settings.batch_size // world)
@@ -564,8 +589,9 @@ def fit_network(
     if checkpoint_dir and distributed.is_main():
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     progress = _restored(path, settings, model, optimizer, scheduler) if resume and path and path.exists() else _Progress()
+    patience, _ = resolved_patience(settings.patience, val_y)
     for epoch in range(progress.start, settings.epochs):
-        if progress.stale >= settings.patience:
+        if patience and progress.stale >= patience:
             break
         torch.manual_seed(settings.seed * 100_003 + epoch)
         _set_unfrozen(groups, epoch, settings)
@@ -585,7 +611,7 @@ def fit_network(
                                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": progress.history,
                                     "best_loss": progress.best_loss, "best_state": progress.best_state,
                                     "stale": progress.stale, "settings": dataclasses.asdict(settings)})  # fmt: skip
-    if progress.best_state is not None:
+    if patience and progress.best_state is not None:
         model.load_state_dict(progress.best_state)
     for group in groups:
         for p in group["params"]:

@@ -22,7 +22,7 @@ from ..surgery import TransferModel
 from .context import RunContext, Stage
 from .extraction import cached_splits, check_every_class, readable_rows
 from .interpolate import INTERPOLATION_FILE, interpolate, snapshot
-from .loops import NetworkTraining, fit_network, layer_groups
+from .loops import NetworkTraining, fit_network, layer_groups, resolved_patience
 from .lora import add_lora, merge_lora
 from .memory import plan_for
 
@@ -93,7 +93,9 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
                           resume=config.resume, on_epoch=context.network_epochs(config.strategy, val_y.numpy()))  # fmt: skip
     if config.tune == "lora":
         merge_lora(model.body)
-    details = {}
+    patience, reason = resolved_patience(config.patience, val_y)
+    log.info("early stopping: %s", reason)
+    details = {"early_stopping": {"patience": patience, "reason": reason}}
     if start is not None:
         saved = context.out / INTERPOLATION_FILE if config.resume else None  # only a resumable run is met again
         details["interpolation"] = interpolate(model, start, config.interpolate, val_x, val_y, batches.micro_batch,
