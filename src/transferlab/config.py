@@ -112,9 +112,9 @@ class TrainConfig:
     layer_decay: float = option(0.85, "lr factor per layer group downwards (1: one rate)")
     warmup_epochs: float = option(1.0, "epochs of linear warm-up before the cosine decay")
     patience: int | None = option(None, "early stopping: epochs without a validation-loss gain, then the best epoch's "
-                                        "weights kept; 0: none, the last epoch's kept (default: 3, or 0 where the "
-                                        "smallest validation class has fewer than 10 images, too few to choose an epoch "
-                                        "by)")  # fmt: skip
+                                        "weights kept; 0: none, the last epoch's kept (default: 3, or 0 for a pretrained "
+                                        "network where the smallest validation class has fewer than 10 images, too few "
+                                        "to choose an epoch by)")  # fmt: skip
     augment: bool = option(False, "random resized crop and flip")
     freeze_bn: bool | None = option(None, _freeze_bn_help)
     gradual_unfreeze: bool = option(False, "unfreeze the body top-down over the first half of the epochs")

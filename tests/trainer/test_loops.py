@@ -161,6 +161,7 @@ def test_early_stopping_is_off_where_validation_is_too_small_to_choose_an_epoch(
     assert resolved_patience(None, np.repeat(np.arange(3), CHOOSING_IMAGES))[0] == PATIENCE
     assert resolved_patience(None, np.array([0] * 40 + [1] * 3))[0] == 0  # the smallest class decides
     assert resolved_patience(5, np.zeros(2, dtype=int)) == (5, "as given")
+    assert resolved_patience(None, np.repeat(np.arange(3), 2), pretrained=False)[0] == PATIENCE  # scratch: not measured
     pixels, y = _data()
     wrong = (y[:12] + 1) % int(y.max() + 1)
     kept = {}

@@ -73,14 +73,16 @@ def smallest_class(labels: torch.Tensor | np.ndarray) -> int:
     return int(counts[counts > 0].min()) if len(counts) else 0
 
 
-def resolved_patience(patience: int | None, val_labels: torch.Tensor | np.ndarray) -> tuple[int, str]:
+def resolved_patience(patience: int | None, val_labels: torch.Tensor | np.ndarray,
+                      pretrained: bool = True) -> tuple[int, str]:  # fmt: skip
     """The early stopping a run gets, and why: ``patience`` as given, or :data:`PATIENCE` where the
     smallest validation class has :data:`CHOOSING_IMAGES` images or more, else 0 (none: the last
-    epoch's weights kept, the cosine schedule run to its end)."""
+    epoch's weights kept, the cosine schedule run to its end) - for a network that starts
+    ``pretrained`` (measured there); one from random weights keeps :data:`PATIENCE` (not measured)."""
     if patience is not None:
         return patience, "as given"
     smallest = smallest_class(val_labels)
-    if smallest < CHOOSING_IMAGES:
+    if smallest < CHOOSING_IMAGES and pretrained:
         return 0, (f"none: {smallest} validation image(s) in the smallest class, fewer than the {CHOOSING_IMAGES} to "
                    "choose an epoch by; the last epoch kept")  # fmt: skip
     return PATIENCE, f"the best validation epoch, after {PATIENCE} epochs without a gain"

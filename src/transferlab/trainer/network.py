@@ -5,6 +5,7 @@ advisor's pilot and the benchmarks share."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -89,12 +90,13 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
     interpolating = "interpolate" in config.strategy_entry.options and config.interpolate != INTERPOLATE_NONE
     start = snapshot(model) if interpolating else None  # LP-FT: the probe's network
     settings, groups = setup_network(model, config, batches.micro_batch if batches.accumulation > 1 else 0)
+    patience, reason = resolved_patience(config.patience, val_y, config.strategy_entry.pretrained)
+    log.info("early stopping: %s", reason)
+    settings = dataclasses.replace(settings, patience=patience)
     history = fit_network(model, groups, train_x, train_y, val_x, val_y, settings, checkpoint_dir=context.out,
                           resume=config.resume, on_epoch=context.network_epochs(config.strategy, val_y.numpy()))  # fmt: skip
     if config.tune == "lora":
         merge_lora(model.body)
-    patience, reason = resolved_patience(config.patience, val_y)
-    log.info("early stopping: %s", reason)
     details = {"early_stopping": {"patience": patience, "reason": reason}}
     if start is not None:
         saved = context.out / INTERPOLATION_FILE if config.resume else None  # only a resumable run is met again
