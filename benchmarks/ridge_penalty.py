@@ -69,9 +69,9 @@ def rule_scores(rows: dict, widths: list[int]) -> dict[str, float]:
             accuracies, errors, _, design, centre, u, s2, projected, penalty_scale = transferability._ridge_leave_one_out(
                 standardized, np.eye(classes)[y], None, grid)
             for criterion, choose in CRITERIA.items():
-                best = choose(accuracies, errors)
-                coefficients = design.T @ (u @ ((1 / (s2 + grid[best] * penalty_scale))[:, None] * projected))
-                predicted = (test @ coefficients[:-1] + coefficients[-1] - centre @ coefficients[:-1]).argmax(1)
+                weights, bias = transferability._ridge_weights(design, centre, u, s2, projected,
+                                                               grid[choose(accuracies, errors)] * penalty_scale)
+                predicted = (test @ weights + bias).argmax(1)
                 scores[f"{images}, {grid_name}, {criterion}"] = 100 * classification_metrics(
                     test_y, predicted, names)["balanced_accuracy"]
     return scores

@@ -82,10 +82,11 @@ def _ridge_leave_one_out(features: np.ndarray, target: np.ndarray, image_weights
     """The ridge regression of the one-hot ``target`` on the centred ``features`` (with an
     intercept) at each of ``penalties``, each image's squared error weighted by ``image_weights``
     (None: 1; the rows scaled by their square roots, the centring weighted): its exact
-    leave-one-out accuracy and squared error, each image counted by its weight, and each image's
-    scores from the regression fitted without it, from one eigendecomposition. Returns (accuracies,
-    squared errors, the leave-one-out scores, the scaled centred design, its mean, u, s2, u^T of
-    the scaled target, the penalties' scale)."""
+    leave-one-out accuracy and squared error, each image counted by its weight, from one
+    eigendecomposition; and, at the penalty of least squared error, each image's scores from the
+    regression fitted without it (kept for that penalty only: images x classes apiece). Returns
+    (accuracies, squared errors, those leave-one-out scores, the scaled centred design, its mean,
+    u, s2, u^T of the scaled target, the penalties' scale)."""
     x = np.asarray(features, dtype=np.float64)
     weights = np.ones(len(x)) if image_weights is None else np.asarray(image_weights, dtype=np.float64)
     root = np.sqrt(weights)[:, None]
@@ -95,7 +96,7 @@ def _ridge_leave_one_out(features: np.ndarray, target: np.ndarray, image_weights
     u, s2 = left_singular(design)
     projected = u.T @ (target * root)
     scale = np.sum(s2) / min(design.shape)
-    accuracies, errors, scores = [], [], []
+    accuracies, errors, scores = [], [], None
     for penalty in penalties:
         shrink = s2 / (s2 + penalty * scale)
         fitted = u @ (shrink[:, None] * projected) / root
@@ -103,8 +104,17 @@ def _ridge_leave_one_out(features: np.ndarray, target: np.ndarray, image_weights
         left_out = (fitted - hat[:, None] * target) / np.maximum(1 - hat, 1e-9)[:, None]
         accuracies.append(float(weights @ (left_out.argmax(1) == truth) / weights.sum()))
         errors.append(float(weights @ ((left_out - target) ** 2).sum(1) / weights.sum()))
-        scores.append(left_out)
+        if errors[-1] == min(errors):
+            scores = left_out
     return accuracies, errors, scores, design, mean, u, s2, projected, scale
+
+
+def _ridge_weights(design: np.ndarray, mean: np.ndarray, u: np.ndarray, s2: np.ndarray, projected: np.ndarray,
+                   penalty: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The (weights, bias) of :func:`_ridge_leave_one_out`'s regression at ``penalty`` (already
+    times the penalties' scale), fitted on every image, for features that are not centred."""
+    coefficients = design.T @ (u @ ((1 / (s2 + penalty))[:, None] * projected))
+    return coefficients[:-1], coefficients[-1] - mean @ coefficients[:-1]
 
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
@@ -144,9 +154,8 @@ def ridge_classifier(features: np.ndarray, labels: np.ndarray, classes: int,
     accuracies, errors, scores, design, mean, u, s2, projected, scale = _ridge_leave_one_out(
         features, np.eye(classes)[labels], image_weights, CLASSIFIER_PENALTIES)
     best = int(np.argmin(errors))
-    coefficients = design.T @ (u @ ((1 / (s2 + CLASSIFIER_PENALTIES[best] * scale))[:, None] * projected))
-    weights, bias = coefficients[:-1], coefficients[-1] - mean @ coefficients[:-1]
-    return RidgeClassifier(weights, bias, CLASSIFIER_PENALTIES[best], accuracies[best], scores[best])
+    weights, bias = _ridge_weights(design, mean, u, s2, projected, CLASSIFIER_PENALTIES[best] * scale)
+    return RidgeClassifier(weights, bias, CLASSIFIER_PENALTIES[best], accuracies[best], scores)
 
 
 def tap_standardization(features: np.ndarray, widths: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -139,7 +139,8 @@ def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.nda
         head.fc.bias.copy_(torch.from_numpy(ridge.bias / temperature))
     head.eval()
     with torch.no_grad():
-        logits = {name: head(torch.from_numpy(np.asarray(v, dtype=np.float32))) for name, v in (("train", x), ("val", val_x))}
+        logits = {name: head(torch.from_numpy(np.asarray(v, dtype=np.float32))) for name, v in (("train", x), ("val", val_x))
+                  if not (fit_val and name == "val")}  # fmt: skip
     if fit_val:
         logits["val"] = torch.from_numpy(ridge.loo_scores[len(x):] / temperature).float()
     (train_loss, train_accuracy), (val_loss, val_accuracy) = (
@@ -492,11 +493,13 @@ class _Progress:
     stale: int = 0
     start: int = 0
 
-    def record(self, row: dict, model: nn.Module) -> None:
-        """Add the epoch's ``row``; keep the weights when its validation loss is the best yet."""
+    def record(self, row: dict, model: nn.Module, keep_best: bool = True) -> None:
+        """Add the epoch's ``row``; keep the weights when its validation loss is the best yet (and
+        ``keep_best``: a run that ends on its last epoch copies none)."""
         self.history.append(row)
         if row["val_loss"] < self.best_loss:
-            self.best_loss, self.best_state, self.stale = row["val_loss"], copy.deepcopy(model.state_dict()), 0
+            best = copy.deepcopy(model.state_dict()) if keep_best else None
+            self.best_loss, self.best_state, self.stale = row["val_loss"], best, 0
         else:
             self.stale += 1
 
@@ -604,7 +607,7 @@ def fit_network(
         val_logits = predict_pixels(model, val_pixels, settings.micro_batch or per_process_batch)
         val_loss, val_accuracy = evaluate_logits(val_logits, val_y, weight)
         progress.record({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                         "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr}, model)  # fmt: skip
+                         "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr}, model, patience > 0)  # fmt: skip
         if on_epoch is not None and distributed.is_main():
             on_epoch(progress.history[-1], val_logits)
         log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.4f", epoch + 1, train_loss, val_loss, val_accuracy)
@@ -613,7 +616,7 @@ def fit_network(
                                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": progress.history,
                                     "best_loss": progress.best_loss, "best_state": progress.best_state,
                                     "stale": progress.stale, "settings": dataclasses.asdict(settings)})  # fmt: skip
-    if patience and progress.best_state is not None:
+    if progress.best_state is not None:
         model.load_state_dict(progress.best_state)
     for group in groups:
         for p in group["params"]:
