@@ -61,29 +61,48 @@ def balanced(correct: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.nd
     return np.mean([correct[:, mask & (labels == c)].mean(1) for c in classes], axis=0)
 
 
-def resampled_regrets(found: dict, rng: np.random.Generator) -> dict[str, float]:
+def resampled_regrets(found: dict, rng: np.random.Generator, rules: dict[str, str] = RULES) -> dict[str, float]:
     """Mean regret over :data:`RESAMPLES` resamples of the test split of the option best on the whole
-    split (``floor``) and of each rule."""
+    split (``floor``) and of each rule (``rules``: rule -> the option it always picks)."""
     names, labels = list(found["predictions"]), found["labels"]
     correct = np.stack([found["predictions"][name] == labels for name in names]).astype(float)
     best = int(balanced(correct, labels, np.ones(len(labels), dtype=bool)).argmax())
     by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    totals = {"floor": 0.0, **dict.fromkeys(RULES, 0.0)}
+    totals = {"floor": 0.0, **dict.fromkeys(rules, 0.0)}
     for _ in range(RESAMPLES):
         scores = np.mean([correct[:, rng.choice(members, len(members))].mean(1) for members in by_class], axis=0)
         totals["floor"] += scores.max() - scores[best]
-        for rule, name in RULES.items():
+        for rule, name in rules.items():
             totals[rule] += scores.max() - scores[names.index(name)]
     return {rule: 100 * total / RESAMPLES for rule, total in totals.items()}
 
 
-def full_regrets(found: dict) -> dict[str, float]:
+def full_regrets(found: dict, rules: dict[str, str] = RULES) -> dict[str, float]:
     """Each rule's regret on the whole test split, as the study scores it."""
     labels = found["labels"]
     names = list(found["predictions"])
     correct = np.stack([found["predictions"][name] == labels for name in names]).astype(float)
     scores = balanced(correct, labels, np.ones(len(labels), dtype=bool))
-    return {rule: 100 * (scores.max() - scores[names.index(name)]) for rule, name in RULES.items()}
+    return {rule: 100 * (scores.max() - scores[names.index(name)]) for rule, name in rules.items()}
+
+
+def print_noise(rows: list[tuple[str, int, dict, dict]], rules: dict[str, str] = RULES) -> None:
+    """The table of each cell's floor and rules' regrets (``rows``: cell, test images, regrets on the
+    whole split, resampled), then their means and worsts."""
+    print("| cell | test images | floor | " + " | ".join(f"{r}: split / resampled" for r in rules) + " |")
+    print("|---|---|---|" + "---|" * len(rules))
+    for name, images, whole, resampled in rows:
+        print(f"| {name} | {images} | {resampled['floor']:.2f} | "
+              + " | ".join(f"{whole[r]:.2f} / {resampled[r]:.2f}" for r in rules) + " |")  # fmt: skip
+    print()
+    floor = np.asarray([resampled["floor"] for *_, resampled in rows])
+    print(f"floor (the best option's own regret on resampled test splits): mean {floor.mean():.2f}, worst cell "
+          f"{floor.max():.2f} points over {len(rows)} cells")  # fmt: skip
+    for rule in rules:
+        whole = np.asarray([w[rule] for _, _, w, _ in rows])
+        resampled = np.asarray([r[rule] for *_, r in rows])
+        print(f"{rule}: on the split mean / worst {whole.mean():.2f} / {whole.max():.2f}; "
+              f"resampled {resampled.mean():.2f} / {resampled.max():.2f}")  # fmt: skip
 
 
 def main() -> None:
@@ -104,20 +123,8 @@ def main() -> None:
         if found is not None:
             rows.append((cell.name, len(found["labels"]), full_regrets(found), resampled_regrets(found, rng)))
             print(f"{cell.name}: done", flush=True)
-    print("| cell | test images | floor | " + " | ".join(f"{r}: split / resampled" for r in RULES) + " |")
-    print("|---|---|---|" + "---|" * len(RULES))
-    for name, images, whole, resampled in rows:
-        print(f"| {name} | {images} | {resampled['floor']:.2f} | "
-              + " | ".join(f"{whole[r]:.2f} / {resampled[r]:.2f}" for r in RULES) + " |")  # fmt: skip
-    print()
-    floor = np.asarray([resampled["floor"] for *_, resampled in rows])
-    print(f"floor (the best option's own regret on resampled test splits): mean {floor.mean():.2f}, worst cell "
-          f"{floor.max():.2f} points over {len(rows)} cells")  # fmt: skip
-    for rule in RULES:
-        whole = np.asarray([w[rule] for _, _, w, _ in rows])
-        resampled = np.asarray([r[rule] for *_, r in rows])
-        print(f"{rule}: on the split mean / worst {whole.mean():.2f} / {whole.max():.2f}; "
-              f"resampled {resampled.mean():.2f} / {resampled.max():.2f}")  # fmt: skip
+    print_noise(rows)
+
 
 if __name__ == "__main__":
     main()

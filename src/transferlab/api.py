@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +77,11 @@ def train(data: str | TrainConfig, **options) -> TrainResult:
     advisor measures the data first (or ``plan=`` a saved plan.json is carried out) and the plan
     is merged into the config (:func:`transferlab.config.with_plan`). The data is loaded and the
     backbone built once. Under ``torchrun`` each process calls this; only the main one writes."""
+    started = time.perf_counter()  # the run's train_seconds count the advisor's measuring and check too
     config = _config(data, options)
     distributed.init_from_env()
     prepared, config, plan = _prepare_and_plan(config)
-    metrics = train_prepared(prepared, config, plan)
+    metrics = train_prepared(prepared, config, plan, started)
     return TrainResult(metrics, Path(config.out), plan)
 
 

@@ -139,6 +139,8 @@ def test_auto_trains_what_the_out_of_fold_scores_chose_and_reports_them(folder):
     else:
         assert not plan.members and plan.strategy == STRATEGIES[chosen[0].split("@")[0].removesuffix("-adapted-bn")].name
     assert json.loads((root / "run" / "plan.json").read_text())["crossfit"]["folds"] == FOLDS
+    # the run's time is the whole run's, the measuring and the check included (what the CLI prints)
+    assert result.metrics["train_seconds"] > evidence["seconds"]
 
 
 def test_a_time_budget_below_the_estimate_leaves_the_decision_to_the_forecast_and_says_so(folder):

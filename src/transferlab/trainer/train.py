@@ -43,16 +43,20 @@ from .tensorboard import TensorBoardLog
 log = logging.getLogger(__name__)
 
 
-def train_prepared(prepared: PreparedRun, config: TrainConfig, plan: Plan | None = None) -> dict:
+def train_prepared(prepared: PreparedRun, config: TrainConfig, plan: Plan | None = None,
+                   started: float | None = None) -> dict:  # fmt: skip
     """Train as ``config`` says on ``prepared``; write model, metrics and report into ``config.out``.
 
-    Returns the metrics (also saved as ``metrics.json``). A second run on the same folder at the
+    Returns the metrics (also saved as ``metrics.json``; ``train_seconds`` counts from ``started``, a
+    ``time.perf_counter()`` reading taken where the run began - before the advisor measured, for
+    ``auto`` - or, by default, from before the preparing). A second run on the same folder at the
     same time is refused (``OutputInUse``); under torchrun only the main process writes.
     """
+    started = time.perf_counter() - prepared.seconds if started is None else started
     if not distributed.is_main():
-        return _train(prepared, config, plan)
+        return _train(prepared, config, plan, started)
     with OutputLock(config.out):
-        return _train(prepared, config, plan)
+        return _train(prepared, config, plan, started)
 
 
 def taps_of(backbone, cut: str) -> tuple[Tap, ...]:
@@ -215,8 +219,7 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
     return info, stages
 
 
-def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None) -> dict:
-    started = time.perf_counter() - prepared.seconds  # train_seconds covers the whole run
+def _train(prepared: PreparedRun, config: TrainConfig, plan: Plan | None, started: float) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     backbone = prepared.backbone
