@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from regret_noise import full_regrets, print_noise, resampled_regrets
+from regret_noise import balanced, full_regrets, print_noise, resampled_regrets
 from resumable import arguments
 
 import transferlab as tl
@@ -44,7 +44,7 @@ def folder_predictions(runs: Path, name: str, seed: int, options: list[str], wei
             model = tl.load(runs / "runs" / f"{name}-seed{seed}-{option}-{weight}" / "model", engine="pytorch")
             predictions[option] = np.array([found.top[0][0] for found in model.predict(paths, top_k=1)])
             recorded = json.loads((runs / f"{name}-seed{seed}-{option}-{weight}.json").read_text())["balanced_accuracy"]
-            recomputed = np.mean([np.mean(predictions[option][labels == c] == c) for c in np.unique(labels)])
+            recomputed = balanced((predictions[option] == labels)[None].astype(float), labels, np.ones(len(labels), bool))[0]
             if abs(recomputed - recorded) > CHECK_TOLERANCE:
                 raise RuntimeError(f"{name}@{seed} {option}: recomputed {recomputed:.4f}, recorded {recorded:.4f}")
         np.savez(saved, labels=labels, **predictions)

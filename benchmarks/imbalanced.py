@@ -148,11 +148,10 @@ def _print_regrets(scored: dict[str, dict[str, float]], options: list[str]) -> N
     for option in options:
         values = [r[option] for r in regrets.values()]
         print(f"  {option}: mean {np.mean(values):.2f}, worst {max(values):.2f}")
-    for other in options if "auto" in options else []:
-        if other != "auto":
-            test = paired_test_by_set(regrets, "auto", other)
-            print(f"  auto against always-{other}: {test['mean_difference']:+.2f} points less regret "
-                  f"(by data set: p = {test['p_value']:.2g} over {test['sets']})")
+    for other in [o for o in options if o != "auto"] if "auto" in options else []:
+        test = paired_test_by_set(regrets, "auto", other)
+        print(f"  auto against always-{other}: {test['mean_difference']:+.2f} points less regret "
+              f"(by data set: p = {test['p_value']:.2g} over {test['sets']})")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def _ridge_leave_one_out(features: np.ndarray, target: np.ndarray, image_weights
         left_out = (fitted - hat[:, None] * target) / np.maximum(1 - hat, 1e-9)[:, None]
         accuracies.append(float(weights @ (left_out.argmax(1) == truth) / weights.sum()))
         errors.append(float(weights @ ((left_out - target) ** 2).sum(1) / weights.sum()))
-        if errors[-1] == min(errors):
+        if errors[-1] < min(errors[:-1], default=np.inf):  # the first of equal errors, as np.argmin picks
             scores = left_out
     return accuracies, errors, scores, design, mean, u, s2, projected, scale
 

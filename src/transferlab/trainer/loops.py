@@ -139,10 +139,9 @@ def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.nda
         head.fc.bias.copy_(torch.from_numpy(ridge.bias / temperature))
     head.eval()
     with torch.no_grad():
-        logits = {name: head(torch.from_numpy(np.asarray(v, dtype=np.float32))) for name, v in (("train", x), ("val", val_x))
-                  if not (fit_val and name == "val")}  # fmt: skip
-    if fit_val:
-        logits["val"] = torch.from_numpy(ridge.loo_scores[len(x):] / temperature).float()
+        logits = {"train": head(torch.from_numpy(np.asarray(x, dtype=np.float32))),
+                  "val": torch.from_numpy(ridge.loo_scores[len(x):] / temperature).float() if fit_val
+                  else head(torch.from_numpy(np.asarray(val_x, dtype=np.float32)))}  # fmt: skip
     (train_loss, train_accuracy), (val_loss, val_accuracy) = (
         evaluate_logits(logits[name], torch.from_numpy(np.asarray(labels))) for name, labels in (("train", y), ("val", val_y)))
     row = {"epoch": 1, "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
