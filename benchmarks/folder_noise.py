@@ -21,16 +21,16 @@ from regret_noise import balanced, full_regrets, print_noise, resampled_regrets
 from resumable import arguments
 
 import transferlab as tl
-from transferlab.data import is_image_file
+from transferlab.datasets import load_dataset
 
 OPTIONS = ("auto", "ensemble", "multicut", "head", "finetune")
 CHECK_TOLERANCE = 1e-6  # the recomputed balanced accuracy against the run's own
 
 
 def test_images(folder: Path) -> tuple[list[Path], np.ndarray]:
-    """The paths of ``folder/test`` and their class names."""
-    paths = sorted(p for p in (folder / "test").glob("*/*") if is_image_file(p))
-    return paths, np.array([p.parent.name for p in paths])
+    """The paths of ``folder``'s test split and their class names, read as ``evaluate`` reads them."""
+    test = load_dataset(str(folder)).test
+    return [test.source.paths[i] for i in test.indices], np.array([test.classes[label] for label in test.labels])
 
 
 def folder_predictions(runs: Path, name: str, seed: int, options: list[str], weight: str, out: Path) -> dict:

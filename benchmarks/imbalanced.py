@@ -44,8 +44,8 @@ def class_counts(classes: int, most: int, least: int, seed: int) -> np.ndarray:
 
 
 def _write(images, positions, root: Path) -> None:
-    for position in positions:
-        folder = root / images.classes[images.labels[position]]
+    for position in positions:  # a '/' in a class name ('T-shirt/top') would nest a folder
+        folder = root / images.classes[images.labels[position]].replace("/", "-")
         folder.mkdir(parents=True, exist_ok=True)
         images.open(int(position)).convert("RGB").save(folder / f"{position}.png")
 

@@ -14,6 +14,16 @@ def test_image_folder(image_folder):
     assert dataset.train.counts().tolist() == [12, 12, 12]
 
 
+def test_images_in_a_class_folders_sub_folders_belong_to_that_class(image_folder):
+    nested = image_folder / "red" / "top"  # e.g. a class 'T-shirt/top' written as a path
+    nested.mkdir()
+    for moved in sorted((image_folder / "red").glob("*.png"))[:5]:
+        moved.rename(nested / moved.name)
+    dataset = load_dataset(str(image_folder))
+    assert dataset.train.classes == ("blue", "green", "red")
+    assert dataset.train.counts().tolist() == [12, 12, 12]
+
+
 def test_train_test_layout(tmp_path):
     write_folder(tmp_path / "d" / "train", per_class=4)
     write_folder(tmp_path / "d" / "test", per_class=2)
