@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,8 +31,8 @@ from transferlab.heads import make_head
 from transferlab.metrics import evaluate_logits
 from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at, freeze
-from transferlab.trainer.loops import fit_head, fit_network
 from transferlab.trainer.frozen import head_settings
+from transferlab.trainer.loops import HeadTraining, fit_head, fit_network
 from transferlab.trainer.network import setup_network
 
 ROWS: list[tuple[str, str, str, str, str]] = []
@@ -100,6 +101,34 @@ def bench_head_cache(resolution: int = 112, epochs: int = 10) -> None:
     reference = time.perf_counter() - start
     report(f"head, {epochs} epochs, 1000+1000 images at {resolution} px", f"{ours:.1f} s (val acc {ours_acc:.4f})",
            f"{reference:.1f} s (val acc {best[1]:.4f})", reference / ours, ">= 8, accuracy within 0.01")
+
+
+def bench_head_threads(images: int = 120, classes: int = 10, width: int = 1280) -> None:
+    """A head's fit on a small labelled set (features of Lite0's width; the min-steps rule makes it
+    hundreds of tiny steps), on one thread (as ``fit_head`` runs) against the two PyTorch would use,
+    with the other core idle and with it busy (another process spinning there, as on a shared machine)."""
+    rng = np.random.default_rng(0)
+    train_x, val_x = (rng.normal(size=(n, width)).astype(np.float32) for n in (images, classes))
+    train_y, val_y = np.arange(images) % classes, np.arange(classes)
+    settings = HeadTraining(epochs=40, lr=1e-3)
+
+    def timed(fit) -> float:
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        fit(make_head(width, classes), train_x, train_y, val_x, val_y, settings)
+        return time.perf_counter() - start
+
+    threads = torch.get_num_threads()
+    for neighbour in ("idle", "busy"):
+        spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour == "busy" else None
+        try:
+            ours = timed(fit_head)
+            reference = timed(fit_head.__wrapped__)  # the same fit on PyTorch's threads
+        finally:
+            if spinning:
+                spinning.kill()
+        report(f"head fit, {images} images, other core {neighbour}", f"{ours:.2f} s (1 thread)",
+               f"{reference:.2f} s ({threads} threads)", reference / ours, ">= 0.9 idle, >> 1 busy")
 
 
 def bench_extraction(resolution: int, count: int = 1000) -> None:
@@ -508,6 +537,7 @@ def bench_limit(resolution: int = 112, count: int = 512, batch_size: int = 32) -
 
 BENCHMARKS = {
     "head-cache": bench_head_cache,
+    "head-threads": bench_head_threads,
     "extraction": lambda: (bench_extraction(112), bench_extraction(224, count=500)),
     "finetune-step": bench_finetune_step,
     "memory": bench_memory,

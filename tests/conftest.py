@@ -18,6 +18,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 
 from transferlab.testing import COLOURS, make_image  # noqa: F401 - the tests' helpers
 from transferlab.testing import write_image_folder as write_folder
@@ -35,6 +36,15 @@ def split_folders(root: Path, train_per_class: int, test_seed: int) -> Path:
 def image_folder(tmp_path) -> Path:
     """3 classes x 12 PNG images of 40x40 pixels."""
     return write_folder(tmp_path / "colours")
+
+
+@pytest.fixture
+def two_threads():
+    """PyTorch on two threads for the test, the thread count it had given back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -259,6 +259,14 @@ def test_fit_head_learns_features_of_tiny_scale_and_takes_enough_steps():
     assert HeadTraining(epochs=40, lr=1e-3, batch_size=64).epochs_for(60000) == 40
 
 
+def test_fit_head_runs_on_one_thread_and_gives_the_threads_back(two_threads):
+    seen = []
+    x, y = np.eye(4, 8, dtype=np.float32), np.arange(4)
+    fit_head(make_head(8, 4), x, y, x, y, HeadTraining(epochs=3, lr=1e-2, min_steps=0),
+             on_epoch=lambda row, logits: seen.append(torch.get_num_threads()))  # fmt: skip
+    assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+
+
 def test_balanced_class_weights_by_hand():
     from transferlab.trainer.loops import loss_weights
 
