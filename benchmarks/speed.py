@@ -131,6 +131,71 @@ def bench_head_threads(images: int = 120, classes: int = 10, width: int = 1280) 
                f"{reference:.2f} s ({threads} threads)", reference / ours, ">= 0.9 idle, >> 1 busy")
 
 
+_SPIN_PROBE = """
+import json, sys, time
+import timm, torch
+torch.manual_seed(0)
+model = timm.create_model("efficientnet_lite0", num_classes=10).to(memory_format=torch.channels_last)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+x = torch.randn(64, 3, 112, 112).contiguous(memory_format=torch.channels_last)
+y = torch.arange(64) % 10
+def step():
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+step()  # warm-up
+start = time.perf_counter()
+for _ in range(6):
+    step()
+train = 6 * 64 / (time.perf_counter() - start)
+model.eval()
+with torch.inference_mode():
+    model(x)
+    start = time.perf_counter()
+    for _ in range(10):
+        model(x)
+    infer = 10 * 64 / (time.perf_counter() - start)
+print(json.dumps({"train": train, "infer": infer}))
+"""
+
+
+def _spin_rates(spin_count: str | None, neighbour: str) -> list[dict]:
+    """Training and inference images per second of Lite0 (112 px, batch 64) in fresh processes whose
+    OpenMP threads spin ``spin_count`` rounds (None: libgomp's default), beside an idle core, a
+    spinning process, or a second such process (``neighbour``: idle, busy, twin)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update({"GOMP_SPINCOUNT": spin_count} if spin_count else {})
+    spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour == "busy" else None
+    try:
+        probes = [subprocess.Popen([sys.executable, "-c", _SPIN_PROBE], env=env, stdout=subprocess.PIPE, text=True)
+                  for _ in range(2 if neighbour == "twin" else 1)]  # fmt: skip
+        return [json.loads(probe.communicate()[0].strip().splitlines()[-1]) for probe in probes]
+    finally:
+        if spinning:
+            spinning.kill()
+
+
+def bench_spin() -> None:
+    """How long the OpenMP threads spin before sleeping (``transferlab.threads``): the spin count
+    transferlab sets against libgomp's default, with the other core idle, busy with another process,
+    and with two such runs at once (each run's rate)."""
+    from transferlab.threads import SPIN_COUNT
+
+    for neighbour in ("idle", "busy", "twin"):
+        ours, reference = _mean_rates(_spin_rates(SPIN_COUNT, neighbour)), _mean_rates(_spin_rates(None, neighbour))
+        report(f"OpenMP spin count {SPIN_COUNT} vs libgomp's default, other core {neighbour}",
+               f"train {ours['train']:.1f} / infer {ours['infer']:.1f} img/s",
+               f"train {reference['train']:.1f} / infer {reference['infer']:.1f} img/s",
+               ours["train"] / reference["train"], ">= 0.9 idle, > 1.5 busy or twin")  # fmt: skip
+
+
+def _mean_rates(runs: list[dict]) -> dict:
+    return {key: sum(run[key] for run in runs) / len(runs) for key in ("train", "infer")}
+
+
 def bench_extraction(resolution: int, count: int = 1000) -> None:
     """Feature extraction end to end (decode, resize, normalize, forward, write cache) vs. bare forward."""
     images = per_class_subset(load_dataset("fashion-mnist").test, count // 10)
@@ -538,6 +603,7 @@ def bench_limit(resolution: int = 112, count: int = 512, batch_size: int = 32) -
 BENCHMARKS = {
     "head-cache": bench_head_cache,
     "head-threads": bench_head_threads,
+    "spin": bench_spin,
     "extraction": lambda: (bench_extraction(112), bench_extraction(224, count=500)),
     "finetune-step": bench_finetune_step,
     "memory": bench_memory,

@@ -14,6 +14,7 @@ import pytest
 from conftest import CLI, COLOURS, assert_one_line_error, make_image, run, run_here, write_folder
 
 from transferlab.allocator import TCMALLOC_PATHS
+from transferlab.threads import SPIN_COUNT
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def test_train_writes_model_metrics_and_report(trained):
     assert metrics["train_seconds"] > 0 and len(metrics["history"]) == 500  # 15 epochs of 1 step raised to 500 steps
     tcmalloc_installed = any(Path(p).exists() for p in TCMALLOC_PATHS)
     assert metrics["allocator"] == ("tcmalloc" if tcmalloc_installed else "glibc")
+    assert metrics["openmp_spin_count"] == os.environ["GOMP_SPINCOUNT"] == SPIN_COUNT  # set on importing transferlab
     assert "corrupt.jpg" in result.stderr  # the warning names the file
     assert "validation accuracy: 1.0000" in result.stdout
     html = (root / "run" / "report.html").read_text()

@@ -2,7 +2,6 @@
 precision and the engine - simulated for each kind, so that the choice is tested on every machine."""
 
 import pytest
-import torch
 
 from transferlab.errors import ConfigError
 from transferlab.hardware import (
@@ -13,7 +12,6 @@ from transferlab.hardware import (
     check_device,
     choose_engine,
     int8_format,
-    one_thread,
     resolve_device,
     this_cpu,
 )
@@ -82,9 +80,3 @@ def test_auto_takes_the_fastest_engine_that_is_correct_here(requested, device, c
     choice = choose_engine(requested, device, cpu, onnxruntime, images, 112, exported)
     assert choice.engine == expected and choice.reason
 
-
-def test_one_thread_restores_the_thread_count_even_when_the_block_fails(two_threads):
-    with pytest.raises(RuntimeError), one_thread():
-        assert torch.get_num_threads() == 1
-        raise RuntimeError("inside")
-    assert torch.get_num_threads() == 2

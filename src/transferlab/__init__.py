@@ -13,6 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .threads import bound_spinning
+
+bound_spinning()  # read once by the OpenMP library, when torch loads: before it
+
 __version__ = "0.2.0"
 
 _EXPORTS = {

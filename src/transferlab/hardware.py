@@ -10,7 +10,6 @@ the remedy, 7-bit weights (``reduce_range``). Measured both ways in docs/speed.m
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -119,22 +118,6 @@ def autocast_dtype(device: str, bf16_supported: bool | None = None) -> str | Non
 
         bf16_supported = torch.cuda.is_bf16_supported()
     return "bfloat16" if bf16_supported else None
-
-
-@contextlib.contextmanager
-def one_thread():
-    """PyTorch on one thread while the block runs (its thread count restored after): for work made
-    of hundreds of tiny operations, such as a linear head's steps on cached features, where each
-    operation's split across threads buys nothing and, with another process on the other core, costs
-    a wait at every operation (a head's fit 0.35 s on one thread, 5-10 s on two: docs/speed.md)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ from ..config import TrainConfig
 from ..ensemble import fit_temperature
 from ..errors import ConfigError, TrainingDiverged
 from ..features import predict_pixels, to_unit_float
-from ..hardware import one_thread
 from ..heads import LinearHead
 from ..metrics import evaluate_logits
+from ..threads import one_thread
 from ..transferability import ridge_classifier
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def _head_pass(head: LinearHead, xs: torch.Tensor, ys: torch.Tensor, batches, op
     return total_loss, correct
 
 
-@one_thread()  # hundreds of tiny steps: a second thread only waits on each (hardware.one_thread)
+@one_thread()  # hundreds of tiny steps: a second thread only waits on each (threads.one_thread)
 def fit_head(
     head: LinearHead,
     train_x: np.ndarray,

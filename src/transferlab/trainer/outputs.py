@@ -28,6 +28,7 @@ from ..report import (
     save_figure,
     write_report,
 )
+from ..threads import spin_count
 from .memory import peak_rss_bytes
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def build_metrics(config: TrainConfig, stages: dict, info: BundleInfo, weights_s
         **last.memory,
         **{name: value for stage in stages.values() for name, value in stage.details.items()},
         "allocator": allocator_in_use(),
+        "openmp_spin_count": spin_count(),
         "config": dataclasses.asdict(config),  # as typed (with the plan merged in); as run: "resolved_config"
         **({} if config.strategy_entry.members else
            {"resolved_config": config.resolved(info.cut, info.preprocessing.resolution)}),  # members: their own
