@@ -18,7 +18,6 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import torch
 
 from transferlab.testing import COLOURS, make_image  # noqa: F401 - the tests' helpers
 from transferlab.testing import write_image_folder as write_folder
@@ -41,6 +40,8 @@ def image_folder(tmp_path) -> Path:
 @pytest.fixture
 def two_threads():
     """PyTorch on two threads for the test, the thread count it had given back after."""
+    import torch  # here, not above: importing transferlab first sets how its threads wait (threads.py)
+
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
