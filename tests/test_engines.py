@@ -50,3 +50,9 @@ def test_fixing_the_padding_leaves_the_callers_model_untouched():
     before = net[1].running_mean.clone()
     with_static_padding(net, torch.rand(2, 3, 16, 16) + 5)
     assert torch.equal(net[1].running_mean, before) and isinstance(net[0], Conv2dSame)
+
+
+def test_onnx_runtimes_threads_sleep_between_runs_instead_of_spinning(tmp_path):
+    runner = onnx_runner(strided_same_net(), 20, tmp_path / "net.onnx")
+    options = runner.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -131,6 +131,9 @@ class OnnxRunner:
         ort = _onnxruntime()
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: the graph clean-up notes of quantized models are not for users
+        # threads sleep instead of spinning between runs, as PyTorch's do (threads.py): beside a busy
+        # process 1.55-1.82x faster, alone 0.96-0.97x (docs/speed.md)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
