@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 SPIN_COUNT = "10000"  # measured against the default and 1,000 to 100,000 rounds (docs/speed.md)
 
 
 def bound_spinning() -> None:
     """Spin :data:`SPIN_COUNT` rounds before sleeping, unless ``GOMP_SPINCOUNT`` or
-    ``OMP_WAIT_POLICY`` says otherwise already."""
-    if "OMP_WAIT_POLICY" not in os.environ:
+    ``OMP_WAIT_POLICY`` says otherwise already, or torch has loaded (too late: nothing is set)."""
+    if "OMP_WAIT_POLICY" not in os.environ and "torch" not in sys.modules:
         os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 
 def spin_count() -> str:
     """What the threads of this process spin before sleeping (``metrics.json``)."""
-    return os.environ.get("GOMP_SPINCOUNT") or f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}"
+    if "GOMP_SPINCOUNT" in os.environ:
+        return os.environ["GOMP_SPINCOUNT"]
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    return f"OMP_WAIT_POLICY={policy}" if policy else "libgomp's default (torch was loaded before transferlab)"
 
 
 @contextlib.contextmanager
