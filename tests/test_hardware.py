@@ -79,4 +79,3 @@ def test_auto_takes_the_fastest_engine_that_is_correct_here(requested, device, c
                                                             expected):  # fmt: skip
     choice = choose_engine(requested, device, cpu, onnxruntime, images, 112, exported)
     assert choice.engine == expected and choice.reason
-
