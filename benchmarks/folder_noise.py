@@ -17,13 +17,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from imbalanced import OPTIONS
 from regret_noise import balanced, full_regrets, print_noise, resampled_regrets
 from resumable import arguments
 
 import transferlab as tl
 from transferlab.datasets import load_dataset
 
-OPTIONS = ("auto", "ensemble", "multicut", "head", "finetune")
 CHECK_TOLERANCE = 1e-6  # the recomputed balanced accuracy against the run's own
 
 

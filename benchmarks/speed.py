@@ -103,6 +103,17 @@ def bench_head_cache(resolution: int = 112, epochs: int = 10) -> None:
            f"{reference:.1f} s (val acc {best[1]:.4f})", reference / ours, ">= 8, accuracy within 0.01")
 
 
+@contextlib.contextmanager
+def _neighbour(busy: bool):
+    """Another process spinning on a core while the block runs (``busy``), as on a shared machine."""
+    spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        yield
+    finally:
+        if spinning:
+            spinning.kill()
+
+
 def bench_head_threads(images: int = 120, classes: int = 10, width: int = 1280) -> None:
     """A head's fit on a small labelled set (features of Lite0's width; the min-steps rule makes it
     hundreds of tiny steps), on one thread (as ``fit_head`` runs) against the two PyTorch would use,
@@ -120,13 +131,9 @@ def bench_head_threads(images: int = 120, classes: int = 10, width: int = 1280) 
 
     threads = torch.get_num_threads()
     for neighbour in ("idle", "busy"):
-        spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour == "busy" else None
-        try:
+        with _neighbour(neighbour == "busy"):
             ours = timed(fit_head)
             reference = timed(fit_head.__wrapped__)  # the same fit on PyTorch's threads
-        finally:
-            if spinning:
-                spinning.kill()
         report(f"head fit, {images} images, other core {neighbour}", f"{ours:.2f} s (1 thread)",
                f"{reference:.2f} s ({threads} threads)", reference / ours, ">= 0.9 idle, >> 1 busy")
 
@@ -168,14 +175,10 @@ def _spin_rates(spin_count: str | None, neighbour: str) -> list[dict]:
 
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     env.update({"GOMP_SPINCOUNT": spin_count} if spin_count else {})
-    spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour == "busy" else None
-    try:
+    with _neighbour(neighbour == "busy"):
         probes = [subprocess.Popen([sys.executable, "-c", _SPIN_PROBE], env=env, stdout=subprocess.PIPE, text=True)
                   for _ in range(2 if neighbour == "twin" else 1)]  # fmt: skip
         return [json.loads(probe.communicate()[0].strip().splitlines()[-1]) for probe in probes]
-    finally:
-        if spinning:
-            spinning.kill()
 
 
 def bench_spin() -> None:
@@ -464,17 +467,13 @@ def bench_onnxruntime_spin(resolution: int = 224, count: int = 128) -> None:
         spinning = OnnxRunner(path)
         spinning.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # the defaults
         for neighbour in ("idle", "busy"):
-            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour == "busy" else None
-            try:
-                rates = {}
+            rates = {}
+            with _neighbour(neighbour == "busy"):
                 for name, runner in (("ours", ours), ("spinning", spinning)):
                     predict_pixels(runner, pixels[:8])  # warm-up
                     start = time.perf_counter()
                     predict_pixels(runner, pixels)
                     rates[name] = count / (time.perf_counter() - start)
-            finally:
-                if busy:
-                    busy.kill()
             report(f"ONNX Runtime, {resolution} px, threads sleeping vs spinning, other core {neighbour}",
                    f"{rates['ours']:.0f} img/s", f"{rates['spinning']:.0f} img/s", rates["ours"] / rates["spinning"],
                    ">= 0.9 idle, > 1.2 busy")  # fmt: skip

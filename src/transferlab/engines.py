@@ -132,7 +132,7 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: the graph clean-up notes of quantized models are not for users
         # threads sleep instead of spinning between runs (PyTorch's spin less: threads.py): beside a busy
-        # process 1.55-1.82x faster, alone 0.96-0.97x (docs/speed.md)
+        # process 1.55-1.82x faster, alone 0.90-0.97x (docs/speed.md)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
