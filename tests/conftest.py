@@ -24,6 +24,16 @@ from transferlab.testing import write_image_folder as write_folder
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would fill the captured output of failures
 
+
+def pytest_sessionstart(session) -> None:
+    """The free disk where the tests write, first in the output (also under -q): a full disk fails
+    the tests that write images with errors far from the cause."""
+    import tempfile
+
+    places = {"temporary files": Path(tempfile.gettempdir()), "the checkout": session.config.rootpath}
+    free = ", ".join(f"{shutil.disk_usage(path).free / 2**30:.1f} GiB for {name} ({path})" for name, path in places.items())
+    session.config.pluginmanager.get_plugin("terminalreporter").write_line(f"free disk: {free}")
+
 def split_folders(root: Path, train_per_class: int, test_seed: int) -> Path:
     """``root/d/train`` (``train_per_class`` images of each colour) and ``root/d/test`` (4 each); returns ``root``."""
     write_folder(root / "d" / "train", per_class=train_per_class)

@@ -148,6 +148,32 @@ def test_training_learns_and_resume_reproduces_an_uninterrupted_run(tmp_path):
         fit_network(model, layer_groups(model, other), pixels, y, pixels[:12], y[:12], other, tmp_path / "b", True)
 
 
+def test_a_finished_run_keeps_only_its_weights_and_resumes_to_them_without_training(tmp_path):
+    pixels, y = _data()
+    settings = NetworkTraining(epochs=3, lr=3e-3, batch_size=16, patience=10)
+    torch.manual_seed(0)
+    model = _cnn_model()
+    groups = layer_groups(model, settings)
+    full = fit_network(model, groups, pixels, y, pixels[:12], y[:12], settings, tmp_path)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert state["finished"] and "optimizer" not in state and "best_state" not in state
+    assert state["history"] == full and state["epoch"] == len(full) - 1
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert (tmp_path / CHECKPOINT_FILE).stat().st_size < 1.5 * weights  # one copy of the weights, no moments
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(state["model"][key], tensor)
+
+    torch.manual_seed(1)
+    again = _cnn_model()  # other starting weights: the checkpoint alone gives the result
+    passes = {"n": 0}
+    original = again.forward
+    again.forward = lambda x: passes.__setitem__("n", passes["n"] + 1) or original(x)
+    resumed = fit_network(again, layer_groups(again, settings), pixels, y, pixels[:12], y[:12], settings, tmp_path, True)
+    assert resumed == full and passes["n"] == 0
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], tensor)
+
+
 def test_early_stopping_is_off_where_validation_is_too_small_to_choose_an_epoch():
     """Fewer than ten validation images in the smallest class choose no epoch: the whole schedule
     runs and its last epoch's weights are kept; a patience given, or a larger validation split,

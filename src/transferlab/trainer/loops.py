@@ -493,6 +493,7 @@ class _Progress:
     best_state: dict | None = None
     stale: int = 0
     start: int = 0
+    finished: bool = False  # restored from a finished run's checkpoint
 
     def record(self, row: dict, model: nn.Module, keep_best: bool = True) -> None:
         """Add the epoch's ``row``; keep the weights when its validation loss is the best yet (and
@@ -507,7 +508,8 @@ class _Progress:
 
 def _restored(path: Path, settings: NetworkTraining, model: nn.Module, optimizer, scheduler) -> _Progress:
     """The state of the interrupted run checkpointed at ``path``, loaded into ``model``, ``optimizer``
-    and ``scheduler``; refused when that run's settings differ."""
+    and ``scheduler`` (a finished run's: its final weights, nothing left to train); refused when that
+    run's settings differ."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if _resumable(state.get("settings")) != _resumable(dataclasses.asdict(settings)):
         raise ConfigError(
@@ -515,10 +517,22 @@ def _restored(path: Path, settings: NetworkTraining, model: nn.Module, optimizer
             "options, or start afresh without --resume."
         )
     model.load_state_dict(state["model"])
+    if state.get("finished"):
+        log.info("%s holds a finished run: its weights, no training left", path)
+        return _Progress(state["history"], state["best_loss"], None, state["stale"], settings.epochs, finished=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     log.info("resuming from %s after epoch %d", path, state["epoch"] + 1)
     return _Progress(state["history"], state["best_loss"], state["best_state"], state["stale"], state["epoch"] + 1)
+
+
+def _finished_state(model: nn.Module, progress: _Progress, settings: NetworkTraining) -> dict:
+    """What a finished run's checkpoint keeps: the weights it ended with, its history and settings -
+    enough for ``resume`` to give the same model again, without the optimizer's moments and the
+    second copy of the weights that only an unfinished run needs (a quarter of the size under AdamW)."""
+    return {"model": model.state_dict(), "history": progress.history, "best_loss": progress.best_loss,
+            "stale": progress.stale, "epoch": len(progress.history) - 1, "settings": dataclasses.asdict(settings),
+            "finished": True}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -577,7 +591,9 @@ def fit_network(
     checkpoint (model, optimizer, scheduler, history, best weights) is written atomically after
     each epoch, so ``resume=True`` continues an interrupted run to the same result. The model
     ends with the weights of its best validation epoch, or of its last where
-    :func:`resolved_patience` says validation is too small to choose by.
+    :func:`resolved_patience` says validation is too small to choose by; the checkpoint then
+    shrinks to those weights and the history (:func:`_finished_state`), which a resume restores
+    without training.
     """
     world = distributed.world_size()
     per_process_batch = max(1, settings.batch_size // world)
@@ -619,6 +635,8 @@ def fit_network(
                                     "stale": progress.stale, "settings": dataclasses.asdict(settings)})  # fmt: skip
     if progress.best_state is not None:
         model.load_state_dict(progress.best_state)
+    if path and distributed.is_main() and not progress.finished:
+        _save_checkpoint(path, _finished_state(model, progress, settings))
     for group in groups:
         for p in group["params"]:
             p.requires_grad_(True)
