@@ -68,10 +68,12 @@ def long_tailed_folder(name: str, root: Path, most: int, least: int, test_per_cl
 
 
 def one_run(folder: Path, option: str, weight: str, seed: int, out: Path, cache_dir: str | None) -> dict:
-    result = tl.train(str(folder), strategy=option, class_weight=None if weight == "table" else weight, resolution=112,
-                      seed=seed, out=str(out), cache_dir=cache_dir)  # fmt: skip
+    """``option``: a strategy, or ``strategy@cut`` (``finetune@all``: LP-FT through every cut)."""
+    strategy, _, cut = option.partition("@")
+    result = tl.train(str(folder), strategy=strategy, cut=cut or None, class_weight=None if weight == "table" else weight,
+                      resolution=112, seed=seed, out=str(out), cache_dir=cache_dir)  # fmt: skip
     return {"balanced_accuracy": result.metrics["balanced_accuracy"], "accuracy": result.metrics["test_accuracy"],
-            "strategy": result.plan.strategy if result.plan else option,
+            "strategy": result.plan.strategy if result.plan else strategy,
             "train_seconds": result.metrics.get("train_seconds")}  # fmt: skip
 
 

@@ -1,0 +1,94 @@
+"""Which fine-tuned network the ensemble should average with ``multicut``: ``finetune`` or ``finetune@all``.
+
+For every folder ``imbalanced.py`` ran with ``--options ... ensemble finetune finetune@all``, the
+saved ``multicut`` and fine-tuned models predict the test images again and are averaged as
+always-``ensemble`` averages them: ``multicut`` at the temperature the ensemble run saved, each
+fine-tuned network at one fitted on its validation logits (as the ensemble fits its own, which
+reproduces always-``ensemble`` to the last figure: the ``pair finetune`` column). Regret: points of
+test balanced accuracy below the folder's best, the pairs counted among the options; an exact
+sign-flip test over the data sets (seeds averaged first). Logits are cached in --out.
+
+    cd benchmarks && python ensemble_member.py --runs ../runs/user-12b --out ../runs/ensemble-member --seeds 0 1 2 \\
+        --data emoji-apple emoji-google emoji-twitter emoji-facebook emoji-fluent furniture cartoons
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from combination_rules import prepared_run
+
+from transferlab.advisor.study import paired_test_by_set, saved_outputs
+from transferlab.ensemble import combined, fit_temperature
+from transferlab.metrics import classification_metrics
+
+OPTIONS = ("auto", "ensemble", "multicut", "head", "finetune", "finetune@all")
+MEMBERS = ("multicut", "finetune", "finetune@all")
+
+
+def member_logits(runs: Path, folder: str, prepared, out: Path) -> dict[str, np.ndarray]:
+    """Each member's validation and test logits (``name:split``), cached in ``out``."""
+    saved = out / runs.name / f"{folder}.npz"
+    if not saved.exists():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        logits = {}
+        for member in MEMBERS:
+            stage = saved_outputs(prepared, runs / "runs" / f"{folder}-{member}-table" / "model")
+            logits.update({f"{member}:{split}": stage.logits[split].numpy() for split in ("val", "test")})
+        np.savez(saved, **logits)
+    return dict(np.load(saved))
+
+
+def folder_scores(runs: Path, folder: str, out: Path) -> dict[str, float] | None:
+    """Each option's and each pair's test balanced accuracy (points), or None where a run is missing."""
+    results = {option: runs / f"{folder}-{option}-table.json" for option in OPTIONS}
+    if not all(path.exists() for path in results.values()):
+        return None
+    scores = {option: 100 * json.loads(path.read_text())["balanced_accuracy"] for option, path in results.items()}
+    prepared = prepared_run(runs / "runs" / f"{folder}-auto-table")
+    logits = member_logits(runs, folder, prepared, out)
+    bundle = json.loads((runs / "runs" / f"{folder}-ensemble-table" / "model" / "bundle.json").read_text())
+    temperatures = {m["folder"]: m["temperature"] for m in bundle["members"] if m["folder"] == "multicut"}
+    val_labels = torch.from_numpy(prepared.splits.val.labels)
+    for tuned in MEMBERS[1:]:
+        temperatures[tuned] = fit_temperature(torch.from_numpy(logits[f"{tuned}:val"]), val_labels)
+        pair = combined([torch.from_numpy(logits[f"{m}:test"]) for m in ("multicut", tuned)],
+                        [temperatures[m] for m in ("multicut", tuned)])  # fmt: skip
+        predicted = pair.numpy().argmax(1)
+        scores[f"pair {tuned}"] = 100 * classification_metrics(prepared.splits.test.labels, predicted,
+                                                               prepared.classes)["balanced_accuracy"]  # fmt: skip
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, required=True, help="an imbalanced.py --out folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--data", nargs="+", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    rows = {}
+    for name in args.data:
+        for seed in args.seeds:
+            if (scores := folder_scores(args.runs, f"{name}-seed{seed}", args.out)) is not None:
+                rows[f"{name}@seed{seed}"] = scores
+    regrets = {cell: {c: max(r.values()) - v for c, v in r.items()} for cell, r in rows.items()}
+    print(f"{len(regrets)} folders of {args.runs.name}; regret in points, mean / worst:")
+    for column in next(iter(regrets.values())):
+        values = [r[column] for r in regrets.values()]
+        print(f"  {column}: {np.mean(values):.2f} / {np.max(values):.2f}")
+    for rule, baseline in (("pair finetune", "ensemble"), ("pair finetune@all", "pair finetune"),
+                           ("pair finetune@all", "multicut"), ("pair finetune@all", "auto")):  # fmt: skip
+        test = paired_test_by_set(regrets, rule, baseline)
+        print(f"{rule} against {baseline}: {test['mean_difference']:+.2f} points less regret over {test['sets']} "
+              f"data sets (p = {test['p_value']:.2f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
