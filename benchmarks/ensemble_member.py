@@ -10,11 +10,20 @@ sign-flip test over the data sets (seeds averaged first). Logits are cached in -
 
     cd benchmarks && python ensemble_member.py --runs ../runs/user-12b --out ../runs/ensemble-member --seeds 0 1 2 \\
         --data emoji-apple emoji-google emoji-twitter emoji-facebook emoji-fluent furniture cartoons
+
+With --sizes instead of --runs, the cells of the study's colour pool (``transferlab study --pool
+colour``: --sizes images per class to train on and as many to validate on, 100 a class to test,
+112 px): always-``ensemble`` and ``finetune@all`` are trained on each (one JSON file per run in
+--out; a rerun resumes), ``multicut`` and ``finetune`` scored by the ensemble's own members.
+
+    cd benchmarks && python ensemble_member.py --sizes 10 5 30 --out ../runs/ensemble-member-study \\
+        --cache-dir /tmp/study-cache --seeds 0
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 from pathlib import Path
@@ -22,8 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from combination_rules import prepared_run
+from resumable import record
 
-from transferlab.advisor.study import paired_test_by_set, saved_outputs
+import transferlab as tl
+from transferlab.advisor.study import COLOUR, paired_test_by_set, saved_outputs
 from transferlab.ensemble import combined, fit_temperature
 from transferlab.metrics import classification_metrics
 
@@ -65,26 +76,76 @@ def folder_scores(runs: Path, folder: str, out: Path) -> dict[str, float] | None
     return scores
 
 
+def pair_score(logits: dict[str, torch.Tensor], temperatures: dict[str, float], members: tuple[str, ...], prepared) -> float:
+    predicted = combined([logits[m] for m in members], [temperatures[m] for m in members]).numpy().argmax(1)
+    return 100 * classification_metrics(prepared.splits.test.labels, predicted, prepared.classes)["balanced_accuracy"]
+
+
+def cell_scores(name: str, size: int, seed: int, out: Path, cache_dir: str | None) -> dict[str, float]:
+    """A study cell: always-``ensemble`` and ``finetune@all`` trained (or read back), then each
+    member alone and each pair scored on the test split."""
+    base = {"data": name, "samples_per_class": size, "test_per_class": COLOUR.test_per_class, "seed": seed,
+            "resolution": COLOUR.resolution, "cache_dir": cache_dir}  # fmt: skip
+    runs = {"ensemble": {"strategy": "ensemble"}, "finetune@all": {"strategy": "finetune", "cut": "all"}}
+    folders = {option: out / "runs" / f"{name}@{size}-seed{seed}-{option}" for option in runs}
+    for option, options in runs.items():
+        record(folders[option].with_suffix(".json"),
+               functools.partial(_trained, {**base, **options, "out": str(folders[option])}))  # fmt: skip
+    prepared = prepared_run(folders["ensemble"])
+    bundle = json.loads((folders["ensemble"] / "model" / "bundle.json").read_text())
+    models = {m["folder"]: folders["ensemble"] / "model" / m["folder"] for m in bundle["members"]}
+    models["finetune@all"] = folders["finetune@all"] / "model"
+    outputs = {member: saved_outputs(prepared, folder).logits for member, folder in models.items()}
+    temperatures = {m["folder"]: m["temperature"] for m in bundle["members"]}
+    temperatures["finetune@all"] = fit_temperature(outputs["finetune@all"]["val"], torch.from_numpy(prepared.splits.val.labels))
+    test = {member: logits["test"] for member, logits in outputs.items()}
+    scores = {member: pair_score(test, temperatures, (member,), prepared) for member in test}
+    scores["ensemble"] = 100 * json.loads(folders["ensemble"].with_suffix(".json").read_text())["balanced_accuracy"]
+    for tuned in ("finetune", "finetune@all"):
+        scores[f"pair {tuned}"] = pair_score(test, temperatures, ("multicut", tuned), prepared)
+    return scores
+
+
+def _trained(options: dict) -> dict:
+    result = tl.train(**options)
+    return {"balanced_accuracy": result.metrics["balanced_accuracy"], "train_seconds": result.metrics.get("train_seconds")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, required=True, help="an imbalanced.py --out folder")
+    parser.add_argument("--runs", type=Path, help="an imbalanced.py --out folder")
+    parser.add_argument("--sizes", type=int, nargs="+", help="instead of --runs: the study's colour cells at these sizes")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cache-dir")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument("--data", nargs="+", default=list(COLOUR.data))
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     rows = {}
+    if args.sizes:
+        for size in args.sizes:
+            for name in args.data:
+                for seed in args.seeds:
+                    rows[f"{name}@{size}#{seed}"] = cell_scores(name, size, seed, args.out, args.cache_dir)
+            print_regrets(rows)
+        return
     for name in args.data:
         for seed in args.seeds:
             if (scores := folder_scores(args.runs, f"{name}-seed{seed}", args.out)) is not None:
                 rows[f"{name}@seed{seed}"] = scores
+    print_regrets(rows)
+
+
+def print_regrets(rows: dict[str, dict[str, float]]) -> None:
     regrets = {cell: {c: max(r.values()) - v for c, v in r.items()} for cell, r in rows.items()}
-    print(f"{len(regrets)} folders of {args.runs.name}; regret in points, mean / worst:")
+    print(f"{len(regrets)} folders or cells; regret in points, mean / worst:")
     for column in next(iter(regrets.values())):
         values = [r[column] for r in regrets.values()]
         print(f"  {column}: {np.mean(values):.2f} / {np.max(values):.2f}")
     for rule, baseline in (("pair finetune", "ensemble"), ("pair finetune@all", "pair finetune"),
                            ("pair finetune@all", "multicut"), ("pair finetune@all", "auto")):  # fmt: skip
+        if baseline not in next(iter(regrets.values())):
+            continue
         test = paired_test_by_set(regrets, rule, baseline)
         print(f"{rule} against {baseline}: {test['mean_difference']:+.2f} points less regret over {test['sets']} "
               f"data sets (p = {test['p_value']:.2f})")  # fmt: skip
