@@ -34,6 +34,7 @@ def pytest_sessionstart(session) -> None:
     free = ", ".join(f"{shutil.disk_usage(path).free / 2**30:.1f} GiB for {name} ({path})" for name, path in places.items())
     session.config.pluginmanager.get_plugin("terminalreporter").write_line(f"free disk: {free}")
 
+
 def split_folders(root: Path, train_per_class: int, test_seed: int) -> Path:
     """``root/d/train`` (``train_per_class`` images of each colour) and ``root/d/test`` (4 each); returns ``root``."""
     write_folder(root / "d" / "train", per_class=train_per_class)
