@@ -11,7 +11,7 @@ sign-flip test over the data sets (seeds averaged first). Logits are cached in -
     cd benchmarks && python ensemble_member.py --runs ../runs/user-12b --out ../runs/ensemble-member --seeds 0 1 2 \\
         --data emoji-apple emoji-google emoji-twitter emoji-facebook emoji-fluent furniture cartoons
 
-With --sizes instead of --runs, the cells of the study's colour pool (``transferlab study --pool
+With --sizes (beside or instead of --runs), the cells of the study's colour pool (``transferlab study --pool
 colour``: --sizes images per class to train on and as many to validate on, 100 a class to test,
 112 px): always-``ensemble`` and ``finetune@all`` are trained on each (one JSON file per run in
 --out; a rerun resumes), ``multicut`` and ``finetune`` scored by the ensemble's own members.
@@ -113,31 +113,31 @@ def _trained(options: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, help="an imbalanced.py --out folder")
-    parser.add_argument("--sizes", type=int, nargs="+", help="instead of --runs: the study's colour cells at these sizes")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="imbalanced.py --out folders")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[], help="the study's colour cells at these sizes")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache-dir")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--data", nargs="+", default=list(COLOUR.data))
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    rows = {}
-    if args.sizes:
-        for size in args.sizes:
-            for name in args.data:
-                for seed in args.seeds:
-                    rows[f"{name}@{size}#{seed}"] = cell_scores(name, size, seed, args.out, args.cache_dir)
-            print_regrets(rows)
-        return
-    for name in args.data:
-        for seed in args.seeds:
-            if (scores := folder_scores(args.runs, f"{name}-seed{seed}", args.out)) is not None:
-                rows[f"{name}@seed{seed}"] = scores
-    print_regrets(rows)
+    rows = {}  # keyed "set@where": the paired tests take the data sets as their units, pooling both sources
+    for size in args.sizes:
+        for name in args.data:
+            for seed in args.seeds:
+                rows[f"{name}@{size}#{seed}"] = cell_scores(name, size, seed, args.out, args.cache_dir)
+        print_regrets(rows)
+    for runs in args.runs:
+        for name in args.data:
+            for seed in args.seeds:
+                if (scores := folder_scores(runs, f"{name}-seed{seed}", args.out)) is not None:
+                    rows[f"{name}@{runs.name}#{seed}"] = scores
+        print_regrets(rows)
 
 
 def print_regrets(rows: dict[str, dict[str, float]]) -> None:
-    regrets = {cell: {c: max(r.values()) - v for c, v in r.items()} for cell, r in rows.items()}
+    columns = set.intersection(*(set(r) for r in rows.values()))  # the study's cells have no auto or head runs
+    regrets = {cell: {c: max(r[k] for k in columns) - r[c] for c in r if c in columns} for cell, r in rows.items()}
     print(f"{len(regrets)} folders or cells; regret in points, mean / worst:")
     for column in next(iter(regrets.values())):
         values = [r[column] for r in regrets.values()]
