@@ -17,6 +17,7 @@ from pathlib import Path
 import transferlab as tl
 
 from . import __version__
+from .cachedir import KEPT_UNLESS_NAMED, KINDS, cache_usage, clear_cache, default_cache_root
 from .config import EXPORT_FORMATS, OFFLINE_BACKBONES, TrainConfig, field_help
 from .errors import ConfigError, TransferlabError
 from .initlab.config import DEFAULT_INITS, LAB_MODELS, OPTIMIZERS, LabConfig
@@ -199,6 +200,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     b = commands.add_parser("backbones", help="list what can be loaded, and from where")
     b.add_argument("--cuts", metavar="NAME", help="show the cut points of one backbone")
+
+    c = commands.add_parser("cache", help="what the cache folder holds and its size; --clear empties it")
+    c.add_argument("kinds", nargs="*", metavar="KIND", help=f"with --clear, the kinds to remove ({', '.join(KINDS)}; "
+                   f"default: all but {', '.join(KEPT_UNLESS_NAMED)})")  # fmt: skip
+    c.add_argument("--clear", action="store_true", help="remove the kinds named, or all that are recomputed on demand")
+    c.add_argument("--cache-dir", help=field_help("cache_dir")["help"])
     return parser
 
 
@@ -394,11 +401,25 @@ def _run_backbones(args) -> None:
         print(f"{row['name']:<24} {row['description']}\n{'':<24} weights: {row['weights']}")
 
 
+def _run_cache(args) -> None:
+    root = Path(args.cache_dir) if args.cache_dir else default_cache_root()
+    if args.clear:
+        freed = clear_cache(root, args.kinds)
+        print(f"removed {freed / 1e6:.1f} MB from {root}")
+    elif args.kinds:
+        raise ConfigError("naming kinds needs --clear; 'transferlab cache' alone shows every kind")
+    usage = cache_usage(root)
+    for kind in usage:
+        entries = f"{kind.entries} {'entry' if kind.entries == 1 else 'entries'}"
+        print(f"{kind.name:<10} {kind.bytes / 1e6:>10.1f} MB {entries:>12}  {kind.description}")
+    print(f"{'total':<10} {sum(k.bytes for k in usage) / 1e6:>10.1f} MB in {root}")
+
+
 HANDLERS = {
     "train": _run_train, "pretrain": _run_pretrain, "predict": _run_predict, "evaluate": _run_evaluate,
     "suggest": _run_suggest, "advise": _run_advise, "rank": _run_rank, "lr-find": _run_lr_find, "study": _run_study,
     "export": _run_export, "init-lab": _run_init_lab, "strategies": _run_strategies,
-    "backbones": _run_backbones,
+    "backbones": _run_backbones, "cache": _run_cache,
 }  # fmt: skip
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cachedir import default_cache_root
 from .datasets import CATALOG
 from .errors import ConfigError, check_choice
 from .hardware import check_device, resolve_device
@@ -212,9 +212,7 @@ class TrainConfig:
     @property
     def cache_root(self) -> Path:
         """The cache folder: ``--cache-dir``, else ``$TRANSFERLAB_CACHE``, else ~/.cache/transferlab."""
-        if self.cache_dir:
-            return Path(self.cache_dir)
-        return Path(os.environ.get("TRANSFERLAB_CACHE", Path.home() / ".cache" / "transferlab"))
+        return Path(self.cache_dir) if self.cache_dir else default_cache_root()
 
     @property
     def resolved_device(self) -> str:

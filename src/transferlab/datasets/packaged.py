@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..cachedir import default_cache_root
 from ..data import Dataset, ImageSet, load_image_folder, split_off_test
 from ..errors import DataError
 from ..images import to_rgb
@@ -77,14 +78,9 @@ FURNITURE = Archive("sweethome3d-furniture_1.8-1_all.deb", "apt-get download swe
 CARTOONS = Archive("pysiogame_4.20.01-1_all.deb", "apt-get download pysiogame=4.20.01-1")
 
 
-def cache_root() -> Path:
-    """The cache folder when no ``--cache-dir`` is given: ``$TRANSFERLAB_CACHE``, else ~/.cache/transferlab."""
-    return Path(os.environ.get("TRANSFERLAB_CACHE", Path.home() / ".cache" / "transferlab"))
-
-
 def archive_dir(data_dir: str | Path | None = None) -> Path:
     """Where the package archives are: ``--data-dir`` when given, else ``<cache>/archives``."""
-    return Path(data_dir) if data_dir else cache_root() / "archives"
+    return Path(data_dir) if data_dir else default_cache_root() / "archives"
 
 
 def archive_path(archive: Archive, data_dir: str | Path | None) -> Path:
@@ -138,7 +134,7 @@ Images = Callable[[], Iterator[tuple[str, str, Image.Image]]]  # () -> (class, f
 def extracted(name: str, images: Images) -> Path:
     """The cache folder of set ``name``, written from ``images()`` (class, stem, image) on first use;
     a folder is complete or absent (written aside, then renamed)."""
-    folder = cache_root() / "datasets" / name
+    folder = default_cache_root() / "datasets" / name
     if (folder / ".complete").exists():
         return folder
     partial = folder.with_name(f"{name}.partial")
