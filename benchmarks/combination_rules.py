@@ -65,9 +65,10 @@ def prepared_run(run: Path):
     return prepare(TrainConfig(**{**fields, "strategy": "head"}))
 
 
-def out_of_fold(prepared, cache_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Each candidate's tempered out-of-fold log probabilities (those that ran every fold) and the labels."""
-    labelled, folds = labelled_folds(prepared.splits, SEED)
+def raw_out_of_fold(prepared, seed: int, cache_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each candidate's out-of-fold logits (those that ran every fold) and the labels, as the
+    check of the run of ``seed`` left them in the cache."""
+    labelled, folds = labelled_folds(prepared.splits, seed)
     root = cache_dir / "crossfit" / labelled.fingerprint()
     found, labels = {}, None
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
@@ -75,11 +76,19 @@ def out_of_fold(prepared, cache_dir: Path) -> tuple[dict[str, np.ndarray], np.nd
         if not all(f.exists() for f in files):
             continue  # raced out after the first fold
         records = [np.load(f) for f in files]
-        logits = np.concatenate([r["logits"] for r in records]).astype(np.float64)
+        found[folder.name] = np.concatenate([r["logits"] for r in records]).astype(np.float64)
         labels = np.concatenate([r["labels"] for r in records])
-        temperature = fit_temperature(torch.from_numpy(logits), torch.from_numpy(labels))
-        found[folder.name] = log_softmax(logits / temperature)
     return found, labels
+
+
+def out_of_fold(prepared, cache_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each candidate's tempered out-of-fold log probabilities (those that ran every fold) and the labels."""
+    found, labels = raw_out_of_fold(prepared, SEED, cache_dir)
+    tempered = {}
+    for name, logits in found.items():
+        temperature = fit_temperature(torch.from_numpy(logits), torch.from_numpy(labels))
+        tempered[name] = log_softmax(logits / temperature)
+    return tempered, labels
 
 
 def single_or_reference(tempered: dict[str, np.ndarray], labels: np.ndarray, by: str, confidence: float) -> str:

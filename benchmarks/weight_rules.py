@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from combination_rules import prepared_run
+from combination_rules import prepared_run, raw_out_of_fold
 from torch import nn
 
 from transferlab.advisor.combine import (
@@ -73,16 +73,8 @@ BAGS = 64
 
 def out_of_fold(prepared, seed: int, cache_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The raw out-of-fold logits of each candidate of :data:`ALONE` that ran every fold, and the labels."""
-    labelled, folds = labelled_folds(prepared.splits, seed)
-    root = cache_dir / "crossfit" / labelled.fingerprint()
-    found, labels = {}, None
-    for name in ALONE:
-        files = [root / name / f"fold-{i}.npz" for i in range(len(folds))]
-        if all(f.exists() for f in files):
-            records = [np.load(f) for f in files]
-            found[name] = np.concatenate([r["logits"] for r in records]).astype(np.float64)
-            labels = np.concatenate([r["labels"] for r in records])
-    return found, labels
+    found, labels = raw_out_of_fold(prepared, seed, cache_dir)
+    return {name: found[name] for name in ALONE if name in found}, labels
 
 
 def test_logits(runs: Path, folder: str, prepared, names, out: Path) -> dict[str, np.ndarray]:

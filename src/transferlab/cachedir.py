@@ -33,11 +33,10 @@ def default_cache_root() -> Path:
 
 @dataclass(frozen=True)
 class CacheKind:
-    """One kind of entry in the cache folder: its folder, what it holds, its size and entry count."""
+    """One kind of entry in the cache folder: its name, what it holds, its size and entry count."""
 
     name: str
     description: str
-    path: Path
     bytes: int
     entries: int
 
@@ -53,7 +52,7 @@ def cache_usage(root: Path) -> list[CacheKind]:
         return []
     present = sorted(p.name for p in root.iterdir() if p.is_dir())
     names = [k for k in KINDS if k in present] + [n for n in present if n not in KINDS]
-    return [CacheKind(name, KINDS.get(name, "not transferlab's"), root / name, _size(root / name),
+    return [CacheKind(name, KINDS.get(name, "not transferlab's"), _size(root / name),
                       sum(1 for _ in (root / name).iterdir())) for name in names]  # fmt: skip
 
 
