@@ -40,6 +40,9 @@ class ArraySource:
     def describe(self, index: int) -> str:
         return f"{self.name}[{index}]"
 
+    def origin(self, index: int) -> tuple[ArraySource, int]:
+        return self, index
+
     def fingerprint(self, indices: np.ndarray) -> bytes:
         return hashlib.sha256(np.ascontiguousarray(self.pixels[indices]).tobytes()).digest()
 
@@ -55,6 +58,9 @@ class FileSource:
 
     def describe(self, index: int) -> str:
         return str(self.paths[index])
+
+    def origin(self, index: int) -> tuple[FileSource, int]:
+        return self, index
 
     def fingerprint(self, indices: np.ndarray) -> bytes:
         digest = hashlib.sha256()
@@ -82,6 +88,10 @@ class JoinedSource:
     def describe(self, index: int) -> str:
         source, inner = self.items[index]
         return source.describe(inner)
+
+    def origin(self, index: int) -> tuple[ArraySource | FileSource, int]:
+        source, inner = self.items[index]
+        return source.origin(inner)
 
     def fingerprint(self, indices: np.ndarray) -> bytes:
         digest, run = hashlib.sha256(), []
@@ -113,6 +123,11 @@ class ImageSet:
 
     def subset(self, positions: np.ndarray) -> ImageSet:
         return ImageSet(self.source, self.indices[positions], self.labels[positions], self.classes)
+
+    def origins(self) -> list[tuple[ArraySource | FileSource, int]]:
+        """Each image as (the array or files it is read from, its index there): the same image
+        whichever subsets and unions of a data set's splits it came through."""
+        return [self.source.origin(int(index)) for index in self.indices]
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256(self.source.fingerprint(self.indices))

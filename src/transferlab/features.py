@@ -8,6 +8,7 @@ temporary folder and renamed into place, so an interrupted run never leaves a ha
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -172,11 +173,46 @@ def cache_key(images: ImageSet, resolution: int, model: dict) -> str:
     return digest({"model": model, "images": images.fingerprint(), "resolution": resolution, "version": 2})
 
 
+def computation_key(resolution: int, model: dict) -> str:
+    """What computes an entry's values, whatever the images (see :func:`cache_key`)."""
+    return digest({"model": model, "resolution": resolution})
+
+
 class FeatureCache:
-    """A folder of feature entries, one sub-folder per key."""
+    """A folder of feature entries, one sub-folder per key; and, for the run that holds it, every
+    image's row it has computed or loaded, so that other subsets of those images (the folds of the
+    out-of-fold check) are gathered from them instead of computed again."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._rows: dict[str, dict[tuple, tuple[Features, int]]] = {}  # computation -> image origin -> (features, row)
+
+    def remember(self, computation: str, images: ImageSet, features: Features) -> None:
+        """Keep ``features``' rows of ``images`` (computed by ``computation``) for :meth:`gather`."""
+        rows = self._rows.setdefault(computation, {})
+        for row, origin in enumerate(images.origins()):
+            rows[origin] = (features, row)
+
+    def unseen(self, computation: str, images: ImageSet) -> np.ndarray:
+        """The positions of ``images`` whose rows by ``computation`` this cache has not computed or loaded."""
+        rows = self._rows.get(computation, {})
+        return np.asarray([i for i, origin in enumerate(images.origins()) if origin not in rows], dtype=np.int64)
+
+    def gather(self, computation: str, images: ImageSet) -> Features | None:
+        """The rows of ``images`` from features this cache has computed or loaded by ``computation``,
+        or None unless every image has one."""
+        rows = self._rows.get(computation, {})
+        found = [rows.get(origin) for origin in images.origins()]
+        if not found or any(item is None for item in found):
+            return None
+        values, valid = [], []
+        for _, run in itertools.groupby(found, key=lambda item: id(item[0])):  # runs of rows of one entry
+            run = list(run)
+            entry, rows_of = run[0][0], np.asarray([row for _, row in run])
+            values.append(np.asarray(entry.values[rows_of]))
+            valid.append(entry.valid[rows_of])
+        valid_rows = np.concatenate(valid)
+        return Features(np.concatenate(values), valid_rows, tuple(images.describe(i) for i in np.flatnonzero(~valid_rows)))
 
     def load(self, key: str) -> Features | None:
         entry = self.root / key
@@ -242,25 +278,49 @@ def cached_features(
     """Outputs of ``model`` over ``images`` from the cache when present, else computed and stored.
 
     ``model_parts`` names what decides the outputs (see :func:`cache_key`). ``model=None``
-    caches the decoded pixels instead (see :func:`compute_outputs`). Returns the features and
-    whether they came from the cache.
+    caches the decoded pixels instead (see :func:`compute_outputs`). Images this run has passed
+    already (by the same model, in other subsets) are gathered from those passes, only the others
+    computed (:meth:`FeatureCache.gather`). Returns the features and whether every image came from
+    the cache.
     """
-    key = cache_key(images, resolution, model_parts) if cache else None
-    if cache and (hit := cache.load(key)) is not None:
-        if strict and hit.skipped:
-            raise DataError(f"cannot read image {hit.skipped[0]} (cached as unreadable; --strict)")
-        log.info("%s: %d images from cache %s", desc, len(images), cache.root / key)
-        return hit, True
+    if cache and (known := _known(model, model_parts, images, resolution, cache, strict, desc)) is not None:
+        return known
     if distributed.world_size() == 1:
         if cache is None:
             return compute_outputs(model, images, resolution, strict=strict, desc=desc), False
         fill = lambda path: compute_outputs(model, images, resolution, strict=strict, desc=desc, sink=path)  # noqa: E731
-        return cache.write(key, fill), False
-    features = _compute_sharded(model, images, resolution, strict, desc)
-    if cache and distributed.is_main():
-        cache.save(key, features)
-    distributed.barrier()
+        features = cache.write(cache_key(images, resolution, model_parts), fill)
+    else:
+        features = _compute_sharded(model, images, resolution, strict, desc)
+        if cache and distributed.is_main():
+            cache.save(cache_key(images, resolution, model_parts), features)
+        distributed.barrier()
+    if cache:
+        cache.remember(computation_key(resolution, model_parts), images, features)
     return features, False
+
+
+def _known(model: nn.Module | None, model_parts: dict, images: ImageSet, resolution: int, cache: FeatureCache,
+           strict: bool, desc: str) -> tuple[Features, bool] | None:  # fmt: skip
+    """What ``cache`` has of ``images``' features (as :func:`cached_features` returns them): its
+    entry for them; else their rows gathered from the passes this run computed or loaded, only the
+    images none of them had computed (:meth:`FeatureCache.gather`); None where it has none."""
+    key, computation = cache_key(images, resolution, model_parts), computation_key(resolution, model_parts)
+    if (entry := cache.load(key)) is not None:
+        cache.remember(computation, images, entry)
+        found, unseen, whence = entry, 0, f"cache {cache.root / key}"
+    else:
+        positions = cache.unseen(computation, images)
+        if len(positions) == len(images):
+            return None
+        if len(positions):
+            cached_features(model, model_parts, images.subset(positions), resolution, cache, strict, desc)
+        found, unseen = cache.gather(computation, images), len(positions)
+        whence = "the rows of this run's earlier passes" + (f" and {unseen} computed now" if unseen else "")
+    if strict and found.skipped:
+        raise DataError(f"cannot read image {found.skipped[0]} (cached as unreadable; --strict)")
+    log.info("%s: %d images from %s", desc, len(images), whence)
+    return found, not unseen
 
 
 def _compute_sharded(model: nn.Module | None, images: ImageSet, resolution: int, strict: bool, desc: str) -> Features:

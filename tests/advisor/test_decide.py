@@ -11,6 +11,7 @@ import torch
 from conftest import COLOURS, assert_one_line_error, make_image, run_here, write_folder
 
 import transferlab as tl
+from transferlab import features
 from transferlab.advisor import crossfit
 from transferlab.advisor.crossfit import FOLDS, Candidate, candidates, fold_plan
 from transferlab.advisor.decide import cost_estimate, pilot_needed
@@ -91,6 +92,28 @@ def test_out_of_fold_scores_cover_every_labelled_image_and_an_interrupted_search
     assert trained == ["multicut"]  # only the missing fold ran again
     assert np.allclose(second["head"].logits, first["head"].logits)
     assert np.allclose(second["multicut"].logits, first["multicut"].logits, atol=1e-4)
+
+
+def test_the_folds_pass_each_labelled_image_through_the_frozen_body_and_the_decoder_once(folder, tmp_path, monkeypatch):
+    """Features are shared across folds: every fold's training, validation and scored images are
+    labelled images, gathered from the first fold's passes (the frozen body's at the candidate's
+    cut; the decoded pixels the fine-tuning reads) instead of computed fold after fold."""
+    _, data = folder
+    config = TrainConfig(data=str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(tmp_path / "cache"))
+    prepared = prepare(config)
+    passed: dict[str, int] = {}
+    real = features.compute_outputs
+
+    def counted(model, images, *args, **kwargs):
+        what = "decoded" if model is None else "features"
+        passed[what] = passed.get(what, 0) + len(images)
+        return real(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(features, "compute_outputs", counted)
+    crossfit.cross_fit(prepared, config, [Candidate("head", "head"), Candidate("finetune", "finetune")], tmp_path / "folds")
+    labelled = len(prepared.splits.train) + len(prepared.splits.val)
+    assert passed["features"] == labelled  # the fine-tuned networks' own predictions do not go through the cache
+    assert passed["decoded"] == labelled
 
 
 def test_unlabelled_images_reach_the_folds_of_the_candidates_that_learn_from_them(folder, tmp_path, monkeypatch):
