@@ -2,7 +2,9 @@
 
 A cache entry is keyed by a fingerprint of everything that decides the features: the body's
 weights and cut, the resolution and normalization, and the exact images. It is written to a
-temporary folder and renamed into place, so an interrupted run never leaves a half entry.
+temporary folder and renamed into place, so an interrupted run never leaves a half entry. Within a
+run, other subsets of images it has passed already (the folds of the out-of-fold check, each a
+different cut of the labelled images) are gathered from the rows those passes gave.
 """
 
 from __future__ import annotations

@@ -55,15 +55,20 @@ def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_the_runs
     assert pilot_needed(small, TrainConfig(data="x"))  # folds: the pilot times their estimate
 
 
-def test_the_cost_estimate_pays_the_pilots_epoch_per_epoch_and_its_set_up_once():
+def test_the_cost_estimate_pays_the_pilots_epoch_per_epoch_and_its_set_up_and_frozen_pass_once():
     """On a GPU the pilot's whole time (24 s) times the epochs estimated 843 s for a search that took
-    32 s: only the pilot's epoch scales with the epochs, its probe's stage comes once a fold."""
-    plan = types.SimpleNamespace(pilot={"seconds": 10.0, "probe_seconds": 2.0, "epoch_seconds": 1.0})
+    32 s: only the pilot's epoch scales with the epochs, its probe's head comes once a fold, its
+    frozen pass over the labelled images once for a frozen candidate at another cut (the folds
+    gather the rows of the passes the run has made)."""
+    plan = types.SimpleNamespace(pilot={"seconds": 10.0, "probe_seconds": 2.0, "epoch_seconds": 1.0,
+                                        "features_seconds": 1.5})  # fmt: skip
     folds = fold_plan(np.repeat(np.arange(3), 10), seed=0)  # three folds, each training on 2/3 of the images
     config = TrainConfig(data="d", epochs=6)
     body, frozen = Candidate("finetune", "finetune"), Candidate("multicut", "multicut")
-    assert cost_estimate(plan, [body], folds, config) == pytest.approx(3 * 2 / 3 * (2.0 + 6 * 1.0))
-    assert cost_estimate(plan, [body, frozen], folds, config) == pytest.approx(16.0 + 3 * 2.0)
+    assert cost_estimate(plan, [body], folds, config) == pytest.approx(3 * 2 / 3 * (0.5 + 6 * 1.0))
+    assert cost_estimate(plan, [body, frozen], folds, config) == pytest.approx(13.0 + 1.5 + 3 * 0.5)
+    timed_before = types.SimpleNamespace(pilot={"seconds": 10.0, "probe_seconds": 2.0, "epoch_seconds": 1.0})
+    assert cost_estimate(timed_before, [body, frozen], folds, config) == pytest.approx(16.0 + 3 * 2.0)
     saved_before = types.SimpleNamespace(pilot={"seconds": 10.0})  # a plan saved before the pilot timed its parts
     assert cost_estimate(saved_before, [body], folds, config) == pytest.approx(3 * 2 / 3 * (10.0 + 6 * 10.0))
     assert cost_estimate(types.SimpleNamespace(pilot={}), [body], folds, config) is None  # no pilot ran: nothing timed

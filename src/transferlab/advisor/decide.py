@@ -36,21 +36,27 @@ def pilot_needed(splits: Splits, config: TrainConfig) -> bool:
 
 def cost_estimate(plan: Plan, chosen: list[Candidate], folds: list[Fold], config: TrainConfig) -> float | None:
     """Seconds the search should take at most, from the pilot's parts (None: no pilot ran): a fold of
-    a candidate that trains the body costs the probe's stage and as many pilot epochs as it may
+    a candidate that trains the body costs the probe's head and as many pilot epochs as it may
     train, scaled by the share of the images it trains on (the rest of the labelled images, or the
-    whole training split beside a ``val/`` folder); a frozen candidate's fold, the probe's stage
-    (features and a head). The pilot's building of the model and its decoding are paid once, not
-    per fold (a plan saved before the pilot timed its parts: its whole time stands for each)."""
+    whole training split beside a ``val/`` folder); a frozen candidate, one frozen pass over the
+    labelled images (the pilot's, at another cut) and the probe's head per fold. The pilot's
+    building of the model, its decoding and its frozen pass are not paid again: the folds gather
+    those rows (a plan saved before the pilot timed its parts: its whole time stands for each)."""
     if not plan.pilot:
         return None
     whole = plan.pilot.get("seconds", 0.0)
     probe, epoch = plan.pilot.get("probe_seconds") or whole, plan.pilot.get("epoch_seconds") or whole
+    features = plan.pilot.get("features_seconds", 0.0)
+    head = probe - features
     shares = [1.0 if fold.validates is not None or len(folds) == 1 else (len(folds) - 1) / len(folds) for fold in folds]
     total = 0.0
     for candidate in chosen:
         entry = STRATEGIES[candidate.strategy]
         epochs = config.epochs or entry.epochs
-        total += sum(share * (probe + epochs * epoch) if entry.trains_body else probe for share in shares)
+        if entry.trains_body:
+            total += sum(share * (head + epochs * epoch) for share in shares)
+        else:
+            total += features + head * len(folds)
     return total
 
 

@@ -32,6 +32,7 @@ class Pilot:
     val_images: int
     seconds: float  # the whole pilot: building the model, features, the probe, the epoch
     probe_seconds: float = 0.0  # the probe's stage: its features and its head
+    features_seconds: float = 0.0  # of that, the frozen pass over the labelled images (later runs gather its rows)
     epoch_seconds: float = 0.0  # the one epoch of whole-network training and its validation pass
 
     @property
@@ -51,7 +52,7 @@ def pilot_finetune(prepared: PreparedRun, config: TrainConfig) -> Pilot:
     probe, network = (stages[name] for name in STRATEGIES[FINETUNING].stages)  # the linear probe, then the network
     result = Pilot(min(probe.history, key=lambda r: r["val_loss"])["val_accuracy"], network.history[-1]["val_accuracy"],
                    len(network.labels["val"]), time.perf_counter() - started, sum(probe.seconds.values()),
-                   network.seconds["network_seconds"])  # fmt: skip
+                   network.seconds["network_seconds"], probe.seconds["features_seconds"])  # fmt: skip
     log.info("pilot: validation accuracy %.4f after the probe, %.4f after one epoch of fine-tuning (%.1f s)",
              result.probe_val_accuracy, result.tuned_val_accuracy, result.seconds)  # fmt: skip
     return result
