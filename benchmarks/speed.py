@@ -4,7 +4,7 @@ Each benchmark runs transferlab and its reference in this one process (or in chi
 peak memory) and prints the ratio; ``--markdown FILE`` appends a table. Absolute times on a
 shared 2-core machine drift by +-30%; the ratios are what to read.
 
-    python benchmarks/speed.py [--only head-cache,extraction,finetune-step,memory] [--markdown FILE]
+    python benchmarks/speed.py [--only head-cache,extraction,jpeg-decode,finetune-step,memory] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -20,14 +20,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from transferlab.config import TrainConfig
 from transferlab.data import per_class_subset, split_dataset
 from transferlab.datasets import load_dataset
+from transferlab.datasets.skimage_files import skimage_data_dir
 from transferlab.features import DecodedImages, FeatureCache, cached_features, predict_pixels, to_unit_float
 from transferlab.hardware import this_cpu
 from transferlab.heads import make_head
+from transferlab.images import open_image, resize_center_crop
 from transferlab.metrics import evaluate_logits
 from transferlab.sources import build_backbone
 from transferlab.surgery import TransferModel, body_at, freeze
@@ -220,6 +223,40 @@ def bench_extraction(resolution: int, count: int = 1000) -> None:
         ours = time.perf_counter() - start
     report(f"feature extraction, {count} images at {resolution} px", f"{count / ours:.0f} img/s",
            f"{count / bare:.0f} img/s (forward only)", bare / ours, ">= 0.85")
+
+
+PHOTOGRAPHS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg")  # scikit-image's
+
+
+def _camera_jpegs(folder: Path, count: int, size: tuple[int, int] = (4032, 3024)) -> list[Path]:
+    """``count`` JPEGs at a phone camera's 12 megapixels: scikit-image's colour photographs enlarged,
+    with a sensor's grain (sigma 3 levels), saved at quality 90."""
+    rng, paths = np.random.default_rng(0), []
+    for i in range(count):
+        photo = Image.open(skimage_data_dir() / PHOTOGRAPHS[i % len(PHOTOGRAPHS)]).convert("RGB")
+        pixels = np.asarray(photo.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+        pixels += rng.normal(0, 3, pixels.shape).astype(np.float32)
+        paths.append(folder / f"{i:03d}.jpg")
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(paths[-1], quality=90)
+    return paths
+
+
+def bench_jpeg_decode(resolution: int = 224, count: int = 30) -> None:
+    """Decoding camera photographs for a pass at ``resolution``: libjpeg's reduced scale (what every
+    pass does) vs. a full decode then the same resize, image by image alternately."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = _camera_jpegs(Path(folder), count)
+        megabytes = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
+        ours = reference = 0.0
+        for path in paths:
+            start = time.perf_counter()
+            resize_center_crop(open_image(path, resolution), resolution)
+            ours += time.perf_counter() - start
+            start = time.perf_counter()
+            resize_center_crop(open_image(path), resolution)
+            reference += time.perf_counter() - start
+    report(f"decode and resize {count} camera JPEGs (4032 x 3024, {megabytes:.1f} MB each) to {resolution} px",
+           f"{count / ours:.1f} img/s", f"{count / reference:.1f} img/s (full decode)", reference / ours, "> 1")
 
 
 def bench_finetune_step(resolution: int = 112, count: int = 512, batch_size: int = 32) -> None:
@@ -636,6 +673,7 @@ BENCHMARKS = {
     "spin": bench_spin,
     "extraction": lambda: (bench_extraction(112), bench_extraction(224, count=500)),
     "finetune-step": bench_finetune_step,
+    "jpeg-decode": bench_jpeg_decode,
     "memory": bench_memory,
     "allocator": bench_allocator,
     "onnxruntime": lambda: (bench_onnxruntime(112), bench_onnxruntime(224, count=256)),

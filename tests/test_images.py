@@ -36,3 +36,28 @@ def test_resize_center_crop_shapes():
     small = resize_center_crop(Image.new("RGB", (28, 28)), 64)
     wide = resize_center_crop(Image.new("RGB", (300, 100)), 32)
     assert small.shape == (64, 64, 3) and wide.shape == (32, 32, 3) and small.dtype == np.uint8
+
+
+def _photograph(width: int, height: int) -> np.ndarray:
+    """A smooth colour scene with a little grain, as a camera gives."""
+    x, y = np.meshgrid(np.linspace(0, 1, width), np.linspace(0, 1, height))
+    channels = [np.sin(6 * x + 3 * y), np.cos(9 * x * y), x - y]
+    grain = np.random.default_rng(0).normal(0, 4, (height, width, 3))
+    return (np.stack(channels, 2) * 90 + 128 + grain).clip(0, 255).astype(np.uint8)
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_scale_down_to_the_side_it_will_be_shrunk_to(tmp_path):
+    Image.fromarray(_photograph(2400, 1600)).save(tmp_path / "photo.jpg", quality=92)
+    full, reduced = open_image(tmp_path / "photo.jpg"), open_image(tmp_path / "photo.jpg", min_side=224)
+    assert full.size == (2400, 1600) and reduced.size == (2400 // 4, 1600 // 4)  # 1/8 would leave 200 < 224
+    difference = np.abs(resize_center_crop(full, 224).astype(int) - resize_center_crop(reduced, 224).astype(int))
+    assert difference.mean() < 1.0 and difference.max() <= 12
+    Image.fromarray(_photograph(600, 400)).save(tmp_path / "photo.png")
+    assert open_image(tmp_path / "photo.png", min_side=64).size == (600, 400)  # other formats decode whole
+
+
+def test_a_rotated_jpeg_decoded_at_a_reduced_scale_is_still_turned_upright(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise to display
+    Image.fromarray(_photograph(1600, 800)).save(tmp_path / "rotated.jpg", exif=exif)
+    assert open_image(tmp_path / "rotated.jpg", min_side=100).size == (800 // 8, 1600 // 8)  # upright, short side 100

@@ -34,7 +34,7 @@ class ArraySource:
         self.pixels = pixels
         self.name = name
 
-    def open(self, index: int) -> Image.Image:
+    def open(self, index: int, min_side: int | None = None) -> Image.Image:
         return Image.fromarray(self.pixels[index]).convert("RGB")
 
     def describe(self, index: int) -> str:
@@ -53,8 +53,8 @@ class FileSource:
     def __init__(self, paths: list[Path]):
         self.paths = paths
 
-    def open(self, index: int) -> Image.Image:
-        return open_image(self.paths[index])
+    def open(self, index: int, min_side: int | None = None) -> Image.Image:
+        return open_image(self.paths[index], min_side)
 
     def describe(self, index: int) -> str:
         return str(self.paths[index])
@@ -81,9 +81,9 @@ class JoinedSource:
     def __init__(self, parts: list[ImageSet]):
         self.items = [(part.source, int(index)) for part in parts for index in part.indices]
 
-    def open(self, index: int) -> Image.Image:
+    def open(self, index: int, min_side: int | None = None) -> Image.Image:
         source, inner = self.items[index]
-        return source.open(inner)
+        return source.open(inner, min_side)
 
     def describe(self, index: int) -> str:
         source, inner = self.items[index]
@@ -115,8 +115,10 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def open(self, i: int) -> Image.Image:
-        return self.source.open(int(self.indices[i]))
+    def open(self, i: int, min_side: int | None = None) -> Image.Image:
+        """Image ``i`` in RGB; ``min_side``: the shorter side it will be shrunk to (a JPEG may decode
+        at a reduced scale down to it, :func:`.images.open_image`)."""
+        return self.source.open(int(self.indices[i]), min_side)
 
     def describe(self, i: int) -> str:
         return self.source.describe(int(self.indices[i]))

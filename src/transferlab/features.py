@@ -61,7 +61,7 @@ class DecodedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
         try:
-            pixels = resize_center_crop(self.images.open(i), self.resolution)
+            pixels = resize_center_crop(self.images.open(i, self.resolution), self.resolution)
         except UNREADABLE as error:
             message = f"cannot read image {self.images.describe(i)}: {error}"
             if self.strict:
@@ -172,7 +172,7 @@ def cache_key(images: ImageSet, resolution: int, model: dict) -> str:
     """The key of a cache entry, the only way one is built: what computes the values (``model``:
     named parts such as the weights' digest, the cut, the normalization and the engine; ``{}``
     for decoded pixels) and the exact images at that resolution."""
-    return digest({"model": model, "images": images.fingerprint(), "resolution": resolution, "version": 2})
+    return digest({"model": model, "images": images.fingerprint(), "resolution": resolution, "version": 3})
 
 
 def computation_key(resolution: int, model: dict) -> str:

@@ -42,10 +42,10 @@ class _Inputs:
                 raise DataError(f"Cannot predict on a {type(item).__name__}: give file paths, PIL images or arrays.")
         self.items = items
 
-    def open(self, index: int) -> Image.Image:
+    def open(self, index: int, min_side: int | None = None) -> Image.Image:
         item = self.items[index]
         if isinstance(item, (str, Path)):
-            return open_image(item)
+            return open_image(item, min_side)
         return to_rgb(item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item)))
 
     def describe(self, index: int) -> str:
