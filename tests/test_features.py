@@ -2,11 +2,13 @@ import logging
 
 import numpy as np
 import pytest
+from PIL import Image
 from torch import nn
 
 from transferlab.datasets import load_dataset
 from transferlab.errors import DataError
-from transferlab.features import FeatureCache, cached_features
+from transferlab.features import DecodedImages, FeatureCache, cached_features
+from transferlab.images import open_image, resize_center_crop
 
 
 class MeanColour(nn.Module):
@@ -104,3 +106,19 @@ def test_gathered_rows_keep_an_unreadable_image_unreadable(image_folder, tmp_pat
     assert hit and gathered.valid.tolist() == [False, True] and gathered.skipped == (str(bad),)
     with pytest.raises(DataError, match="broken.png"):
         cached_features(MeanColour(), {"model": "m"}, subset, 16, cache, strict=True)
+
+
+def test_a_pass_decodes_a_large_jpeg_at_the_reduced_scale_of_its_resolution(tmp_path):
+    """Every pass (features, decoded pixels, predict) opens images through DecodedImages: a camera
+    JPEG decodes at libjpeg's reduced scale down to the pass's resolution, not whole."""
+    x, y = np.meshgrid(np.linspace(0, 1, 1600), np.linspace(0, 1, 1200))
+    scene = np.stack([np.sin(8 * x), np.cos(5 * y), x * y], 2) * 100 + 120
+    grain = np.random.default_rng(0).normal(0, 6, scene.shape)
+    for name in ("day", "night"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        Image.fromarray((scene + grain).clip(0, 255).astype(np.uint8)).save(tmp_path / "photos" / name / "a.jpg")
+    images = load_dataset(str(tmp_path / "photos")).train
+    path = images.describe(0)
+    pixels = DecodedImages(images, 64)[0][0].permute(1, 2, 0).numpy()
+    assert np.array_equal(pixels, resize_center_crop(open_image(path, min_side=64), 64))
+    assert not np.array_equal(pixels, resize_center_crop(open_image(path), 64))
