@@ -50,14 +50,21 @@ def test_the_pilot_fine_tunes_one_epoch_without_the_test_split(image_folder, tmp
 
     def watched(prepared, config, out):
         seen.append((prepared.splits.test, config.strategy, config.epochs, config.freeze_bn))
-        return real(prepared, config, out)
+        found = real(prepared, config, out)
+        seen.append(found[2])
+        return found
 
     monkeypatch.setattr(pilot_module, "fit_stages", watched)
     config = TrainConfig(data=str(image_folder), strategy="auto", resolution=32, cache_dir=str(tmp_path / "c"), probe_epochs=5)
     prepared = prepare(config)
     result = pilot_module.pilot_finetune(prepared, config)
+    stages = seen.pop()
     assert seen == [(None, "finetune", 1, True)]
     assert 0 <= result.probe_val_accuracy <= 1 and 0 <= result.tuned_val_accuracy <= 1 and result.val_images == 3
+    probe, network = stages.values()  # the parts the cost estimate reads, each the stage's own
+    assert result.probe_seconds == sum(probe.seconds.values())
+    assert result.features_seconds == probe.seconds["features_seconds"]
+    assert result.epoch_seconds == network.seconds["network_seconds"]
 
 
 def test_random_twin_is_seeded_and_its_batchnorms_see_the_target():

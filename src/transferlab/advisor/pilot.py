@@ -51,8 +51,9 @@ def pilot_finetune(prepared: PreparedRun, config: TrainConfig) -> Pilot:
         _, _, stages = fit_stages(prepared.without_test(), pilot, Path(scratch_dir))
     probe, network = (stages[name] for name in STRATEGIES[FINETUNING].stages)  # the linear probe, then the network
     result = Pilot(min(probe.history, key=lambda r: r["val_loss"])["val_accuracy"], network.history[-1]["val_accuracy"],
-                   len(network.labels["val"]), time.perf_counter() - started, sum(probe.seconds.values()),
-                   network.seconds["network_seconds"], probe.seconds["features_seconds"])  # fmt: skip
+                   len(network.labels["val"]), time.perf_counter() - started,
+                   probe_seconds=sum(probe.seconds.values()), epoch_seconds=network.seconds["network_seconds"],
+                   features_seconds=probe.seconds["features_seconds"])  # fmt: skip
     log.info("pilot: validation accuracy %.4f after the probe, %.4f after one epoch of fine-tuning (%.1f s)",
              result.probe_val_accuracy, result.tuned_val_accuracy, result.seconds)  # fmt: skip
     return result
