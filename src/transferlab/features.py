@@ -181,19 +181,19 @@ def computation_key(resolution: int, model: dict) -> str:
 
 
 class FeatureCache:
-    """A folder of feature entries, one sub-folder per key; and, for the run that holds it, every
-    image's row it has computed or loaded, so that other subsets of those images (the folds of the
-    out-of-fold check) are gathered from them instead of computed again."""
+    """A folder of feature entries, one sub-folder per key; and, for the run that holds it, which
+    entry holds each image's row it has computed or loaded, so that other subsets of those images
+    (the folds of the out-of-fold check) are gathered from those entries instead of computed again."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self._rows: dict[str, dict[tuple, tuple[Features, int]]] = {}  # computation -> image origin -> (features, row)
+        self._rows: dict[str, dict[tuple, tuple[str, int]]] = {}  # computation -> image origin -> (entry key, row)
 
-    def remember(self, computation: str, images: ImageSet, features: Features) -> None:
-        """Keep ``features``' rows of ``images`` (computed by ``computation``) for :meth:`gather`."""
+    def remember(self, computation: str, images: ImageSet, key: str) -> None:
+        """Note that entry ``key`` holds the rows of ``images`` computed by ``computation``, for :meth:`gather`."""
         rows = self._rows.setdefault(computation, {})
         for row, origin in enumerate(images.origins()):
-            rows[origin] = (features, row)
+            rows[origin] = (key, row)
 
     def unseen(self, computation: str, images: ImageSet) -> np.ndarray:
         """The positions of ``images`` whose rows by ``computation`` this cache has not computed or loaded."""
@@ -201,16 +201,20 @@ class FeatureCache:
         return np.asarray([i for i, origin in enumerate(images.origins()) if origin not in rows], dtype=np.int64)
 
     def gather(self, computation: str, images: ImageSet) -> Features | None:
-        """The rows of ``images`` from features this cache has computed or loaded by ``computation``,
-        or None unless every image has one."""
+        """The rows of ``images`` from the entries this cache has computed or loaded by
+        ``computation``; None unless every image has one in an entry that still loads whole (one that
+        does not is forgotten)."""
         rows = self._rows.get(computation, {})
         found = [rows.get(origin) for origin in images.origins()]
         if not found or any(item is None for item in found):
             return None
         values, valid = [], []
-        for _, run in itertools.groupby(found, key=lambda item: id(item[0])):  # runs of rows of one entry
-            run = list(run)
-            entry, rows_of = run[0][0], np.asarray([row for _, row in run])
+        for key, run in itertools.groupby(found, key=lambda item: item[0]):  # runs of rows of one entry
+            entry = self.load(key)
+            if entry is None:  # damaged or removed since
+                self._rows[computation] = {origin: at for origin, at in rows.items() if at[0] != key}
+                return None
+            rows_of = np.asarray([row for _, row in run])
             values.append(np.asarray(entry.values[rows_of]))
             valid.append(entry.valid[rows_of])
         valid_rows = np.concatenate(valid)
@@ -287,18 +291,19 @@ def cached_features(
     """
     if cache and (known := _known(model, model_parts, images, resolution, cache, strict, desc)) is not None:
         return known
+    key = cache_key(images, resolution, model_parts)
     if distributed.world_size() == 1:
         if cache is None:
             return compute_outputs(model, images, resolution, strict=strict, desc=desc), False
         fill = lambda path: compute_outputs(model, images, resolution, strict=strict, desc=desc, sink=path)  # noqa: E731
-        features = cache.write(cache_key(images, resolution, model_parts), fill)
+        features = cache.write(key, fill)
     else:
         features = _compute_sharded(model, images, resolution, strict, desc)
         if cache and distributed.is_main():
-            cache.save(cache_key(images, resolution, model_parts), features)
+            cache.save(key, features)
         distributed.barrier()
     if cache:
-        cache.remember(computation_key(resolution, model_parts), images, features)
+        cache.remember(computation_key(resolution, model_parts), images, key)
     return features, False
 
 
@@ -309,7 +314,7 @@ def _known(model: nn.Module | None, model_parts: dict, images: ImageSet, resolut
     images none of them had computed (:meth:`FeatureCache.gather`); None where it has none."""
     key, computation = cache_key(images, resolution, model_parts), computation_key(resolution, model_parts)
     if (entry := cache.load(key)) is not None:
-        cache.remember(computation, images, entry)
+        cache.remember(computation, images, key)
         found, unseen, whence = entry, 0, f"cache {cache.root / key}"
     else:
         positions = cache.unseen(computation, images)
@@ -318,6 +323,8 @@ def _known(model: nn.Module | None, model_parts: dict, images: ImageSet, resolut
         if len(positions):
             cached_features(model, model_parts, images.subset(positions), resolution, cache, strict, desc)
         found, unseen = cache.gather(computation, images), len(positions)
+        if found is None:  # an entry it would gather from no longer loads: computed whole
+            return None
         whence = "the rows of this run's earlier passes" + (f" and {unseen} computed now" if unseen else "")
     if strict and found.skipped:
         raise DataError(f"cannot read image {found.skipped[0]} (cached as unreadable; --strict)")
