@@ -35,7 +35,7 @@ def pilot_needed(splits: Splits, config: TrainConfig) -> bool:
 
 
 def cost_estimate(plan: Plan, chosen: list[Candidate], folds: list[Fold], config: TrainConfig) -> float | None:
-    """Seconds the search should take at most, from the pilot's parts (None: no pilot ran): a fold of
+    """Seconds the search should take, about, from the pilot's parts (None: no pilot ran): a fold of
     a candidate that trains the body costs the probe's head and as many pilot epochs as it may
     train, scaled by the share of the images it trains on (the rest of the labelled images, or the
     whole training split beside a ``val/`` folder); a frozen candidate, one frozen pass over the
@@ -134,7 +134,7 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     budget = duration_seconds(config.time_budget) if config.time_budget is not None else None
     log.info("checking %d candidates on your images (%s)%s", len(chosen),
              f"{len(folds)} folds" if len(folds) > 1 else "the final run's own validation split",
-             "" if estimate is None else f": at most about {estimate:.0f} s estimated"
+             "" if estimate is None else f": about {estimate:.0f} s estimated"
              + ("" if budget is None else f", budget {budget:.0f} s"))  # fmt: skip
     if budget is not None and estimate is not None and estimate > budget:
         return forecast_decides(plan, estimate, f"the estimate ({estimate:.0f} s) exceeds --time-budget {config.time_budget}")
