@@ -32,7 +32,7 @@ class Pilot:
     val_images: int
     seconds: float  # the whole pilot: building the model, features, the probe, the epoch
     probe_seconds: float = 0.0  # the probe's stage: its features and its head
-    features_seconds: float = 0.0  # of that, the frozen pass over the labelled images (later runs gather its rows)
+    features_seconds: float = 0.0  # of that, the frozen pass over the labelled images (the folds gather its rows)
     epoch_seconds: float = 0.0  # the one epoch of whole-network training and its validation pass
 
     @property
