@@ -10,7 +10,6 @@ different cut of the labelled images) are gathered from the rows those passes ga
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -208,17 +207,18 @@ class FeatureCache:
         found = [rows.get(origin) for origin in images.origins()]
         if not found or any(item is None for item in found):
             return None
-        values, valid = [], []
-        for key, run in itertools.groupby(found, key=lambda item: item[0]):  # runs of rows of one entry
-            entry = self.load(key)
-            if entry is None:  # damaged or removed since
-                self._rows[computation] = {origin: at for origin, at in rows.items() if at[0] != key}
-                return None
-            rows_of = np.asarray([row for _, row in run])
-            values.append(np.asarray(entry.values[rows_of]))
-            valid.append(entry.valid[rows_of])
-        valid_rows = np.concatenate(valid)
-        return Features(np.concatenate(values), valid_rows, tuple(images.describe(i) for i in np.flatnonzero(~valid_rows)))
+        keys, at = np.asarray([key for key, _ in found]), np.asarray([row for _, row in found])
+        entries = {key: self.load(key) for key in np.unique(keys)}  # each entry read once, however its rows interleave
+        damaged = {key for key, entry in entries.items() if entry is None}  # or removed since
+        if damaged:
+            self._rows[computation] = {origin: place for origin, place in rows.items() if place[0] not in damaged}
+            return None
+        some = next(iter(entries.values())).values
+        values, valid = np.empty((len(found), *some.shape[1:]), dtype=some.dtype), np.empty(len(found), dtype=bool)
+        for key, entry in entries.items():
+            mine = keys == key
+            values[mine], valid[mine] = entry.values[at[mine]], entry.valid[at[mine]]
+        return Features(values, valid, tuple(images.describe(i) for i in np.flatnonzero(~valid)))
 
     def load(self, key: str) -> Features | None:
         entry = self.root / key
