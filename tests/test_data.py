@@ -144,3 +144,32 @@ def test_training_and_validation_folders_join_into_one_labelled_set(tmp_path):
     assert "/val/" in joined.describe(17) and np.asarray(joined.open(17)).tolist() == np.asarray(dataset.val.open(5)).tolist()
     assert joined.fingerprint() == dataset.train.union(dataset.val).fingerprint()
     assert joined.subset(np.arange(12)).fingerprint() != joined.subset(np.arange(6, 18)).fingerprint()
+
+
+def test_a_fit_travels_with_the_images_through_subsets_splits_and_unions(image_folder):
+    images = load_dataset(str(image_folder)).train
+    squashed = images.with_fit("squash")
+    assert images.fit == "crop" and images.with_fit("crop") is images
+    assert squashed.subset(np.arange(5)).fit == per_class_subset(squashed, 2).fit == "squash"
+    splits = split_dataset(load_dataset(str(image_folder)), 0.25, None, None, 0).with_fit("squash")
+    assert {splits.train.fit, splits.val.fit} == {"squash"} and splits.train.union(splits.val).fit == "squash"
+    # the same files made square another way are other inputs: their cached features must not be mixed up
+    assert squashed.fingerprint() != images.fingerprint()
+    with pytest.raises(DataError, match="one fit"):
+        images.union(squashed)
+
+
+def test_an_image_sets_sizes_come_from_file_headers_and_array_shapes(tmp_path):
+    from PIL import Image
+
+    from transferlab.data import labelled
+
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (90, 30)).save(tmp_path / "a" / "wide.png")
+    Image.new("RGB", (30, 60)).save(tmp_path / "a" / "tall.png")
+    (tmp_path / "b").mkdir()
+    Image.new("RGB", (40, 40)).save(tmp_path / "b" / "square.png")
+    files = load_dataset(str(tmp_path)).train
+    assert sorted(files.size(i) for i in range(len(files))) == [(30, 60), (40, 40), (90, 30)]
+    arrays = labelled(np.zeros((2, 28, 56), dtype=np.uint8), np.array([0, 1]), ("x", "y"), "strips")
+    assert arrays.size(1) == (56, 28)

@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 from PIL import Image
 
-from transferlab.images import open_image, resize_center_crop, to_rgb
+from transferlab.images import UNREADABLE, aspect_ratio, image_size, open_image, resize_center_crop, to_rgb, to_square
 
 
 def test_modes_convert_to_rgb():
@@ -61,3 +62,23 @@ def test_a_rotated_jpeg_decoded_at_a_reduced_scale_is_still_turned_upright(tmp_p
     exif[0x0112] = 6  # rotate 90 clockwise to display
     Image.fromarray(_photograph(1600, 800)).save(tmp_path / "rotated.jpg", exif=exif)
     assert open_image(tmp_path / "rotated.jpg", min_side=100).size == (800 // 8, 1600 // 8)  # upright, short side 100
+
+
+def test_squash_keeps_the_sides_a_centre_crop_cuts_off():
+    pixels = np.full((100, 300, 3), 255, dtype=np.uint8)
+    pixels[:, :50] = (255, 0, 0)  # a red band in the left sixth
+    wide = Image.fromarray(pixels)
+    squashed, cropped = to_square(wide, 30, "squash"), to_square(wide, 30, "crop")
+    assert squashed.shape == cropped.shape == (30, 30, 3)
+    assert (squashed[:, :4] == (255, 0, 0)).all() and (squashed[:, 6:] == 255).all()  # the band, a sixth of the width
+    assert (cropped == 255).all()  # the centre square holds none of it
+    assert aspect_ratio((300, 100)) == aspect_ratio((100, 300)) == 3.0 and aspect_ratio((64, 64)) == 1.0
+
+
+def test_image_size_reads_the_header_only(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (120, 40)).save(path)
+    assert image_size(path) == (120, 40)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(UNREADABLE):
+        image_size(tmp_path / "broken.png")

@@ -68,7 +68,8 @@ def _prepare_and_plan(config: TrainConfig) -> tuple[PreparedRun, TrainConfig, Pl
         return prepare(config), config, plan
     prepared = prepare(config)
     plan = advise_prepared(prepared, config)
-    return prepared.for_backbone(plan.backbone), with_plan(config, plan), plan
+    config = with_plan(config, plan)
+    return prepared.for_backbone(plan.backbone).with_fit(config.fit), config, plan
 
 
 def train(data: str | TrainConfig, **options) -> TrainResult:

@@ -36,6 +36,7 @@ class Preprocessing:
     resolution: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    fit: str = "crop"  # how a non-square image is made square (:data:`.images.FITS`)
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,9 @@ class BundleInfo:
         data["taps"] = tuple(Tap(**t) for t in data.get("taps", ()))
         data["members"] = tuple(Member(**m) for m in data.get("members", ()))
         data["classes"] = tuple(data["classes"])
-        data["preprocessing"] = Preprocessing(
-            data["preprocessing"]["resolution"], tuple(data["preprocessing"]["mean"]), tuple(data["preprocessing"]["std"])
-        )
+        given = data["preprocessing"]
+        data["preprocessing"] = Preprocessing(given["resolution"], tuple(given["mean"]), tuple(given["std"]),
+                                              given.get("fit", "crop"))  # a bundle of an older release: cropped
         data["cut_points"] = tuple(CutPoint(**c) for c in data["cut_points"])
         return BundleInfo(**data)
 

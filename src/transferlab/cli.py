@@ -31,12 +31,12 @@ _TYPES = {"int": int, "float": float, "str": str}
 PRETRAIN_OPTIONS = ("out", "classes", "epochs", "lr", "batch_size", "resolution", "samples_per_class", "augment",
                     "resume", "seed", "data_dir", "cache_dir", "device")  # fmt: skip
 ADVISE_OPTIONS = ("out", "backbone", "backbones", "weights", "classes", "measure_per_class", "samples_per_class",
-                  "resolution", "engine", "device", "cache_dir", "seed", "data_dir", "unlabeled", "time_budget")  # fmt: skip
+                  "resolution", "fit", "engine", "device", "cache_dir", "seed", "data_dir", "unlabeled", "time_budget")  # fmt: skip
 LR_FIND_OPTIONS = ("out", "backbone", "weights", "classes", "samples_per_class", "resolution", "batch_size", "engine", "device",
                    "freeze_bn", "layer_decay", "tune", "regularizer", "regularizer_strength", "cache_dir", "seed",
                    "data_dir")  # fmt: skip
-RANK_OPTIONS = ("out", "backbones", "classes", "measure_per_class", "samples_per_class", "resolution", "engine", "device", "cache_dir", "seed",
-                "data_dir")
+RANK_OPTIONS = ("out", "backbones", "classes", "measure_per_class", "samples_per_class", "resolution", "fit", "engine", "device",
+                "cache_dir", "seed", "data_dir")  # fmt: skip
 
 
 def _words(text: str) -> list[str]:
@@ -310,7 +310,7 @@ def _run_advise(args) -> None:
     print("\n\n".join(t for t in (plan.evidence_table(), plan.forecast_table(), plan.crossfit_table()) if t))
     members = tl.STRATEGIES[plan.strategy].members
     settings = f"{', '.join(members)}: each its own epochs and rate" if members else f"lr {plan.lr}, {plan.epochs} epochs"
-    print(f"\nplan: {plan.strategy} (cut {plan.cut}), {settings}, {plan.resolution} px")
+    print(f"\nplan: {plan.strategy} (cut {plan.cut}), {settings}, {plan.resolution} px, {plan.fit}")
     print(plan.explanation)
     print(f"saved {path}; run it with: transferlab train {args.data} --strategy auto --plan {path}")
 

@@ -8,7 +8,7 @@ Which strategy-specific options apply to which strategy is the strategy table's 
 (:mod:`.strategies`); a config that sets one for a strategy it does not apply to is refused.
 
 A plan from the advisor is merged into a config in one place, :func:`with_plan`, with this
-precedence: what the user set explicitly (``cut``, ``epochs``, ``lr``, ``resolution``,
+precedence: what the user set explicitly (``cut``, ``epochs``, ``lr``, ``resolution``, ``fit``,
 ``freeze_bn``) wins; the plan fills everything left unset.
 """
 
@@ -23,6 +23,7 @@ from .cachedir import default_cache_root
 from .datasets import CATALOG
 from .errors import ConfigError, check_choice
 from .hardware import check_device, resolve_device
+from .images import FITS
 from .inits import DATA_DEPENDENT, DEFAULT_HEAD_INIT, initializer_names, resolve_initializer
 from .plan import Plan
 from .strategies import (
@@ -97,6 +98,9 @@ class TrainConfig:
     cut: str | None = option(None, "cut point (stage name); default: final, or the middle stage for truncate "
                                    "('transferlab backbones --cuts NAME' lists them)")  # fmt: skip
     resolution: int | None = option(None, "input size in pixels (default: the backbone's)")
+    fit: str | None = option(None, "how a non-square image becomes square: crop (its centre) or squash (the whole "
+                                   "image, stretched); default: auto and advise compare both on your images, other "
+                                   "strategies crop", choices=FITS)  # fmt: skip
     classes: str | None = option(None, "train on some classes only: indices/ranges '0-4' or names 'Bag,Sandal'")
     samples_per_class: int | None = option(None, "keep this many training (and at most this many validation) images per class")
     test_per_class: int | None = option(None, "subsample the test split per class")
@@ -172,6 +176,8 @@ class TrainConfig:
         check_choice("--tune", self.tune, TUNE_MODES)
         check_choice("--regularizer", self.regularizer, tuple(REGULARIZER_STRENGTHS))
         check_choice("--schedule", self.schedule, SCHEDULES)
+        if self.fit is not None:
+            check_choice("--fit", self.fit, FITS)
         for name, flag in (("head_init", "--head-init"), ("init", "--init")):
             resolve_initializer(getattr(self, name), flag)
             if getattr(self, name) in DATA_DEPENDENT:
@@ -348,7 +354,7 @@ def field_help(name: str) -> dict:
 def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
     """The config that carries out ``plan``.
 
-    Precedence: the user's explicit ``cut``, ``epochs``, ``lr``, ``resolution`` and
+    Precedence: the user's explicit ``cut``, ``epochs``, ``lr``, ``resolution``, ``fit`` and
     ``freeze_bn`` win; the plan sets the strategy, the backbone and everything left unset (for an
     ensemble the members keep their own epochs, rate and BatchNorm setting). A
     user's cut on a plan for ``head`` makes it ``truncate`` at that cut (the body stays frozen);
@@ -370,4 +376,5 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
            if "freeze_bn" in strategy.options else {}),
     }  # fmt: skip
     return for_strategy(config, strategy.name, plan=None, cut=None if cut in whole else cut,
-                        resolution=config.resolution or plan.resolution, backbone=plan.backbone, **settings)
+                        resolution=config.resolution or plan.resolution, fit=config.fit or plan.fit, backbone=plan.backbone,
+                        **settings)  # fmt: skip

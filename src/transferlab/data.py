@@ -10,6 +10,7 @@ and a file that cannot be opened is reported by whoever opens it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import DataError
-from .images import IMAGE_SUFFIXES, open_image
+from .images import IMAGE_SUFFIXES, image_size, open_image, to_square
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class ArraySource:
 
     def open(self, index: int, min_side: int | None = None) -> Image.Image:
         return Image.fromarray(self.pixels[index]).convert("RGB")
+
+    def size(self, index: int) -> tuple[int, int]:
+        return self.pixels.shape[2], self.pixels.shape[1]
 
     def describe(self, index: int) -> str:
         return f"{self.name}[{index}]"
@@ -55,6 +59,9 @@ class FileSource:
 
     def open(self, index: int, min_side: int | None = None) -> Image.Image:
         return open_image(self.paths[index], min_side)
+
+    def size(self, index: int) -> tuple[int, int]:
+        return image_size(self.paths[index])
 
     def describe(self, index: int) -> str:
         return str(self.paths[index])
@@ -85,6 +92,10 @@ class JoinedSource:
         source, inner = self.items[index]
         return source.open(inner, min_side)
 
+    def size(self, index: int) -> tuple[int, int]:
+        source, inner = self.items[index]
+        return source.size(inner)
+
     def describe(self, index: int) -> str:
         source, inner = self.items[index]
         return source.describe(inner)
@@ -105,12 +116,14 @@ class JoinedSource:
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Some images of one source, with labels indexing ``classes``."""
+    """Some images of one source, with labels indexing ``classes``, made square by ``fit``
+    (:data:`.images.FITS`) when a network reads them."""
 
     source: ArraySource | FileSource | JoinedSource
     indices: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
+    fit: str = "crop"
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -120,11 +133,22 @@ class ImageSet:
         at a reduced scale down to it, :func:`.images.open_image`)."""
         return self.source.open(int(self.indices[i]), min_side)
 
+    def square(self, i: int, resolution: int) -> np.ndarray:
+        """Image ``i`` as a network reads it: ``resolution`` x ``resolution`` x 3 uint8, made square by the set's fit."""
+        return to_square(self.open(i, resolution), resolution, self.fit)
+
+    def size(self, i: int) -> tuple[int, int]:
+        """(width, height) of image ``i`` as stored (a file's header only: nothing decoded)."""
+        return self.source.size(int(self.indices[i]))
+
+    def with_fit(self, fit: str) -> ImageSet:
+        return self if fit == self.fit else dataclasses.replace(self, fit=fit)
+
     def describe(self, i: int) -> str:
         return self.source.describe(int(self.indices[i]))
 
     def subset(self, positions: np.ndarray) -> ImageSet:
-        return ImageSet(self.source, self.indices[positions], self.labels[positions], self.classes)
+        return ImageSet(self.source, self.indices[positions], self.labels[positions], self.classes, self.fit)
 
     def origins(self) -> list[tuple[ArraySource | FileSource, int]]:
         """Each image as (the array or files it is read from, its index there): the same image
@@ -134,6 +158,8 @@ class ImageSet:
     def fingerprint(self) -> str:
         digest = hashlib.sha256(self.source.fingerprint(self.indices))
         digest.update(self.labels.astype(np.int64).tobytes())
+        if self.fit != "crop":  # the entries of cropped images keep the keys they had before fits were chosen
+            digest.update(self.fit.encode())
         return digest.hexdigest()[:24]
 
     def counts(self) -> np.ndarray:
@@ -143,10 +169,12 @@ class ImageSet:
         """This set's images and ``other``'s, of the same classes (e.g. train and validation)."""
         if other.classes != self.classes:
             raise DataError("Only image sets of one class list can be joined.")
+        if other.fit != self.fit:
+            raise DataError(f"Only image sets of one fit can be joined, got {self.fit!r} and {other.fit!r}.")
         labels = np.concatenate([self.labels, other.labels])
         if other.source is self.source:
-            return ImageSet(self.source, np.concatenate([self.indices, other.indices]), labels, self.classes)
-        return ImageSet(JoinedSource([self, other]), np.arange(len(labels)), labels, self.classes)
+            return ImageSet(self.source, np.concatenate([self.indices, other.indices]), labels, self.classes, self.fit)
+        return ImageSet(JoinedSource([self, other]), np.arange(len(labels)), labels, self.classes, self.fit)
 
 
 @dataclass(frozen=True)
@@ -182,6 +210,14 @@ class Splits:
     test: ImageSet | None
     unlabeled: ImageSet | None = None  # images without labels the run may learn from (``--unlabeled``)
     val_given: bool = False  # the validation split is the data set's own (a val/ folder), not drawn from training
+
+    def with_fit(self, fit: str) -> Splits:
+        """The same images, every split made square by ``fit`` (:data:`.images.FITS`)."""
+        def fitted(images: ImageSet | None) -> ImageSet | None:
+            return None if images is None else images.with_fit(fit)
+
+        return dataclasses.replace(self, train=fitted(self.train), val=fitted(self.val), test=fitted(self.test),
+                                   unlabeled=fitted(self.unlabeled))  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,7 +367,7 @@ def _keep_classes(images: ImageSet, chosen: list[int]) -> ImageSet:
     remap[chosen] = np.arange(len(chosen))
     positions = np.flatnonzero(np.isin(images.labels, chosen))
     return ImageSet(images.source, images.indices[positions], remap[images.labels[positions]],
-                    tuple(images.classes[c] for c in chosen))  # fmt: skip
+                    tuple(images.classes[c] for c in chosen), images.fit)  # fmt: skip
 
 
 def select_classes(dataset: Dataset, spec: str) -> Dataset:

@@ -28,7 +28,7 @@ from . import distributed
 from .data import ImageSet
 from .engines import OnnxRunner
 from .errors import DataError
-from .images import UNREADABLE, resize_center_crop
+from .images import UNREADABLE
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class DecodedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
         try:
-            pixels = resize_center_crop(self.images.open(i, self.resolution), self.resolution)
+            pixels = self.images.square(i, self.resolution)
         except UNREADABLE as error:
             message = f"cannot read image {self.images.describe(i)}: {error}"
             if self.strict:
@@ -174,9 +174,10 @@ def cache_key(images: ImageSet, resolution: int, model: dict) -> str:
     return digest({"model": model, "images": images.fingerprint(), "resolution": resolution, "version": 3})
 
 
-def computation_key(resolution: int, model: dict) -> str:
-    """What computes an entry's values, whatever the images (see :func:`cache_key`)."""
-    return digest({"model": model, "resolution": resolution})
+def computation_key(resolution: int, model: dict, fit: str) -> str:
+    """What computes an entry's values, whatever the images (see :func:`cache_key`): the model, and
+    the resolution and fit the images are made square at."""
+    return digest({"model": model, "resolution": resolution, "fit": fit})
 
 
 class FeatureCache:
@@ -303,7 +304,7 @@ def cached_features(
             cache.save(key, features)
         distributed.barrier()
     if cache:
-        cache.remember(computation_key(resolution, model_parts), images, key)
+        cache.remember(computation_key(resolution, model_parts, images.fit), images, key)
     return features, False
 
 
@@ -312,7 +313,7 @@ def _known(model: nn.Module | None, model_parts: dict, images: ImageSet, resolut
     """What ``cache`` has of ``images``' features (as :func:`cached_features` returns them): its
     entry for them; else their rows gathered from the passes this run computed or loaded, only the
     images none of them had computed (:meth:`FeatureCache.gather`); None where it has none."""
-    key, computation = cache_key(images, resolution, model_parts), computation_key(resolution, model_parts)
+    key, computation = cache_key(images, resolution, model_parts), computation_key(resolution, model_parts, images.fit)
     if (entry := cache.load(key)) is not None:
         cache.remember(computation, images, key)
         found, unseen, whence = entry, 0, f"cache {cache.root / key}"

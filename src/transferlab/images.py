@@ -53,6 +53,30 @@ def open_image(path: str | Path, min_side: int | None = None) -> Image.Image:
         return to_rgb(ImageOps.exif_transpose(image))
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file from its header, without decoding its pixels."""
+    with Image.open(path) as image:
+        return image.size
+
+
+FITS = ("crop", "squash")  # how a non-square image becomes the network's square input
+
+
+def to_square(image: Image.Image, resolution: int, fit: str) -> np.ndarray:
+    """``image`` as the network's resolution x resolution input: its centre cropped (``crop``: the
+    sides of a non-square image are cut off) or the whole image resized (``squash``: nothing cut,
+    the aspect ratio not kept)."""
+    if fit == "squash":
+        resized = image.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        return np.array(resized, dtype=np.uint8)
+    return resize_center_crop(image, resolution)
+
+
+def aspect_ratio(size: tuple[int, int]) -> float:
+    """The longer side over the shorter (1: square)."""
+    return max(size) / max(1, min(size))
+
+
 def resize_center_crop(image: Image.Image, resolution: int) -> np.ndarray:
     """Resize the shorter side to ``resolution`` and crop the centre square: HxWx3 uint8."""
     width, height = image.size

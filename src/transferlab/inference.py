@@ -99,6 +99,11 @@ class Model:
     def resolution(self) -> int:
         return self.info.preprocessing.resolution
 
+    @property
+    def fit(self) -> str:
+        """How the model makes a non-square image square, as it was trained (:data:`.images.FITS`)."""
+        return self.info.preprocessing.fit
+
     def __repr__(self) -> str:
         return f"Model({str(self.directory)!r}, {self.info.strategy} on {self.info.backbone}, {len(self.classes)} classes)"
 
@@ -108,7 +113,7 @@ class Model:
             raise ConfigError(f"--top-k must be at least 1, got {top_k}.")
         items = images if isinstance(images, (list, tuple)) else [images]
         source = _Inputs(list(items))
-        image_set = ImageSet(source, np.arange(len(items)), np.zeros(len(items), dtype=np.int64), ("?",))
+        image_set = ImageSet(source, np.arange(len(items)), np.zeros(len(items), dtype=np.int64), ("?",), self.fit)
         logits = compute_outputs(self._runner, image_set, self.resolution, strict=True, desc="predict").values
         shifted = np.exp(logits - logits.max(1, keepdims=True))
         probabilities = shifted / shifted.sum(1, keepdims=True)
@@ -122,7 +127,7 @@ class Model:
                  samples_per_class: int | None = None, seed: int = 0) -> dict:  # fmt: skip
         """Accuracy, balanced accuracy, per-class precision/recall and the confusion matrix on
         ``data`` (its test split when it has one); with ``out``, also metrics.json and report.html there."""
-        images = _labelled_for(self.info, data, data_dir)
+        images = _labelled_for(self.info, data, data_dir).with_fit(self.fit)
         if samples_per_class is not None:
             images = per_class_subset(images, samples_per_class, seed)
         to_model = np.asarray([self.classes.index(c) for c in images.classes])
@@ -147,7 +152,7 @@ class Model:
     def calibration_images(self, data: str, count: int = 200, data_dir: str | None = None) -> torch.Tensor:
         """Up to ``count`` of ``data``'s training images (spread over its classes), decoded as unit floats."""
         dataset = load_dataset(data, data_dir)
-        images = per_class_subset(dataset.train, max(1, count // len(dataset.train.classes)))
+        images = per_class_subset(dataset.train, max(1, count // len(dataset.train.classes))).with_fit(self.fit)
         decoded = compute_outputs(None, images, self.resolution, desc="calibration")
         return to_unit_float(torch.from_numpy(decoded.readable(images.labels)[0]))
 

@@ -218,6 +218,8 @@ class Plan:
     crossfit: dict = field(default_factory=dict)  # the out-of-fold evidence per candidate, its cost and the reason
     config: dict = field(default_factory=dict)  # the configuration as typed when the plan was made
     resolved_config: dict = field(default_factory=dict)  # the run that carries the plan out, every default filled in
+    fit: str = "crop"  # how non-square images become square (:data:`.images.FITS`)
+    fit_check: dict = field(default_factory=dict)  # the two fits compared on the sample, where its images are not square
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -56,6 +56,10 @@ class PreparedRun:
         run.__dict__["weights_digest"] = self.weights_digest  # the cached property, hashed once per run
         return run
 
+    def with_fit(self, fit: str) -> PreparedRun:
+        """The same run, its images made square by ``fit`` (:data:`.images.FITS`)."""
+        return self if self.splits.train.fit == fit else self.with_splits(self.splits.with_fit(fit))
+
     def without_test(self) -> PreparedRun:
         """The same run without its test split (what the advisor's pilot may see)."""
         return self.with_splits(Splits(self.splits.train, self.splits.val, None))
@@ -90,7 +94,7 @@ def prepare(config: TrainConfig) -> PreparedRun:
     if config.classes:
         dataset = select_classes(dataset, config.classes)
     splits = with_unlabeled(split_dataset(dataset, config.val_fraction, config.samples_per_class, config.test_per_class,
-                                          config.seed), config)  # fmt: skip
+                                          config.seed), config).with_fit(config.fit or "crop")  # fmt: skip
     pretrained = config.pretrained and config.starts_pretrained
     backbone = build_backbone(config.backbone, pretrained, config.weights if pretrained else None)
     cache = FeatureCache(config.cache_root / "features") if config.use_cache else None

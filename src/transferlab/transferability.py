@@ -130,6 +130,15 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
     return max(_ridge_leave_one_out(features, np.eye(len(classes))[target], None, RIDGE_PENALTIES)[0])
 
 
+def probe_correct(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Whether :func:`probe_accuracy`'s probe, fitted without each image, classifies it right (at the
+    penalty of least leave-one-out squared error): per image, so two sets of features of the same
+    images can be compared image by image."""
+    classes, target = np.unique(labels, return_inverse=True)
+    scores = _ridge_leave_one_out(features, np.eye(len(classes))[target], None, RIDGE_PENALTIES)[2]
+    return scores.argmax(1) == target
+
+
 @dataclass(frozen=True)
 class RidgeClassifier:
     """A fitted ridge classifier: ``features @ weights + bias`` scores each class; its penalty, its

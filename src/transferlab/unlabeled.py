@@ -100,4 +100,4 @@ def hidden_labels(pool: ImageSet, splits: Splits, per_class: int, seed: int = 0)
     if splits.test is not None and rest.source is splits.test.source and np.isin(rest.indices, splits.test.indices).any():
         raise DataError("the training pool shares images with the test split: no unlabelled image may come from it.")
     chosen = per_class_subset(rest, per_class, seed)
-    return ImageSet(chosen.source, chosen.indices, np.full(len(chosen), NO_LABEL, dtype=np.int64), ())
+    return ImageSet(chosen.source, chosen.indices, np.full(len(chosen), NO_LABEL, dtype=np.int64), (), chosen.fit)

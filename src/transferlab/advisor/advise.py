@@ -40,6 +40,12 @@ class Measurements:
     pilot: dict  # :class:`.pilot.Pilot` as a dict, with its gain
     candidates: tuple[dict, ...]  # with several candidate backbones: their ranking
     probe_all: float | None = None  # the probe on every cut at once (None: measured by an older release)
+    fit_check: dict = dataclasses.field(default_factory=dict)  # crop or squash, decided on the sample (:mod:`.fit`)
+
+    @property
+    def fit(self) -> str | None:
+        """The fit the measurement chose (None: the run's own, set by ``--fit`` or cropped)."""
+        return self.fit_check.get("fit")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -51,8 +57,13 @@ class Measurements:
                                "candidates": tuple(data["candidates"])})  # fmt: skip
 
     def plan(self, forecaster: Forecaster | None = None) -> Plan:
-        return make_plan(self.images_per_class, self.class_balance, self.resolution, self.backbone, self.evidence,
+        plan = make_plan(self.images_per_class, self.class_balance, self.resolution, self.backbone, self.evidence,
                          self.learning_curve, self.pilot, self.candidates, forecaster, self.probe_all)  # fmt: skip
+        if not self.fit_check:
+            return plan
+        compared = self.fit_check.get("squash") is not None  # the images were not square: both fits measured
+        return dataclasses.replace(plan, fit=self.fit_check["fit"], fit_check=self.fit_check,
+                                   explanation=plan.explanation + (f" Fit: {self.fit_check['reason']}." if compared else ""))
 
 
 def measure_prepared(prepared: PreparedRun, config: TrainConfig, pilot: bool = True) -> Measurements:
@@ -68,12 +79,14 @@ def measure_prepared(prepared: PreparedRun, config: TrainConfig, pilot: bool = T
         candidates, ranked = (ranking.best.backbone,), tuple(ranking.to_json())
     chosen_run = prepared.for_backbone(candidates[0])
     chosen = score_source(chosen_run, config, candidates[0])  # the ranked features are cached
+    fit = chosen.fit.get("fit", chosen_run.splits.train.fit)
     piloted = {}
     if pilot:
-        found = pilot_finetune(chosen_run, dataclasses.replace(config, backbone=chosen.backbone, resolution=chosen.resolution))
+        found = pilot_finetune(chosen_run.with_fit(fit), dataclasses.replace(config, backbone=chosen.backbone,
+                                                                             resolution=chosen.resolution, fit=fit))
         piloted = {**dataclasses.asdict(found), "gain": found.gain}
     return Measurements(int(np.median(counts)), float(counts.min() / counts.max()), chosen.backbone, chosen.resolution,
-                        chosen.evidence, chosen.learning_curve, piloted, ranked, chosen.probe_all)  # fmt: skip
+                        chosen.evidence, chosen.learning_curve, piloted, ranked, chosen.probe_all, chosen.fit)  # fmt: skip
 
 
 def unlabeled_text(strategy: str, images: int) -> str:

@@ -125,7 +125,7 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     """The forecast's ``plan`` checked on the user's labelled images and decided by them, within
     ``--time-budget``; the forecast's plan, saying why, when the budget or the images do not allow it."""
     chosen = candidates(plan.evidence)
-    run = prepared.for_backbone(plan.backbone)
+    run = prepared.for_backbone(plan.backbone).with_fit(plan.fit)
     labelled, folds = labelled_folds(run.splits, config.seed)
     estimate = cost_estimate(plan, chosen, folds, config)
     obstacle = fold_obstacle(labelled, folds)
@@ -139,7 +139,7 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     if budget is not None and estimate is not None and estimate > budget:
         return forecast_decides(plan, estimate, f"the estimate ({estimate:.0f} s) exceeds --time-budget {config.time_budget}")
     started = time.perf_counter()
-    base = dataclasses.replace(config, backbone=plan.backbone, resolution=plan.resolution)
+    base = dataclasses.replace(config, backbone=plan.backbone, resolution=plan.resolution, fit=plan.fit)
     scores = cross_fit(run, base, chosen, config.cache_root / "crossfit" / labelled.fingerprint())
     labels = next(iter(scores.values())).labels
     reference = dict.fromkeys(ensemble_entry().members, 1.0)

@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -23,8 +23,9 @@ from ..data import per_class_subset
 from ..plan import CutEvidence, best_cut, transfer_gain
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
-from ..transferability import multicut_probe_accuracy
 from ..trainer.extraction import engine_choice, frozen_runner
+from ..transferability import multicut_probe_accuracy
+from .fit import choose_fit
 from .measure import features_at_every_cut, measure, measurement_resolution, probe_learning_curve, source_leep
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class SourceScore:
     evidence: tuple[CutEvidence, ...]
     learning_curve: tuple[tuple[int, float], ...] = ()  # with the twin: the probe at the best cut on 1/4, 1/2, all
     probe_all: float | None = None  # with the twin: the probe on every cut at once (multicut's estimate)
+    fit: dict = field(default_factory=dict)  # with the twin: the crop-or-squash check (:class:`.fit.FitCheck`)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ def score_source(prepared: PreparedRun, config: TrainConfig, name: str, twin: bo
     choice = engine_choice(config, len(sample) * (2 if twin else 1), resolution)  # the random twin's pass too
     engine = functools.partial(frozen_runner, resolution=resolution, prepared=prepared, config=config, engine=choice.engine)
     blocks, labels = features_at_every_cut(backbone, prepared.weights_digest, sample, resolution, prepared.cache, engine)
+    fit = {}
+    if twin:  # the advisor's own measurement: crop or squash, decided on the sample unless --fit says
+        check, sample, blocks = choose_fit(backbone, prepared.weights_digest, sample, blocks, resolution, prepared.cache,
+                                           engine, config.fit)  # fmt: skip
+        fit = check.to_json()
     evidence = measure(backbone, blocks, labels, sample, resolution, prepared.cache, config.seed, twin, engine)
     best = best_cut(evidence)
     leep = source_leep(backbone, blocks[-1], labels)
@@ -93,7 +100,7 @@ def score_source(prepared: PreparedRun, config: TrainConfig, name: str, twin: bo
         backbone=name, parameters=sum(p.numel() for p in backbone.model.parameters()), resolution=resolution,
         best_cut=best.cut, probe_accuracy=best.probe_accuracy, logme=best.logme, leep=leep,
         transfer_gain=transfer_gain(evidence) if twin else None, seconds=time.perf_counter() - started,
-        evidence=tuple(evidence), learning_curve=curve, probe_all=probe_all,
+        evidence=tuple(evidence), learning_curve=curve, probe_all=probe_all, fit=fit,
     )  # fmt: skip
 
 

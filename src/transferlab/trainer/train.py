@@ -71,8 +71,8 @@ def build_model(prepared: PreparedRun, config: TrainConfig) -> tuple[TransferMod
     backbone = prepared.backbone
     cut = config.resolved_cut([c.name for c in backbone.cut_points])
     taps = taps_of(backbone, cut)
-    preprocessing = dataclasses.replace(backbone.preprocessing,
-                                        resolution=config.resolution or backbone.preprocessing.resolution)  # fmt: skip
+    preprocessing = dataclasses.replace(backbone.preprocessing, resolution=config.resolution or backbone.preprocessing.resolution,
+                                        fit=prepared.splits.train.fit)  # fmt: skip
     head = make_head(sum(t.channels for t in taps), len(prepared.classes), config.head_init, config.dropout)
     return TransferModel(freeze(body_over(backbone, [t.cut for t in taps])), head, preprocessing), cut
 
