@@ -41,6 +41,10 @@ def test_corrupt_image_is_skipped_with_named_warning(image_folder, tmp_path, cap
         features, _ = cached_features(MeanColour(), {"model": "m"}, images, 16, FeatureCache(tmp_path / "c"))
     assert features.skipped == (str(bad),) and features.valid.sum() == 36
     assert "broken.png" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # another pass over the same images (another model, another resolution)
+        again, _ = cached_features(MeanColour(), {"model": "other"}, images, 24, FeatureCache(tmp_path / "c"))
+    assert again.skipped == (str(bad),) and "broken.png" not in caplog.text  # named once a run, counted every pass
     with pytest.raises(DataError, match="broken.png"):
         cached_features(MeanColour(), {"model": "m"}, images, 16, None, strict=True)
     with pytest.raises(DataError, match="broken.png"):  # also when the cache holds it as unreadable

@@ -47,6 +47,9 @@ class Features:
         return values, np.asarray(labels)[self.valid]
 
 
+_WARNED: set[str] = set()  # the unreadable images a warning has named already
+
+
 class DecodedImages(torch.utils.data.Dataset):
     """Item i: (uint8 3 x R x R tensor, readable?) for image i of an ImageSet at resolution R."""
 
@@ -65,7 +68,9 @@ class DecodedImages(torch.utils.data.Dataset):
             message = f"cannot read image {self.images.describe(i)}: {error}"
             if self.strict:
                 raise DataError(message) from error
-            log.warning("skipping %s", message)
+            described = self.images.describe(i)  # each unreadable image warned of once in a process, not once a pass
+            log.log(logging.DEBUG if described in _WARNED else logging.WARNING, "skipping %s", message)
+            _WARNED.add(described)
             return torch.zeros(3, self.resolution, self.resolution, dtype=torch.uint8), False
         return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), True
 
