@@ -80,7 +80,7 @@ def _frozen_body(model: Model) -> nn.Module:
 
 def frozen_view(model: Model, folder: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, int]:
     """(the readable images, their features at the model's cut, its head's probabilities, unreadable count)."""
-    images = load_unlabeled(folder)
+    images = load_unlabeled(folder).with_fit(model.fit)  # made square as the model was trained
     features = compute_outputs(_frozen_body(model), images, model.resolution, desc="features")
     values = np.asarray(features.values)[features.valid]
     with torch.no_grad():
@@ -114,7 +114,7 @@ def label_forecast(model: Model, added_per_class: float, run_dir: Path) -> Label
     if tuple(dataset.train.classes) != tuple(model.classes):
         return None  # a class selection or another data set: no forecast rather than a wrong one
     train = split_dataset(dataset, config["val_fraction"], config["samples_per_class"], None, config["seed"]).train
-    sample = per_class_subset(train, config["measure_per_class"], config["seed"])  # as many as the advisor measures
+    sample = per_class_subset(train, config["measure_per_class"], config["seed"]).with_fit(model.fit)  # as the advisor measures
     features = compute_outputs(_frozen_body(model), sample, model.resolution, desc="learning curve")
     values, labels = features.readable(sample.labels)
     curve = probe_learning_curve(np.asarray(values), labels, config["seed"])
