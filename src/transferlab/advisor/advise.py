@@ -42,11 +42,6 @@ class Measurements:
     probe_all: float | None = None  # the probe on every cut at once (None: measured by an older release)
     fit_check: dict = dataclasses.field(default_factory=dict)  # crop or squash, decided on the sample (:mod:`.fit`)
 
-    @property
-    def fit(self) -> str | None:
-        """The fit the measurement chose (None: the run's own, set by ``--fit`` or cropped)."""
-        return self.fit_check.get("fit")
-
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
