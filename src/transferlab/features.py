@@ -65,10 +65,11 @@ class DecodedImages(torch.utils.data.Dataset):
         try:
             pixels = self.images.square(i, self.resolution)
         except UNREADABLE as error:
-            message = f"cannot read image {self.images.describe(i)}: {error}"
+            described = self.images.describe(i)
+            message = f"cannot read image {described}: {error}"
             if self.strict:
                 raise DataError(message) from error
-            described = self.images.describe(i)  # each unreadable image warned of once in a process, not once a pass
+            # each unreadable image warned of once in a process, not once a pass
             log.log(logging.DEBUG if described in _WARNED else logging.WARNING, "skipping %s", message)
             _WARNED.add(described)
             return torch.zeros(3, self.resolution, self.resolution, dtype=torch.uint8), False

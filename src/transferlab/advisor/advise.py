@@ -74,7 +74,7 @@ def measure_prepared(prepared: PreparedRun, config: TrainConfig, pilot: bool = T
         candidates, ranked = (ranking.best.backbone,), tuple(ranking.to_json())
     chosen_run = prepared.for_backbone(candidates[0])
     chosen = score_source(chosen_run, config, candidates[0])  # the ranked features are cached
-    fit = chosen.fit.get("fit", chosen_run.splits.train.fit)
+    fit = chosen.fit["fit"]  # measured with the twin: the fit check (or --fit) always ran
     piloted = {}
     if pilot:
         found = pilot_finetune(chosen_run.with_fit(fit), dataclasses.replace(config, backbone=chosen.backbone,
