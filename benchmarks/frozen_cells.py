@@ -34,11 +34,21 @@ class FrozenCell:
         torch.manual_seed(self.seed)
         return build_model(self.prepared, self.config)[0].head
 
-    def fit(self, head, x, y) -> list[dict]:
+    def fit(self, head, x, y, fit_val: bool = False) -> list[dict]:
+        """``head`` fitted on ``x``, ``y`` as the ``head`` stage fits it (closed form, one tap; with
+        ``fit_val`` the validation images fitted too, as a run without unlabelled images does)."""
         from transferlab.trainer.frozen import head_fitter, head_settings
 
         val_x, val_y = self.features["val"]
-        return head_fitter(val_x, val_y, head_settings(self.config), None, None)[0](head, x, y)
+        return head_fitter(val_x, val_y, head_settings(self.config), None, [np.shape(x)[1]], fit_val)[0](head, x, y)
+
+    def embed(self):
+        """How the head stage's pseudo-labels see the features: each standardized over the labelled
+        and unlabelled images (``frozen._graph_features``)."""
+        from transferlab.trainer.frozen import _graph_features
+
+        train_x, unlabeled_x = self.features["train"][0], self.features["unlabeled"][0]
+        return _graph_features(train_x, unlabeled_x, [np.shape(train_x)[1]])
 
     def scored(self, head) -> float:
         """Test balanced accuracy of ``head``."""

@@ -4,9 +4,11 @@ Per cell (data set, labelled images per class, seed; see frozen_cells.py): the l
 and 100 images per class of the same training pool with their labels hidden. On the frozen final
 features, test balanced accuracy of:
 
-* plain: the head on the labelled images alone (the run without --unlabeled);
+* plain: the head on the labelled images alone (the run without --unlabeled: its closed-form head
+  fits the validation images too);
 * each pseudo-labelling method (label propagation, self-training) unguarded: always kept;
-* each method guarded, as `--unlabeled` runs it: kept only when validation prefers it;
+* each method guarded, as `--unlabeled` runs it: kept only when validation prefers it (the two
+  fits on the training split alone, the kept one fitted again with the validation images);
 
 and the pseudo-labels' own accuracy against the hidden truth. Resumable: one JSON per cell in --out.
 
@@ -16,6 +18,7 @@ and the pseudo-labels' own accuracy against the hidden truth. Resumable: one JSO
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import time
@@ -43,24 +46,27 @@ def run_cell(data: str, size: int, seed: int, cache_dir: str | None) -> dict:
     result = {"config": {"data": data, "size": size, "seed": seed, "hidden_per_class": HIDDEN_PER_CLASS}}
     plain = cell.new_head()
     tick = time.perf_counter()
-    cell.fit(plain, train_x, train_y)
+    cell.fit(plain, train_x, train_y, fit_val=True)
     result["plain"] = cell.scored(plain)
     result["plain_seconds"] = time.perf_counter() - tick
+    plain, embed = cell.new_head(), cell.embed()
+    cell.fit(plain, train_x, train_y)  # the guard's head without them: the training split alone
     with torch.no_grad():
         plain_probabilities = torch.softmax(plain(torch.from_numpy(np.asarray(unlabeled_x))), 1).numpy()
     for method in METHODS:
-        pseudo = (propagate(train_x, train_y, unlabeled_x, cell.classes) if method == "propagation"
+        pseudo = (propagate(embed(train_x), train_y, embed(unlabeled_x), cell.classes) if method == "propagation"
                   else self_training(plain_probabilities))  # fmt: skip
         kept = pseudo_labelled(pseudo, cell.classes)
         result[f"{method}: pseudo-label accuracy"] = float(np.mean(pseudo.labels[kept] == truth[kept])) if len(kept) else None
         unguarded = cell.new_head()
         repeat = labelled_weight(len(train_x), len(kept))
         cell.fit(unguarded, np.vstack([np.repeat(train_x, repeat, 0), unlabeled_x[kept]]),
-                 np.concatenate([np.repeat(train_y, repeat), pseudo.labels[kept]]))  # fmt: skip
+                 np.concatenate([np.repeat(train_y, repeat), pseudo.labels[kept]]), fit_val=True)  # fmt: skip
         result[f"{method}: unguarded"] = cell.scored(unguarded)
         guarded = cell.new_head()
         tick = time.perf_counter()
-        _, report = fit_with_unlabeled(guarded, train_x, train_y, unlabeled_x, cell.fit, cell.classes, method=method)
+        _, report = fit_with_unlabeled(guarded, train_x, train_y, unlabeled_x, cell.fit, cell.classes, embed, method,
+                                       functools.partial(cell.fit, fit_val=True))  # fmt: skip
         result[f"{method}: seconds"] = time.perf_counter() - tick
         result[f"{method}: guarded"] = cell.scored(guarded)
         result[f"{method}: validation"] = {k: v for k, v in report.items() if k.startswith("val_")}

@@ -23,8 +23,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     data = write_folder(root / "colours", per_class=12)
     (data / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    result = run("train", str(data), "--strategy", "head", "--resolution", "64", "--epochs", "15", "--lr", "0.01",
-                 "--val-fraction", "0.25", "--out", str(root / "run"), cache=root / "cache")  # fmt: skip
+    result = run("train", str(data), "--strategy", "head", "--resolution", "64", "--val-fraction", "0.25",
+                 "--out", str(root / "run"), cache=root / "cache")  # fmt: skip
     assert result.returncode == 0, result.stderr
     return root, data, result
 
@@ -36,7 +36,8 @@ def test_train_writes_model_metrics_and_report(trained):
     assert metrics["num_train"] == 27 and metrics["num_val"] == 9
     assert metrics["val_accuracy"] == 1.0  # colours are trivially separable with ImageNet features
     assert metrics["skipped_files"] == 1 and metrics["skipped"][0].endswith("corrupt.jpg")
-    assert metrics["train_seconds"] > 0 and len(metrics["history"]) == 500  # 15 epochs of 1 step raised to 500 steps
+    assert metrics["train_seconds"] > 0 and len(metrics["history"]) == 1  # the head computed in closed form: no epochs
+    assert metrics["history"][0]["penalty"] > 0 and metrics["history"][0]["temperature"] > 0
     tcmalloc_installed = any(Path(p).exists() for p in TCMALLOC_PATHS)
     assert metrics["allocator"] == ("tcmalloc" if tcmalloc_installed else "glibc")
     assert metrics["openmp_spin_count"] == os.environ["GOMP_SPINCOUNT"] == SPIN_COUNT  # set on importing transferlab
@@ -213,7 +214,7 @@ def test_a_mistyped_option_is_one_line_not_the_usage(tmp_path):
         (("--strategy", "scratch", "--tune", "bias"), "--tune applies to finetune, ensemble, not to --strategy scratch."),
         (("--strategy", "head", "--regularizer", "bss"), "--regularizer applies to finetune, ensemble, not to --strategy head."),
         (("--strategy", "truncate", "--augment"), "--augment applies to finetune, ensemble, scratch, not to --strategy truncate."),
-        (("--strategy", "head", "--holdout"), "--holdout applies to multicut, ensemble, not to --strategy head."),
+        (("--strategy", "finetune", "--holdout"), "--holdout applies to head, truncate, multicut, ensemble, not to --strategy finetune."),
         (("--strategy", "head", "--cut", "blocks.2"), "use --strategy truncate or finetune for --cut blocks.2"),
         (("--strategy", "finetune", "--lora-rank", "8"), "--lora-rank applies to --tune lora, not to --tune all."),
     ],

@@ -49,7 +49,7 @@ def test_plan_fills_what_the_user_left_unset():
     plan = _plan()
     assert plan.strategy == "truncate" and plan.cut == "blocks.2"
     merged = with_plan(TrainConfig(data="x", strategy="auto"), plan)
-    assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.resolution) == ("truncate", "blocks.2", 40, 1e-3, 64)
+    assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.resolution) == ("truncate", "blocks.2", 1, 1e-3, 64)
     assert merged.resolved_freeze_bn is False and merged.plan is None
 
 

@@ -56,7 +56,7 @@ def test_plan_round_trips_through_json_and_explains_itself(tmp_path):
     evidence = _evidence([0.5, 0.9, 0.6])
     plan = make_plan(10, 0.5, 64, "efficientnet_lite0", evidence, forecaster=_forecaster(scratch=-0.5))
     assert (plan.strategy, plan.cut) == ("truncate", "stage1")  # the best probe before the final cut
-    assert (plan.epochs, plan.lr, plan.freeze_bn) == (40, 1e-3, False)  # truncate's defaults
+    assert (plan.epochs, plan.lr, plan.freeze_bn) == (1, 1e-3, False)  # truncate's defaults
     assert Plan.load(plan.save(tmp_path / "plan.json")) == plan
     assert json.loads((tmp_path / "plan.json").read_text())["strategy"] == "truncate"
     assert "fitted on constructed" in plan.explanation and "truncate 90.0% +- 1.0%" in plan.explanation

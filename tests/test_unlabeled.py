@@ -42,7 +42,7 @@ def _fake_fit(val_accuracy_with: float):
         with torch.no_grad():
             head.fc.bias.fill_(len(x))
         accuracy = 0.8 if len(x) == 6 else val_accuracy_with
-        return [{"epoch": 1, "val_loss": 0.5, "val_accuracy": accuracy}]
+        return [{"epoch": 1, "val_loss": 0.5, "val_accuracy": accuracy, "kept": 1}]
 
     return fit
 
@@ -58,6 +58,23 @@ def test_the_guard_keeps_unlabelled_images_only_when_validation_prefers_them(wit
     rows = 6 * labelled_weight(6, report["pseudo_labelled"]) + report["pseudo_labelled"]  # labelled images repeated
     assert float(head.fc.bias[0].detach()) == (rows if used else 6)  # the kept head is the one reported
     assert history[0]["val_accuracy"] == (with_them if used else 0.8)
+
+
+@pytest.mark.parametrize("with_them, used", [(0.7, False), (0.9, True)])
+def test_the_kept_fit_is_done_again_by_refit_once_validation_has_chosen(with_them, used):
+    def refit(head, x, y):
+        with torch.no_grad():
+            head.fc.bias.fill_(-len(x))
+        return [{"epoch": 1, "val_loss": 0.1, "val_accuracy": 1.0, "kept": 1}]
+
+    rng = np.random.default_rng(0)
+    train_x, train_y = rng.normal(size=(6, 8)).astype(np.float32), np.array([0, 1, 2] * 2)
+    head = make_head(8, 3)
+    history, report = fit_with_unlabeled(head, train_x, train_y, rng.normal(size=(60, 8)).astype(np.float32),
+                                         _fake_fit(with_them), 3, refit=refit)  # fmt: skip
+    rows = 6 * labelled_weight(6, report["pseudo_labelled"]) + report["pseudo_labelled"]
+    assert report["used"] is used and float(head.fc.bias[0].detach()) == -(rows if used else 6)  # the kept images, refitted
+    assert history[0]["val_accuracy"] == 1.0 and report["val_accuracy_without"] == 0.8  # the guard's figures: held-out fits'
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +106,7 @@ def test_unlabelled_images_of_an_unknown_class_do_not_hurt(two_colours):
     assert report["images"] == 40 and report["method"] == "propagation"
     assert unknown["balanced_accuracy"] >= without["balanced_accuracy"] - 0.01  # the guard's promise
     assert not report["used"] or report["val_accuracy_with"] > report["val_accuracy_without"]
-    if not report["used"]:  # the run is the one without them, and says why
+    if not report["used"]:  # the run is the one without them (validation images fitted too), and says why
         assert unknown["history"] == without["history"] and "no better" in report["reason"]
     assert json.loads((two_colours / "run-unknown" / "metrics.json").read_text())["unlabeled"] == report
 

@@ -132,7 +132,7 @@ class TrainConfig:
                                                       "0.01 for l2-sp, 0.001 for bss)")  # fmt: skip
     schedule: str = option("cosine", "warm-up + cosine, or one-cycle (Smith 2018)", choices=SCHEDULES)
     init: str = option("kaiming-normal", "initializer of the body's layers")
-    holdout: bool = option(False, "keep the validation images out of multicut's fit (by default its closed-form head "
+    holdout: bool = option(False, "keep the validation images out of the closed-form head's fit (by default it "
                                   "fits them too: its penalty and temperature are chosen leave-one-out, and the "
                                   "validation images are scored leave-one-out; a val/ folder is always held out)")
     unlabeled: str | None = option(None, "a folder of images without labels to learn from "

@@ -31,7 +31,7 @@ FROZEN_HEAD = "head"  # a new head on the frozen body's final features (its ``wi
 FINETUNING = "finetune"  # the whole network from pretrained weights: what the advisor's pilot and lr-find run
 FROM_SCRATCH = "scratch"  # random weights, everything trains: what ``pretrain`` runs
 EVERY_CUT = "multicut"  # the frozen body read at every cut point at once
-PROBE_LR = 1e-3  # the rate of a new linear head on frozen features (head, truncate, and LP-FT's probe)
+PROBE_LR = 1e-3  # the rate of LP-FT's linear probe on frozen features
 
 TUNE_MODES = ("all", "bias", "norm", "lora")  # which body parameters fine-tuning trains
 SCHEDULES = ("cosine", "one-cycle")  # the learning-rate schedules of whole-network training
@@ -171,26 +171,27 @@ def advised_options() -> list[str]:
     return [s.name for s in STRATEGIES.values() if s.advised]
 
 
+_CLOSED_FORM = ("computed in closed form: ridge at the strength of least leave-one-out squared error, fitted on the "
+                "validation images too")  # fmt: skip
 register_strategy(Strategy(
-    FROZEN_HEAD, "frozen body, new head on its final features", epochs=40, lr=PROBE_LR, stages=("head",),
-    trains="the head", anchor="probe_final", with_cut="truncate", options=frozenset({"unlabeled"}),
-    candidate=True, baseline=True,
+    FROZEN_HEAD, f"frozen body, new head on its final features, {_CLOSED_FORM}", epochs=1, lr=PROBE_LR,
+    stages=("head",), trains="the head", anchor="probe_final", with_cut="truncate",
+    options=frozenset({"unlabeled", "holdout"}), candidate=True, baseline=True, recipe=2,
 ))
 register_strategy(Strategy(
-    "truncate", "early stages frozen, new head on them", epochs=40, lr=PROBE_LR, stages=("head",),
-    trains="the head", cuts="earlier", anchor="probe_stage", options=frozenset({"unlabeled"}),
+    "truncate", f"early stages frozen, new head on them, {_CLOSED_FORM}", epochs=1, lr=PROBE_LR, stages=("head",),
+    trains="the head", cuts="earlier", anchor="probe_stage", options=frozenset({"unlabeled", "holdout"}), recipe=2,
 ))
 register_strategy(Strategy(
     FINETUNING, "a linear probe first, then everything trains from the pretrained weights (LP-FT)", epochs=8,
-    lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True, recipe=2,
+    lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True, recipe=3,
     layer_decay=True, anchor="probe_final", candidate=True, baseline=True,
     options=_NETWORK_OPTIONS | {"probe_epochs", "layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength",
                                 "interpolate"},
 ))
 register_strategy(Strategy(
     EVERY_CUT, "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022), "
-    "computed in closed form: ridge at the strength of least leave-one-out squared error, fitted on the "
-    "validation images too", recipe=4, epochs=1, lr=PROBE_LR, stages=("multicut",), advised=True, class_weight="balanced",
+    + _CLOSED_FORM, recipe=4, epochs=1, lr=PROBE_LR, stages=("multicut",), advised=True, class_weight="balanced",
     trains="the head", cuts="all", options=frozenset({"unlabeled", "holdout"}), anchor="probe_all", with_cut="truncate",
     candidate=True, baseline=True,
 ))

@@ -184,4 +184,7 @@ def test_an_ensembles_runs_are_redone_when_a_members_recipe_changes(monkeypatch)
     member = STRATEGIES["ensemble"].members[0]
     monkeypatch.setitem(STRATEGIES, member, dataclasses.replace(STRATEGIES[member], recipe=STRATEGIES[member].recipe + 1))
     assert study._key(config) != before
-    assert study._key(study.TrainConfig(data="digits", strategy="head")) == {"version": study.RUN_VERSION, "strategy": "head"}
+    head = study.TrainConfig(data="digits", strategy="head")
+    assert study._key(head) == {"version": study.RUN_VERSION, "recipe": STRATEGIES["head"].recipe, "strategy": "head"}
+    monkeypatch.setitem(STRATEGIES, "head", dataclasses.replace(STRATEGIES["head"], recipe=1))
+    assert study._key(head) == {"version": study.RUN_VERSION, "strategy": "head"}  # a first recipe keys nothing

@@ -18,6 +18,7 @@ from transferlab.trainer.loops import (
     NetworkTraining,
     _set_unfrozen,
     fit_head,
+    kept_epoch,
     fit_network,
     layer_groups,
 )
@@ -267,10 +268,25 @@ def test_fit_head_learns_separable_data_and_keeps_best_epoch():
     history = fit_head(head, x[::2], y[::2], x[1::2], y[1::2], HeadTraining(epochs=15, lr=1e-2, batch_size=16, min_steps=0))
     assert len(history) == 15 and history[-1]["train_loss"] < history[0]["train_loss"]
     best = min(history, key=lambda r: r["val_loss"])
+    assert kept_epoch(history) is best and sum(row["kept"] for row in history) == 1
     with torch.no_grad():
         logits = head(torch.as_tensor(x[1::2]))
     assert nn.functional.cross_entropy(logits, torch.as_tensor(y[1::2])).item() == pytest.approx(best["val_loss"], rel=1e-5)
     assert best["val_accuracy"] > 0.95
+
+
+def test_fit_head_keeps_the_last_epoch_where_validation_is_too_small_to_choose_by():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(2), 50)
+    x = (rng.normal(0, 3, (2, 16))[y] + rng.normal(0, 1, (100, 16))).astype(np.float32)
+    val_x, val_y = x[[0, 1, 50, 51]], np.array([1, 1, 0, 0])  # 2 images a class, labelled against the training
+    head = make_head(16, 2)
+    history = fit_head(head, x, y, val_x, val_y, HeadTraining(epochs=15, lr=1e-2, batch_size=16, min_steps=0))
+    assert min(history, key=lambda r: r["val_loss"])["epoch"] == 1  # validation would have chosen the first epoch
+    assert kept_epoch(history) is history[-1] and sum(row["kept"] for row in history) == 1
+    with torch.no_grad():
+        logits = head(torch.as_tensor(val_x))
+    assert nn.functional.cross_entropy(logits, torch.as_tensor(val_y)).item() == pytest.approx(history[-1]["val_loss"], rel=1e-5)
 
 
 def test_fit_head_learns_features_of_tiny_scale_and_takes_enough_steps():

@@ -123,16 +123,19 @@ def test_onnxruntime_engine_gives_the_same_features_and_predictions(run, tmp_pat
     assert (root / "run" / "model" / "model.onnx").exists()
 
 
-def test_tensorboard_event_file_holds_every_epoch_and_the_confusion_matrix(run, tmp_path):
+def test_tensorboard_event_file_holds_every_epoch_of_every_stage_and_the_confusion_matrix(small_data, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, config, _ = run
-    metrics = tl.train(config, epochs=5, tensorboard=str(tmp_path / "tb"), out=str(tmp_path / "o")).metrics
+    from transferlab.strategies import PROBE_LR
+
+    metrics = tl.train(_config(small_data, strategy="finetune", epochs=2, probe_epochs=3, freeze_bn=True,
+                               tensorboard=str(tmp_path / "tb"), out=str(tmp_path / "o"))).metrics  # fmt: skip
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
-    accuracies = [e.value for e in events.Scalars("head/val_accuracy")]
-    assert accuracies == pytest.approx([row["val_accuracy"] for row in metrics["history"]])
-    assert [e.value for e in events.Scalars("head/lr")][0] == pytest.approx(0.01)
-    assert len(events.Images("head/confusion_matrix")) == len(metrics["history"])
+    for stage, history in (("probe", metrics["probe_history"]), ("finetune", metrics["history"])):
+        accuracies = [e.value for e in events.Scalars(f"{stage}/val_accuracy")]
+        assert accuracies == pytest.approx([row["val_accuracy"] for row in history]) and len(accuracies) >= 2
+        assert len(events.Images(f"{stage}/confusion_matrix")) == len(history)
+    assert [e.value for e in events.Scalars("probe/lr")][0] == pytest.approx(PROBE_LR)
 
 
 @pytest.mark.parametrize("options", [{"tune": "lora"}, {"tune": "bias", "regularizer": "l2-sp", "schedule": "one-cycle"}])

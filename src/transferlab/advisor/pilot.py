@@ -17,6 +17,7 @@ from pathlib import Path
 from ..config import INTERPOLATE_NONE, TrainConfig, for_strategy
 from ..prepare import PreparedRun
 from ..strategies import FINETUNING, STRATEGIES
+from ..trainer.loops import kept_epoch
 from ..trainer.train import fit_stages
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def pilot_finetune(prepared: PreparedRun, config: TrainConfig) -> Pilot:
     with tempfile.TemporaryDirectory(prefix="transferlab-pilot-") as scratch_dir:
         _, _, stages = fit_stages(prepared.without_test(), pilot, Path(scratch_dir))
     probe, network = (stages[name] for name in STRATEGIES[FINETUNING].stages)  # the linear probe, then the network
-    result = Pilot(min(probe.history, key=lambda r: r["val_loss"])["val_accuracy"], network.history[-1]["val_accuracy"],
+    result = Pilot(kept_epoch(probe.history)["val_accuracy"], network.history[-1]["val_accuracy"],
                    len(network.labels["val"]), time.perf_counter() - started,
                    probe_seconds=sum(probe.seconds.values()), epoch_seconds=network.seconds["network_seconds"],
                    features_seconds=probe.seconds["features_seconds"])  # fmt: skip

@@ -65,6 +65,7 @@ from ..strategies import (
     forecast_options,
 )
 from ..trainer.context import Stage
+from ..trainer.loops import kept_epoch
 from ..trainer.train import ensemble_stage, train_prepared
 from .advise import Measurements, measure_prepared
 
@@ -198,7 +199,7 @@ def _trajectory(metrics: dict) -> list[float]:
     ``finetune``: the linear probe's chosen epoch, then each epoch of the whole network)."""
     trajectory = [row["val_accuracy"] for row in metrics["history"]]
     if "probe_history" in metrics:
-        trajectory.insert(0, min(metrics["probe_history"], key=lambda r: r["val_loss"])["val_accuracy"])
+        trajectory.insert(0, kept_epoch(metrics["probe_history"])["val_accuracy"])
     return trajectory
 
 

@@ -1,6 +1,7 @@
 """The stages that train a head on the frozen body's cached features: ``head`` (the run's own
-head at one cut), ``probe`` (the linear probe that starts LP-FT) and ``multicut`` (one head over
-every cut point, in closed form), with unlabelled images where the strategy learns from them."""
+head at one cut) and ``multicut`` (one head over every cut point), both in closed form, and
+``probe`` (the linear probe that starts LP-FT, trained by AdamW), with unlabelled images where the
+strategy learns from them."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ..surgery import TransferModel
 from ..transferability import tap_standardization
 from .context import RunContext, Stage
 from .extraction import cached_splits, check_every_class, engine_choice, frozen_runner, present_splits, readable_rows
-from .loops import HeadTraining, fit_head, fit_ridge_head
+from .loops import HeadTraining, fit_head, fit_ridge_head, kept_epoch
 from .pseudo_labels import FitHead, fit_with_unlabeled
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,13 @@ def _unlabeled_features(extractor, parts: dict, prepared: PreparedRun, resolutio
     return features
 
 
-def fits_validation(config: TrainConfig, prepared: PreparedRun, learns_from_unlabeled: bool) -> bool:
+def fits_validation(config: TrainConfig, prepared: PreparedRun) -> bool:
     """Whether the closed-form head fits the validation images too (its penalty and temperature are
-    chosen leave-one-out, so validation chooses nothing): unless ``--holdout`` keeps them out, the
-    data set brought them (a ``val/`` folder: the user's own held-out images) or unlabelled images
-    join the fit (their guard compares the fits on validation images neither saw)."""
-    return not (config.holdout or prepared.splits.val_given or learns_from_unlabeled)
+    chosen leave-one-out, so validation chooses nothing): unless ``--holdout`` keeps them out or
+    the data set brought them (a ``val/`` folder: the user's own held-out images). With unlabelled
+    images the guard's two fits leave them out (it compares the fits on validation images neither
+    saw), and the one it keeps is fitted again with them."""
+    return not (config.holdout or prepared.splits.val_given)
 
 
 def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig, context: RunContext,
@@ -113,18 +115,21 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     check_every_class(train_y, prepared)
     name = context.stage
     settings = dataclasses.replace(head_settings(config, probe), label=name)
-    fit_val = tap_widths is not None and fits_validation(config, prepared, unlabeled is not None)
-    fit, out_of_sample = head_fitter(val_x, val_y, settings, context.epoch_log(name, val_y), tap_widths, fit_val)
+    fit_val = tap_widths is not None and fits_validation(config, prepared)
+    epoch_log = context.epoch_log(name, val_y)
+    fit, out_of_sample = head_fitter(val_x, val_y, settings, epoch_log, tap_widths, fit_val)
     details = {"validation": "fitted too, scored leave-one-out"} if fit_val else {}
     if unlabeled is None:
         history = fit(model.head, train_x, train_y)
     else:
         unlabeled_x = unlabeled.readable(prepared.splits.unlabeled.labels)[0]
-        history, report = fit_with_unlabeled(model.head, train_x, train_y, unlabeled_x, fit, len(prepared.classes),
-                                             _graph_features(train_x, unlabeled_x, tap_widths))  # fmt: skip
+        held_out = head_fitter(val_x, val_y, settings, epoch_log, tap_widths)[0] if fit_val else fit  # the guard's fits
+        history, report = fit_with_unlabeled(model.head, train_x, train_y, unlabeled_x, held_out, len(prepared.classes),
+                                             _graph_features(train_x, unlabeled_x, tap_widths),
+                                             refit=fit if fit_val else None)  # fmt: skip
         details["unlabeled"] = {**report, "unreadable": len(unlabeled.skipped)}
-    best = min(history, key=lambda r: r["val_loss"])
-    log.info("%s: best epoch %d of %d, val accuracy %.4f", name, best["epoch"], len(history), best["val_accuracy"])
+    kept = kept_epoch(history)
+    log.info("%s: kept epoch %d of %d, val accuracy %.4f", name, kept["epoch"], len(history), kept["val_accuracy"])
     model.head.eval()
     with torch.no_grad():
         logits = {split: model.head(torch.from_numpy(x)) for split, (x, _) in rows.items()}
@@ -135,8 +140,10 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
 
 
 def head_stage(model, prepared, cut, config, context) -> Stage:
-    """``head``: the run's own head on the frozen body's cached features."""
-    return _head_on_features(model, prepared, cut, config, context, probe=False)
+    """``head``: the run's own head on the frozen body's cached features at one cut, the ridge
+    classifier of leave-one-out strength as ``multicut``'s over its one tap (measured against the
+    AdamW head it replaced: docs/strategies.md)."""
+    return _head_on_features(model, prepared, cut, config, context, probe=False, tap_widths=[model.head.fc.in_features])
 
 
 def probe_stage(model, prepared, cut, config, context) -> Stage:

@@ -74,6 +74,11 @@ def smallest_class(labels: torch.Tensor | np.ndarray) -> int:
     return int(counts[counts > 0].min()) if len(counts) else 0
 
 
+def kept_epoch(history: list[dict]) -> dict:
+    """The row of a head's ``history`` (:func:`fit_head`, :func:`fit_ridge_head`) whose weights it kept."""
+    return next(row for row in history if row["kept"])
+
+
 def resolved_patience(patience: int | None, val_labels: torch.Tensor | np.ndarray,
                       pretrained: bool = True) -> tuple[int, str]:  # fmt: skip
     """The early stopping a run gets, and why: ``patience`` as given, or :data:`PATIENCE` where the
@@ -150,7 +155,7 @@ def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.nda
            "temperature": temperature}  # fmt: skip
     if on_epoch is not None:
         on_epoch(row, logits["val"])
-    return [row], logits["val"]
+    return [{**row, "kept": 1}], logits["val"]
 
 
 def _standardized(train_x: np.ndarray, val_x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -190,12 +195,16 @@ def fit_head(
     on_epoch: EpochCallback | None = None,
 ) -> list[dict[str, float]]:
     """Train ``head`` with AdamW on standardized feature vectors; keep the weights of the best
-    validation loss, with the standardization folded in so that the head takes raw features.
+    validation loss - or, where the smallest validation class has fewer than
+    :data:`CHOOSING_IMAGES` images, of the last epoch (the whole schedule: one or two validation
+    images a class choose an epoch by chance) - with the standardization folded in so that the
+    head takes raw features.
 
     Without the standardization a head underfits features of small scale: measured on a
     ``cnn-small`` body over scikit-learn's digits, train accuracy 0.72 after 40 epochs.
-    Returns the history: one dict per epoch with train/val loss and accuracy and the learning
-    rate; ``on_epoch`` sees each row with the epoch's validation logits.
+    Returns the history: one dict per epoch with train/val loss and accuracy, the learning rate
+    and ``kept`` (1 on the epoch whose weights the head kept, :func:`kept_epoch`); ``on_epoch``
+    sees each row with the epoch's validation logits.
     """
     generator = torch.Generator().manual_seed(settings.seed)
     xs, vx, mean, scale = _standardized(train_x, val_x)
@@ -207,7 +216,8 @@ def fit_head(
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     weight = loss_weights(ys, head.fc.out_features, settings.class_weight)
-    history, best_loss, best_state = [], float("inf"), None
+    chooses = smallest_class(vy) >= CHOOSING_IMAGES
+    history, best_loss, best_state, kept = [], float("inf"), None, epochs - 1
     for epoch in (bar := trange(epochs, desc=settings.label, unit="epoch", leave=False)):
         lr = scheduler.get_last_lr()[0]
         batches = epoch_order(ys, settings.class_weight, generator).split(settings.batch_size)
@@ -223,13 +233,12 @@ def fit_head(
         if on_epoch is not None:
             on_epoch(row, val_logits)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{val_acc:.3f}")
-        if val_loss < best_loss:
-            best_loss, best_state = val_loss, copy.deepcopy(head.state_dict())
-    head.load_state_dict(best_state)
+        if val_loss < best_loss and chooses:
+            best_loss, best_state, kept = val_loss, copy.deepcopy(head.state_dict()), epoch
+    if chooses:
+        head.load_state_dict(best_state)
     head.absorb_standardization(mean, scale)
-    best = min(history, key=lambda r: r["val_loss"])
-    log.debug("head: best epoch %d of %d, val accuracy %.4f", best["epoch"], epochs, best["val_accuracy"])
-    return history
+    return [{**row, "kept": int(epoch == kept)} for epoch, row in enumerate(history)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import torch
 
 from ..heads import LinearHead
 from ..semisupervised import propagate, pseudo_labelled, self_training
+from .loops import kept_epoch
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +25,6 @@ METHODS = ("propagation", "self-training")
 METHOD = "propagation"  # what --unlabeled runs (benchmarks/unlabeled.py measured both)
 
 FitHead = Callable[[LinearHead, np.ndarray, np.ndarray], list[dict]]  # (head, features, labels) -> its history
-
-
-def _kept_epoch(history: list[dict]) -> dict:
-    """The epoch whose weights the head keeps (the best validation loss)."""
-    return min(history, key=lambda row: row["val_loss"])
 
 
 def _pseudo_labels(method: str, plain: LinearHead, train_x, train_y, unlabeled_x, embed, classes: int):
@@ -55,32 +51,39 @@ def helps(with_them: dict, without: dict) -> bool:
 
 def fit_with_unlabeled(head: LinearHead, train_x: np.ndarray, train_y: np.ndarray, unlabeled_x: np.ndarray, fit: FitHead,
                        classes: int, embed: Callable[[np.ndarray], np.ndarray] = lambda x: x,
-                       method: str = METHOD) -> tuple[list[dict], dict]:  # fmt: skip
+                       method: str = METHOD, refit: FitHead | None = None) -> tuple[list[dict], dict]:  # fmt: skip
     """Fit ``head`` by ``fit`` with and without the pseudo-labelled ``unlabeled_x`` and keep the one the
-    validation prefers (``embed``: the features the graph is built on). Returns the kept fit's
-    history and what happened, for ``metrics.json``."""
+    validation prefers (``embed``: the features the graph is built on); with ``refit``, the kept
+    one's images fitted again by it once validation has chosen (the closed-form head, which then
+    fits the validation images too, as a run without unlabelled images does). Returns the kept
+    fit's history and what happened, for ``metrics.json``."""
     plain = copy.deepcopy(head)
     plain_history = fit(plain, train_x, train_y)
     pseudo = _pseudo_labels(method, plain, train_x, train_y, unlabeled_x, embed, classes)
     kept = pseudo_labelled(pseudo, classes)
     report = {"images": int(len(unlabeled_x)), "method": method, "pseudo_labelled": int(len(kept)),
               "per_class": np.bincount(pseudo.labels[kept], minlength=classes).tolist()}  # fmt: skip
-    without = _kept_epoch(plain_history)
+    without = kept_epoch(plain_history)
     report.update(val_accuracy_without=without["val_accuracy"], val_loss_without=without["val_loss"])
     if len(kept):
         repeat = report["labelled_weight"] = labelled_weight(len(train_x), len(kept))
         semi_history = fit(head, np.vstack([np.repeat(train_x, repeat, 0), unlabeled_x[kept]]),
                            np.concatenate([np.repeat(train_y, repeat), pseudo.labels[kept]]))  # fmt: skip
-        with_them = _kept_epoch(semi_history)
+        with_them = kept_epoch(semi_history)
         report.update(val_accuracy_with=with_them["val_accuracy"], val_loss_with=with_them["val_loss"])
         if helps(with_them, without):
             log.info("unlabelled images: %d of %d pseudo-labelled and kept (validation accuracy %.4f with them, %.4f "
                      "without)", len(kept), len(unlabeled_x), with_them["val_accuracy"], without["val_accuracy"])  # fmt: skip
+            if refit is not None:
+                semi_history = refit(head, np.vstack([np.repeat(train_x, repeat, 0), unlabeled_x[kept]]),
+                                     np.concatenate([np.repeat(train_y, repeat), pseudo.labels[kept]]))  # fmt: skip
             return semi_history, {**report, "used": True, "reason": "validation accuracy better with them"}
         reason = (f"validation accuracy {with_them['val_accuracy']:.4f} with them, {without['val_accuracy']:.4f} without: "
                   "no better, so they are left out")  # fmt: skip
     else:
         reason = "none was labelled with enough certainty"
     log.warning("unlabelled images not used: %s", reason)
+    if refit is not None:
+        return refit(head, train_x, train_y), {**report, "used": False, "reason": reason}
     head.load_state_dict(plain.state_dict())
     return plain_history, {**report, "used": False, "reason": reason}
