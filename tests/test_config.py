@@ -98,13 +98,13 @@ def test_the_resolved_configuration_says_what_ran_every_default_filled_in():
 
 def test_class_weight_defaults_come_from_the_strategy_table_and_a_typed_one_wins():
     """Measured on imbalanced folders (benchmarks/imbalanced.py): weighting helped the closed-form
-    multicut head and the combination, hurt the heads trained by epochs (their best epoch is picked
-    on a handful of weighted validation images); so each entry carries its own default."""
+    heads (multicut's, head's) and the combination, hurt the networks trained by epochs (their best
+    epoch is picked on a handful of weighted validation images); so each entry carries its own default."""
     from transferlab.strategies import STRATEGIES
 
     defaults = {name: TrainConfig(data="d", strategy=name).resolved_class_weight for name in STRATEGIES}
     assert defaults == {name: s.class_weight for name, s in STRATEGIES.items()}
-    assert defaults["multicut"] == defaults["ensemble"] == "balanced"
-    assert defaults["head"] == defaults["finetune"] == "none"
+    assert defaults["multicut"] == defaults["ensemble"] == defaults["head"] == defaults["truncate"] == "balanced"
+    assert defaults["finetune"] == defaults["scratch"] == "none"
     assert TrainConfig(data="d", strategy="multicut", class_weight="none").resolved_class_weight == "none"
-    assert TrainConfig(data="d", strategy="head", class_weight="balanced").resolved("final", 112)["class_weight"] == "balanced"
+    assert TrainConfig(data="d", strategy="finetune", class_weight="balanced").resolved("final", 112)["class_weight"] == "balanced"

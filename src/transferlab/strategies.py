@@ -175,12 +175,13 @@ _CLOSED_FORM = ("computed in closed form: ridge at the strength of least leave-o
                 "validation images too")  # fmt: skip
 register_strategy(Strategy(
     FROZEN_HEAD, f"frozen body, new head on its final features, {_CLOSED_FORM}", epochs=1, lr=PROBE_LR,
-    stages=("head",), trains="the head", anchor="probe_final", with_cut="truncate",
+    stages=("head",), trains="the head", anchor="probe_final", with_cut="truncate", class_weight="balanced",
     options=frozenset({"unlabeled", "holdout"}), candidate=True, baseline=True, recipe=2,
 ))
 register_strategy(Strategy(
     "truncate", f"early stages frozen, new head on them, {_CLOSED_FORM}", epochs=1, lr=PROBE_LR, stages=("head",),
     trains="the head", cuts="earlier", anchor="probe_stage", options=frozenset({"unlabeled", "holdout"}), recipe=2,
+    class_weight="balanced",
 ))
 register_strategy(Strategy(
     FINETUNING, "a linear probe first, then everything trains from the pretrained weights (LP-FT)", epochs=8,

@@ -19,8 +19,8 @@ def run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("api")
     data = write_folder(root / "colours", per_class=10)
-    config = tl.TrainConfig(data=str(data), strategy="head", out=str(root / "run"), resolution=48, epochs=10, lr=0.01,
-                            val_fraction=0.3, cache_dir=str(root / "cache"))  # fmt: skip
+    config = tl.TrainConfig(data=str(data), strategy="head", out=str(root / "run"), resolution=48, val_fraction=0.3,
+                            cache_dir=str(root / "cache"))  # fmt: skip
     return root, config, tl.train(config).metrics
 
 
@@ -41,6 +41,16 @@ def test_second_run_hits_the_cache_with_identical_results(run):
     assert first["feature_cache"] == "miss" and again["feature_cache"] == "hit"
     assert again["val_accuracy"] == first["val_accuracy"] and again["history"] == first["history"]
     assert json.loads((root / "run" / "metrics.json").read_text())["feature_cache"] == "hit"
+
+
+def test_the_head_is_computed_with_the_validation_images_unless_held_out(run, tmp_path):
+    root, config, metrics = run
+    assert len(metrics["history"]) == 1 and metrics["history"][0]["penalty"] > 0  # closed form: no epochs
+    assert metrics["validation"] == "fitted too, scored leave-one-out" and metrics["resolved_config"]["class_weight"] == "balanced"
+    held = tl.train(config, holdout=True, out=str(tmp_path / "held")).metrics
+    assert "validation" not in held and held["val_accuracy"] == 1.0
+    fitted, held_out = (load_bundle(folder / "model")[0].head.fc.weight for folder in (root / "run", tmp_path / "held"))
+    assert fitted.shape == held_out.shape and not torch.allclose(fitted, held_out)  # fitted on more images
 
 
 def test_truncate_trains_a_head_on_an_early_stage(run, tmp_path):
