@@ -281,7 +281,7 @@ def test_an_imbalanced_folder_is_weighed_as_the_table_says_and_the_plan_says_so(
             make_image(COLOURS[name], rng).save(tmp_path / "d" / name / f"{i}.png")
     advised = run("advise", str(tmp_path / "d"), "--resolution", "32", "--time-budget", "0", cache=tmp_path / "cache")
     assert advised.returncode == 0, advised.stderr
-    assert "training images: multicut and ensemble (so the combination of candidates) weigh each class alike" in advised.stdout
+    assert "training images: head, truncate, multicut and ensemble (so the combination of candidates) weigh each class alike" in advised.stdout
     for typed, expected in (((), "balanced"), (("--class-weight", "none"), "none")):
         out = tmp_path / f"multicut-{expected}"
         result = run("train", str(tmp_path / "d"), "--strategy", "multicut", "--resolution", "32", *typed, "--out", str(out),

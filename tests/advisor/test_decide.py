@@ -346,5 +346,5 @@ def test_the_plan_says_how_imbalanced_classes_are_weighed():
 
     assert imbalance_text(np.array([10, 9, 8]), None) is None  # within 1.5x: nothing to say
     said = imbalance_text(np.array([40, 12, 4]), None)
-    assert said.startswith("Classes of 4 to 40 training images: multicut and ensemble") and "none none" in said
+    assert said.startswith("Classes of 4 to 40 training images: head, truncate, multicut and ensemble") and "none none" in said
     assert imbalance_text(np.array([40, 4]), "none") == "Classes of 4 to 40 training images: --class-weight none for every stage."

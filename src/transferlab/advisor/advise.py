@@ -104,7 +104,9 @@ def imbalance_text(counts: np.ndarray, class_weight: str | None) -> str | None:
     sizes = f"Classes of {counts.min()} to {counts.max()} training images:"
     if class_weight is not None:
         return f"{sizes} --class-weight {class_weight} for every stage."
-    return (f"{sizes} {' and '.join(class_weighted())} (so the combination of candidates) weigh each class alike, the table's "
+    *others, last = class_weighted()
+    weighted = f"{', '.join(others)} and {last}" if others else last
+    return (f"{sizes} {weighted} (so the combination of candidates) weigh each class alike, the table's "
             "default as measured on imbalanced folders (out-of-fold accuracy is then balanced accuracy); --class-weight "
             "balanced weighs every stage so, none none.")
 
