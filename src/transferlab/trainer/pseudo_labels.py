@@ -67,16 +67,16 @@ def fit_with_unlabeled(head: LinearHead, train_x: np.ndarray, train_y: np.ndarra
     report.update(val_accuracy_without=without["val_accuracy"], val_loss_without=without["val_loss"])
     if len(kept):
         repeat = report["labelled_weight"] = labelled_weight(len(train_x), len(kept))
-        semi_history = fit(head, np.vstack([np.repeat(train_x, repeat, 0), unlabeled_x[kept]]),
-                           np.concatenate([np.repeat(train_y, repeat), pseudo.labels[kept]]))  # fmt: skip
+        semi_x = np.vstack([np.repeat(train_x, repeat, 0), unlabeled_x[kept]])
+        semi_y = np.concatenate([np.repeat(train_y, repeat), pseudo.labels[kept]])
+        semi_history = fit(head, semi_x, semi_y)
         with_them = kept_epoch(semi_history)
         report.update(val_accuracy_with=with_them["val_accuracy"], val_loss_with=with_them["val_loss"])
         if helps(with_them, without):
             log.info("unlabelled images: %d of %d pseudo-labelled and kept (validation accuracy %.4f with them, %.4f "
                      "without)", len(kept), len(unlabeled_x), with_them["val_accuracy"], without["val_accuracy"])  # fmt: skip
             if refit is not None:
-                semi_history = refit(head, np.vstack([np.repeat(train_x, repeat, 0), unlabeled_x[kept]]),
-                                     np.concatenate([np.repeat(train_y, repeat), pseudo.labels[kept]]))  # fmt: skip
+                semi_history = refit(head, semi_x, semi_y)
             return semi_history, {**report, "used": True, "reason": "validation accuracy better with them"}
         reason = (f"validation accuracy {with_them['val_accuracy']:.4f} with them, {without['val_accuracy']:.4f} without: "
                   "no better, so they are left out")  # fmt: skip
