@@ -95,9 +95,10 @@ def fits_validation(config: TrainConfig, prepared: PreparedRun) -> bool:
 
 
 def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig, context: RunContext,
-                      probe: bool, tap_widths: list[int] | None = None) -> Stage:  # fmt: skip
-    """Features of the frozen body (cached), then the head on them (with ``tap_widths``: the
-    features of several taps, each standardized per tap first); with unlabelled images, the head
+                      tap_widths: list[int] | None) -> Stage:  # fmt: skip
+    """Features of the frozen body (cached), then the head on them: with ``tap_widths`` (the widths of
+    the taps the features join, one for a single cut) computed in closed form, each tap standardized
+    first; without, LP-FT's linear probe trained by AdamW; with unlabelled images, the head
     that learns from them too where the validation says it should (:mod:`.pseudo_labels`)."""
     tick = time.perf_counter()
     resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
@@ -114,7 +115,7 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     (train_x, train_y), (val_x, val_y) = rows["train"], rows["val"]
     check_every_class(train_y, prepared)
     name = context.stage
-    settings = dataclasses.replace(head_settings(config, probe), label=name)
+    settings = dataclasses.replace(head_settings(config, probe=tap_widths is None), label=name)
     fit_val = tap_widths is not None and fits_validation(config, prepared)
     epoch_log = context.epoch_log(name, val_y)
     fit, out_of_sample = head_fitter(val_x, val_y, settings, epoch_log, tap_widths, fit_val)
@@ -143,12 +144,12 @@ def head_stage(model, prepared, cut, config, context) -> Stage:
     """``head``: the run's own head on the frozen body's cached features at one cut, the ridge
     classifier of leave-one-out strength as ``multicut``'s over its one tap (measured against the
     AdamW head it replaced: docs/strategies.md)."""
-    return _head_on_features(model, prepared, cut, config, context, probe=False, tap_widths=[model.head.fc.in_features])
+    return _head_on_features(model, prepared, cut, config, context, [model.head.fc.in_features])
 
 
 def probe_stage(model, prepared, cut, config, context) -> Stage:
     """``probe``: the linear probe that starts LP-FT (its own epochs and rate)."""
-    return _head_on_features(model, prepared, cut, config, context, probe=True)
+    return _head_on_features(model, prepared, cut, config, context, None)
 
 
 def multicut_stage(model, prepared, cut, config, context) -> Stage:
@@ -157,4 +158,4 @@ def multicut_stage(model, prepared, cut, config, context) -> Stage:
     classifier of leave-one-out strength (Head2Toe's recipe), fitted on the validation images too
     where :func:`fits_validation` says so."""
     widths = [point.channels for point in prepared.backbone.cut_points]
-    return _head_on_features(model, prepared, cut, config, context, probe=False, tap_widths=widths)
+    return _head_on_features(model, prepared, cut, config, context, widths)
