@@ -37,10 +37,10 @@ class FrozenCell:
     def fit(self, head, x, y, fit_val: bool = False) -> list[dict]:
         """``head`` fitted on ``x``, ``y`` as the ``head`` stage fits it (closed form, one tap; with
         ``fit_val`` the validation images fitted too, as a run without unlabelled images does)."""
-        from transferlab.trainer.frozen import head_fitter, head_settings
+        from transferlab.trainer.frozen import head_fitter
 
         val_x, val_y = self.features["val"]
-        return head_fitter(val_x, val_y, head_settings(self.config), None, [np.shape(x)[1]], fit_val)[0](head, x, y)
+        return head_fitter(val_x, val_y, self.config.resolved_class_weight, None, [np.shape(x)[1]], fit_val)[0](head, x, y)
 
     def embed(self):
         """How the head stage's pseudo-labels see the features: each standardized over the labelled

@@ -1,13 +1,13 @@
 """The frozen head on one cut: computed (ridge at the strength of least leave-one-out squared error,
 what ``head`` and ``truncate`` run since 2026-12-06) against trained (AdamW, 40 epochs at lr 1e-3
-raised to 500 steps: the recipe before, which LP-FT's linear probe still runs), on the same features.
+raised to 500 steps: the recipe before, ``trained_head.py``), on the same features.
 
 For each data set, size and seed a folder as users bring them is written (``train/`` N images a
 class, the run drawing its own 10% validation split; ``test/`` 30 a class: ``imbalanced.py``'s
 folders). At each cut of --cuts (``final``: ``head``; an earlier one: ``truncate``) the strategy
 runs its head stage as ``transferlab train FOLDER --strategy head|truncate --resolution 112``
 would (the computed head, fitted on the validation images too), then on the very features it read
-(the feature cache) a head is trained by ``loops.fit_head`` with the recipe before. Test balanced
+(the feature cache) a head is trained by ``trained_head.fit_head`` with the recipe before. Test balanced
 accuracy of both, the paired difference, and an exact sign-flip test over the data sets (each set's
 folders averaged first). One JSON file per folder and cut in --out; a rerun resumes. Nothing is
 chosen on a test split.
@@ -19,7 +19,6 @@ chosen on a test split.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -30,7 +29,6 @@ from resumable import arguments, record
 
 COLOUR = ("emoji-apple", "emoji-google", "emoji-twitter", "emoji-facebook", "emoji-fluent", "furniture", "cartoons")
 GREY = ("textures", "digits", "fashion-mnist", "orientation", "colour-shape", "count", "glyphs")
-RECIPE_BEFORE = {"epochs": 40}  # with PROBE_LR, the AdamW head's settings before the closed form
 TEST_PER_CLASS = 30
 
 
@@ -38,13 +36,13 @@ def both_heads(folder: Path, cut: str, seed: int, out: Path, cache_dir: str | No
     """Test balanced accuracy of the computed head (the strategy's own stage) and of the AdamW head
     trained on the same features, at ``cut``."""
     import torch
+    from trained_head import fit_head, trained_head_settings
 
     import transferlab as tl
     from transferlab.heads import make_head
     from transferlab.metrics import classification_metrics
     from transferlab.prepare import prepare
     from transferlab.trainer.context import RunContext
-    from transferlab.trainer.frozen import head_fitter, head_settings
     from transferlab.trainer.stages import STAGES
     from transferlab.trainer.train import build_model
 
@@ -60,8 +58,7 @@ def both_heads(folder: Path, cut: str, seed: int, out: Path, cache_dir: str | No
     names = list(prepared.classes)
     torch.manual_seed(config.seed)  # the head's initial weights as build_model draws them
     trained = make_head(model.head.fc.in_features, len(names), config.head_init, config.dropout)
-    settings = head_settings(dataclasses.replace(config, **RECIPE_BEFORE))
-    head_fitter(val_x, val_y, settings, None, None)[0](trained, train_x, train_y)
+    fit_head(trained, train_x, train_y, val_x, val_y, trained_head_settings(config))
     with torch.no_grad():
         trained_logits = trained(torch.from_numpy(np.asarray(test_x, dtype=np.float32))).numpy()
     computed_logits = stage.logits["test"].numpy()

@@ -5,7 +5,7 @@ class, each against the best frozen head on one cut.
 
 Per seed of the study: the multicut stage as `--strategy multicut` runs it (its features from the
 feature cache the study filled; its own head is the computed one), then on the same standardized
-features a head trained by ``loops.fit_head`` with the run's settings, and the computed head fitted
+features a head trained by ``trained_head.fit_head`` with the run's settings, and the computed head fitted
 on training and validation images together. Balanced accuracy on the test split; per cell, means
 over seeds; the best of ``head`` and ``truncate`` at every cut is read from the study's records
 (max over runs of their means over seeds, the study's definition).
@@ -34,11 +34,10 @@ def seed_result(data: str, size: int, seed: int, study: Path, cache: str | None)
     from transferlab.prepare import prepare
     from transferlab.transferability import ridge_classifier, tap_standardization
     from transferlab.strategies import ALL_CUTS
-    from transferlab.trainer.loops import fit_head
     from transferlab.trainer.context import RunContext
-    from transferlab.trainer.frozen import head_settings
     from transferlab.trainer.stages import STAGES
     from transferlab.trainer.train import build_model
+    from trained_head import fit_head, trained_head_settings
 
     folder = study / f"{data}@{size}" / f"seed{seed}"
     cuts = [e["cut"] for e in json.loads((folder / "measurements.json").read_text())["result"]["measurements"]["evidence"]]
@@ -59,7 +58,7 @@ def seed_result(data: str, size: int, seed: int, study: Path, cache: str | None)
     torch.manual_seed(config.seed)  # the head's initial weights as build_model draws them
     trained = make_head(sum(widths), classes, config.head_init, config.dropout)
     fit_head(trained, (np.asarray(train_x) - mean) / scale, train_y, (np.asarray(val_x) - mean) / scale, val_y,
-             head_settings(config))  # fmt: skip
+             trained_head_settings(config))  # fmt: skip
     with torch.no_grad():
         logits = trained(torch.from_numpy(((np.asarray(test_x) - mean) / scale).astype(np.float32)))
     result["trained"] = balanced(test_y, logits.argmax(1).numpy(), classes)

@@ -49,17 +49,6 @@ def image_folder(tmp_path) -> Path:
 
 
 @pytest.fixture
-def two_threads():
-    """PyTorch on two threads for the test, the thread count it had given back after."""
-    import torch  # here, not above: importing transferlab first sets how its threads wait (threads.py)
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def cache_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("TRANSFERLAB_CACHE", str(path))

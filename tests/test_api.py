@@ -33,7 +33,7 @@ def counted(monkeypatch):
 
 
 def test_auto_loads_the_data_and_builds_the_backbone_once(image_folder, tmp_path, counted):
-    result = tl.train(str(image_folder), strategy="auto", resolution=32, epochs=3, probe_epochs=3,
+    result = tl.train(str(image_folder), strategy="auto", resolution=32, epochs=3,
                       out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))  # fmt: skip
     assert counted["loads"] == 1 and counted["builds"] == 1
     pretrained = [source for source in counted["hashed"] if source != "random init"]

@@ -18,7 +18,7 @@ def test_two_process_finetune(tmp_path):
     (data / "red" / "broken.png").write_bytes(b"not a png")
     env = {**os.environ, "TRANSFERLAB_CACHE": str(tmp_path / "cache"), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     command = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "transferlab", "train", str(data),
-               "--strategy", "finetune", "--resolution", "32", "--epochs", "2", "--probe-epochs", "10",
+               "--strategy", "finetune", "--resolution", "32", "--epochs", "2",
                "--batch-size", "8", "--freeze-bn", "--val-fraction", "0.25", "--out", str(tmp_path / "run")]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def _command(data, out):
     return [CLI, "train", str(data), "--strategy", "finetune", "--resolution", "48", "--epochs", "4",
-            "--probe-epochs", "5", "--batch-size", "16", "--freeze-bn", "--patience", "10", "--out", str(out)]  # fmt: skip
+            "--batch-size", "16", "--freeze-bn", "--patience", "10", "--out", str(out)]  # fmt: skip
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):

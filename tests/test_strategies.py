@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "transferlab"
 
 # A value other than the default for every strategy-specific option.
 SET_VALUES = {
-    "probe_epochs": 3, "layer_decay": 0.5, "warmup_epochs": 0.0, "patience": 1, "augment": True, "freeze_bn": True,
+    "layer_decay": 0.5, "warmup_epochs": 0.0, "patience": 1, "augment": True, "freeze_bn": True,
     "gradual_unfreeze": True, "tune": "bias", "lora_rank": 8, "regularizer": "bss", "regularizer_strength": 0.5,
     "schedule": "one-cycle", "init": "xavier-uniform", "max_memory": 2.0, "interpolate": "0.5",
     "unlabeled": "more-images", "holdout": True,
@@ -66,12 +66,12 @@ def test_options_that_depend_on_another_option_say_so():
 
 
 def test_auto_takes_any_option_and_turning_into_a_strategy_drops_what_does_not_apply(caplog):
-    config = TrainConfig(data="x", strategy="auto", tune="lora", init="xavier-uniform", probe_epochs=3)
+    config = TrainConfig(data="x", strategy="auto", tune="lora", init="xavier-uniform", layer_decay=0.5)
     finetune = for_strategy(config, "finetune")
-    assert (finetune.tune, finetune.init, finetune.probe_epochs) == ("lora", "kaiming-normal", 3)
+    assert (finetune.tune, finetune.init, finetune.layer_decay) == ("lora", "kaiming-normal", 0.5)
     assert "--init does not apply to finetune" in caplog.text
     head = for_strategy(config, "head")
-    assert (head.tune, head.probe_epochs) == ("all", 40)
+    assert (head.tune, head.layer_decay) == ("all", 0.85)
 
 
 def test_finetune_defaults_to_the_measured_recipe_with_frozen_batchnorm_statistics():

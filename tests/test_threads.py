@@ -1,13 +1,10 @@
-"""PyTorch's threads: how long they spin, set before torch loads; one thread for tiny work."""
+"""PyTorch's threads: how long they spin, set before torch loads."""
 
 import os
 import subprocess
 import sys
 
-import pytest
-import torch
-
-from transferlab.threads import SPIN_COUNT, one_thread
+from transferlab.threads import SPIN_COUNT
 
 
 def _spin_count_in_a_fresh_process(env: dict, imports: str = "import transferlab") -> str:
@@ -26,10 +23,3 @@ def test_importing_transferlab_bounds_the_spinning_unless_the_user_set_it():
 def test_after_torch_has_loaded_nothing_is_set_and_metrics_say_libgomps_default_ran():
     found = _spin_count_in_a_fresh_process({}, imports="import torch, transferlab")
     assert found == "None libgomp's default (torch was loaded before transferlab)"
-
-
-def test_one_thread_restores_the_thread_count_even_when_the_block_fails(two_threads):
-    with pytest.raises(RuntimeError), one_thread():
-        assert torch.get_num_threads() == 1
-        raise RuntimeError("inside")
-    assert torch.get_num_threads() == 2

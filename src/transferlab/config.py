@@ -112,7 +112,6 @@ class TrainConfig:
     head_init: str = option(DEFAULT_HEAD_INIT, f"initializer of the new head, one of: {', '.join(initializer_names())}")
     dropout: float = option(0.0, "dropout before the head")
     class_weight: str | None = option(None, _class_weight_help, choices=CLASS_WEIGHTS)
-    probe_epochs: int = option(40, "epochs of the linear probe before unfreezing")
     layer_decay: float = option(0.85, "lr factor per layer group downwards (1: one rate)")
     warmup_epochs: float = option(1.0, "epochs of linear warm-up before the cosine decay")
     patience: int | None = option(None, "early stopping: epochs without a validation-loss gain, then the best epoch's "
@@ -188,7 +187,7 @@ class TrainConfig:
         _check(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
         _check(0 < self.val_fraction < 1, "val_fraction", "between 0 and 1", self.val_fraction)
         _check(self.patience is None or self.patience >= 0, "patience", "at least 0", self.patience)
-        for name in ("batch_size", "probe_epochs", "measure_per_class", "lora_rank"):
+        for name in ("batch_size", "measure_per_class", "lora_rank"):
             _check(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
         for name in ("epochs", "samples_per_class", "test_per_class"):
             value = getattr(self, name)

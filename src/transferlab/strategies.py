@@ -31,7 +31,7 @@ FROZEN_HEAD = "head"  # a new head on the frozen body's final features (its ``wi
 FINETUNING = "finetune"  # the whole network from pretrained weights: what the advisor's pilot and lr-find run
 FROM_SCRATCH = "scratch"  # random weights, everything trains: what ``pretrain`` runs
 EVERY_CUT = "multicut"  # the frozen body read at every cut point at once
-PROBE_LR = 1e-3  # the rate of LP-FT's linear probe on frozen features
+PROBE_LR = 1e-3  # the rate the closed-form heads record (they take no optimizer step)
 
 TUNE_MODES = ("all", "bias", "norm", "lora")  # which body parameters fine-tuning trains
 SCHEDULES = ("cosine", "one-cycle")  # the learning-rate schedules of whole-network training
@@ -42,7 +42,7 @@ REGULARIZER_STRENGTHS = {"none": 0.0, "l2-sp": 0.01, "bss": 0.001}  # fine-tunin
 CUT_RULES = ("final", "earlier", "any", "all")
 
 # The options (TrainConfig fields) that apply to some strategies only; each entry lists its own.
-SPECIFIC_OPTIONS = ("probe_epochs", "layer_decay", "warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze",
+SPECIFIC_OPTIONS = ("layer_decay", "warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze",
                     "tune", "lora_rank", "regularizer", "regularizer_strength", "schedule", "init", "max_memory",
                     "interpolate", "unlabeled", "holdout")
 _NETWORK_OPTIONS = frozenset({"warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze", "schedule",
@@ -184,10 +184,10 @@ register_strategy(Strategy(
     class_weight="balanced",
 ))
 register_strategy(Strategy(
-    FINETUNING, "a linear probe first, then everything trains from the pretrained weights (LP-FT)", epochs=8,
-    lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True, recipe=3,
+    FINETUNING, "a linear probe first (computed in closed form), then everything trains from the pretrained weights (LP-FT)",
+    epochs=8, lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True, recipe=4,
     layer_decay=True, anchor="probe_final", candidate=True, baseline=True,
-    options=_NETWORK_OPTIONS | {"probe_epochs", "layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength",
+    options=_NETWORK_OPTIONS | {"layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength",
                                 "interpolate"},
 ))
 register_strategy(Strategy(

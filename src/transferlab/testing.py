@@ -102,7 +102,7 @@ def _check_cli(strategy) -> None:
 
 
 def _train_argv(strategy, data: Path, out: Path, cache: Path) -> list[str]:
-    epochs = ["--epochs", "2", "--probe-epochs", "5"] if "probe_epochs" in strategy.options else ["--epochs", "5"]
+    epochs = ["--epochs", "2"] if strategy.trains_body else []  # the frozen heads take no epochs
     return ["train", str(data), "--strategy", strategy.name, "--out", str(out),
             "--resolution", "32", "--val-fraction", "0.3", "--batch-size", "8", "--cache-dir", str(cache), *epochs]  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""PyTorch's CPU threads: how they wait for each other, and one thread for work made of tiny steps.
+"""PyTorch's CPU threads: how they wait for each other.
 
 PyTorch's CPU kernels run on OpenMP threads (GNU libgomp in its Linux wheels), one per core. At
 the end of each parallel operation a thread that has finished spins, by default for 300,000 rounds,
@@ -12,7 +12,6 @@ imported, before torch (the command always; in Python, when ``import transferlab
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -32,19 +31,3 @@ def spin_count() -> str:
         return os.environ["GOMP_SPINCOUNT"]
     policy = os.environ.get("OMP_WAIT_POLICY")
     return f"OMP_WAIT_POLICY={policy}" if policy else "libgomp's default (torch was loaded before transferlab)"
-
-
-@contextlib.contextmanager
-def one_thread():
-    """PyTorch on one thread while the block runs (its thread count restored after): for work made
-    of hundreds of tiny operations, such as a linear head's steps on cached features, where each
-    operation's split across threads buys nothing and, with another process on the other core, costs
-    a wait at every operation (a head's fit 0.3 s on one thread, 6-7 s on two: docs/speed.md)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

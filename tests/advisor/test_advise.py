@@ -55,7 +55,7 @@ def test_the_pilot_fine_tunes_one_epoch_without_the_test_split(image_folder, tmp
         return found
 
     monkeypatch.setattr(pilot_module, "fit_stages", watched)
-    config = TrainConfig(data=str(image_folder), strategy="auto", resolution=32, cache_dir=str(tmp_path / "c"), probe_epochs=5)
+    config = TrainConfig(data=str(image_folder), strategy="auto", resolution=32, cache_dir=str(tmp_path / "c"))
     prepared = prepare(config)
     result = pilot_module.pilot_finetune(prepared, config)
     stages = seen.pop()

@@ -82,7 +82,7 @@ def folder(tmp_path_factory):
 
 def test_out_of_fold_scores_cover_every_labelled_image_and_an_interrupted_search_resumes(folder, monkeypatch):
     root, data = folder
-    config = TrainConfig(data=str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(root / "cache"))
+    config = TrainConfig(data=str(data), resolution=32, epochs=1, cache_dir=str(root / "cache"))
     prepared = prepare(config)
     chosen = [Candidate("head", "head"), Candidate("multicut", "multicut")]
     first = crossfit.cross_fit(prepared, config, chosen, root / "folds")
@@ -104,7 +104,7 @@ def test_the_folds_pass_each_labelled_image_through_the_frozen_body_and_the_deco
     labelled images, gathered from the first fold's passes (the frozen body's at the candidate's
     cut; the decoded pixels the fine-tuning reads) instead of computed fold after fold."""
     _, data = folder
-    config = TrainConfig(data=str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(tmp_path / "cache"))
+    config = TrainConfig(data=str(data), resolution=32, epochs=1, cache_dir=str(tmp_path / "cache"))
     prepared = prepare(config)
     passed: dict[str, int] = {}
     real = features.compute_outputs
@@ -129,7 +129,7 @@ def test_unlabelled_images_reach_the_folds_of_the_candidates_that_learn_from_the
     (tmp_path / "more").mkdir()
     for i, colour in enumerate(list(COLOURS.values()) * 4):  # loose, without labels
         make_image(colour, rng).save(tmp_path / "more" / f"{i:02d}.png")
-    config = TrainConfig(data=str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(root / "cache"),
+    config = TrainConfig(data=str(data), resolution=32, epochs=1, cache_dir=str(root / "cache"),
                          unlabeled=str(tmp_path / "more"))  # fmt: skip
     prepared = prepare(config)
     handed = {}
@@ -147,7 +147,7 @@ def test_unlabelled_images_reach_the_folds_of_the_candidates_that_learn_from_the
 
 def test_auto_trains_what_the_out_of_fold_scores_chose_and_reports_them(folder):
     root, data = folder
-    result = tl.train(str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(root / "cache"),
+    result = tl.train(str(data), resolution=32, epochs=1, cache_dir=str(root / "cache"),
                       out=str(root / "run"))  # fmt: skip
     plan = result.plan
     evidence = plan.crossfit
@@ -185,7 +185,7 @@ def test_a_weighted_plan_with_two_members_of_one_strategy_trains_both_without_ov
                      "temperature": 1.0} for name, freeze, w in (("finetune", True, 0.7), ("finetune-adapted-bn", False, 0.3)))
     plan = dataclasses.replace(plan, strategy=ensemble_entry().name, cut="final", members=members)
     plan.save(root / "two.json")
-    result = tl.train(str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(root / "cache"),
+    result = tl.train(str(data), resolution=32, epochs=1, cache_dir=str(root / "cache"),
                       out=str(root / "two"), plan=str(root / "two.json"))  # fmt: skip
     assert {"probe_history", "finetune-adapted-bn.probe_history"} <= set(result.metrics), sorted(result.metrics)
     assert [(r["strategy"], r["weight"], r["temperature"]) for r in result.metrics["members"]] == [
@@ -203,7 +203,7 @@ def test_a_class_of_two_images_leaves_the_decision_to_the_forecast_and_says_why(
     labelled, folds = crossfit.labelled_folds(split_dataset(load_dataset(str(data))), seed=0)
     assert "'blue' has fewer than 3 labelled images" in crossfit.fold_obstacle(labelled, folds)
     assert crossfit.fold_obstacle(labelled, [dataclasses.replace(folds[0], final_run=True)]) is None
-    plan = tl.advise(str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(tmp_path / "cache"))
+    plan = tl.advise(str(data), resolution=32, epochs=1, cache_dir=str(tmp_path / "cache"))
     assert "Not checked on your images: 'blue' has fewer than 3 labelled images" in plan.explanation
     assert "the forecast decided" in plan.crossfit["reason"] and not plan.members
 
@@ -213,7 +213,7 @@ def test_a_val_folder_of_one_image_a_class_is_halved_across_the_classes_and_one_
     empty and the default failed on a tensor shape; the dealing now carries on across classes."""
     write_folder(tmp_path / "d" / "train", per_class=6)
     write_folder(tmp_path / "d" / "val", per_class=1, seed=5)
-    plan = tl.advise(str(tmp_path / "d"), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(tmp_path / "cache"))
+    plan = tl.advise(str(tmp_path / "d"), resolution=32, epochs=1, cache_dir=str(tmp_path / "cache"))
     assert plan.crossfit["folds"] == "val/ halves" and plan.crossfit["images"] == len(COLOURS)
     labelled = split_dataset(load_dataset(str(tmp_path / "d"))).val
     single = fold_plan(labelled.labels, seed=0, given=np.array([0]))
@@ -300,7 +300,7 @@ def test_a_run_the_check_kept_is_resumed_not_trained_again_and_one_of_other_sett
     from transferlab.trainer import loops, train
 
     root, data = folder
-    config = TrainConfig(data=str(data), strategy="finetune", resolution=32, epochs=1, probe_epochs=2,
+    config = TrainConfig(data=str(data), strategy="finetune", resolution=32, epochs=1,
                          cache_dir=str(root / "cache"), out=str(tmp_path / "kept"))  # fmt: skip
     prepared = prepare(config).without_test()
     _, _, kept = train.fit_stages(prepared, config, tmp_path / "kept")
@@ -327,7 +327,7 @@ def test_above_the_fold_limit_the_check_is_the_final_run_and_its_fine_tuning_is_
     epochs = []
     real = loops._train_epoch
     monkeypatch.setattr(loops, "_train_epoch", lambda *a: epochs.append(a[2]) or real(*a))
-    result = tl.train(str(data), resolution=32, epochs=1, probe_epochs=2, cache_dir=str(tmp_path / "cache"),
+    result = tl.train(str(data), resolution=32, epochs=1, cache_dir=str(tmp_path / "cache"),
                       out=str(tmp_path / "run"))  # fmt: skip
     evidence = result.plan.crossfit
     assert evidence["folds"] == "holdout" and evidence["images"] == 3  # the validation split: one image per class

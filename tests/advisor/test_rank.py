@@ -34,7 +34,7 @@ def test_advise_with_several_backbones_plans_with_the_best_one(folder):
     assert plan.backbone == plan.candidates[0]["backbone"] and len(plan.candidates) == 2
     assert plan.evidence[0].cut == ("features.1" if plan.backbone == "mobilenet_v2" else "blocks.0")
     result = tl.train(str(data), strategy="auto", backbones=("mobilenet_v2", "efficientnet_lite0"), resolution=32,
-                      epochs=2, probe_epochs=2, cache_dir=str(root / "c"), out=str(root / "run"))  # fmt: skip
+                      epochs=2, cache_dir=str(root / "c"), out=str(root / "run"))  # fmt: skip
     assert result.metrics["backbone"] == plan.backbone
     assert [c["probe_accuracy"] for c in result.plan.candidates] == [c["probe_accuracy"] for c in plan.candidates]
 

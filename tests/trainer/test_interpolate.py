@@ -94,7 +94,7 @@ def data(tmp_path_factory):
 
 def _config(root, out: str, interpolate: str) -> tl.TrainConfig:
     return tl.TrainConfig(data=str(root / "d"), strategy="finetune", out=str(root / out), resolution=32, val_fraction=0.3,
-                          batch_size=8, epochs=2, probe_epochs=5, cache_dir=str(root / "cache"), interpolate=interpolate)  # fmt: skip
+                          batch_size=8, epochs=2, cache_dir=str(root / "cache"), interpolate=interpolate)  # fmt: skip
 
 
 def test_alpha_zero_gives_the_probe_and_auto_saves_what_it_measured(data):
@@ -119,7 +119,7 @@ def test_alpha_zero_gives_the_probe_and_auto_saves_what_it_measured(data):
 
 
 def test_only_finetune_interpolates(data):
-    config = dataclasses.replace(_config(data, "scratch", "auto"), strategy="scratch", probe_epochs=40, epochs=1)
+    config = dataclasses.replace(_config(data, "scratch", "auto"), strategy="scratch", epochs=1)
     assert "interpolation" not in tl.train(config).metrics  # the option's default does not reach a strategy without it
 
 

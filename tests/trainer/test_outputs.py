@@ -22,7 +22,7 @@ def test_train_and_evaluate_reports_load_every_image_in_a_browser(tmp_path):
 
     data = write_folder(tmp_path / "d" / "train", per_class=12)
     write_folder(tmp_path / "d" / "test", per_class=6, seed=3)
-    result = tl.train(str(tmp_path / "d"), strategy="auto", resolution=32, epochs=2, probe_epochs=2,
+    result = tl.train(str(tmp_path / "d"), strategy="auto", resolution=32, epochs=2,
                       out=str(tmp_path / "run"), cache_dir=str(tmp_path / "c"))  # fmt: skip
     seen = render(tmp_path / "run" / "report.html", tmp_path, tmp_path / "report.png")
     optional = ("confusions.png", "interpolation.png")  # when something was confused; when the plan fine-tunes

@@ -76,7 +76,7 @@ def _config(root, **changes):
 
 
 def test_finetune_probes_then_trains_everything(small_data):
-    metrics = tl.train(_config(small_data, strategy="finetune", epochs=2, probe_epochs=10, lr=1e-3,
+    metrics = tl.train(_config(small_data, strategy="finetune", epochs=2, lr=1e-3,
                                freeze_bn=True, out=str(small_data / "ft"))).metrics  # fmt: skip
     assert metrics["probe_history"][-1]["train_accuracy"] == 1.0  # the probe converged before the body moved
     assert [row["epoch"] for row in metrics["history"]] == [1, 2]
@@ -136,21 +136,19 @@ def test_onnxruntime_engine_gives_the_same_features_and_predictions(run, tmp_pat
 def test_tensorboard_event_file_holds_every_epoch_of_every_stage_and_the_confusion_matrix(small_data, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from transferlab.strategies import PROBE_LR
-
-    metrics = tl.train(_config(small_data, strategy="finetune", epochs=2, probe_epochs=3, freeze_bn=True,
+    metrics = tl.train(_config(small_data, strategy="finetune", epochs=2, freeze_bn=True,
                                tensorboard=str(tmp_path / "tb"), out=str(tmp_path / "o"))).metrics  # fmt: skip
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
     for stage, history in (("probe", metrics["probe_history"]), ("finetune", metrics["history"])):
         accuracies = [e.value for e in events.Scalars(f"{stage}/val_accuracy")]
-        assert accuracies == pytest.approx([row["val_accuracy"] for row in history]) and len(accuracies) >= 2
+        assert accuracies == pytest.approx([row["val_accuracy"] for row in history]) and len(accuracies) >= 1
         assert len(events.Images(f"{stage}/confusion_matrix")) == len(history)
-    assert [e.value for e in events.Scalars("probe/lr")][0] == pytest.approx(PROBE_LR)
+    assert len(metrics["probe_history"]) == 1 and len(metrics["history"]) == 2  # the probe computed, the network trained
 
 
 @pytest.mark.parametrize("options", [{"tune": "lora"}, {"tune": "bias", "regularizer": "l2-sp", "schedule": "one-cycle"}])
 def test_fine_tuning_options_save_bundles_that_load_predict_and_export(small_data, tmp_path, options):
-    result = tl.train(_config(small_data, strategy="finetune", epochs=1, probe_epochs=2, freeze_bn=True,
+    result = tl.train(_config(small_data, strategy="finetune", epochs=1, freeze_bn=True,
                               out=str(tmp_path / "run"), **options))  # fmt: skip
     model = result.model
     assert result.metrics["config"]["tune"] == options["tune"]

@@ -82,7 +82,6 @@ class StudySettings:
     resolution: int
     test_per_class: int
     measure_per_class: int
-    head_epochs: int | None = None
     network_epochs: int | None = None
 
 
@@ -97,7 +96,7 @@ def within(settings: StudySettings, subset: dict) -> StudySettings:
 
 
 SEEDED_SIZES = 30  # images per class up to which every seed runs (the noise is largest there)
-QUICK = StudySettings(("orientation", "colour-shape"), (5,), (0, 1), 32, 20, 10, head_epochs=10, network_epochs=1)
+QUICK = StudySettings(("orientation", "colour-shape"), (5,), (0, 1), 32, 20, 10, network_epochs=1)
 # The pools: the nine small greyscale or generated sets at 64 px (the forecaster shipped today was fitted
 # on them), and the colour sets read out of package archives at a user's resolution (``make pool-data``).
 COLOUR_SETS = tuple(name for name, entry in CATALOG.items() if entry.colour)
@@ -147,11 +146,9 @@ def _option_configs(base: TrainConfig, cuts: list[str], settings: StudySettings,
     """Every option of a seed with its strategy's defaults (the CLI's), its epochs set by the settings."""
     configs = {}
     for s, c in study_runs(cuts):
-        trains_body = STRATEGIES[s].trains_body
-        epochs = settings.network_epochs if trains_body else settings.head_epochs
-        probe = {"probe_epochs": settings.head_epochs} if settings.head_epochs and "probe_epochs" in STRATEGIES[s].options else {}
+        epochs = settings.network_epochs if STRATEGIES[s].trains_body else None
         configs[run_key(s, c)] = for_strategy(base, s, cut=None if c in (FINAL_CUT, ALL_CUTS) else c, epochs=epochs,
-                                              out=str(folder / f"{s}-{c}"), **probe)  # fmt: skip
+                                              out=str(folder / f"{s}-{c}"))  # fmt: skip
     return configs
 
 

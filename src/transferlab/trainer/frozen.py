@@ -1,11 +1,9 @@
-"""The stages that train a head on the frozen body's cached features: ``head`` (the run's own
-head at one cut) and ``multicut`` (one head over every cut point), both in closed form, and
-``probe`` (the linear probe that starts LP-FT, trained by AdamW), with unlabelled images where the
-strategy learns from them."""
+"""The stages that compute a head in closed form on the frozen body's cached features: ``head``
+(the run's own head at one cut), ``multicut`` (one head over every cut point) and ``probe`` (the
+linear probe that starts LP-FT), with unlabelled images where the strategy learns from them."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
@@ -16,51 +14,38 @@ from torch import nn
 from ..config import TrainConfig
 from ..features import Features, cached_features
 from ..prepare import PreparedRun
-from ..strategies import PROBE_LR, applying_to
+from ..strategies import applying_to
 from ..surgery import TransferModel
 from ..transferability import tap_standardization
 from .context import RunContext, Stage
 from .extraction import cached_splits, check_every_class, engine_choice, frozen_runner, present_splits, readable_rows
-from .loops import HeadTraining, fit_head, fit_ridge_head, kept_epoch
+from .loops import fit_ridge_head, kept_epoch
 from .pseudo_labels import FitHead, fit_with_unlabeled
 
 log = logging.getLogger(__name__)
 
 
-def head_settings(config: TrainConfig, probe: bool = False) -> HeadTraining:
-    """The head's optimizer settings: the run's own, or with ``probe`` the linear probe's that starts LP-FT."""
-    return HeadTraining(
-        epochs=config.probe_epochs if probe else config.resolved_epochs, lr=PROBE_LR if probe else config.resolved_lr,
-        batch_size=config.batch_size, weight_decay=config.weight_decay, seed=config.seed,
-        class_weight=config.resolved_class_weight,
-    )  # fmt: skip
-
-
-def _graph_features(train_x: np.ndarray, unlabeled_x: np.ndarray, tap_widths: list[int] | None):
-    """How the pseudo-labels' graph sees the features: as they are, or with ``tap_widths`` each tap
-    standardized over the labelled and unlabelled images together (every tap weighing the same)."""
-    if tap_widths is None:
-        return lambda x: x
+def _graph_features(train_x: np.ndarray, unlabeled_x: np.ndarray, tap_widths: list[int]):
+    """How the pseudo-labels' graph sees the features: each tap (``tap_widths``) standardized over
+    the labelled and unlabelled images together (every tap weighing the same)."""
     mean, scale = tap_standardization(np.vstack([train_x, unlabeled_x]), tap_widths)
     return lambda x: (np.asarray(x) - mean) / scale
 
 
-def head_fitter(val_x: np.ndarray, val_y: np.ndarray, settings: HeadTraining, on_epoch, tap_widths: list[int] | None,
+def head_fitter(val_x: np.ndarray, val_y: np.ndarray, class_weight: str, on_epoch, tap_widths: list[int],
                 fit_val: bool = False) -> tuple[FitHead, dict[str, torch.Tensor]]:  # fmt: skip
-    """``fit(head, features, labels) -> history``: :func:`.loops.fit_head` against the validation
-    features; with ``tap_widths`` (a head over several taps), each tap standardized first and the
-    head computed in closed form, :func:`.loops.fit_ridge_head` (the head then takes raw features),
-    with ``fit_val`` fitting the validation images too. And what ``fit`` fills with the validation
-    logits where the head's own would be in sample (``fit_val``: their leave-one-out logits)."""
+    """``fit(head, features, labels) -> history``: each tap of the features (``tap_widths``: the
+    width of each) standardized, the head computed in closed form (:func:`.loops.fit_ridge_head`;
+    the head then takes raw features), with ``fit_val`` fitting the validation images too. And what
+    ``fit`` fills with the validation logits where the head's own would be in sample (``fit_val``:
+    their leave-one-out logits)."""
     out_of_sample: dict[str, torch.Tensor] = {}
 
     def fit(head, x: np.ndarray, y: np.ndarray) -> list[dict]:
-        if tap_widths is None:
-            return fit_head(head, x, y, val_x, val_y, settings, on_epoch)
         mean, scale = tap_standardization(np.vstack([x, val_x]) if fit_val else x, tap_widths)
         standardized = [(np.asarray(v) - mean) / scale for v in (x, val_x)]
-        history, val_logits = fit_ridge_head(head, standardized[0], y, standardized[1], val_y, on_epoch,
-                                             settings.class_weight, fit_val)  # fmt: skip
+        history, val_logits = fit_ridge_head(head, standardized[0], y, standardized[1], val_y, on_epoch, class_weight,
+                                             fit_val)  # fmt: skip
         if fit_val:
             out_of_sample["val"] = val_logits
         head.absorb_standardization(torch.from_numpy(mean), torch.from_numpy(scale))
@@ -95,11 +80,11 @@ def fits_validation(config: TrainConfig, prepared: PreparedRun) -> bool:
 
 
 def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig, context: RunContext,
-                      tap_widths: list[int] | None) -> Stage:  # fmt: skip
-    """Features of the frozen body (cached), then the head on them: with ``tap_widths`` (the widths of
-    the taps the features join, one for a single cut) computed in closed form, each tap standardized
-    first; without, LP-FT's linear probe trained by AdamW; with unlabelled images, the head
-    that learns from them too where the validation says it should (:mod:`.pseudo_labels`)."""
+                      tap_widths: list[int], fit_val: bool) -> Stage:  # fmt: skip
+    """Features of the frozen body (cached), then the head on them computed in closed form, each
+    tap standardized first (``tap_widths``: the widths of the taps the features join, one for a
+    single cut), fitting the validation images too with ``fit_val``; with unlabelled images, the
+    head that learns from them too where the validation says it should (:mod:`.pseudo_labels`)."""
     tick = time.perf_counter()
     resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
     parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
@@ -114,17 +99,15 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     rows = readable_rows(inputs, prepared)
     (train_x, train_y), (val_x, val_y) = rows["train"], rows["val"]
     check_every_class(train_y, prepared)
-    name = context.stage
-    settings = dataclasses.replace(head_settings(config, probe=tap_widths is None), label=name)
-    fit_val = tap_widths is not None and fits_validation(config, prepared)
+    name, class_weight = context.stage, config.resolved_class_weight
     epoch_log = context.epoch_log(name, val_y)
-    fit, out_of_sample = head_fitter(val_x, val_y, settings, epoch_log, tap_widths, fit_val)
+    fit, out_of_sample = head_fitter(val_x, val_y, class_weight, epoch_log, tap_widths, fit_val)
     details = {"validation": "fitted too, scored leave-one-out"} if fit_val else {}
     if unlabeled is None:
         history = fit(model.head, train_x, train_y)
     else:
         unlabeled_x = unlabeled.readable(prepared.splits.unlabeled.labels)[0]
-        held_out = head_fitter(val_x, val_y, settings, epoch_log, tap_widths)[0] if fit_val else fit  # the guard's fits
+        held_out = head_fitter(val_x, val_y, class_weight, epoch_log, tap_widths)[0] if fit_val else fit  # the guard's fits
         history, report = fit_with_unlabeled(model.head, train_x, train_y, unlabeled_x, held_out, len(prepared.classes),
                                              _graph_features(train_x, unlabeled_x, tap_widths),
                                              refit=fit if fit_val else None)  # fmt: skip
@@ -144,12 +127,15 @@ def head_stage(model, prepared, cut, config, context) -> Stage:
     """``head``: the run's own head on the frozen body's cached features at one cut, the ridge
     classifier of leave-one-out strength as ``multicut``'s over its one tap (measured against the
     AdamW head it replaced: docs/strategies.md)."""
-    return _head_on_features(model, prepared, cut, config, context, [model.head.fc.in_features])
+    return _head_on_features(model, prepared, cut, config, context, [model.head.fc.in_features],
+                             fits_validation(config, prepared))  # fmt: skip
 
 
 def probe_stage(model, prepared, cut, config, context) -> Stage:
-    """``probe``: the linear probe that starts LP-FT (its own epochs and rate)."""
-    return _head_on_features(model, prepared, cut, config, context, None)
+    """``probe``: the linear probe that starts LP-FT, computed as ``head``'s but on the training
+    split alone: the network's early stop and the interpolation's alpha are chosen on the
+    validation images (measured against the AdamW probe it replaced: docs/strategies.md)."""
+    return _head_on_features(model, prepared, cut, config, context, [model.head.fc.in_features], False)
 
 
 def multicut_stage(model, prepared, cut, config, context) -> Stage:
@@ -158,4 +144,4 @@ def multicut_stage(model, prepared, cut, config, context) -> Stage:
     classifier of leave-one-out strength (Head2Toe's recipe), fitted on the validation images too
     where :func:`fits_validation` says so."""
     widths = [point.channels for point in prepared.backbone.cut_points]
-    return _head_on_features(model, prepared, cut, config, context, widths)
+    return _head_on_features(model, prepared, cut, config, context, widths, fits_validation(config, prepared))

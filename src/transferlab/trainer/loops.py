@@ -1,5 +1,6 @@
-"""Training loops: ``fit_head`` (a new head on cached features of a frozen body) and ``fit_network``
-(a whole network on decoded images, with checkpoints, resume and early stopping)."""
+"""Training loops: ``fit_ridge_head`` (a new head computed in closed form on cached features of a
+frozen body) and ``fit_network`` (a whole network on decoded images, with checkpoints, resume and
+early stopping)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm, trange
+from tqdm.auto import tqdm
 
 from .. import distributed
 from ..config import TrainConfig
@@ -25,7 +26,6 @@ from ..errors import ConfigError, TrainingDiverged
 from ..features import predict_pixels, to_unit_float
 from ..heads import LinearHead
 from ..metrics import evaluate_logits
-from ..threads import one_thread
 from ..transferability import ridge_classifier
 
 log = logging.getLogger(__name__)
@@ -36,34 +36,11 @@ def _config_default(name: str):
     return TrainConfig.__dataclass_fields__[name].default
 
 
-@dataclass(frozen=True)
-class HeadTraining:
-    """Optimizer settings for training a head on features (built from a ``TrainConfig`` by
-    ``stages.head_settings``; the defaults here are TrainConfig's).
-
-    ``min_steps``: on small data ``epochs`` passes are few optimizer steps (10 images per class,
-    batches of 32: 4 a pass), too few for the head to converge; the epochs are then raised to
-    take at least this many steps.
-    """
-
-    epochs: int
-    lr: float
-    batch_size: int = _config_default("batch_size")
-    weight_decay: float = _config_default("weight_decay")
-    seed: int = _config_default("seed")
-    min_steps: int = 500
-    label: str = "training"  # what its log lines and progress bar are called (the stage's name)
-    class_weight: str = _config_default("class_weight")  # "balanced": each class's loss weighted by n / (classes x
-    # its count); "balanced-sampling": each epoch draws its images with replacement, every class equally likely
-
-    def epochs_for(self, samples: int) -> int:
-        return max(self.epochs, math.ceil(self.min_steps / math.ceil(samples / self.batch_size)))
-
-
 EpochCallback = Callable[[dict, torch.Tensor], None]  # (the epoch's history row, its validation logits)
 
 # Below this many validation images in the smallest class nothing is chosen on them: not the epoch
-# (the whole schedule runs, its last epoch kept) nor the interpolation's alpha (``interpolate``).
+# (the whole schedule runs, its last epoch kept), nor the interpolation's alpha (``interpolate``), nor a
+# closed-form head's temperature (its leave-one-out scores temper it instead: :func:`fit_ridge_head`).
 CHOOSING_IMAGES = 10
 PATIENCE = 3  # epochs without a validation-loss gain before training stops, where validation chooses the epoch
 
@@ -75,7 +52,7 @@ def smallest_class(labels: torch.Tensor | np.ndarray) -> int:
 
 
 def kept_epoch(history: list[dict]) -> dict:
-    """The row of a head's ``history`` (:func:`fit_head`, :func:`fit_ridge_head`) whose weights it kept."""
+    """The row of a head's ``history`` (:func:`fit_ridge_head`: its one row) whose weights it kept."""
     return next(row for row in history if row["kept"])
 
 
@@ -125,16 +102,16 @@ def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.nda
     :func:`..transferability.ridge_classifier`; under a balanced ``class_weight``, either kind, each
     image's squared error weighted by :func:`balanced_weights`), its scores divided by a temperature
     of least cross-entropy so that their softmax is a probability (:func:`..ensemble.fit_temperature`)
-    on scores of images it was not fitted on: the validation images', or with ``fit_val`` - the
-    validation images fitted too, nothing left to choose on them - every fitted image's leave-one-out
-    scores. Returns a one-row history (no epochs), with the penalty, its leave-one-out accuracy and
+    on scores of images it was not fitted on: the validation images' where their smallest class has
+    :data:`CHOOSING_IMAGES` or more, else - or with ``fit_val``, the validation images fitted too -
+    every fitted image's leave-one-out scores. Returns a one-row history (no epochs), with the penalty, its leave-one-out accuracy and
     the temperature, and the validation logits: the head's, or with ``fit_val`` their leave-one-out
     ones (each by the head fitted without it), so that they stay out of sample."""
     classes = head.fc.out_features
     fitted_x, fitted_y = (np.vstack([x, val_x]), np.concatenate([y, val_y])) if fit_val else (x, y)
     class_weights = balanced_weights(torch.from_numpy(np.asarray(fitted_y)), classes, class_weight)
     ridge = ridge_classifier(fitted_x, fitted_y, classes, None if class_weights is None else class_weights.numpy())
-    if fit_val:
+    if fit_val or smallest_class(val_y) < CHOOSING_IMAGES:
         unseen_scores, unseen_y = ridge.loo_scores, fitted_y
     else:
         unseen_scores, unseen_y = np.asarray(val_x, dtype=np.float64) @ ridge.weights + ridge.bias, val_y
@@ -156,89 +133,6 @@ def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.nda
     if on_epoch is not None:
         on_epoch(row, logits["val"])
     return [{**row, "kept": 1}], logits["val"]
-
-
-def _standardized(train_x: np.ndarray, val_x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training and validation features less the training mean, over one scale for all features
-    (copies: the inputs may be read-only maps); and that mean and scale."""
-    xs = torch.tensor(train_x, dtype=torch.float32)
-    mean = xs.mean(0)
-    xs -= mean  # in place: the features of a whole training set can be hundreds of MB
-    scale = xs.square().mean().sqrt().clamp_min(1e-12)
-    xs /= scale
-    return xs, torch.tensor(val_x, dtype=torch.float32).sub_(mean).div_(scale), mean, scale
-
-
-def _head_pass(head: LinearHead, xs: torch.Tensor, ys: torch.Tensor, batches, optimizer, weight) -> tuple[float, int]:
-    """One epoch of the head over ``batches`` of positions: the summed loss and how many were right."""
-    head.train()
-    total_loss, correct = 0.0, 0
-    for batch in batches:
-        logits = head(xs[batch])
-        loss = nn.functional.cross_entropy(logits, ys[batch], weight=weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(batch)
-        correct += (logits.argmax(1) == ys[batch]).sum().item()
-    return total_loss, correct
-
-
-@one_thread()  # hundreds of tiny steps: a second thread only waits on each (threads.one_thread)
-def fit_head(
-    head: LinearHead,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
-    settings: HeadTraining,
-    on_epoch: EpochCallback | None = None,
-) -> list[dict[str, float]]:
-    """Train ``head`` with AdamW on standardized feature vectors; keep the weights of the best
-    validation loss - or, where the smallest validation class has fewer than
-    :data:`CHOOSING_IMAGES` images, of the last epoch (the whole schedule: one or two validation
-    images a class choose an epoch by chance) - with the standardization folded in so that the
-    head takes raw features.
-
-    Without the standardization a head underfits features of small scale: measured on a
-    ``cnn-small`` body over scikit-learn's digits, train accuracy 0.72 after 40 epochs.
-    Returns the history: one dict per epoch with train/val loss and accuracy, the learning rate
-    and ``kept`` (1 on the epoch whose weights the head kept, :func:`kept_epoch`); ``on_epoch``
-    sees each row with the epoch's validation logits.
-    """
-    generator = torch.Generator().manual_seed(settings.seed)
-    xs, vx, mean, scale = _standardized(train_x, val_x)
-    ys, vy = torch.as_tensor(train_y), torch.as_tensor(val_y)
-    epochs = settings.epochs_for(len(xs))
-    if epochs > settings.epochs:
-        log.info("%s: %d epochs on %d samples are too few steps; training %d epochs (%d steps at least)",
-                 settings.label, settings.epochs, len(xs), epochs, settings.min_steps)  # fmt: skip
-    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    weight = loss_weights(ys, head.fc.out_features, settings.class_weight)
-    chooses = smallest_class(vy) >= CHOOSING_IMAGES
-    history, best_loss, best_state, kept = [], float("inf"), None, epochs - 1
-    for epoch in (bar := trange(epochs, desc=settings.label, unit="epoch", leave=False)):
-        lr = scheduler.get_last_lr()[0]
-        batches = epoch_order(ys, settings.class_weight, generator).split(settings.batch_size)
-        total_loss, correct = _head_pass(head, xs, ys, batches, optimizer, weight)
-        scheduler.step()
-        head.eval()
-        with torch.no_grad():
-            val_logits = head(vx)
-        val_loss, val_acc = evaluate_logits(val_logits, vy, weight)
-        row = {"epoch": epoch + 1, "train_loss": total_loss / len(xs), "train_accuracy": correct / len(xs),
-               "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}  # fmt: skip
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(row, val_logits)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{val_acc:.3f}")
-        if val_loss < best_loss and chooses:
-            best_loss, best_state, kept = val_loss, copy.deepcopy(head.state_dict()), epoch
-    if chooses:
-        head.load_state_dict(best_state)
-    head.absorb_standardization(mean, scale)
-    return [{**row, "kept": int(epoch == kept)} for epoch, row in enumerate(history)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +162,8 @@ class NetworkTraining:
     freeze_bn: bool = False
     gradual_unfreeze: bool = _config_default("gradual_unfreeze")
     seed: int = _config_default("seed")
-    class_weight: str = _config_default("class_weight")  # see HeadTraining
+    class_weight: str = _config_default("class_weight")  # "balanced": each class's loss weighted by n / (classes x
+    # its count); "balanced-sampling": each epoch draws its images with replacement, every class equally likely
     micro_batch: int = 0  # > 0: each step's batch runs in passes of at most this many images, gradients accumulated
     schedule: str = _config_default("schedule")  # or "one-cycle"
     regularizer: str = _config_default("regularizer")  # "l2-sp": pull the body towards its starting weights; "bss"
