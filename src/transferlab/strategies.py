@@ -185,8 +185,8 @@ register_strategy(Strategy(
 ))
 register_strategy(Strategy(
     FINETUNING, "a linear probe first (computed in closed form), then everything trains from the pretrained weights (LP-FT)",
-    epochs=8, lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True, recipe=4,
-    layer_decay=True, anchor="probe_final", candidate=True, baseline=True,
+    epochs=8, lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True,
+    recipe=4, layer_decay=True, anchor="probe_final", candidate=True, baseline=True,
     options=_NETWORK_OPTIONS | {"layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength",
                                 "interpolate"},
 ))
