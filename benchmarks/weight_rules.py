@@ -19,6 +19,8 @@ cut) are left out of every rule alike. Rules:
 - ``shrunk by confidence``: the reference plus ``2 * share - 1`` (clipped to [0, 1]) of the way to
   the selection, ``share`` being the bootstrap's;
 - ``best single by log loss``: no hedge at all;
+- ``as shipped, the head in the reference``: the shipped rule, its equal-weight reference every
+  candidate of :data:`ALONE` (the computed ``head`` beside the ensemble's members);
 - ``as shipped, multicut by exact leave-one-out``: the shipped rule, ``multicut``'s evidence its
   closed-form leave-one-out scores on every labelled image (what issue #31 asks for where a closed
   form exists) instead of its three fold runs' (:func:`multicut_leave_one_out`).
@@ -67,6 +69,7 @@ from transferlab.transferability import ridge_classifier, tap_standardization
 
 ALONE = ("head", "finetune", "multicut")  # the candidates imbalanced.py trained alone
 LEAVE_ONE_OUT = "as shipped, multicut by exact leave-one-out"
+WITH_HEAD = "as shipped, the head in the reference"
 OPTIONS = ("auto", "ensemble", "multicut", "head", "finetune")
 BAGS = 64
 
@@ -152,7 +155,8 @@ def rule_weights(logits: dict[str, np.ndarray], labels: np.ndarray, classes: int
             "bagged selection": bagged(log_loss_selection, tempered, labels, images),
             "bagged selection on accuracy": bagged(accuracy_selection, tempered, labels, images),
             "shrunk by confidence": shrunk_by_confidence(tempered, labels, images, reference),
-            "best single by log loss": best_single(tempered, labels, images)}, temperatures  # fmt: skip
+            "best single by log loss": best_single(tempered, labels, images),
+            WITH_HEAD: combine(logits, labels, dict.fromkeys(logits, 1.0), class_weights).weights}, temperatures  # fmt: skip
 
 
 def multicut_leave_one_out(runs: Path, folder: str, prepared, seed: int, out: Path) -> np.ndarray:
