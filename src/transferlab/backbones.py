@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import BackboneError
-from .strategies import FINAL_CUT
+from .strategies import ALL_CUTS, FINAL_CUT
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class Backbone:
         if name not in names:
             raise BackboneError(f"Backbone {self.name!r} has no cut point {name!r}. Cut points: {', '.join(names)}.")
         return self.cut_points[names.index(name)]
+
+    def read_at(self, cut: str) -> list[CutPoint]:
+        """The cut points a head at ``cut`` reads: that one, or every one for ``ALL_CUTS``."""
+        return list(self.cut_points) if cut == ALL_CUTS else [self.cut(cut)]
 
     def weights_fingerprint(self) -> str:
         """A digest of every tensor of the network: identical weights give identical digests."""

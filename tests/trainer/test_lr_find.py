@@ -20,6 +20,20 @@ def test_the_test_stops_when_the_loss_diverges():
     assert finding.rates[-1] < 1e-1 and finding.smoothed[-1] > 4
 
 
+def test_a_lucky_first_batch_does_not_pull_the_suggestion_below_the_range_tested():
+    """The first step's loss is the lowest of all (a head that starts near its best, one easy
+    batch); the suggestion still comes from the valley the later steps trace, at 1e-3."""
+    calls = []
+
+    def loss(rate: float) -> float:
+        calls.append(rate)
+        return 0.5 if len(calls) == 1 else (math.log10(rate) + 3) ** 2 + 1
+
+    finding = lr_range(loss, smoothing=0.0, divergence=1e9)
+    assert finding.losses[0] == min(finding.losses)
+    assert finding.suggestion == pytest.approx(1e-4, rel=0.1)
+
+
 def test_lr_find_on_a_folder_writes_its_plot_and_restores_nothing_to_disk(image_folder, tmp_path):
     finding = tl.lr_find(str(image_folder), resolution=32, batch_size=8, out=str(tmp_path / "lf"),
                          cache_dir=str(tmp_path / "c"))  # fmt: skip

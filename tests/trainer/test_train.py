@@ -53,13 +53,15 @@ def test_the_head_is_computed_with_the_validation_images_unless_held_out(run, tm
     assert fitted.shape == held_out.shape and not torch.allclose(fitted, held_out)  # fitted on more images
 
 
-def test_lp_fts_probe_is_the_held_out_head_computed_on_the_training_split_alone(run, tmp_path):
-    """The probe that starts ``finetune`` is ``head``'s closed form without the validation images
-    (they choose the network's epoch and alpha): the same fit as ``head --holdout`` on the same
-    features, on a balanced folder where the head's balanced class weights are all 1."""
+@pytest.mark.parametrize(("cut", "frozen"), [("final", "head"), ("all", "multicut")])
+def test_lp_fts_probe_is_the_held_out_head_computed_on_the_training_split_alone(run, tmp_path, cut, frozen):
+    """The probe that starts ``finetune`` is the frozen head's closed form without the validation
+    images (they choose the network's epoch and alpha): the same fit as ``head --holdout`` on the
+    same features - over every cut, ``multicut``'s, each tap standardized and weighed alike - on a
+    balanced folder, where the frozen heads' balanced class weights are all 1."""
     _, config, _ = run
-    held = tl.train(config, holdout=True, out=str(tmp_path / "held")).metrics["history"][0]
-    probe = tl.train(config, strategy="finetune", epochs=1, out=str(tmp_path / "ft")).metrics["probe_history"]
+    held = tl.train(config, strategy=frozen, holdout=True, out=str(tmp_path / "held")).metrics["history"][0]
+    probe = tl.train(config, strategy="finetune", cut=cut, epochs=1, out=str(tmp_path / "ft")).metrics["probe_history"]
     assert len(probe) == 1
     for key in ("penalty", "loo_accuracy", "temperature", "train_loss", "val_loss", "val_accuracy"):
         assert probe[0][key] == pytest.approx(held[key], rel=1e-5), key

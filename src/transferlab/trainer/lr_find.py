@@ -1,7 +1,10 @@
 """The learning-rate range test (Smith, "Cyclical Learning Rates for Training Neural Networks",
 WACV 2017; fastai's ``lr_find``): one training step at each of exponentially growing rates,
 the loss smoothed, stopped once it diverges; the suggestion is a tenth of the rate at the lowest
-smoothed loss. Run on the fine-tuning set-up (the linear probe first, as ``finetune`` does), and
+smoothed loss after the first :data:`SKIP_START` steps, whose average rests on a batch or a few
+(fastai v1's ``Recorder.plot`` skips its first 10 points too): a head that starts near its best,
+as LP-FT's computed probe does, makes the very first batch's loss the lowest by chance, and the
+suggestion would fall below the range tested. Run on the fine-tuning set-up (the linear probe first, as ``finetune`` does), and
 the weights are put back afterwards. The set-up is training's own (``stages.setup_network``): what
 ``--tune`` trains is what the test moves, and a ``--regularizer`` penalty enters every step's loss.
 """
@@ -32,6 +35,7 @@ from .train import build_model
 
 START, END, STEPS = 1e-7, 10.0, 100
 SMOOTHING, DIVERGENCE = 0.98, 4.0  # exponential moving average of the loss; stop above 4x its best
+SKIP_START = 10  # steps whose smoothed loss the suggestion does not read
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,8 @@ def lr_range(step: Callable[[float], float], start: float = START, end: float = 
         smoothed.append(average / (1 - smoothing ** (k + 1)))  # bias-corrected
         if not math.isfinite(loss) or smoothed[-1] > divergence * min(smoothed):
             break
-    best = min(range(len(smoothed)), key=smoothed.__getitem__)
+    read = range(SKIP_START, len(smoothed)) if len(smoothed) > SKIP_START else range(len(smoothed))
+    best = min(read, key=smoothed.__getitem__)
     return LrFinding(tuple(rates), tuple(losses), tuple(smoothed), rates[best] / 10)
 
 

@@ -60,9 +60,8 @@ def train_prepared(prepared: PreparedRun, config: TrainConfig, plan: Plan | None
 
 
 def taps_of(backbone, cut: str) -> tuple[Tap, ...]:
-    """The cut points a head at ``cut`` reads: that one, or every one for ``ALL_CUTS``."""
-    points = backbone.cut_points if cut == ALL_CUTS else [backbone.cut(cut)]
-    return tuple(Tap(point.name, point.channels) for point in points)
+    """The taps a head at ``cut`` reads (:meth:`..backbones.Backbone.read_at`)."""
+    return tuple(Tap(point.name, point.channels) for point in backbone.read_at(cut))
 
 
 def build_model(prepared: PreparedRun, config: TrainConfig) -> tuple[TransferModel, str]:
