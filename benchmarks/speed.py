@@ -63,7 +63,7 @@ def lite0_model(num_classes: int = 10) -> TransferModel:
 def bench_head_cache(resolution: int = 112, epochs: int = 10) -> None:
     """head for 10 epochs: features cached once vs. the frozen backbone run in every epoch."""
     splits = fashion_splits(100)
-    settings = trained_head_settings(TrainConfig(data="fashion-mnist"), epochs)
+    settings = trained_head_settings(TrainConfig(data="fashion-mnist", strategy="head"), epochs)
 
     model = lite0_model()
     extractor = nn.Sequential(model.normalize, model.body)
@@ -546,7 +546,7 @@ def bench_int8(resolution: int = 112, count: int = 1000, calibration_images: int
         torch.manual_seed(0)
         head = make_head(values.shape[1], 10)
         history = fit_head(head, values[:n], splits.train.labels, values[n:], splits.val.labels,
-                           trained_head_settings(TrainConfig(data="fashion-mnist")))
+                           trained_head_settings(TrainConfig(data="fashion-mnist", strategy="head")))
         accuracy[name] = min(history, key=lambda r: r["val_loss"])["val_accuracy"]
     images = len(train) + len(val)
     report(f"frozen-body extraction, {resolution} px: ONNX Runtime int8 vs float32",
