@@ -123,7 +123,7 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
                  engine={"engine": choice.engine, "reason": choice.reason}, details=details)
 
 
-def tap_widths(prepared: PreparedRun, cut: str) -> list[int]:
+def tap_widths_at(prepared: PreparedRun, cut: str) -> list[int]:
     """The widths of the taps a head at ``cut`` reads: one, or every cut point's for ``multicut``
     and ``--cut all`` (each then standardized and weighed alike)."""
     return [point.channels for point in prepared.backbone.read_at(cut)]
@@ -133,7 +133,7 @@ def head_stage(model, prepared, cut, config, context) -> Stage:
     """``head``: the run's own head on the frozen body's cached features at one cut, the ridge
     classifier of leave-one-out strength as ``multicut``'s over its one tap (measured against the
     AdamW head it replaced: docs/strategies.md)."""
-    return _head_on_features(model, prepared, cut, config, context, tap_widths(prepared, cut),
+    return _head_on_features(model, prepared, cut, config, context, tap_widths_at(prepared, cut),
                              fits_validation(config, prepared))  # fmt: skip
 
 
@@ -141,7 +141,7 @@ def probe_stage(model, prepared, cut, config, context) -> Stage:
     """``probe``: the linear probe that starts LP-FT, computed as ``head``'s but on the training
     split alone: the network's early stop and the interpolation's alpha are chosen on the
     validation images (measured against the AdamW probe it replaced: docs/strategies.md)."""
-    return _head_on_features(model, prepared, cut, config, context, tap_widths(prepared, cut), False)
+    return _head_on_features(model, prepared, cut, config, context, tap_widths_at(prepared, cut), False)
 
 
 def multicut_stage(model, prepared, cut, config, context) -> Stage:
@@ -149,5 +149,5 @@ def multicut_stage(model, prepared, cut, config, context) -> Stage:
     the cache for all), each tap standardized and weighed by 1/sqrt(its width), the head the ridge
     classifier of leave-one-out strength (Head2Toe's recipe), fitted on the validation images too
     where :func:`fits_validation` says so."""
-    return _head_on_features(model, prepared, cut, config, context, tap_widths(prepared, cut),
+    return _head_on_features(model, prepared, cut, config, context, tap_widths_at(prepared, cut),
                              fits_validation(config, prepared))  # fmt: skip

@@ -4,9 +4,10 @@ the loss smoothed, stopped once it diverges; the suggestion is a tenth of the ra
 smoothed loss after the first :data:`SKIP_START` steps, whose average rests on a batch or a few
 (fastai v1's ``Recorder.plot`` skips its first 10 points too): a head that starts near its best,
 as LP-FT's computed probe does, makes the very first batch's loss the lowest by chance, and the
-suggestion would fall below the range tested. Run on the fine-tuning set-up (the linear probe first, as ``finetune`` does), and
-the weights are put back afterwards. The set-up is training's own (``stages.setup_network``): what
-``--tune`` trains is what the test moves, and a ``--regularizer`` penalty enters every step's loss.
+suggestion would fall below the range tested. Run on the fine-tuning set-up (the linear probe
+first, as ``finetune`` does), and the weights are put back afterwards. The set-up is training's
+own (``stages.setup_network``): what ``--tune`` trains is what the test moves, and a
+``--regularizer`` penalty enters every step's loss.
 """
 
 from __future__ import annotations
