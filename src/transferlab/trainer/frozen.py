@@ -130,9 +130,10 @@ def tap_widths_at(prepared: PreparedRun, cut: str) -> list[int]:
 
 
 def head_stage(model, prepared, cut, config, context) -> Stage:
-    """``head``: the run's own head on the frozen body's cached features at one cut, the ridge
-    classifier of leave-one-out strength as ``multicut``'s over its one tap (measured against the
-    AdamW head it replaced: docs/strategies.md)."""
+    """``head``: the run's own head on the frozen body's cached features at its cut (one tap, or
+    every one at ``all``), the ridge classifier of leave-one-out strength, fitted on the validation
+    images too where :func:`fits_validation` says so (measured against the AdamW head it replaced:
+    docs/strategies.md)."""
     return _head_on_features(model, prepared, cut, config, context, tap_widths_at(prepared, cut),
                              fits_validation(config, prepared))  # fmt: skip
 
@@ -148,6 +149,5 @@ def multicut_stage(model, prepared, cut, config, context) -> Stage:
     """``multicut``: one head over the pooled features of every cut point (one frozen pass fills
     the cache for all), each tap standardized and weighed by 1/sqrt(its width), the head the ridge
     classifier of leave-one-out strength (Head2Toe's recipe), fitted on the validation images too
-    where :func:`fits_validation` says so."""
-    return _head_on_features(model, prepared, cut, config, context, tap_widths_at(prepared, cut),
-                             fits_validation(config, prepared))  # fmt: skip
+    where :func:`fits_validation` says so: ``head``'s stage at the cut that reads them all."""
+    return head_stage(model, prepared, cut, config, context)
