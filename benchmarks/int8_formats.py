@@ -214,7 +214,7 @@ def prepare(root: Path) -> None:
 
     root.mkdir(parents=True, exist_ok=True)
     data = write_folder(root / "colours", per_class=10)  # the int8 test's own case (tests/test_inference.py)
-    tl.train(str(data), strategy="head", resolution=112, epochs=10, lr=0.01, use_cache=False, out=str(root / "run"))
+    tl.train(str(data), strategy="head", resolution=112, use_cache=False, out=str(root / "run"))
     np.save(root / "colours.npy", tl.load(root / "run" / "model").calibration_images(str(data)).numpy())
     network, _ = load_bundle(root / "run" / "model")
     write_onnx(network.eval(), torch.rand(2, 3, 112, 112), root / "colours.onnx")

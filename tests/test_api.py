@@ -52,9 +52,9 @@ def test_pretrain_from_python_gives_a_backbone_to_transfer_from(image_folder, tm
 
 
 def test_a_config_object_and_options_are_the_same_run(image_folder, tmp_path):
-    config = tl.TrainConfig(data=str(image_folder), strategy="head", resolution=32, epochs=3, cache_dir=str(tmp_path / "c"))
+    config = tl.TrainConfig(data=str(image_folder), strategy="head", resolution=32, holdout=True, cache_dir=str(tmp_path / "c"))
     by_config = tl.train(config, out=str(tmp_path / "a")).metrics
-    by_options = tl.train(str(image_folder), strategy="head", resolution=32, epochs=3, cache_dir=str(tmp_path / "c"),
+    by_options = tl.train(str(image_folder), strategy="head", resolution=32, holdout=True, cache_dir=str(tmp_path / "c"),
                           out=str(tmp_path / "b")).metrics  # fmt: skip
     assert by_config["history"] == by_options["history"]
 

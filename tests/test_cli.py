@@ -145,7 +145,7 @@ def test_pretrain_then_transfer_from_the_bundle(tmp_path):
                  "--out", str(tmp_path / "src"), cache=cache)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "src" / "metrics.json").read_text())["classes"] == ["blue", "green"]
-    result = run("train", str(data), "--strategy", "head", "--backbone", str(tmp_path / "src" / "model"), "--epochs", "5",
+    result = run("train", str(data), "--strategy", "head", "--backbone", str(tmp_path / "src" / "model"),
                  "--out", str(tmp_path / "t"), cache=cache)  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
@@ -154,7 +154,7 @@ def test_pretrain_then_transfer_from_the_bundle(tmp_path):
 
 def test_allocator_preload_can_be_declined(image_folder, tmp_path):
     env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "TRANSFERLAB_CACHE": str(tmp_path / "c"), "TQDM_DISABLE": "1"}
-    result = subprocess.run([CLI, "train", str(image_folder), "--strategy", "head", "--resolution", "32", "--epochs", "2", "--out",
+    result = subprocess.run([CLI, "train", str(image_folder), "--strategy", "head", "--resolution", "32", "--out",
                              str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["allocator"] == "glibc"
@@ -235,7 +235,7 @@ def test_a_class_whose_every_image_is_unreadable_is_named_and_no_empty_output_is
 def test_train_and_val_folders_are_the_training_and_validation_splits(tmp_path):
     write_folder(tmp_path / "d" / "train", per_class=8)
     write_folder(tmp_path / "d" / "val", per_class=3, seed=3)
-    result = run("train", str(tmp_path / "d"), "--strategy", "head", "--resolution", "32", "--epochs", "3", "--out", str(tmp_path / "out"),
+    result = run("train", str(tmp_path / "d"), "--strategy", "head", "--resolution", "32", "--out", str(tmp_path / "out"),
                  cache=tmp_path / "cache")  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -246,7 +246,7 @@ def test_train_and_val_folders_are_the_training_and_validation_splits(tmp_path):
 def test_a_run_with_a_test_split_reports_it_with_its_engine_and_device(tmp_path):
     write_folder(tmp_path / "d" / "train", per_class=8)
     write_folder(tmp_path / "d" / "test", per_class=3, seed=3)
-    result = run("train", str(tmp_path / "d"), "--strategy", "head", "--resolution", "32", "--epochs", "3", "--out",
+    result = run("train", str(tmp_path / "d"), "--strategy", "head", "--resolution", "32", "--out",
                  str(tmp_path / "out"), cache=tmp_path / "cache")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "test accuracy:" in result.stdout and "no test split" not in result.stdout and "near chance" not in result.stdout
@@ -262,7 +262,7 @@ def test_a_model_that_learnt_nothing_says_so(tmp_path):
             (tmp_path / "d" / split / name).mkdir(parents=True)
             for i in range(count):
                 image.save(tmp_path / "d" / split / name / f"{i}.png")
-    result = run("train", str(tmp_path / "d"), "--strategy", "head", "--resolution", "32", "--epochs", "3",
+    result = run("train", str(tmp_path / "d"), "--strategy", "head", "--resolution", "32",
                  "--out", str(tmp_path / "out"), cache=tmp_path / "cache")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "near chance" in result.stdout and "When the result is poor" in result.stdout

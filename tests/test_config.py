@@ -49,8 +49,11 @@ def test_plan_fills_what_the_user_left_unset():
     plan = _plan()
     assert plan.strategy == "truncate" and plan.cut == "blocks.2"
     merged = with_plan(TrainConfig(data="x", strategy="auto"), plan)
-    assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.resolution) == ("truncate", "blocks.2", 1, 1e-3, 64)
+    assert (merged.strategy, merged.cut, merged.resolution) == ("truncate", "blocks.2", 64)
+    assert merged.epochs is None and merged.lr is None  # a computed head takes neither
     assert merged.resolved_freeze_bn is False and merged.plan is None
+    finetune = with_plan(TrainConfig(data="x", strategy="auto"), _plan("finetune"))
+    assert (finetune.strategy, finetune.epochs, finetune.lr, finetune.freeze_bn) == ("finetune", 8, 3e-4, True)
 
 
 def test_a_plan_for_the_ensemble_leaves_each_member_its_own_epochs_rate_and_batchnorm(caplog):
@@ -62,11 +65,15 @@ def test_a_plan_for_the_ensemble_leaves_each_member_its_own_epochs_rate_and_batc
 
 
 def test_user_cut_epochs_lr_and_resolution_win_over_the_plan(caplog):
-    user = TrainConfig(data="x", strategy="auto", cut="blocks.0", epochs=3, lr=0.5, resolution=32, freeze_bn=True)
-    merged = with_plan(user, _plan())
-    assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.resolution) == ("truncate", "blocks.0", 3, 0.5, 32)
-    assert merged.freeze_bn is None  # the frozen body of truncate has no BatchNorm to keep: said, and left out
-    assert "--freeze-bn does not apply to truncate" in caplog.text
+    user = TrainConfig(data="x", strategy="auto", cut="blocks.0", epochs=3, lr=0.5, resolution=32, freeze_bn=False)
+    merged = with_plan(user, _plan("finetune"))
+    assert (merged.strategy, merged.cut, merged.epochs, merged.lr, merged.resolution) == ("finetune", "blocks.0", 3, 0.5, 32)
+    assert merged.freeze_bn is False and "does not apply" not in caplog.text
+    computed = with_plan(user, _plan())
+    assert (computed.strategy, computed.cut, computed.resolution) == ("truncate", "blocks.0", 32)
+    assert computed.epochs is None and computed.lr is None and computed.freeze_bn is None  # said, and left out:
+    assert all(f"{flag} does not apply to truncate" in caplog.text for flag in ("--epochs", "--lr", "--freeze-bn"))
+
 
 
 def test_no_freeze_bn_wins_over_a_finetune_plan():
@@ -92,8 +99,8 @@ def test_the_resolved_configuration_says_what_ran_every_default_filled_in():
     assert (finetune["freeze_bn"], finetune["epochs"], finetune["lr"], finetune["cut"], finetune["resolution"]) == (
         True, 8, 3e-4, "final", 112)  # typed: freeze_bn None, epochs None, lr None
     assert TrainConfig(data="x", strategy="finetune", regularizer="l2-sp").resolved("final", 64)["regularizer_strength"] == 0.01
-    head = TrainConfig(data="x", strategy="head", epochs=3).resolved("final", 64)
-    assert head["epochs"] == 3 and "freeze_bn" not in head and "interpolate" not in head  # options that do not apply
+    head = TrainConfig(data="x", strategy="head").resolved("final", 64)
+    assert not {"epochs", "lr", "freeze_bn", "interpolate"} & set(head)  # options that do not apply
 
 
 def test_class_weight_defaults_come_from_the_strategy_table_and_a_typed_one_wins():

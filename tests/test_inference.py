@@ -14,7 +14,7 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("inference")
     data = write_folder(root / "d", per_class=10)
-    tl.train(str(data), strategy="head", resolution=32, epochs=10, lr=0.01, out=str(root / "run"), cache_dir=str(root / "cache"))
+    tl.train(str(data), strategy="head", resolution=32, out=str(root / "run"), cache_dir=str(root / "cache"))
     return root, data, tl.load(root / "run" / "model")
 
 
@@ -81,8 +81,8 @@ def test_int8_engine_and_export_agree_with_pytorch(trained, tmp_path):
 
 def test_bf16_engine_keeps_the_predictions(trained, tmp_path):
     root, data, model = trained
-    fp32 = tl.train(str(data), strategy="head", resolution=32, epochs=10, lr=0.01, out=str(tmp_path / "f"), use_cache=False).metrics
-    bf16 = tl.train(str(data), strategy="head", resolution=32, epochs=10, lr=0.01, out=str(tmp_path / "b"), use_cache=False,
+    fp32 = tl.train(str(data), strategy="head", resolution=32, out=str(tmp_path / "f"), use_cache=False).metrics
+    bf16 = tl.train(str(data), strategy="head", resolution=32, out=str(tmp_path / "b"), use_cache=False,
                     engine="pytorch-bf16").metrics  # fmt: skip
     assert bf16["val_accuracy"] == fp32["val_accuracy"] and abs(bf16["val_loss"] - fp32["val_loss"]) < 0.05
     images = sorted(data.rglob("*.png"))

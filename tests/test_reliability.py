@@ -218,7 +218,7 @@ def test_stress_5000_images_with_5_percent_corrupt(tmp_path):
     env_cache = tmp_path / "cache"
     results = {}
     for name in ("clean", "messy"):
-        result = run("train", str(tmp_path / name), "--strategy", "head", "--resolution", "32", "--epochs", "20", "--out",
+        result = run("train", str(tmp_path / name), "--strategy", "head", "--resolution", "32", "--out",
                      str(tmp_path / f"run-{name}"), cache=env_cache)  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
         results[name] = json.loads((tmp_path / f"run-{name}" / "metrics.json").read_text())
@@ -235,7 +235,7 @@ def test_sigkill_during_feature_extraction_leaves_no_corrupt_cache(tmp_path):
     data = write_folder(tmp_path / "d", per_class=150)
     cache = tmp_path / "cache"
     env = {**os.environ, "TRANSFERLAB_CACHE": str(cache), "TQDM_DISABLE": "1"}
-    command = [CLI, "train", str(data), "--strategy", "head", "--resolution", "96", "--epochs", "3", "--out", str(tmp_path / "run")]
+    command = [CLI, "train", str(data), "--strategy", "head", "--resolution", "96", "--out", str(tmp_path / "run")]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list((cache / "features").glob(".*")) and time.monotonic() < deadline:

@@ -10,14 +10,14 @@ import pytest
 from transferlab.config import TrainConfig, for_strategy
 from transferlab.errors import ConfigError
 from transferlab.forecast import Signals
-from transferlab.strategies import SPECIFIC_OPTIONS, STRATEGIES, Strategy, applying_to, register_strategy
+from transferlab.strategies import SPECIFIC_OPTIONS, STRATEGIES, Strategy, applying_to, describe, register_strategy
 from transferlab.trainer.stages import STAGES
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "transferlab"
 
 # A value other than the default for every strategy-specific option.
 SET_VALUES = {
-    "layer_decay": 0.5, "warmup_epochs": 0.0, "patience": 1, "augment": True, "freeze_bn": True,
+    "epochs": 3, "lr": 0.01, "batch_size": 8, "weight_decay": 0.1, "dropout": 0.5, "head_init": "zeros", "layer_decay": 0.5, "warmup_epochs": 0.0, "patience": 1, "augment": True, "freeze_bn": True,
     "gradual_unfreeze": True, "tune": "bias", "lora_rank": 8, "regularizer": "bss", "regularizer_strength": 0.5,
     "schedule": "one-cycle", "init": "xavier-uniform", "max_memory": 2.0, "interpolate": "0.5",
     "unlabeled": "more-images", "holdout": True,
@@ -54,7 +54,7 @@ def test_an_option_is_accepted_exactly_where_the_table_says_it_applies(strategy,
         TrainConfig(data="x", **options, **needs)
     else:
         flag = "--freeze-bn" if option == "freeze_bn" else "--" + option.replace("_", "-")
-        with pytest.raises(ConfigError, match=f"^{flag} applies to .*, not to --strategy {strategy}.$"):
+        with pytest.raises(ConfigError, match=f"^{flag} applies to .*, not to --strategy {strategy}( \\(.*\\))?.$"):
             TrainConfig(data="x", **options)
 
 
@@ -140,3 +140,21 @@ def test_a_stage_name_unknown_or_registered_twice_is_refused_in_one_line():
     with pytest.raises(ValueError, match="a training stage named 'head' is registered already"):
         register_stage("head", stage_function("probe"))
     assert stage_function("head") is STAGES["head"]
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_the_description_says_epochs_only_where_the_strategy_takes_steps(name):
+    """A computed head has no epochs or rate to show; a network does, and an ensemble defers to its members."""
+    strategy = STRATEGIES[name]
+    text = describe(strategy)
+    assert ("computed in closed form, no epochs" in text) == strategy.computed
+    assert (f"at lr {strategy.lr:g}" in text) == (not strategy.computed and not strategy.members)
+    assert strategy.computed == ("epochs" not in strategy.options)  # and the options say so too
+
+
+def test_a_computed_head_says_why_it_refuses_epochs():
+    with pytest.raises(ConfigError, match=r"^--epochs applies to finetune, ensemble, scratch, not to --strategy multicut "
+                                          r"\(its head is computed in closed form: no steps to set\)\.$"):  # fmt: skip
+        TrainConfig(data="x", strategy="multicut", epochs=40)
+    with pytest.raises(ConfigError, match=r"^--augment applies to .*, not to --strategy head\.$"):  # not a step option
+        TrainConfig(data="x", strategy="head", augment=True)

@@ -308,8 +308,9 @@ def _run_advise(args) -> None:
     plan = tl.advise(args.data, **options)
     path = plan.save(Path(out) / "plan.json")
     print("\n\n".join(t for t in (plan.evidence_table(), plan.forecast_table(), plan.crossfit_table()) if t))
-    members = tl.STRATEGIES[plan.strategy].members
-    settings = f"{', '.join(members)}: each its own epochs and rate" if members else f"lr {plan.lr}, {plan.epochs} epochs"
+    entry = tl.STRATEGIES[plan.strategy]
+    settings = (f"{', '.join(entry.members)}: each its own epochs and rate" if entry.members else
+                "its head computed in closed form" if entry.computed else f"lr {plan.lr}, {plan.epochs} epochs")
     print(f"\nplan: {plan.strategy} (cut {plan.cut}), {settings}, {plan.resolution} px, {plan.fit}")
     print(plan.explanation)
     print(f"saved {path}; run it with: transferlab train {args.data} --strategy auto --plan {path}")

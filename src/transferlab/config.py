@@ -34,6 +34,7 @@ from .strategies import (
     REGULARIZER_STRENGTHS,
     SCHEDULES,
     SPECIFIC_OPTIONS,
+    STEP_OPTIONS,
     STRATEGIES,
     TUNE_MODES,
     Strategy,
@@ -60,7 +61,8 @@ def option(default, help, **cli):  # noqa: A002 - the argparse word
 
 def _strategy_defaults_text(what: str) -> str:
     ensembles = [name for name, s in STRATEGIES.items() if s.members]
-    return "default: " + ", ".join([*(f"{getattr(s, what):g} ({name})" for name, s in STRATEGIES.items() if not s.members),
+    return "default: " + ", ".join([*(f"{getattr(s, what):g} ({name})" for name, s in STRATEGIES.items()
+                                      if not s.members and what in s.options),
                                     *(f"each member its own ({name})" for name in ensembles)])
 
 
@@ -307,8 +309,9 @@ def _check_options(config: TrainConfig) -> None:
     strategy = config.strategy_entry
     for name in _set_options(config):
         if name not in strategy.options:
+            why = " (its head is computed in closed form: no steps to set)" if strategy.computed and name in STEP_OPTIONS else ""
             raise ConfigError(f"{flag(name)} applies to {', '.join(applying_to(name)) or 'no strategy'}, "
-                              f"not to --strategy {strategy.name}.")  # fmt: skip
+                              f"not to --strategy {strategy.name}{why}.")  # fmt: skip
     if not strategy.takes_cut and config.cut not in (None, FINAL_CUT):
         others = [s.name for s in STRATEGIES.values() if s.takes_cut]
         raise ConfigError(f"--strategy {strategy.name} keeps the whole body (cut 'final'); use --strategy "
@@ -354,7 +357,7 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
     """The config that carries out ``plan``.
 
     Precedence: the user's explicit ``cut``, ``epochs``, ``lr``, ``resolution``, ``fit`` and
-    ``freeze_bn`` win; the plan sets the strategy, the backbone and everything left unset (for an
+    ``freeze_bn`` win (each where the planned strategy takes it); the plan sets the strategy, the backbone and everything left unset (for an
     ensemble the members keep their own epochs, rate and BatchNorm setting). A
     user's cut on a plan for ``head`` makes it ``truncate`` at that cut (the body stays frozen);
     a user's cut cannot go with ``scratch``, which trains the whole body. Options that do not
@@ -368,12 +371,11 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
             raise ConfigError(f"The plan is {strategy.name!r} ({strategy.trains} trains, the whole body); it cannot go "
                               f"with --cut {cut}. Leave --cut out, or choose another --strategy.")  # fmt: skip
         strategy = get_strategy(strategy.with_cut)
+    planned = {"epochs": (config.epochs, plan.epochs), "lr": (config.lr, plan.lr),
+               "freeze_bn": (config.freeze_bn, plan.freeze_bn)}  # fmt: skip
     settings = {} if strategy.members else {  # an ensemble's members each keep their own
-        "epochs": config.epochs if config.epochs is not None else plan.epochs,
-        "lr": config.lr if config.lr is not None else plan.lr,
-        **({"freeze_bn": config.freeze_bn if config.freeze_bn is not None else plan.freeze_bn}
-           if "freeze_bn" in strategy.options else {}),
-    }  # fmt: skip
+        name: typed if typed is not None else from_plan
+        for name, (typed, from_plan) in planned.items() if name in strategy.options}  # fmt: skip
     return for_strategy(config, strategy.name, plan=None, cut=None if cut in whole else cut,
                         resolution=config.resolution or plan.resolution, fit=config.fit or plan.fit, backbone=plan.backbone,
                         **settings)  # fmt: skip

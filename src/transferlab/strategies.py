@@ -42,11 +42,15 @@ REGULARIZER_STRENGTHS = {"none": 0.0, "l2-sp": 0.01, "bss": 0.001}  # fine-tunin
 CUT_RULES = ("final", "earlier", "any", "all")
 
 # The options (TrainConfig fields) that apply to some strategies only; each entry lists its own.
-SPECIFIC_OPTIONS = ("layer_decay", "warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze",
-                    "tune", "lora_rank", "regularizer", "regularizer_strength", "schedule", "init", "max_memory",
-                    "interpolate", "unlabeled", "holdout")
-_NETWORK_OPTIONS = frozenset({"warmup_epochs", "patience", "augment", "freeze_bn", "gradual_unfreeze", "schedule",
-                              "max_memory"})  # fmt: skip
+# Those of training by steps (epochs, rate, batch, decay, dropout, the head's init) apply to the
+# strategies that take steps: the frozen heads are computed in closed form, and a typed --epochs
+# there would change nothing.
+STEP_OPTIONS = ("epochs", "lr", "batch_size", "weight_decay", "dropout", "head_init")
+SPECIFIC_OPTIONS = (*STEP_OPTIONS, "layer_decay", "warmup_epochs", "patience", "augment", "freeze_bn",
+                    "gradual_unfreeze", "tune", "lora_rank", "regularizer", "regularizer_strength", "schedule", "init",
+                    "max_memory", "interpolate", "unlabeled", "holdout")  # fmt: skip
+_NETWORK_OPTIONS = frozenset(STEP_OPTIONS) - {"head_init"} | {"warmup_epochs", "patience", "augment", "freeze_bn",
+                                                              "gradual_unfreeze", "schedule", "max_memory"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,12 @@ class Strategy:
         """Whether the body's weights move (a ``network`` stage, its own or a member's), so images and
         not features feed it."""
         return "network" in self.stages or any(STRATEGIES[member].trains_body for member in self.members)
+
+    @property
+    def computed(self) -> bool:
+        """Whether its head is computed in closed form, no step taken (its ``epochs`` and ``lr`` are
+        placeholders the plan records)."""
+        return not self.trains_body and not self.members
 
     @property
     def takes_cut(self) -> bool:
@@ -138,8 +148,10 @@ def describe(strategy: Strategy) -> str:
     """One strategy in words: what it is, what trains, its defaults, where it cuts, the options that apply."""
     cuts = {"final": "at the final features", "earlier": "before the final features (--cut; default: the middle stage)",
             "any": "anywhere (--cut; default: the final features)", "all": "at every cut point at once"}[strategy.cuts]
+    steps = ("computed in closed form, no epochs" if strategy.computed else
+             f"{strategy.epochs} epoch{'s' * (strategy.epochs != 1)} at lr {strategy.lr:g}")
     training = (f"members {', '.join(strategy.members)}, each with its own defaults" if strategy.members else
-                f"stages {', '.join(strategy.stages)}; {strategy.epochs} epoch{'s' * (strategy.epochs != 1)} at lr {strategy.lr:g}; cuts {cuts}")
+                f"stages {', '.join(strategy.stages)}; {steps}; cuts {cuts}")
     options = ", ".join(sorted(strategy.options)) or "none"
     start = "pretrained" if strategy.pretrained else "random weights"
     return (f"{strategy.name}: {strategy.summary}\n  trains {strategy.trains} ({start}); {training}\n"
@@ -205,5 +217,6 @@ register_strategy(Strategy(
 ))
 register_strategy(Strategy(
     FROM_SCRATCH, "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),
-    trains="the whole network", pretrained=False, anchor="probe_random", options=_NETWORK_OPTIONS | {"init"}, recipe=2,
+    trains="the whole network", pretrained=False, anchor="probe_random", options=_NETWORK_OPTIONS | {"init", "head_init"},
+    recipe=2,
 ))  # fmt: skip

@@ -102,9 +102,9 @@ def _check_cli(strategy) -> None:
 
 
 def _train_argv(strategy, data: Path, out: Path, cache: Path) -> list[str]:
-    epochs = ["--epochs", "2"] if strategy.trains_body else []  # the frozen heads take no epochs
+    steps = ["--epochs", "2", "--batch-size", "8"] if strategy.trains_body else []  # the computed heads take no steps
     return ["train", str(data), "--strategy", strategy.name, "--out", str(out),
-            "--resolution", "32", "--val-fraction", "0.3", "--batch-size", "8", "--cache-dir", str(cache), *epochs]  # fmt: skip
+            "--resolution", "32", "--val-fraction", "0.3", "--cache-dir", str(cache), *steps]  # fmt: skip
 
 
 def _check_trains_reloads_exports(strategy, data: Path, out: Path, cache: Path) -> dict:
