@@ -122,49 +122,6 @@ def test_balanced_weights_lift_the_rare_class_of_a_ridge_classifier():
     assert plain < 0.75 and balanced > max(plain + 0.1, 0.8)
 
 
-def _taps(signal_in: int, seed: int = 7):
-    """Three taps (16, 64 and 256 features, widening with depth as a network's do) of 60 images of 3
-    classes, the labels in tap ``signal_in`` alone, the other taps noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(60) % 3
-    taps = [rng.normal(0, 1, (60, width)) for width in (16, 64, 256)]
-    taps[signal_in] += rng.normal(0, 0.9, (3, taps[signal_in].shape[1]))[labels]
-    return np.hstack(taps), labels, [16, 64, 256]
-
-
-@pytest.mark.parametrize("signal_in, expected", [(2, "deep"), (0, "shallow")])
-def test_the_taps_are_weighed_by_depth_as_leave_one_out_chooses(signal_in, expected):
-    """Over several taps the classifier weighs them by depth (decay ** depth below the last), the
-    decay of least leave-one-out squared error: the signal in the last tap leads it below 1 (the
-    noise of the early taps damped), in the first tap above 1 (the wide noisy last taps damped); and
-    by that error it beats every tap alike (Head2Toe's weighing), on any draw."""
-    for seed in range(4):
-        features, labels, widths = _taps(signal_in, seed)
-        weighed = transferability.ridge_classifier(features, labels, 3, tap_widths=widths)
-        alike = transferability.ridge_classifier(features, labels, 3)
-        assert (weighed.depth_decay < 1) if expected == "deep" else (weighed.depth_decay > 1)
-        errors = [((r.loo_scores - np.eye(3)[labels]) ** 2).sum(1).mean() for r in (weighed, alike)]
-        assert errors[0] < errors[1] and alike.depth_decay == 1.0
-
-
-def test_the_weights_apply_to_the_features_as_given_and_a_decay_of_zero_keeps_the_last_tap(monkeypatch):
-    """The depth weighing is folded into the weights: scoring the raw features gives what the
-    classifier fitted on the weighed features gives them; with a decay of 0 the early taps' weights
-    are 0 and the classifier is the one fitted on the last tap alone."""
-    features, labels, widths = _taps(2)
-    monkeypatch.setattr(transferability, "DEPTH_DECAYS", (0.5,))
-    ridge = transferability.ridge_classifier(features, labels, 3, tap_widths=widths)
-    weighing = transferability.depth_weights(widths, 0.5)
-    assert np.allclose(weighing, np.repeat([0.25, 0.5, 1.0], widths))
-    direct = transferability.ridge_classifier(features * weighing, labels, 3)
-    assert np.allclose(features @ ridge.weights + ridge.bias, features * weighing @ direct.weights + direct.bias)
-    monkeypatch.setattr(transferability, "DEPTH_DECAYS", (0.0,))
-    last = transferability.ridge_classifier(features, labels, 3, tap_widths=widths)
-    alone = transferability.ridge_classifier(features[:, 80:], labels, 3)
-    assert not last.weights[:80].any() and np.allclose(last.weights[80:], alone.weights)
-    assert np.allclose(last.loo_scores, alone.loo_scores) and last.depth_decay == 0.0
-
-
 def test_batchnorm_gap_is_small_on_the_source_distribution_and_large_on_noise():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8, momentum=None), nn.ReLU(), nn.Conv2d(8, 8, 3),

@@ -203,8 +203,8 @@ register_strategy(Strategy(
                                 "interpolate"},
 ))
 register_strategy(Strategy(
-    EVERY_CUT, "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022), the "
-    "cuts weighed by depth as leave-one-out chooses, " + _CLOSED_FORM, recipe=5, epochs=1, lr=PROBE_LR, stages=("multicut",), advised=True, class_weight="balanced",
+    EVERY_CUT, "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022), "
+    + _CLOSED_FORM, recipe=4, epochs=1, lr=PROBE_LR, stages=("multicut",), advised=True, class_weight="balanced",
     trains="the head", cuts="all", options=frozenset({"unlabeled", "holdout"}), anchor="probe_all", with_cut="truncate",
     candidate=True, baseline=True,
 ))

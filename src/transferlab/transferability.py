@@ -139,59 +139,32 @@ def probe_correct(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return scores.argmax(1) == target
 
 
-# How a head over several taps weighs them by depth: each tap's features times decay ** (its
-# depth below the last tap). 1 weighs every tap alike (Head2Toe's recipe), 0 keeps the last tap
-# alone (the frozen head at the final features), above 1 the early taps lead. The first of equal
-# leave-one-out errors wins: 1.
-DEPTH_DECAYS = (1.0, 1.4, 2.0, 0.7, 0.5, 0.3, 0.15, 0.0)
-
-
-def depth_weights(widths: list[int], decay: float) -> np.ndarray:
-    """Per feature of taps of ``widths`` (shallow to deep), ``decay`` ** (its tap's depth below the
-    last tap): the last tap's features 1, the one before ``decay``, ... (0 ** 0 = 1: with a
-    ``decay`` of 0 the last tap alone)."""
-    return np.float64(decay) ** np.repeat(np.arange(len(widths))[::-1], widths)
-
-
 @dataclass(frozen=True)
 class RidgeClassifier:
-    """A fitted ridge classifier: ``features @ weights + bias`` scores each class; its penalty, the
-    depth decay its taps were weighed by (:data:`DEPTH_DECAYS`), its leave-one-out accuracy, and the
-    scores of each fitted image by the classifier fitted without it."""
+    """A fitted ridge classifier: ``features @ weights + bias`` scores each class; its penalty, its
+    leave-one-out accuracy, and the scores of each fitted image by the classifier fitted without it."""
 
     weights: np.ndarray  # features x classes
     bias: np.ndarray  # classes
     penalty: float
     loo_accuracy: float
     loo_scores: np.ndarray  # fitted images x classes
-    depth_decay: float = 1.0
 
 
-def ridge_classifier(features: np.ndarray, labels: np.ndarray, classes: int, class_weights: np.ndarray | None = None,
-                     tap_widths: list[int] | None = None) -> RidgeClassifier:  # fmt: skip
+def ridge_classifier(features: np.ndarray, labels: np.ndarray, classes: int,
+                     class_weights: np.ndarray | None = None) -> RidgeClassifier:  # fmt: skip
     """A ridge classifier as :func:`probe_accuracy`'s, fitted on every row: one-hot targets over
-    ``classes``, at the penalty of :data:`CLASSIFIER_PENALTIES` of least leave-one-out squared error;
-    over several taps (``tap_widths``, shallow to deep), their weighing by depth
-    (:data:`DEPTH_DECAYS`) chosen with the penalty, by the same error. With ``class_weights`` (per
-    class) each image's squared error weighs its class's weight (weighted least squares,
-    scikit-learn's ``class_weight``) and the leave-one-out accuracy counts each image by it:
-    balanced weights (1 / (classes x the class's share)) make it balanced accuracy, and the scores
-    estimate the class posteriors of a balanced sample. The weights returned apply to the features
-    as given (the depth weighing folded in)."""
+    ``classes``, at the penalty of :data:`CLASSIFIER_PENALTIES` of least leave-one-out squared error. With
+    ``class_weights`` (per class) each image's squared error weighs its class's weight (weighted
+    least squares, scikit-learn's ``class_weight``) and the leave-one-out accuracy counts each image
+    by it: balanced weights (1 / (classes x the class's share)) make it balanced accuracy, and the
+    scores estimate the class posteriors of a balanced sample."""
     image_weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float64)[labels]
-    target, x = np.eye(classes)[labels], np.asarray(features, dtype=np.float64)
-    best_error, chosen = np.inf, None
-    widths = tap_widths or [x.shape[1]]
-    for decay in DEPTH_DECAYS if len(widths) > 1 else (1.0,):
-        weighing = depth_weights(widths, decay)
-        accuracies, errors, scores, *fitted = _ridge_leave_one_out(x * weighing, target, image_weights,
-                                                                   CLASSIFIER_PENALTIES)  # fmt: skip
-        best = int(np.argmin(errors))
-        if errors[best] < best_error:
-            best_error, chosen = errors[best], (decay, weighing, best, accuracies[best], scores, fitted)
-    decay, weighing, best, accuracy, scores, (design, mean, u, s2, projected, scale) = chosen
+    accuracies, errors, scores, design, mean, u, s2, projected, scale = _ridge_leave_one_out(
+        features, np.eye(classes)[labels], image_weights, CLASSIFIER_PENALTIES)
+    best = int(np.argmin(errors))
     weights, bias = _ridge_weights(design, mean, u, s2, projected, CLASSIFIER_PENALTIES[best] * scale)
-    return RidgeClassifier(weights * weighing[:, None], bias, CLASSIFIER_PENALTIES[best], accuracy, scores, decay)
+    return RidgeClassifier(weights, bias, CLASSIFIER_PENALTIES[best], accuracies[best], scores)
 
 
 def tap_standardization(features: np.ndarray, widths: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -211,12 +184,10 @@ def tap_standardization(features: np.ndarray, widths: list[int]) -> tuple[np.nda
 
 def multicut_probe_accuracy(blocks: list[np.ndarray], labels: np.ndarray) -> float:
     """:func:`probe_accuracy` on the features of every cut at once, each tap standardized and
-    weighed as the ``multicut`` head sees them (:func:`tap_standardization`, then by depth: the
-    best of :data:`DEPTH_DECAYS`, as the best of the penalties)."""
-    features, widths = np.hstack(blocks), [b.shape[1] for b in blocks]
-    mean, scale = tap_standardization(features, widths)
-    standardized = (features - mean) / scale
-    return max(probe_accuracy(standardized * depth_weights(widths, decay), labels) for decay in DEPTH_DECAYS)
+    weighed as the ``multicut`` head sees them (:func:`tap_standardization`)."""
+    features = np.hstack(blocks)
+    mean, scale = tap_standardization(features, [b.shape[1] for b in blocks])
+    return probe_accuracy((features - mean) / scale, labels)
 
 
 def leep(source_probabilities: np.ndarray, labels: np.ndarray) -> float:

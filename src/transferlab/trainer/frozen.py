@@ -35,8 +35,8 @@ def _graph_features(train_x: np.ndarray, unlabeled_x: np.ndarray, tap_widths: li
 def head_fitter(val_x: np.ndarray, val_y: np.ndarray, class_weight: str, on_epoch, tap_widths: list[int],
                 fit_val: bool = False) -> tuple[FitHead, dict[str, torch.Tensor]]:  # fmt: skip
     """``fit(head, features, labels) -> history``: each tap of the features (``tap_widths``: the
-    width of each) standardized, the head computed in closed form (:func:`.loops.fit_ridge_head`,
-    the taps weighed by depth as leave-one-out chooses; the head then takes raw features), with ``fit_val`` fitting the validation images too. And what
+    width of each) standardized, the head computed in closed form (:func:`.loops.fit_ridge_head`;
+    the head then takes raw features), with ``fit_val`` fitting the validation images too. And what
     ``fit`` fills with the validation logits where the head's own would be in sample (``fit_val``:
     their leave-one-out logits)."""
     out_of_sample: dict[str, torch.Tensor] = {}
@@ -45,7 +45,7 @@ def head_fitter(val_x: np.ndarray, val_y: np.ndarray, class_weight: str, on_epoc
         mean, scale = tap_standardization(np.vstack([x, val_x]) if fit_val else x, tap_widths)
         standardized = [(np.asarray(v) - mean) / scale for v in (x, val_x)]
         history, val_logits = fit_ridge_head(head, standardized[0], y, standardized[1], val_y, on_epoch, class_weight,
-                                             fit_val, tap_widths)  # fmt: skip
+                                             fit_val)  # fmt: skip
         if fit_val:
             out_of_sample["val"] = val_logits
         head.absorb_standardization(torch.from_numpy(mean), torch.from_numpy(scale))
@@ -113,9 +113,7 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
                                              refit=fit if fit_val else None)  # fmt: skip
         details["unlabeled"] = {**report, "unreadable": len(unlabeled.skipped)}
     kept = kept_epoch(history)
-    log.info("%s: computed, val accuracy %.4f%s", name, kept["val_accuracy"], "" if len(tap_widths) == 1 else
-             f"; its {len(tap_widths)} taps weighed by depth decay {kept['depth_decay']:g} (chosen leave-one-out; "
-             "1: every tap alike, 0: the last alone)")  # fmt: skip
+    log.info("%s: kept epoch %d of %d, val accuracy %.4f", name, kept["epoch"], len(history), kept["val_accuracy"])
     model.head.eval()
     with torch.no_grad():
         logits = {split: model.head(torch.from_numpy(x)) for split, (x, _) in rows.items()}
@@ -127,7 +125,7 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
 
 def tap_widths_at(prepared: PreparedRun, cut: str) -> list[int]:
     """The widths of the taps a head at ``cut`` reads: one, or every cut point's for ``multicut``
-    and ``--cut all`` (each then standardized, and weighed by depth as leave-one-out chooses)."""
+    and ``--cut all`` (each then standardized and weighed alike)."""
     return [point.channels for point in prepared.backbone.read_at(cut)]
 
 
@@ -149,8 +147,7 @@ def probe_stage(model, prepared, cut, config, context) -> Stage:
 
 def multicut_stage(model, prepared, cut, config, context) -> Stage:
     """``multicut``: one head over the pooled features of every cut point (one frozen pass fills
-    the cache for all), each tap standardized and weighed by 1/sqrt(its width) (Head2Toe's recipe),
-    then by depth, the head the ridge classifier whose strength and depth decay leave-one-out chose
-    (:func:`..transferability.ridge_classifier`), fitted on the validation images too where
-    :func:`fits_validation` says so: ``head``'s stage at the cut that reads them all."""
+    the cache for all), each tap standardized and weighed by 1/sqrt(its width), the head the ridge
+    classifier of leave-one-out strength (Head2Toe's recipe), fitted on the validation images too
+    where :func:`fits_validation` says so: ``head``'s stage at the cut that reads them all."""
     return head_stage(model, prepared, cut, config, context)

@@ -96,23 +96,21 @@ def epoch_order(labels: torch.Tensor, class_weight: str, generator: torch.Genera
 
 
 def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                   on_epoch: Callable | None = None, class_weight: str = "none", fit_val: bool = False,
-                   tap_widths: list[int] | None = None) -> tuple[list[dict], torch.Tensor]:  # fmt: skip
+                   on_epoch: Callable | None = None, class_weight: str = "none",
+                   fit_val: bool = False) -> tuple[list[dict], torch.Tensor]:  # fmt: skip
     """``head`` set to the ridge classifier of leave-one-out strength on ``x`` (closed form:
-    :func:`..transferability.ridge_classifier`; over several taps, ``tap_widths``, their weighing
-    by depth chosen leave-one-out too; under a balanced ``class_weight``, either kind, each
+    :func:`..transferability.ridge_classifier`; under a balanced ``class_weight``, either kind, each
     image's squared error weighted by :func:`balanced_weights`), its scores divided by a temperature
     of least cross-entropy so that their softmax is a probability (:func:`..ensemble.fit_temperature`)
     on scores of images it was not fitted on: the validation images' where their smallest class has
     :data:`CHOOSING_IMAGES` or more, else - or with ``fit_val``, the validation images fitted too -
-    every fitted image's leave-one-out scores. Returns a one-row history (no epochs), with the penalty, the
-    depth decay, its leave-one-out accuracy and the temperature, and the validation logits: the head's, or with ``fit_val`` their leave-one-out
+    every fitted image's leave-one-out scores. Returns a one-row history (no epochs), with the penalty, its leave-one-out accuracy and
+    the temperature, and the validation logits: the head's, or with ``fit_val`` their leave-one-out
     ones (each by the head fitted without it), so that they stay out of sample."""
     classes = head.fc.out_features
     fitted_x, fitted_y = (np.vstack([x, val_x]), np.concatenate([y, val_y])) if fit_val else (x, y)
     class_weights = balanced_weights(torch.from_numpy(np.asarray(fitted_y)), classes, class_weight)
-    ridge = ridge_classifier(fitted_x, fitted_y, classes, None if class_weights is None else class_weights.numpy(),
-                             tap_widths)  # fmt: skip
+    ridge = ridge_classifier(fitted_x, fitted_y, classes, None if class_weights is None else class_weights.numpy())
     if fit_val or smallest_class(val_y) < CHOOSING_IMAGES:
         unseen_scores, unseen_y = ridge.loo_scores, fitted_y
     else:
@@ -130,8 +128,8 @@ def fit_ridge_head(head: LinearHead, x: np.ndarray, y: np.ndarray, val_x: np.nda
     (train_loss, train_accuracy), (val_loss, val_accuracy) = (
         evaluate_logits(logits[name], torch.from_numpy(np.asarray(labels))) for name, labels in (("train", y), ("val", val_y)))
     row = {"epoch": 1, "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
-           "val_accuracy": val_accuracy, "lr": 0.0, "penalty": ridge.penalty, "depth_decay": ridge.depth_decay,
-           "loo_accuracy": ridge.loo_accuracy, "temperature": temperature}  # fmt: skip
+           "val_accuracy": val_accuracy, "lr": 0.0, "penalty": ridge.penalty, "loo_accuracy": ridge.loo_accuracy,
+           "temperature": temperature}  # fmt: skip
     if on_epoch is not None:
         on_epoch(row, logits["val"])
     return [{**row, "kept": 1}], logits["val"]
