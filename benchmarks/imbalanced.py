@@ -68,10 +68,13 @@ def long_tailed_folder(name: str, root: Path, most: int, least: int, test_per_cl
 
 
 def one_run(folder: Path, option: str, weight: str, seed: int, out: Path, cache_dir: str | None) -> dict:
-    """``option``: a strategy, or ``strategy@cut`` (``finetune@all``: LP-FT through every cut)."""
+    """``option``: a strategy, ``strategy@cut`` (``finetune@all``: LP-FT through every cut), each
+    optionally with ``+flag`` switches (``finetune+augment``: ``--augment`` set)."""
+    option, *switches = option.split("+")
     strategy, _, cut = option.partition("@")
     result = tl.train(str(folder), strategy=strategy, cut=cut or None, class_weight=None if weight == "table" else weight,
-                      resolution=112, seed=seed, out=str(out), cache_dir=cache_dir)  # fmt: skip
+                      resolution=112, seed=seed, out=str(out), cache_dir=cache_dir,
+                      **dict.fromkeys(switches, True))  # fmt: skip
     return {"balanced_accuracy": result.metrics["balanced_accuracy"], "accuracy": result.metrics["test_accuracy"],
             "strategy": result.plan.strategy if result.plan else strategy,
             "train_seconds": result.metrics.get("train_seconds")}  # fmt: skip
