@@ -60,7 +60,7 @@ def test_export_checks_parity_and_says_so_when_it_fails(trained, tmp_path, monke
 
 def test_int8_engine_and_export_agree_with_pytorch(trained, tmp_path):
     root, data, _ = trained
-    options = {"resolution": 112, "epochs": 10, "lr": 0.01, "use_cache": False, "cache_dir": str(tmp_path / "cache")}
+    options = {"resolution": 112, "use_cache": False, "cache_dir": str(tmp_path / "cache")}
     fp32 = tl.train(str(data), strategy="head", out=str(tmp_path / "f"), **options)
     int8 = tl.train(str(data), strategy="head", out=str(tmp_path / "i"), engine="onnxruntime-int8", **options).metrics
     assert abs(int8["val_accuracy"] - fp32.metrics["val_accuracy"]) <= 0.005

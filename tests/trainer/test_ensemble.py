@@ -81,8 +81,9 @@ def runs(tmp_path_factory):
     root = split_folders(tmp_path_factory.mktemp("ensemble"), 10, 7)
 
     def run(strategy: str) -> dict:
+        steps = {} if tl.STRATEGIES[strategy].computed else {"batch_size": 8, "epochs": 2}
         config = tl.TrainConfig(data=str(root / "d"), strategy=strategy, out=str(root / strategy), resolution=32,
-                                val_fraction=0.3, batch_size=8, epochs=2, cache_dir=str(root / "cache"))  # fmt: skip
+                                val_fraction=0.3, cache_dir=str(root / "cache"), **steps)  # fmt: skip
         return tl.train(config).metrics
 
     return root, {strategy: run(strategy) for strategy in ("ensemble", "multicut", "finetune")}
