@@ -1,6 +1,7 @@
-"""Which fine-tuned network the ensemble should average with ``multicut``: ``finetune`` or ``finetune@all``.
+"""Which fine-tuned network the ensemble should average with ``multicut``: ``finetune`` or another
+(--member: ``finetune@all`` by default, or any option ``imbalanced.py`` ran, ``finetune+augment``).
 
-For every folder ``imbalanced.py`` ran with ``--options ... ensemble finetune finetune@all``, the
+For every folder ``imbalanced.py`` ran with ``--options ... multicut ensemble finetune MEMBER``, the
 saved ``multicut`` and fine-tuned models predict the test images again and are averaged as
 always-``ensemble`` averages them: ``multicut`` at the temperature the ensemble run saved, each
 fine-tuned network at one fitted on its validation logits (as the ensemble fits its own, which
@@ -10,6 +11,9 @@ sign-flip test over the data sets (seeds averaged first). Logits are cached in -
 
     cd benchmarks && python ensemble_member.py --runs ../runs/user-12b --out ../runs/ensemble-member --seeds 0 1 2 \\
         --data emoji-apple emoji-google emoji-twitter emoji-facebook emoji-fluent furniture cartoons
+    cd benchmarks && python ensemble_member.py --runs ../runs/user-40d --member finetune+augment --out \\
+        ../runs/ensemble-augmented --seeds 0 1 --data emoji-apple emoji-google emoji-twitter emoji-facebook emoji-fluent \\
+        furniture cartoons
 
 With --sizes (beside or instead of --runs), the cells of the study's colour pool (``transferlab study --pool
 colour``: --sizes images per class to train on and as many to validate on, 100 a class to test,
@@ -37,37 +41,42 @@ import transferlab as tl
 from transferlab.advisor.study import COLOUR, paired_test_by_set, saved_outputs
 from transferlab.ensemble import combined, fit_temperature
 from transferlab.metrics import classification_metrics
+from transferlab.strategies import STRATEGIES
+from transferlab.trainer.loops import balanced_weights
 
-OPTIONS = ("auto", "ensemble", "multicut", "head", "finetune", "finetune@all")
-MEMBERS = ("multicut", "finetune", "finetune@all")
+REQUIRED = ("ensemble", "multicut", "finetune")  # beside the member compared; auto and head are scored where they ran
+OPTIONAL = ("auto", "head")
 
 
-def member_logits(runs: Path, folder: str, prepared, out: Path) -> dict[str, np.ndarray]:
+def member_logits(runs: Path, folder: str, prepared, out: Path, other: str) -> dict[str, np.ndarray]:
     """Each member's validation and test logits (``name:split``), cached in ``out``."""
-    saved = out / runs.name / f"{folder}.npz"
+    saved = out / runs.name / f"{folder}-{other}.npz"
     if not saved.exists():
         saved.parent.mkdir(parents=True, exist_ok=True)
         logits = {}
-        for member in MEMBERS:
+        for member in ("multicut", "finetune", other):
             stage = saved_outputs(prepared, runs / "runs" / f"{folder}-{member}-table" / "model")
             logits.update({f"{member}:{split}": stage.logits[split].numpy() for split in ("val", "test")})
         np.savez(saved, **logits)
     return dict(np.load(saved))
 
 
-def folder_scores(runs: Path, folder: str, out: Path) -> dict[str, float] | None:
+def folder_scores(runs: Path, folder: str, out: Path, other: str) -> dict[str, float] | None:
     """Each option's and each pair's test balanced accuracy (points), or None where a run is missing."""
-    results = {option: runs / f"{folder}-{option}-table.json" for option in OPTIONS}
-    if not all(path.exists() for path in results.values()):
+    results = {option: runs / f"{folder}-{option}-table.json" for option in (*REQUIRED, other, *OPTIONAL)}
+    if not all(results[option].exists() for option in (*REQUIRED, other)):
         return None
-    scores = {option: 100 * json.loads(path.read_text())["balanced_accuracy"] for option, path in results.items()}
-    prepared = prepared_run(runs / "runs" / f"{folder}-auto-table")
-    logits = member_logits(runs, folder, prepared, out)
+    scores = {option: 100 * json.loads(path.read_text())["balanced_accuracy"] for option, path in results.items()
+              if path.exists()}  # fmt: skip
+    prepared = prepared_run(runs / "runs" / f"{folder}-ensemble-table")
+    logits = member_logits(runs, folder, prepared, out, other)
     bundle = json.loads((runs / "runs" / f"{folder}-ensemble-table" / "model" / "bundle.json").read_text())
     temperatures = {m["folder"]: m["temperature"] for m in bundle["members"] if m["folder"] == "multicut"}
     val_labels = torch.from_numpy(prepared.splits.val.labels)
-    for tuned in MEMBERS[1:]:
-        temperatures[tuned] = fit_temperature(torch.from_numpy(logits[f"{tuned}:val"]), val_labels)
+    by_class = balanced_weights(torch.from_numpy(prepared.splits.train.labels), len(prepared.classes),
+                                STRATEGIES["ensemble"].class_weight)  # as the ensemble weighs them  # fmt: skip
+    for tuned in ("finetune", other):
+        temperatures[tuned] = fit_temperature(torch.from_numpy(logits[f"{tuned}:val"]), val_labels, by_class)
         pair = combined([torch.from_numpy(logits[f"{m}:test"]) for m in ("multicut", tuned)],
                         [temperatures[m] for m in ("multicut", tuned)])  # fmt: skip
         predicted = pair.numpy().argmax(1)
@@ -119,6 +128,7 @@ def main() -> None:
     parser.add_argument("--cache-dir")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--data", nargs="+", default=list(COLOUR.data))
+    parser.add_argument("--member", default="finetune@all", help="with --runs: the fine-tuned option compared")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     rows = {}  # keyed "set@where": the paired tests take the data sets as their units, pooling both sources
@@ -130,21 +140,21 @@ def main() -> None:
     for runs in args.runs:
         for name in args.data:
             for seed in args.seeds:
-                if (scores := folder_scores(runs, f"{name}-seed{seed}", args.out)) is not None:
+                if (scores := folder_scores(runs, f"{name}-seed{seed}", args.out, args.member)) is not None:
                     rows[f"{name}@{runs.name}#{seed}"] = scores
-        print_regrets(rows)
+        print_regrets(rows, args.member)
 
 
-def print_regrets(rows: dict[str, dict[str, float]]) -> None:
+def print_regrets(rows: dict[str, dict[str, float]], other: str = "finetune@all") -> None:
     columns = set.intersection(*(set(r) for r in rows.values()))  # the study's cells have no auto or head runs
     regrets = {cell: {c: max(r[k] for k in columns) - r[c] for c in r if c in columns} for cell, r in rows.items()}
     print(f"{len(regrets)} folders or cells; regret in points, mean / worst:")
     for column in next(iter(regrets.values())):
         values = [r[column] for r in regrets.values()]
         print(f"  {column}: {np.mean(values):.2f} / {np.max(values):.2f}")
-    for rule, baseline in (("pair finetune", "ensemble"), ("pair finetune@all", "pair finetune"),
-                           ("pair finetune@all", "multicut"), ("pair finetune@all", "auto")):  # fmt: skip
-        if baseline not in next(iter(regrets.values())):
+    for rule, baseline in (("pair finetune", "ensemble"), (f"pair {other}", "pair finetune"),
+                           (f"pair {other}", "multicut"), (f"pair {other}", "auto")):  # fmt: skip
+        if baseline not in next(iter(regrets.values())) or rule not in next(iter(regrets.values())):
             continue
         test = paired_test_by_set(regrets, rule, baseline)
         print(f"{rule} against {baseline}: {test['mean_difference']:+.2f} points less regret over {test['sets']} "
