@@ -357,8 +357,9 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
     """The config that carries out ``plan``.
 
     Precedence: the user's explicit ``cut``, ``epochs``, ``lr``, ``resolution``, ``fit`` and
-    ``freeze_bn`` win (each where the planned strategy takes it); the plan sets the strategy, the backbone and everything left unset (for an
-    ensemble the members keep their own epochs, rate and BatchNorm setting). A
+    ``freeze_bn`` win (each where the planned strategy takes it); the plan sets the strategy, the
+    backbone and everything left unset (for an ensemble the members keep their own epochs, rate and
+    BatchNorm setting). A
     user's cut on a plan for ``head`` makes it ``truncate`` at that cut (the body stays frozen);
     a user's cut cannot go with ``scratch``, which trains the whole body. Options that do not
     apply to the planned strategy are left out, each with a warning (:func:`for_strategy`).
