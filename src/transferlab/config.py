@@ -309,7 +309,8 @@ def _check_options(config: TrainConfig) -> None:
     strategy = config.strategy_entry
     for name in _set_options(config):
         if name not in strategy.options:
-            why = " (its head is computed in closed form: no steps to set)" if strategy.computed and name in STEP_OPTIONS else ""
+            computed = strategy.computed and name in STEP_OPTIONS
+            why = " (its head is computed in closed form: no steps to set)" if computed else ""
             raise ConfigError(f"{flag(name)} applies to {', '.join(applying_to(name)) or 'no strategy'}, "
                               f"not to --strategy {strategy.name}{why}.")  # fmt: skip
     if not strategy.takes_cut and config.cut not in (None, FINAL_CUT):

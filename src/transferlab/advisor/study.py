@@ -477,7 +477,7 @@ def paired_test_by_set(scored: dict[str, dict], rule: str, baseline: str) -> dic
 def frozen_single_cut(key: str) -> bool:
     """Whether run ``key`` is a frozen head on one cut (``head``, ``truncate``)."""
     entry = run_strategy(key)
-    return not entry.trains_body and not entry.members and entry.cuts != ALL_CUTS
+    return entry.computed and entry.cuts != ALL_CUTS
 
 
 def multicut_gaps(records: list[SeedRecord], up_to: int = SEEDED_SIZES) -> dict[str, float]:
