@@ -56,12 +56,12 @@ def run_cell(run_dir: Path) -> dict:
     labelled, folds = labelled_folds(prepared.splits, base.seed)
     started, member_logits, temperatures, weights = time.perf_counter(), [], [], []
     alone = {"candidate": plan["strategy"], "strategy": plan["strategy"], "cut": plan["cut"], "freeze_bn": plan["freeze_bn"],
-             "weight": 1.0, "temperature": 1.0}  # one candidate chosen: a plain run, bagged over its folds
+             "augment": plan.get("augment"), "weight": 1.0, "temperature": 1.0}  # one candidate chosen: a plain run, bagged over its folds
     members = plan["members"] or [alone]
     for member in members:
         cut = None if member["cut"] in (FINAL_CUT, ALL_CUTS) else member["cut"]  # the strategy's own: its default
         freeze_bn = member["freeze_bn"] if STRATEGIES[member["strategy"]].trains_body else None
-        candidate = Candidate(member["candidate"], member["strategy"], cut, freeze_bn)
+        candidate = Candidate(member["candidate"], member["strategy"], cut, freeze_bn, member.get("augment"))
         folds_logits = fold_test_logits(prepared, labelled, folds, candidate.config(base, run_dir / "unused"))
         member_logits += folds_logits
         temperatures += [member["temperature"]] * len(folds_logits)

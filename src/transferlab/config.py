@@ -9,7 +9,7 @@ Which strategy-specific options apply to which strategy is the strategy table's 
 
 A plan from the advisor is merged into a config in one place, :func:`with_plan`, with this
 precedence: what the user set explicitly (``cut``, ``epochs``, ``lr``, ``resolution``, ``fit``,
-``freeze_bn``) wins; the plan fills everything left unset.
+``freeze_bn``, ``augment``) wins; the plan fills everything left unset.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from .strategies import (
     Strategy,
     applying_to,
     class_weighted,
+    ensemble_entry,
     get_strategy,
 )
 
@@ -76,6 +77,13 @@ def _class_weight_help() -> str:
             "multicut head by weighted least squares); balanced-sampling draws every class equally often, where "
             f"batches are drawn (default: balanced for {' and '.join(weighted)}, as measured on imbalanced folders "
             "(docs/advisor.md); none for the others)")
+
+
+def _augment_help() -> str:
+    ensemble = ensemble_entry()
+    return (f"random resized crop and flip while the body trains (default: off, but for the network members of "
+            f"{ensemble.name} and auto's fine-tuning from {ensemble.augment_members_from} labelled images a class, as "
+            "measured)")
 
 
 def _freeze_bn_help() -> str:
@@ -120,7 +128,7 @@ class TrainConfig:
                                         "weights kept; 0: none, the last epoch's kept (default: 3, or 0 for a pretrained "
                                         "network where the smallest validation class has fewer than 10 images, too few "
                                         "to choose an epoch by)")  # fmt: skip
-    augment: bool = option(False, "random resized crop and flip")
+    augment: bool | None = option(None, _augment_help)
     freeze_bn: bool | None = option(None, _freeze_bn_help)
     gradual_unfreeze: bool = option(False, "unfreeze the body top-down over the first half of the epochs")
     tune: str = option("all", "which body parameters train: all, bias (BitFit), norm (normalization layers), "
@@ -244,6 +252,16 @@ class TrainConfig:
         return self.freeze_bn if self.freeze_bn is not None else self.strategy_entry.freeze_bn
 
     @property
+    def resolved_augment(self) -> bool:
+        return bool(self.augment)
+
+    def members_augment(self, labelled_per_class: float) -> bool:
+        """Whether an ensemble's network members (and ``auto``'s fine-tuning candidates, which may
+        become them) train on augmented images where the median class has ``labelled_per_class``
+        labelled images: as typed, else the ensemble's default at that size."""
+        return self.augment if self.augment is not None else ensemble_entry().augments_members(labelled_per_class)
+
+    @property
     def resolved_class_weight(self) -> str:
         return self.class_weight_for(self.strategy_entry)
 
@@ -263,6 +281,7 @@ class TrainConfig:
                     "lr": self.resolved_lr, "device": self.resolved_device, "cache_dir": str(self.cache_root),
                     "class_weight": self.resolved_class_weight}
         settings["freeze_bn"] = self.resolved_freeze_bn if "freeze_bn" in entry.options else None
+        settings["augment"] = self.resolved_augment
         if "regularizer_strength" in entry.options:
             settings["regularizer_strength"] = self.resolved_regularizer_strength
         return {name: value for name, value in settings.items() if name in entry.options or name not in SPECIFIC_OPTIONS}
@@ -357,10 +376,10 @@ def field_help(name: str) -> dict:
 def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
     """The config that carries out ``plan``.
 
-    Precedence: the user's explicit ``cut``, ``epochs``, ``lr``, ``resolution``, ``fit`` and
-    ``freeze_bn`` win (each where the planned strategy takes it); the plan sets the strategy, the
-    backbone and everything left unset (for an ensemble the members keep their own epochs, rate and
-    BatchNorm setting). A
+    Precedence: the user's explicit ``cut``, ``epochs``, ``lr``, ``resolution``, ``fit``,
+    ``freeze_bn`` and ``augment`` win (each where the planned strategy takes it); the plan sets the
+    strategy, the backbone and everything left unset (for an ensemble the members keep their own
+    epochs, rate, BatchNorm setting and augmentation). A
     user's cut on a plan for ``head`` makes it ``truncate`` at that cut (the body stays frozen);
     a user's cut cannot go with ``scratch``, which trains the whole body. Options that do not
     apply to the planned strategy are left out, each with a warning (:func:`for_strategy`).
@@ -374,7 +393,7 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
                               f"with --cut {cut}. Leave --cut out, or choose another --strategy.")  # fmt: skip
         strategy = get_strategy(strategy.with_cut)
     planned = {"epochs": (config.epochs, plan.epochs), "lr": (config.lr, plan.lr),
-               "freeze_bn": (config.freeze_bn, plan.freeze_bn)}  # fmt: skip
+               "freeze_bn": (config.freeze_bn, plan.freeze_bn), "augment": (config.augment, plan.augment)}  # fmt: skip
     settings = {} if strategy.members else {  # an ensemble's members each keep their own
         name: typed if typed is not None else from_plan
         for name, (typed, from_plan) in planned.items() if name in strategy.options}  # fmt: skip

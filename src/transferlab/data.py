@@ -211,6 +211,11 @@ class Splits:
     unlabeled: ImageSet | None = None  # images without labels the run may learn from (``--unlabeled``)
     val_given: bool = False  # the validation split is the data set's own (a val/ folder), not drawn from training
 
+    def labelled_per_class(self) -> float:
+        """The median class's labelled images: the training and validation splits together."""
+        counts = np.bincount(np.concatenate([self.train.labels, self.val.labels]))
+        return float(np.median(counts[counts > 0]))
+
     def with_fit(self, fit: str) -> Splits:
         """The same images, every split made square by ``fit`` (:data:`.images.FITS`)."""
         def fitted(images: ImageSet | None) -> ImageSet | None:

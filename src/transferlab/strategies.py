@@ -32,6 +32,10 @@ FINETUNING = "finetune"  # the whole network from pretrained weights: what the a
 FROM_SCRATCH = "scratch"  # random weights, everything trains: what ``pretrain`` runs
 EVERY_CUT = "multicut"  # the frozen body read at every cut point at once
 PROBE_LR = 1e-3  # the rate the closed-form heads record (they take no optimizer step)
+# Labelled images per class (the median class's) from which an ensemble's fine-tuned member trains on
+# augmented images by default: measured to cost 0.9 points at 12 a class and to gain 0.7 at 40 to 100
+# (docs/advisor.md, "The ensemble's fine-tuned member augmented"); set between the two sizes measured.
+AUGMENT_MEMBERS_FROM = 30
 
 TUNE_MODES = ("all", "bias", "norm", "lora")  # which body parameters fine-tuning trains
 SCHEDULES = ("cosine", "one-cycle")  # the learning-rate schedules of whole-network training
@@ -73,6 +77,8 @@ class Strategy:
     anchor: str | None = None  # the forecast's starting point (a ``forecast.Signals`` attribute); None: not forecast
     with_cut: str | None = None  # the strategy a plan for this one becomes when the user sets --cut
     members: tuple[str, ...] = ()  # an ensemble's strategies, each trained with its own defaults (then no stages)
+    augment_members_from: int | None = None  # an ensemble's: from this many labelled images per class (median),
+    #                                          its members that take --augment train on augmented images by default
     advised: bool = False  # whether ``auto`` plans it; the others are forecast as evidence only (the study decides)
     candidate: bool = False  # whether ``auto`` scores it out of fold on the user's own images and may combine it
     baseline: bool = False  # whether the study reports "always <name>" beside the advisor
@@ -98,6 +104,11 @@ class Strategy:
         """Whether its head is computed in closed form, no step taken (its ``epochs`` and ``lr`` are
         placeholders the plan records)."""
         return not self.trains_body and not self.members
+
+    def augments_members(self, labelled_per_class: float) -> bool:
+        """Whether its members that take ``--augment`` train on augmented images by default where the
+        median class has ``labelled_per_class`` labelled images."""
+        return self.augment_members_from is not None and labelled_per_class >= self.augment_members_from
 
     @property
     def takes_cut(self) -> bool:
@@ -209,11 +220,13 @@ register_strategy(Strategy(
     candidate=True, baseline=True,
 ))
 register_strategy(Strategy(
-    "ensemble", "multicut and finetune both trained, each calibrated by a temperature fitted on validation, their "
+    "ensemble", "multicut and finetune both trained (finetune on augmented images from "
+    f"{AUGMENT_MEMBERS_FROM} labelled images a class), each calibrated by a temperature fitted on validation, their "
     "probabilities averaged (two networks at prediction)", epochs=STRATEGIES["finetune"].epochs,
     lr=STRATEGIES["finetune"].lr, stages=(), members=("multicut", "finetune"), freeze_bn=True, layer_decay=True,
     trains="the multicut head, then the whole fine-tuned network", anchor="probe_final", advised=True, class_weight="balanced",
     baseline=True, options=STRATEGIES["multicut"].options | STRATEGIES["finetune"].options,
+    augment_members_from=AUGMENT_MEMBERS_FROM, recipe=2,
 ))
 register_strategy(Strategy(
     FROM_SCRATCH, "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),

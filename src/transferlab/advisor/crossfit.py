@@ -54,16 +54,18 @@ RACE_EPOCH_STANDARD_ERRORS = 1.0  # how far behind the first at that epoch it st
 @dataclass(frozen=True)
 class Candidate:
     """One way to train that the search scores: a strategy of the table with its cut and, for one
-    that trains the body, its BatchNorm setting."""
+    that trains the body, its BatchNorm setting and whether it trains on augmented images."""
 
     name: str
     strategy: str
     cut: str | None = None  # None: the strategy's default
     freeze_bn: bool | None = None  # None: the strategy's default
+    augment: bool | None = None  # None: the strategy's default
 
     def config(self, base: TrainConfig, out: Path) -> TrainConfig:
         """``base`` turned into a run of this candidate writing into ``out``."""
-        changes = {} if self.freeze_bn is None else {"freeze_bn": self.freeze_bn}
+        changes = {name: value for name, value in (("freeze_bn", self.freeze_bn), ("augment", self.augment))
+                   if value is not None}  # fmt: skip
         return for_strategy(base, self.strategy, cut=self.cut, out=str(out), resume=False, tensorboard=None, plan=None,
                             **changes)  # fmt: skip
 
@@ -71,18 +73,20 @@ class Candidate:
         return dataclasses.asdict(self)
 
 
-def candidates(evidence: tuple[CutEvidence, ...]) -> list[Candidate]:
+def candidates(evidence: tuple[CutEvidence, ...], augment: bool = False) -> list[Candidate]:
     """The table's candidates: each marked strategy; one that cuts reads the best single cut by the
     probe (``head``, or its ``with_cut`` strategy at an earlier cut); one that trains the body
-    with BatchNorm statistics frozen and adapted."""
+    with BatchNorm statistics frozen and adapted, on augmented images where ``augment`` (as the
+    ensemble's member it may become would train)."""
     best_cut = max(evidence, key=lambda e: e.probe_accuracy).cut if evidence else FINAL_CUT
     found = []
     for entry in (s for s in STRATEGIES.values() if s.candidate):
         if entry.cuts == "final" and best_cut != FINAL_CUT and entry.with_cut:
             found.append(Candidate(f"{entry.with_cut}@{best_cut}", entry.with_cut, best_cut))
         elif "freeze_bn" in entry.options:
-            found += [Candidate(entry.name, entry.name, freeze_bn=True),
-                      Candidate(f"{entry.name}-adapted-bn", entry.name, freeze_bn=False)]  # fmt: skip
+            augmented = augment if "augment" in entry.options else None
+            found += [Candidate(entry.name, entry.name, freeze_bn=True, augment=augmented),
+                      Candidate(f"{entry.name}-adapted-bn", entry.name, freeze_bn=False, augment=augmented)]  # fmt: skip
         else:
             found.append(Candidate(entry.name, entry.name))
     return found
@@ -129,8 +133,7 @@ def labelled_folds(splits: Splits, seed: int) -> tuple[ImageSet, list[Fold]]:
     drawn); else :func:`fold_plan`'s."""
     labelled = splits.train.union(splits.val)
     val = np.arange(len(splits.train), len(labelled))
-    counts = np.bincount(labelled.labels)
-    if np.median(counts[counts > 0]) > FOLD_LIMIT:
+    if splits.labelled_per_class() > FOLD_LIMIT:
         return labelled, [Fold(val, val, final_run=True)]
     return labelled, fold_plan(labelled.labels, seed, val if splits.val_given else None)
 
@@ -175,6 +178,7 @@ def _key(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSe
     its strategy's recipe (a new recipe scores the folds again)."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "resume", "tensorboard")}
     settings["class_weight"] = config.resolved_class_weight  # the strategy's default, where none was given
+    settings["augment"] = config.resolved_augment
     settings["recipe"] = config.strategy_entry.recipe
     validates = None if fold.validates is None else fold.validates.tolist()
     images = [labelled.fingerprint(), None if unlabeled is None else unlabeled.fingerprint()]

@@ -63,7 +63,8 @@ def cost_estimate(plan: Plan, chosen: list[Candidate], folds: list[Fold], config
 def _members(combination: Combination, chosen: list[Candidate]) -> tuple[dict, ...]:
     by_name = {c.name: c for c in chosen}
     return tuple({"candidate": name, "strategy": by_name[name].strategy, "cut": fold_cut(by_name[name]),
-                  "freeze_bn": by_name[name].freeze_bn, "weight": combination.weights[name],
+                  "freeze_bn": by_name[name].freeze_bn, "augment": by_name[name].augment,
+                  "weight": combination.weights[name],
                   "temperature": combination.temperatures[name]} for name in combination.members)  # fmt: skip
 
 
@@ -106,7 +107,8 @@ def decided_plan(plan: Plan, combination: Combination, chosen: list[Candidate], 
         member, entry = members[0], STRATEGIES[members[0]["strategy"]]
         freeze_bn = entry.freeze_bn if member["freeze_bn"] is None else member["freeze_bn"]
         return dataclasses.replace(plan, strategy=entry.name, cut=member["cut"], lr=entry.lr, epochs=entry.epochs,
-                                   freeze_bn=freeze_bn, explanation=explanation, crossfit=evidence, members=())
+                                   freeze_bn=freeze_bn, augment=bool(member["augment"]), explanation=explanation,
+                                   crossfit=evidence, members=())  # fmt: skip
     entry = ensemble_entry()
     return dataclasses.replace(plan, strategy=entry.name, cut=FINAL_CUT,
                                lr=entry.lr, epochs=entry.epochs, freeze_bn=entry.freeze_bn, explanation=explanation,
@@ -124,8 +126,8 @@ def forecast_decides(plan: Plan, estimate: float | None, why: str) -> Plan:
 def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) -> Plan:
     """The forecast's ``plan`` checked on the user's labelled images and decided by them, within
     ``--time-budget``; the forecast's plan, saying why, when the budget or the images do not allow it."""
-    chosen = candidates(plan.evidence)
     run = prepared.for_backbone(plan.backbone).with_fit(plan.fit)
+    chosen = candidates(plan.evidence, config.members_augment(run.splits.labelled_per_class()))
     labelled, folds = labelled_folds(run.splits, config.seed)
     estimate = cost_estimate(plan, chosen, folds, config)
     obstacle = fold_obstacle(labelled, folds)

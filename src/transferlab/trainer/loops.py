@@ -158,7 +158,7 @@ class NetworkTraining:
     warmup_epochs: float = _config_default("warmup_epochs")
     layer_decay: float = _config_default("layer_decay")
     patience: int | None = _config_default("patience")  # None: :func:`resolved_patience` decides from the validation split
-    augment: bool = _config_default("augment")
+    augment: bool = False
     freeze_bn: bool = False
     gradual_unfreeze: bool = _config_default("gradual_unfreeze")
     seed: int = _config_default("seed")

@@ -37,7 +37,7 @@ def network_settings(config: TrainConfig, micro_batch: int = 0) -> NetworkTraini
         epochs=config.resolved_epochs, lr=config.resolved_lr, batch_size=config.batch_size,
         weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
         layer_decay=config.layer_decay if strategy.layer_decay else 1.0, patience=config.patience,
-        augment=config.augment, freeze_bn=config.resolved_freeze_bn, gradual_unfreeze=config.gradual_unfreeze,
+        augment=config.resolved_augment, freeze_bn=config.resolved_freeze_bn, gradual_unfreeze=config.gradual_unfreeze,
         seed=config.seed, class_weight=config.resolved_class_weight, micro_batch=micro_batch, schedule=config.schedule,
         regularizer=config.regularizer, regularizer_strength=config.resolved_regularizer_strength, tune=config.tune,
         device=config.resolved_device, precision=autocast_dtype(config.resolved_device),

@@ -31,7 +31,7 @@ from ..metrics import classification_metrics, evaluate_logits
 from ..plan import Plan
 from ..prepare import PreparedRun
 from ..runlock import OutputLock
-from ..strategies import ALL_CUTS, FINAL_CUT
+from ..strategies import ALL_CUTS, FINAL_CUT, STRATEGIES
 from ..surgery import TransferModel, body_over, freeze
 from .context import RunContext, Stage
 from .extraction import present_splits
@@ -163,19 +163,33 @@ class EnsembleMember:
 
 
 def _planned_member_config(config: TrainConfig, out: Path, member: dict) -> TrainConfig:
-    """The run of one member of a plan (its strategy, cut and BatchNorm setting) inside ``out``."""
+    """The run of one member of a plan (its strategy, cut, BatchNorm setting and augmentation; a plan
+    of an older release has no augmentation) inside ``out``."""
     cut = None if member["cut"] in (FINAL_CUT, ALL_CUTS) else member["cut"]
-    freeze_bn = {} if member["freeze_bn"] is None else {"freeze_bn": member["freeze_bn"]}
-    return for_strategy(config, member["strategy"], out=str(out / member["candidate"]), cut=cut, **freeze_bn)
+    settings = {name: member[name] for name in ("freeze_bn", "augment") if member.get(name) is not None}
+    return for_strategy(config, member["strategy"], out=str(out / member["candidate"]), cut=cut, **settings)
 
 
-def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None) -> list[EnsembleMember]:
+def _table_member_config(config: TrainConfig, out: Path, name: str, augment: bool) -> TrainConfig:
+    """The run of the table's member ``name`` inside ``out``: its own defaults, augmented as ``augment``
+    says where it takes ``--augment``."""
+    settings = {"augment": augment} if "augment" in STRATEGIES[name].options else {}
+    return for_strategy(config, name, out=str(out / name), **settings)
+
+
+def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None, labelled_per_class: float) -> list[EnsembleMember]:
     """The plan's members (weighted and tempered on the user's images) when it has them, else the
-    table's, each with its own defaults and equal weights."""
+    table's, each with its own defaults and equal weights, those that train the body on augmented
+    images as the ensemble's default says at ``labelled_per_class`` (or as typed)."""
     if plan is not None and plan.members:
         return [EnsembleMember(m["candidate"], _planned_member_config(config, out, m), m["temperature"], m["weight"])
                 for m in plan.members]  # fmt: skip
-    return [EnsembleMember(name, for_strategy(config, name, out=str(out / name))) for name in config.strategy_entry.members]
+    augment = config.members_augment(labelled_per_class)
+    if augment and config.augment is None:
+        log.info("the ensemble's fine-tuned member trains on augmented images (%.0f labelled images a class, from %d)",
+                 labelled_per_class, config.strategy_entry.augment_members_from)  # fmt: skip
+    return [EnsembleMember(name, _table_member_config(config, out, name, augment))
+            for name in config.strategy_entry.members]  # fmt: skip
 
 
 def _member_report(name: str, cut: str, temperature: float, stage: Stage, classes: tuple[str, ...]) -> dict:
@@ -194,7 +208,7 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
     scored and saved; its info and every stage by name (a name two members share: prefixed by the
     member's), the ensemble's last."""
     members, stages, finals = {}, {}, []
-    chosen = ensemble_members(config, out, plan)
+    chosen = ensemble_members(config, out, plan, prepared.splits.labelled_per_class())
     for member in chosen:
         model, cut, member_stages = fit_or_resume(prepared, member.config, out / member.name, _kept(plan, member.name))
         members[member.name] = (model.eval(), bundle_info(prepared, member.config, model, cut))
