@@ -8,6 +8,7 @@ from transferlab.config import TrainConfig, field_help, for_strategy, with_plan
 from transferlab.errors import ConfigError
 from transferlab.forecast import Forecaster, OptionModel
 from transferlab.plan import CutEvidence, make_plan
+from transferlab.strategies import AUGMENT_MEMBERS_FROM, STRATEGIES
 
 
 def _plan(favoured="truncate"):
@@ -81,6 +82,26 @@ def test_no_freeze_bn_wins_over_a_finetune_plan():
     assert plan.strategy == "finetune" and plan.freeze_bn
     assert with_plan(TrainConfig(data="x", strategy="auto", freeze_bn=False), plan).freeze_bn is False
     assert with_plan(TrainConfig(data="x", strategy="auto"), plan).freeze_bn is True
+
+
+def test_a_plan_that_augments_its_network_carries_it_and_a_typed_no_augment_wins(caplog):
+    plan = dataclasses.replace(_plan("finetune"), augment=True)
+    assert with_plan(TrainConfig(data="x", strategy="auto"), plan).resolved_augment is True
+    assert with_plan(TrainConfig(data="x", strategy="auto", augment=False), plan).resolved_augment is False
+    plain = with_plan(TrainConfig(data="x", strategy="auto"), _plan("finetune"))
+    assert plain.augment is None and plain.resolved_augment is False  # not written in as if typed
+    assert for_strategy(plain, "multicut") and "--augment does not apply" not in caplog.text
+
+
+def test_an_ensembles_network_members_augment_from_the_tables_size_unless_typed():
+    threshold = STRATEGIES["ensemble"].augment_members_from
+    assert threshold == AUGMENT_MEMBERS_FROM
+    default = TrainConfig(data="x", strategy="ensemble")
+    assert default.members_augment(threshold) and not default.members_augment(threshold - 0.5)
+    assert TrainConfig(data="x", strategy="ensemble", augment=False).members_augment(10 * threshold) is False
+    assert TrainConfig(data="x", strategy="ensemble", augment=True).members_augment(1) is True
+    assert default.resolved_augment is False  # a strategy alone: off unless typed
+    assert not any(s.augments_members(10 * threshold) for s in STRATEGIES.values() if not s.members)
 
 
 def test_user_cut_turns_a_head_plan_into_truncate_and_cannot_go_with_scratch():

@@ -393,7 +393,7 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
                               f"with --cut {cut}. Leave --cut out, or choose another --strategy.")  # fmt: skip
         strategy = get_strategy(strategy.with_cut)
     planned = {"epochs": (config.epochs, plan.epochs), "lr": (config.lr, plan.lr),
-               "freeze_bn": (config.freeze_bn, plan.freeze_bn), "augment": (config.augment, plan.augment)}  # fmt: skip
+               "freeze_bn": (config.freeze_bn, plan.freeze_bn), "augment": (config.augment, plan.augment or None)}  # fmt: skip
     settings = {} if strategy.members else {  # an ensemble's members each keep their own
         name: typed if typed is not None else from_plan
         for name, (typed, from_plan) in planned.items() if name in strategy.options}  # fmt: skip

@@ -15,7 +15,7 @@ from transferlab import features
 from transferlab.advisor import crossfit
 from transferlab.advisor.crossfit import FOLDS, Candidate, candidates, fold_plan
 from transferlab.advisor.decide import cost_estimate, pilot_needed
-from transferlab.config import TrainConfig
+from transferlab.config import TrainConfig, with_plan
 from transferlab.data import split_dataset
 from transferlab.datasets import load_dataset
 from transferlab.plan import CutEvidence
@@ -34,6 +34,41 @@ def test_candidates_are_the_tables_marked_strategies_with_the_best_single_cut_an
     earlier = {c.name: c for c in candidates(_evidence("blocks.0"))}
     assert earlier["truncate@blocks.0"] == Candidate("truncate@blocks.0", "truncate", "blocks.0")
     assert {c.strategy for c in candidates(_evidence("final"))} == {n for n, s in STRATEGIES.items() if s.candidate}
+
+
+def test_the_fine_tuning_candidates_train_augmented_where_the_ensembles_member_would_and_the_plan_carries_it():
+    from transferlab.advisor.combine import Combination
+    from transferlab.advisor.decide import decided_plan
+
+    augmented = {c.name: c.augment for c in candidates(_evidence("final"), augment=True)}
+    assert augmented == {"head": None, "multicut": None, "finetune": True, "finetune-adapted-bn": True}
+    assert {c.augment for c in candidates(_evidence("final"))} == {None, False}
+    chosen = candidates(_evidence("final"), augment=True)
+    plan = _plan_for_members()
+    alone = Combination({"finetune": 1.0}, {"finetune": 1.0}, "best alone", {})
+    single = decided_plan(plan, alone, chosen, {"images": 9, "folds": 3, "seconds": 1, "candidates": {},
+                                                "left_out": [], "augmented": ["finetune"]})  # fmt: skip
+    assert (single.strategy, single.augment) == ("finetune", True)
+    assert "finetune trained on augmented images" in single.explanation
+    assert with_plan(TrainConfig(data="x", strategy="auto"), single).resolved_augment is True
+    both = Combination({"multicut": 0.5, "finetune": 0.5}, {"multicut": 1.0, "finetune": 1.0}, "reference", {})
+    mixed = decided_plan(plan, both, chosen, {"images": 9, "folds": 3, "seconds": 1, "candidates": {},
+                                              "left_out": [], "augmented": []})  # fmt: skip
+    assert [(m["candidate"], m["augment"]) for m in mixed.members] == [("multicut", None), ("finetune", True)]
+
+
+def _plan_for_members():
+    from transferlab.plan import Plan
+
+    return Plan("multicut", "all", 1e-3, 1, 32, "efficientnet_lite0", 9, 1.0, False, 0.0, _evidence("final"), "Forecast.")
+
+
+def test_a_folds_saved_scores_are_reused_for_an_unaugmented_candidate_and_not_for_an_augmented_one(tmp_path):
+    write_folder(tmp_path / "d", per_class=6)
+    labelled, folds = crossfit.labelled_folds(split_dataset(load_dataset(str(tmp_path / "d"))), seed=0)
+    plain = crossfit._key(labelled, folds[0], TrainConfig(data="x", strategy="finetune"), None)
+    assert crossfit._key(labelled, folds[0], TrainConfig(data="x", strategy="finetune", augment=False), None) == plain
+    assert crossfit._key(labelled, folds[0], TrainConfig(data="x", strategy="finetune", augment=True), None) != plain
 
 
 def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_the_runs_own_split_above_it(tmp_path):
@@ -169,6 +204,24 @@ def test_auto_trains_what_the_out_of_fold_scores_chose_and_reports_them(folder):
     assert json.loads((root / "run" / "plan.json").read_text())["crossfit"]["folds"] == FOLDS
     # the run's time is the whole run's, the measuring and the check included (what the CLI prints)
     assert result.metrics["train_seconds"] > evidence["seconds"]
+
+
+def test_from_the_ensembles_size_the_checks_fine_tuning_folds_train_on_augmented_images(folder, tmp_path, monkeypatch):
+    """With the table's size lowered under the folder's 9 labelled images a class, every fold of a
+    fine-tuning candidate draws augmented batches (and only theirs), and the plan says so."""
+    from transferlab.trainer import loops, network
+
+    root, data = folder
+    monkeypatch.setitem(STRATEGIES, "ensemble", dataclasses.replace(STRATEGIES["ensemble"], augment_members_from=9))
+    runs = []
+    real_fit, real_augment = network.fit_network, loops.augment_batch
+    monkeypatch.setattr(network, "fit_network", lambda *a, **k: runs.append(a[6].augment) or real_fit(*a, **k))
+    monkeypatch.setattr(loops, "augment_batch", lambda pixels: runs.append("batch") or real_augment(pixels))
+    plan = tl.advise(str(data), resolution=32, epochs=1, cache_dir=str(tmp_path / "cache"))
+    fine_tuning = [c for c in candidates(plan.evidence, augment=True) if c.augment]
+    assert runs.count(True) == len(fine_tuning) * FOLDS and "batch" in runs
+    assert plan.crossfit["augmented"] == [c.name for c in fine_tuning]
+    assert "finetune, finetune-adapted-bn trained on augmented images" in plan.explanation
 
 
 def test_a_time_budget_below_the_estimate_leaves_the_decision_to_the_forecast_and_says_so(folder):

@@ -102,6 +102,37 @@ def test_each_member_is_trained_exactly_as_its_own_run(runs):
     assert metrics["ensemble"]["interpolation"] == metrics["finetune"]["interpolation"]
 
 
+def test_from_the_tables_size_the_fine_tuned_member_trains_on_augmented_images_unless_no_augment_is_typed(
+        runs, tmp_path, monkeypatch):  # fmt: skip
+    """The fixture's folder has 10 labelled images a class: below the table's size the members train
+    as alone (above); with the size lowered under it, the fine-tuned member's batches are augmented
+    and its run says so, the frozen member unchanged; a typed --no-augment wins."""
+    import dataclasses
+
+    from transferlab.trainer import loops
+
+    root, metrics = runs
+    assert all("augment" not in m["resolved_config"] or m["resolved_config"]["augment"] is False
+               for m in metrics["ensemble"]["members"])  # fmt: skip
+    monkeypatch.setitem(STRATEGIES, "ensemble", dataclasses.replace(STRATEGIES["ensemble"], augment_members_from=10))
+    augmented = []
+    real = loops.augment_batch
+    monkeypatch.setattr(loops, "augment_batch", lambda pixels: augmented.append(len(pixels)) or real(pixels))
+
+    def ensemble(**typed) -> dict:
+        config = tl.TrainConfig(data=str(root / "d"), strategy="ensemble", out=str(tmp_path / str(typed)),
+                                resolution=32, val_fraction=0.3, cache_dir=str(root / "cache"), batch_size=8, epochs=2,
+                                **typed)  # fmt: skip
+        return {m["strategy"]: m for m in tl.train(config).metrics["members"]}
+
+    members = ensemble()
+    assert members["finetune"]["resolved_config"]["augment"] is True and augmented
+    assert "augment" not in members["multicut"]["resolved_config"]
+    assert members["multicut"]["test_balanced_accuracy"] == metrics["multicut"]["balanced_accuracy"]
+    augmented.clear()
+    assert ensemble(augment=False)["finetune"]["resolved_config"]["augment"] is False and not augmented
+
+
 def test_the_bundle_is_its_members_bundles_and_reloads_to_what_the_run_measured(runs):
     root, metrics = runs
     network, info = load_bundle(root / "ensemble" / "model")

@@ -83,7 +83,8 @@ def _evidence(plan: Plan, combination: Combination, chosen: list[Candidate], fol
     kept = {name: scores[name].checkpoints for name in combination.members if scores[name].checkpoints}
     return {"folds": how, "images": int(sum(len(f.scored) for f in folds)),
             "estimate_seconds": estimate, "seconds": seconds, "fold_seconds": sum(s.seconds for s in scores.values()),
-            "reason": combination.reason, "candidates": rows, "left_out": left_out, "checkpoints": kept}  # fmt: skip
+            "reason": combination.reason, "candidates": rows, "left_out": left_out, "checkpoints": kept,
+            "augmented": [c.name for c in chosen if c.augment]}  # fmt: skip
 
 
 def _words(combination: Combination, evidence: dict) -> str:
@@ -95,8 +96,11 @@ def _words(combination: Combination, evidence: dict) -> str:
     weights = ", ".join(f"{name} {w:.2f}" for name, w in combination.weights.items() if w > 0)
     left_out = evidence["left_out"]
     raced = f" Left out, clearly behind: {', '.join(left_out)}." if left_out else ""
+    augmented = evidence.get("augmented")
+    crops = (f" {', '.join(augmented)} trained on augmented images (random crops and flips), as the ensemble's "
+             "fine-tuned member would." if augmented else "")  # fmt: skip
     return (f"Checked on your own {evidence['images']} labelled images ({how}, {evidence['seconds']:.0f} s): "
-            f"out-of-fold accuracy {scored}.{raced} Chosen: {weights} ({combination.reason}).")
+            f"out-of-fold accuracy {scored}.{raced}{crops} Chosen: {weights} ({combination.reason}).")
 
 
 def decided_plan(plan: Plan, combination: Combination, chosen: list[Candidate], evidence: dict) -> Plan:
