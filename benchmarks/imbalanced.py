@@ -11,6 +11,8 @@ sign-flip test over the data sets (each set's seeds averaged first). One JSON fi
 --out; a rerun resumes. With --most equal to --least the folders are balanced, as users bring
 them (the run draws its own 10% validation split); with --weights table each option runs with its
 defaults, and the printed regrets (points below each folder's best option) judge the default.
+--before DIR adds the runs of the same command before a change (``auto before``, ``ensemble
+before``) to the report, so the default is judged against itself on the same folders.
 
     python benchmarks/imbalanced.py --out runs/imbalanced --cache-dir /tmp/study-cache --seeds 0 1
     cd benchmarks && python imbalanced.py --out ../runs/user-12b --cache-dir /tmp/study-cache --most 12 --least 12 \
@@ -87,6 +89,17 @@ def _shape(parser) -> None:
     parser.add_argument("--options", nargs="+", default=list(OPTIONS))
     parser.add_argument("--weights", nargs="+", default=["none", "balanced"], choices=WEIGHTS,
                         help="table: the strategy table's own default (the run without --class-weight)")
+    parser.add_argument("--before", type=Path, help="the --out of the same command before a change: its runs of "
+                        "--before-options join the report as '<option> before' (read, never trained)")
+    parser.add_argument("--before-options", nargs="+", default=["auto", "ensemble"])
+
+
+def runs_before(folder: Path, data: list[str], seeds: list[int], options: list[str], weights: list[str]) -> dict:
+    """The runs of ``options`` that ``folder`` holds (the same folders before a change), keyed as the
+    report's rows with the option named '<option> before'."""
+    return {(name, seed, f"{option} before", weight): json.loads(path.read_text())
+            for name in data for seed in seeds for option in options for weight in weights
+            if (path := folder / f"{name}-seed{seed}-{option}-{weight}.json").exists()}  # fmt: skip
 
 
 def main() -> None:
@@ -104,6 +117,9 @@ def main() -> None:
                                                        args.out / "runs" / path.stem, args.cache_dir))  # fmt: skip
                     if path.exists():
                         rows[(name, seed, option, weight)] = json.loads(path.read_text())
+    if args.before:
+        rows.update(runs_before(args.before, args.data, args.seeds, args.before_options, args.weights))
+        args.options = [*args.options, *(f"{option} before" for option in args.before_options)]
     print(f"train/: {args.most} down to {args.least} images a class; test/: {args.test_per_class} a class\n")
     others = [weight for weight in args.weights if weight != "none"]
     print("| set | seed | option | balanced accuracy: " + " | ".join(args.weights) + " | accuracy: " + " | ".join(args.weights) + " |")
@@ -155,7 +171,8 @@ def _print_regrets(scored: dict[str, dict[str, float]], options: list[str]) -> N
         print(f"  {option}: mean {np.mean(values):.2f}, worst {max(values):.2f}")
     for other in [o for o in options if o != "auto"] if "auto" in options else []:
         test = paired_test_by_set(regrets, "auto", other)
-        print(f"  auto against always-{other}: {test['mean_difference']:+.2f} points less regret "
+        label = other if other.endswith(" before") else f"always-{other}"
+        print(f"  auto against {label}: {test['mean_difference']:+.2f} points less regret "
               f"(by data set: p = {test['p_value']:.2g} over {test['sets']})")
 
 
