@@ -211,7 +211,7 @@ def test_from_the_ensembles_size_the_checks_fine_tuning_folds_train_on_augmented
     fine-tuning candidate draws augmented batches (and only theirs), and the plan says so."""
     from transferlab.trainer import loops, network
 
-    root, data = folder
+    _, data = folder
     monkeypatch.setitem(STRATEGIES, "ensemble", dataclasses.replace(STRATEGIES["ensemble"], augment_members_from=9))
     runs = []
     real_fit, real_augment = network.fit_network, loops.augment_batch

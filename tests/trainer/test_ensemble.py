@@ -90,7 +90,7 @@ def runs(tmp_path_factory):
 
 
 def test_each_member_is_trained_exactly_as_its_own_run(runs):
-    root, metrics = runs
+    _, metrics = runs
     members = {m["strategy"]: m for m in metrics["ensemble"]["members"]}
     assert list(members) == ["multicut", "finetune"] and members["multicut"]["cut"] == "all"
     for name in members:
