@@ -182,7 +182,7 @@ def explain(decision: Decision, choice: Choice, signals: Signals, evidence, fore
     return (
         f"Forecast test accuracy (a model fitted on {forecaster.source or f'{forecaster.cells} studied cells'}; +- its "
         f"spread there): "
-        f"{forecasts}. {choice.reason}. Hence '{decision.strategy}' at cut '{decision.cut}'. The measurements behind it: "
+        f"{forecasts}. {choice.reason}. Hence the forecast's pick, '{decision.strategy}' at cut '{decision.cut}'. The measurements behind it: "
         f"{signals.images_per_class} training images per class; {depth}{_all_cuts_text(signals)}; pretraining adds {signals.transfer_gain:+.1%} to "
         f"the best probe over the same network with random weights; {_pilot_text(signals)}. Check it: 'probe acc' is the "
         f"leave-one-out accuracy of a linear "

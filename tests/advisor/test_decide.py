@@ -18,7 +18,7 @@ from transferlab.advisor.decide import cost_estimate, pilot_needed
 from transferlab.config import TrainConfig, with_plan
 from transferlab.data import split_dataset
 from transferlab.datasets import load_dataset
-from transferlab.plan import CutEvidence
+from transferlab.plan import CutEvidence, best_cut
 from transferlab.prepare import prepare
 from transferlab.strategies import STRATEGIES, ensemble_entry
 
@@ -34,6 +34,13 @@ def test_candidates_are_the_tables_marked_strategies_with_the_best_single_cut_an
     earlier = {c.name: c for c in candidates(_evidence("blocks.0"))}
     assert earlier["truncate@blocks.0"] == Candidate("truncate@blocks.0", "truncate", "blocks.0")
     assert {c.strategy for c in candidates(_evidence("final"))} == {n for n, s in STRATEGIES.items() if s.candidate}
+
+
+def test_where_cuts_probe_alike_the_head_candidate_reads_the_cut_the_plans_words_name():
+    tied = tuple(CutEvidence(cut, 8, 0.9, 0.3, logme, None) for cut, logme in
+                 (("blocks.0", -0.1), ("blocks.1", 0.2), ("final", -0.3)))  # fmt: skip
+    assert best_cut(tied).cut == "blocks.1"  # LogME breaks the tie
+    assert "truncate@blocks.1" in {c.name for c in candidates(tied)}
 
 
 def test_the_fine_tuning_candidates_train_augmented_where_the_ensembles_member_would_and_the_plan_carries_it():

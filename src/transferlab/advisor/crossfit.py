@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..config import TrainConfig, for_strategy
 from ..data import Dataset, ImageSet, Splits, split_dataset
-from ..plan import CutEvidence
+from ..plan import CutEvidence, best_cut
 from ..prepare import PreparedRun
 from ..strategies import ALL_CUTS, FINAL_CUT, STRATEGIES
 from ..trainer.loops import EpochCallback
@@ -75,14 +75,15 @@ class Candidate:
 
 def candidates(evidence: tuple[CutEvidence, ...], augment: bool = False) -> list[Candidate]:
     """The table's candidates: each marked strategy; one that cuts reads the best single cut by the
-    probe (``head``, or its ``with_cut`` strategy at an earlier cut); one that trains the body
-    with BatchNorm statistics frozen and adapted, on augmented images where ``augment`` (as the
-    ensemble's member it may become would train)."""
-    best_cut = max(evidence, key=lambda e: e.probe_accuracy).cut if evidence else FINAL_CUT
+    probe, LogME breaking ties as the plan's words do (:func:`.plan.best_cut`: ``head``, or its
+    ``with_cut`` strategy at an earlier cut); one that trains the body with BatchNorm statistics
+    frozen and adapted, on augmented images where ``augment`` (as the ensemble's member it may
+    become would train)."""
+    cut = best_cut(evidence).cut if evidence else FINAL_CUT
     found = []
     for entry in (s for s in STRATEGIES.values() if s.candidate):
-        if entry.cuts == "final" and best_cut != FINAL_CUT and entry.with_cut:
-            found.append(Candidate(f"{entry.with_cut}@{best_cut}", entry.with_cut, best_cut))
+        if entry.cuts == "final" and cut != FINAL_CUT and entry.with_cut:
+            found.append(Candidate(f"{entry.with_cut}@{cut}", entry.with_cut, cut))
         elif "freeze_bn" in entry.options:
             augmented = augment if "augment" in entry.options else None
             found += [Candidate(entry.name, entry.name, freeze_bn=True, augment=augmented),
