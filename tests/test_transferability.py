@@ -157,3 +157,18 @@ def test_leep_by_hand_and_on_informative_against_uninformative_predictions():
     informative = np.eye(5)[labels] * 0.8 + 0.04  # the source's class follows the target's
     noise = rng.dirichlet(np.ones(5), 300)
     assert leep(informative, labels) > leep(noise, labels)
+
+
+def test_the_mirror_test_finds_the_labels_a_mirror_changes_and_keeps_the_others():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    noise = rng.normal(0, 1, (60, 8))
+    # left- and right-pointing: each class lights one half of the features, the mirror swaps the halves
+    pointing = noise + 2.0 * np.hstack([np.repeat((labels == 0)[:, None], 4, 1), np.repeat((labels == 1)[:, None], 4, 1)])
+    mirrored = np.hstack([pointing[:, 4:], pointing[:, :4]])
+    chiral = transferability.mirror_test(pointing, mirrored, labels, 2)
+    assert chiral.accuracy > 0.9 and chiral.mirrored_accuracy < 0.1 and chiral.changes_labels
+    kept = transferability.mirror_test(pointing, pointing + rng.normal(0, 0.05, pointing.shape), labels, 2)
+    assert abs(kept.accuracy - kept.mirrored_accuracy) < 0.05 and not kept.changes_labels
+    assert kept.standard_error >= 1 / 60  # at least one image's share: a difference of none is no certainty
+    assert transferability.mirror_test(pointing, mirrored, labels, 2) == chiral  # seeded folds

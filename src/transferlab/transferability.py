@@ -10,6 +10,10 @@
   New Measure to Evaluate Transferability of Learned Representations", ICML 2020): how well the
   source classifier's predictions, mapped to the target labels through their empirical joint
   distribution, predict the target. Needs the source's own classifier; higher is better.
+* ``mirror_test`` - whether mirroring an image left to right changes what it shows (arrows, text,
+  left- and right-handed parts): a probe fitted on the images as they are, scored on held-out
+  images as they are and mirrored. Where the mirrored ones score clearly worse, training must not
+  flip images.
 * ``batchnorm_gap`` - the distance between the target's activation statistics and the running
   statistics a BatchNorm layer carries from the source data (the observation behind AdaBN: Li,
   Wang, Shi, Liu, Hou: "Revisiting Batch Normalization For Practical Domain Adaptation", 2016).
@@ -165,6 +169,54 @@ def ridge_classifier(features: np.ndarray, labels: np.ndarray, classes: int,
     best = int(np.argmin(errors))
     weights, bias = _ridge_weights(design, mean, u, s2, projected, CLASSIFIER_PENALTIES[best] * scale)
     return RidgeClassifier(weights, bias, CLASSIFIER_PENALTIES[best], accuracies[best], scores)
+
+
+MIRROR_FOLDS = 5  # the mirror test's stratified folds
+MIRROR_STANDARD_ERRORS = 3.0  # how far below the images as they are their mirror images must score to change labels
+
+
+@dataclass(frozen=True)
+class MirrorTest:
+    """A probe's accuracy on held-out images as they are and mirrored left to right, and the
+    standard error of the per-image difference (at least one image's share)."""
+
+    accuracy: float
+    mirrored_accuracy: float
+    standard_error: float
+
+    @property
+    def changes_labels(self) -> bool:
+        """Whether the mirror images score below the images as they are by more than
+        :data:`MIRROR_STANDARD_ERRORS` standard errors: mirroring changes what they show."""
+        return bool(self.accuracy - self.mirrored_accuracy > MIRROR_STANDARD_ERRORS * self.standard_error)
+
+    def to_json(self) -> dict:
+        return {"accuracy": self.accuracy, "mirrored_accuracy": self.mirrored_accuracy,
+                "standard_error": self.standard_error, "changes_labels": self.changes_labels}  # fmt: skip
+
+
+def mirror_test(features: np.ndarray, mirrored: np.ndarray, labels: np.ndarray, classes: int,
+                seed: int = 0) -> MirrorTest:  # fmt: skip
+    """:class:`MirrorTest` of the images whose features are ``features`` (``mirrored``: their mirror
+    images', row by row): in :data:`MIRROR_FOLDS` stratified folds, a :func:`ridge_classifier`
+    fitted on the other folds' images as they are scores each fold's images and their mirror images.
+    Features that hardly change under a mirror (most photographs, pooled) score alike."""
+    labels = np.asarray(labels)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    fold = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):  # each class dealt over the folds in a seeded order
+        members = order[labels[order] == label]
+        fold[members] = np.arange(len(members)) % MIRROR_FOLDS
+    right = np.zeros((2, len(labels)))
+    for k in range(MIRROR_FOLDS):
+        held = fold == k
+        if held.any() and not held.all():
+            probe = ridge_classifier(features[~held], labels[~held], classes)
+            for row, x in enumerate((features, mirrored)):
+                right[row, held] = (x[held] @ probe.weights + probe.bias).argmax(1) == labels[held]
+    difference = right[0] - right[1]
+    spread = difference.std(ddof=1) / math.sqrt(len(labels)) if len(labels) > 1 else 0.0
+    return MirrorTest(float(right[0].mean()), float(right[1].mean()), float(max(spread, 1 / max(len(labels), 1))))
 
 
 def tap_standardization(features: np.ndarray, widths: list[int]) -> tuple[np.ndarray, np.ndarray]:

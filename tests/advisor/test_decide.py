@@ -70,12 +70,18 @@ def _plan_for_members():
     return Plan("multicut", "all", 1e-3, 1, 32, "efficientnet_lite0", 9, 1.0, False, 0.0, _evidence("final"), "Forecast.")
 
 
-def test_a_folds_saved_scores_are_reused_for_an_unaugmented_candidate_and_not_for_an_augmented_one(tmp_path):
+def test_a_folds_saved_scores_are_reused_for_an_unaugmented_candidate_and_not_for_an_augmented_one(tmp_path,
+                                                                                                 monkeypatch):  # fmt: skip
     write_folder(tmp_path / "d", per_class=6)
     labelled, folds = crossfit.labelled_folds(split_dataset(load_dataset(str(tmp_path / "d"))), seed=0)
-    plain = crossfit._key(labelled, folds[0], TrainConfig(data="x", strategy="finetune"), None)
-    assert crossfit._key(labelled, folds[0], TrainConfig(data="x", strategy="finetune", augment=False), None) == plain
-    assert crossfit._key(labelled, folds[0], TrainConfig(data="x", strategy="finetune", augment=True), None) != plain
+
+    def key(**typed) -> str:
+        return crossfit._key(labelled, folds[0], TrainConfig(data="x", strategy="finetune", **typed), None)
+
+    plain, augmented = key(), key(augment=True)
+    assert key(augment=False) == plain and augmented != plain
+    monkeypatch.setattr(crossfit, "AUGMENTATION_RECIPE", crossfit.AUGMENTATION_RECIPE + 1)  # a new augmentation
+    assert key(augment=True) != augmented and key() == plain
 
 
 def test_folds_are_stratified_and_cover_every_image_below_the_limit_and_the_runs_own_split_above_it(tmp_path):
@@ -223,7 +229,7 @@ def test_from_the_ensembles_size_the_checks_fine_tuning_folds_train_on_augmented
     runs = []
     real_fit, real_augment = network.fit_network, loops.augment_batch
     monkeypatch.setattr(network, "fit_network", lambda *a, **k: runs.append(a[6].augment) or real_fit(*a, **k))
-    monkeypatch.setattr(loops, "augment_batch", lambda pixels: runs.append("batch") or real_augment(pixels))
+    monkeypatch.setattr(loops, "augment_batch", lambda pixels, *flips: runs.append("batch") or real_augment(pixels, *flips))
     plan = tl.advise(str(data), resolution=32, epochs=1, cache_dir=str(tmp_path / "cache"))
     fine_tuning = [c for c in candidates(plan.evidence, augment=True) if c.augment]
     assert runs.count(True) == len(fine_tuning) * FOLDS and "batch" in runs

@@ -117,7 +117,7 @@ def test_from_the_tables_size_the_fine_tuned_member_trains_on_augmented_images_u
     monkeypatch.setitem(STRATEGIES, "ensemble", dataclasses.replace(STRATEGIES["ensemble"], augment_members_from=10))
     augmented = []
     real = loops.augment_batch
-    monkeypatch.setattr(loops, "augment_batch", lambda pixels: augmented.append(len(pixels)) or real(pixels))
+    monkeypatch.setattr(loops, "augment_batch", lambda pixels, *flips: augmented.append(len(pixels)) or real(pixels, *flips))
 
     def ensemble(**typed) -> dict:
         config = tl.TrainConfig(data=str(root / "d"), strategy="ensemble", out=str(tmp_path / str(typed)),

@@ -476,3 +476,16 @@ def test_lora_update_is_peft_conv2d_lora():
         theirs[0].lora_A["default"].weight.copy_(update.lora_A.view(2, 6, 3, 3))
         theirs[0].lora_B["default"].weight.copy_(update.lora_B.view(8, 2, 1, 1))
         assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+
+
+def test_augment_batch_without_flips_crops_as_with_them_and_never_mirrors():
+    from transferlab.trainer.loops import augment_batch
+
+    pixels, _ = _data(16)
+    torch.manual_seed(0)
+    flipped = augment_batch(pixels)
+    torch.manual_seed(0)
+    cropped = augment_batch(pixels, flips=False)  # the same draws: the same crops
+    mirrored = [not torch.equal(c, f) for c, f in zip(cropped, flipped)]
+    assert any(mirrored) and not all(mirrored)
+    assert all(torch.equal(c, f.flip(-1)) for c, f, m in zip(cropped, flipped, mirrored) if m)

@@ -168,3 +168,38 @@ def test_fine_tuning_options_save_bundles_that_load_predict_and_export(small_dat
     predictions = model.predict(sorted((small_data / "d" / "test").rglob("*.png"))[:4])
     assert all(p.top[0][0] in model.classes for p in predictions)
     assert model.export("torchscript", tmp_path / "m.pt").exists()  # parity with PyTorch checked inside
+
+
+def _pointing(root, per_class: int = 12):
+    """``root/left`` and ``root/right``: noisy ramps bright on the left, and the same mirrored."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("left", "right"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            ramp = np.linspace(230, 20, 40)[None, :, None] + rng.normal(0, 20, (40, 40, 3))
+            pixels = np.clip(ramp if name == "left" else ramp[:, ::-1], 0, 255).astype(np.uint8)
+            Image.fromarray(np.ascontiguousarray(pixels)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("data", ["pointing", "colours"])
+def test_augmentation_mirrors_no_image_where_the_mirror_shows_another_class(data, tmp_path, monkeypatch):
+    from conftest import write_folder
+
+    from transferlab.trainer import loops
+
+    folder = _pointing(tmp_path / data) if data == "pointing" else write_folder(tmp_path / data)
+    flips = []
+    real = loops.augment_batch
+    monkeypatch.setattr(loops, "augment_batch", lambda pixels, mirror: flips.append(mirror) or real(pixels, mirror))
+    metrics = tl.train(str(folder), strategy="finetune", augment=True, resolution=32, epochs=1, batch_size=8,
+                       out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache")).metrics  # fmt: skip
+    mirror = metrics["mirror"]
+    assert mirror["changes_labels"] is (data == "pointing") and flips and set(flips) == {data != "pointing"}
+    if data == "pointing":  # the probe tells the two apart as they are, and takes their mirrors for each other
+        assert mirror["accuracy"] > 0.8 and mirror["mirrored_accuracy"] < 0.4
+    assert "mirror" not in tl.train(str(folder), strategy="finetune", resolution=32, epochs=1, batch_size=8,
+                                    out=str(tmp_path / "plain"), cache_dir=str(tmp_path / "cache")).metrics  # fmt: skip

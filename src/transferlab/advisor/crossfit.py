@@ -38,7 +38,7 @@ from ..data import Dataset, ImageSet, Splits, split_dataset
 from ..plan import CutEvidence, best_cut
 from ..prepare import PreparedRun
 from ..strategies import ALL_CUTS, FINAL_CUT, STRATEGIES
-from ..trainer.loops import EpochCallback
+from ..trainer.loops import AUGMENTATION_RECIPE, EpochCallback
 from ..trainer.train import fit_stages
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def _key(labelled: ImageSet, fold: Fold, config: TrainConfig, unlabeled: ImageSe
     its strategy's recipe (a new recipe scores the folds again)."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "resume", "tensorboard")}
     settings["class_weight"] = config.resolved_class_weight  # the strategy's default, where none was given
-    settings["augment"] = config.resolved_augment
+    settings["augment"] = config.resolved_augment and AUGMENTATION_RECIPE  # unaugmented folds: keys as before
     settings["recipe"] = config.strategy_entry.recipe
     validates = None if fold.validates is None else fold.validates.tolist()
     images = [labelled.fingerprint(), None if unlabeled is None else unlabeled.fingerprint()]

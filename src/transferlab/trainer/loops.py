@@ -159,6 +159,7 @@ class NetworkTraining:
     layer_decay: float = _config_default("layer_decay")
     patience: int | None = _config_default("patience")  # None: :func:`resolved_patience` decides from the validation split
     augment: bool = False
+    flips: bool = True  # with ``augment``: half the images mirrored (off where mirroring changes labels)
     freeze_bn: bool = False
     gradual_unfreeze: bool = _config_default("gradual_unfreeze")
     seed: int = _config_default("seed")
@@ -255,8 +256,14 @@ def _schedule(settings: NetworkTraining, steps_per_epoch: int):
     return factor
 
 
-def augment_batch(pixels: torch.Tensor) -> torch.Tensor:
-    """Light augmentation on uint8 N x 3 x R x R: random resized crop (scale 0.6-1), horizontal flip."""
+# The version of the augmentation recipe (2: no mirroring where the mirror test says it changes labels,
+# trainer/network.py): raising it scores the check's augmented folds again.
+AUGMENTATION_RECIPE = 2
+
+
+def augment_batch(pixels: torch.Tensor, flips: bool = True) -> torch.Tensor:
+    """Light augmentation on uint8 N x 3 x R x R: random resized crop (scale 0.6-1), and with
+    ``flips`` half the images mirrored left to right."""
     from torchvision.transforms import v2
     from torchvision.transforms.v2 import functional as TF
 
@@ -265,7 +272,7 @@ def augment_batch(pixels: torch.Tensor) -> torch.Tensor:
     for i, image in enumerate(pixels):
         top, left, height, width = v2.RandomResizedCrop.get_params(image, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3))
         image = TF.resized_crop(image, top, left, height, width, [size, size], antialias=True)
-        out[i] = TF.horizontal_flip(image) if torch.rand(()) < 0.5 else image
+        out[i] = TF.horizontal_flip(image) if torch.rand(()) < 0.5 and flips else image
     return out
 
 
@@ -341,7 +348,7 @@ def _passes(net, chunks, batch, pixels, labels, weight, settings, anchors, featu
         inputs, targets = _to_device(pixels[chunk], settings.device), _to_device(labels[chunk], settings.device)
         sync = k == len(chunks) - 1 or not hasattr(net, "no_sync")  # DDP: all-reduce once per step
         with contextlib.nullcontext() if sync else net.no_sync(), _autocast(settings):
-            logits = net(to_unit_float(augment_batch(inputs) if settings.augment else inputs)).float()
+            logits = net(to_unit_float(augment_batch(inputs, settings.flips) if settings.augment else inputs)).float()
             loss = nn.functional.cross_entropy(logits, targets, weight=weight)
             if not torch.isfinite(loss):
                 return float(loss.item()), 0

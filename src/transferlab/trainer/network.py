@@ -20,6 +20,7 @@ from ..hardware import autocast_dtype
 from ..inits import init_module
 from ..prepare import PreparedRun
 from ..surgery import TransferModel
+from ..transferability import MirrorTest, mirror_test
 from .context import RunContext, Stage
 from .extraction import cached_splits, check_every_class, readable_rows
 from .interpolate import INTERPOLATION_FILE, interpolate, snapshot
@@ -67,6 +68,24 @@ def setup_network(model: TransferModel, config: TrainConfig, micro_batch: int = 
     return settings, layer_groups(model, settings)
 
 
+def mirror_check(model: TransferModel, train_x: torch.Tensor, train_y: torch.Tensor, classes: int,
+                 config: TrainConfig, batch_size: int) -> MirrorTest | None:  # fmt: skip
+    """Where the run augments a pretrained network: whether mirroring its training images changes
+    what they show (:func:`.transferability.mirror_test` on the features its head reads, before any
+    training); where it does, augmentation crops without mirroring. None where it does not augment."""
+    if not (config.resolved_augment and config.strategy_entry.pretrained):
+        return None
+    features = nn.Sequential(model.normalize, model.body)
+    found = mirror_test(predict_pixels(features, train_x, batch_size).numpy(),
+                        predict_pixels(features, train_x.flip(-1), batch_size).numpy(), train_y.numpy(), classes,
+                        config.seed)  # fmt: skip
+    if found.changes_labels:
+        log.warning("mirrored, your training images look like other classes (a probe: %.1f%% as they are, %.1f%% "
+                    "mirrored): augmentation crops them but does not mirror them",
+                    100 * found.accuracy, 100 * found.mirrored_accuracy)  # fmt: skip
+    return found
+
+
 def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig,
                   context: RunContext) -> Stage:  # fmt: skip
     """``network``: decoded training and validation images (cached), then the whole network; the
@@ -89,15 +108,18 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
                  batches.accumulation, batches.micro_batch, inside)  # fmt: skip
     interpolating = "interpolate" in config.strategy_entry.options and config.interpolate != INTERPOLATE_NONE
     start = snapshot(model) if interpolating else None  # LP-FT: the probe's network
+    mirror = mirror_check(model, train_x, train_y, len(prepared.classes), config, batches.micro_batch)
     settings, groups = setup_network(model, config, batches.micro_batch if batches.accumulation > 1 else 0)
     patience, reason = resolved_patience(config.patience, val_y, config.strategy_entry.pretrained)
     log.info("early stopping: %s", reason)
-    settings = dataclasses.replace(settings, patience=patience)
+    settings = dataclasses.replace(settings, patience=patience, flips=mirror is None or not mirror.changes_labels)
     history = fit_network(model, groups, train_x, train_y, val_x, val_y, settings, checkpoint_dir=context.out,
                           resume=config.resume, on_epoch=context.network_epochs(config.strategy, val_y.numpy()))  # fmt: skip
     if config.tune == "lora":
         merge_lora(model.body)
     details = {"early_stopping": {"patience": patience, "reason": reason}}
+    if mirror is not None:
+        details["mirror"] = mirror.to_json()
     if start is not None:
         saved = context.out / INTERPOLATION_FILE if config.resume else None  # only a resumable run is met again
         details["interpolation"] = interpolate(model, start, config.interpolate, val_x, val_y, batches.micro_batch,
