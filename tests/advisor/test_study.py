@@ -188,3 +188,21 @@ def test_an_ensembles_runs_are_redone_when_a_members_recipe_changes(monkeypatch)
     assert study._key(head) == {"version": study.RUN_VERSION, "recipe": STRATEGIES["head"].recipe, "strategy": "head"}
     monkeypatch.setitem(STRATEGIES, "head", dataclasses.replace(STRATEGIES["head"], recipe=1))
     assert study._key(head) == {"version": study.RUN_VERSION, "strategy": "head"}  # a first recipe keys nothing
+
+
+def test_the_studys_ensemble_trains_its_members_as_the_ensemble_strategy_does_at_each_size(tmp_path):
+    from transferlab.config import for_strategy
+    from transferlab.trainer.train import ensemble_members
+
+    base = study.TrainConfig(data="digits")
+    configs = {key: for_strategy(base, key.split("@")[0], out=str(tmp_path / key.replace("@", "-")))
+               for key in ("multicut@all", "finetune@final")}  # fmt: skip
+    members = list(configs)
+    assert study.member_configs(configs, "ensemble@final", members, 10) == list(configs.values())  # 20 labelled a class
+    multicut, finetune = study.member_configs(configs, "ensemble@final", members, 30)  # 60 labelled a class
+    assert multicut is configs["multicut@all"]
+    assert finetune.strategy == "finetune" and finetune.augment is True and finetune.out.endswith("finetune-final-augmented")
+    for size in (10, 30):  # as --strategy ensemble trains them on a folder of that many labelled images a class
+        trained = ensemble_members(for_strategy(base, "ensemble"), tmp_path, None, study.labelled_per_class(size))
+        studied = study.member_configs(configs, "ensemble@final", members, size)
+        assert [m.config.resolved_augment for m in trained] == [c.resolved_augment for c in studied]

@@ -6,7 +6,8 @@ fine-tuning pilot; timed from an empty cache, after the data is loaded, which th
 then every option trains with default settings - ``head``, ``truncate`` at each cut, ``finetune``
 (LP-FT), ``multicut``, ``scratch`` - and is scored by balanced accuracy on the test split. An
 ensemble is scored from its members' runs (their saved models' outputs, combined as training
-combines them: :func:`..trainer.train.ensemble_stage`). Per cell, the oracle is the option with
+combines them: :func:`..trainer.train.ensemble_stage`; a member the ensemble trains on augmented
+images at the cell's size, a run of its own: :func:`member_configs`). Per cell, the oracle is the option with
 the best mean over seeds.
 
 The forecaster the advisor decides with is fitted on these outcomes, so it is scored
@@ -66,7 +67,7 @@ from ..strategies import (
 )
 from ..trainer.context import Stage
 from ..trainer.loops import kept_epoch
-from ..trainer.train import ensemble_stage, train_prepared
+from ..trainer.train import ensemble_stage, member_settings, train_prepared
 from .advise import Measurements, measure_prepared
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,27 @@ def _option_configs(base: TrainConfig, cuts: list[str], settings: StudySettings,
         configs[run_key(s, c)] = for_strategy(base, s, cut=None if c in (FINAL_CUT, ALL_CUTS) else c, epochs=epochs,
                                               out=str(folder / f"{s}-{c}"))  # fmt: skip
     return configs
+
+
+def labelled_per_class(size: int) -> int:
+    """The labelled images of a class in a seed of a cell of ``size``: its training images and as many
+    to validate on (the protocol above)."""
+    return 2 * size
+
+
+def member_configs(configs: dict[str, TrainConfig], ensemble: str, members: list[str], size: int) -> list[TrainConfig]:
+    """The members of the ensemble run ``ensemble`` as its strategy trains them at ``size`` (the
+    table's defaults, :func:`.trainer.train.ensemble_members`): each the option's own run, or where
+    the ensemble trains that member on augmented images at this many labelled images a class, that
+    member augmented, a run of its own."""
+    augment = run_strategy(ensemble).augments_members(labelled_per_class(size))
+    found = []
+    for key in members:
+        settings = member_settings(run_strategy(key).name, augment)
+        config = configs[key]
+        found.append(dataclasses.replace(config, **settings, out=f"{config.out}-augmented") if settings.get("augment")
+                     else config)  # fmt: skip
+    return found
 
 
 def ensembles(cuts: list[str]) -> dict[str, list[str]]:
@@ -323,8 +345,9 @@ def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path
     configs = _option_configs(base, cuts, settings, folder)
     runs = {key: _run(prepared, config) for key, config in configs.items()}
     for key, members in ensembles(cuts).items():
-        runs[key] = _ensemble_run(prepared, folder / key.replace("@", "-"), [configs[m] for m in members],
-                                  [runs[m] for m in members])  # fmt: skip
+        trained = member_configs(configs, key, members, size)
+        member_runs = [runs[m] if c is configs[m] else _run(prepared, c) for m, c in zip(members, trained)]
+        runs[key] = _ensemble_run(prepared, folder / key.replace("@", "-"), trained, member_runs)
     return SeedRecord(data, size, seed, measured, runs)
 
 

@@ -170,11 +170,16 @@ def _planned_member_config(config: TrainConfig, out: Path, member: dict) -> Trai
     return for_strategy(config, member["strategy"], out=str(out / member["candidate"]), cut=cut, **settings)
 
 
+def member_settings(name: str, augment: bool) -> dict:
+    """What the table's member ``name`` is given beyond its own defaults in an ensemble: ``augment``,
+    where it takes ``--augment``."""
+    return {"augment": augment} if "augment" in STRATEGIES[name].options else {}
+
+
 def _table_member_config(config: TrainConfig, out: Path, name: str, augment: bool) -> TrainConfig:
     """The run of the table's member ``name`` inside ``out``: its own defaults, augmented as ``augment``
     says where it takes ``--augment``."""
-    settings = {"augment": augment} if "augment" in STRATEGIES[name].options else {}
-    return for_strategy(config, name, out=str(out / name), **settings)
+    return for_strategy(config, name, out=str(out / name), **member_settings(name, augment))
 
 
 def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None, labelled_per_class: float) -> list[EnsembleMember]:
