@@ -30,6 +30,13 @@ def present_splits(prepared: PreparedRun) -> dict[str, ImageSet]:
             if images is not None}  # fmt: skip
 
 
+def frozen_parts(prepared: PreparedRun, cut: str, preprocessing) -> dict:
+    """The cache key's parts of the frozen body's features at ``cut`` on PyTorch (:func:`frozen_runner`
+    adds another engine)."""
+    return {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
+            "engine": "pytorch"}  # fmt: skip
+
+
 def cached_splits(model, model_parts: dict, prepared: PreparedRun, resolution: int, config: TrainConfig, what: str,
                    splits: tuple[str, ...] = ("train", "val", "test")):  # fmt: skip
     """Per split: the cached outputs of ``model`` (``None``: decoded pixels), and which were cache hits."""

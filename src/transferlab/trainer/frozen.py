@@ -18,7 +18,15 @@ from ..strategies import applying_to
 from ..surgery import TransferModel
 from ..transferability import tap_standardization
 from .context import RunContext, Stage
-from .extraction import cached_splits, check_every_class, engine_choice, frozen_runner, present_splits, readable_rows
+from .extraction import (
+    cached_splits,
+    check_every_class,
+    engine_choice,
+    frozen_parts,
+    frozen_runner,
+    present_splits,
+    readable_rows,
+)
 from .loops import fit_ridge_head, kept_epoch
 from .pseudo_labels import FitHead, fit_with_unlabeled
 
@@ -87,8 +95,7 @@ def _head_on_features(model: TransferModel, prepared: PreparedRun, cut: str, con
     head that learns from them too where the validation says it should (:mod:`.pseudo_labels`)."""
     tick = time.perf_counter()
     resolution, preprocessing = model.preprocessing.resolution, model.preprocessing
-    parts = {"weights": prepared.weights_digest, "cut": cut, "mean": preprocessing.mean, "std": preprocessing.std,
-             "engine": "pytorch"}  # fmt: skip
+    parts = frozen_parts(prepared, cut, preprocessing)
     images = sum(len(split) for split in present_splits(prepared).values())
     choice = engine_choice(config, images, resolution, parts)
     extractor = frozen_runner(nn.Sequential(model.normalize, model.body), parts, resolution, prepared, config, choice.engine)

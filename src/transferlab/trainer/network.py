@@ -22,7 +22,7 @@ from ..prepare import PreparedRun
 from ..surgery import TransferModel
 from ..transferability import MirrorTest, mirror_test
 from .context import RunContext, Stage
-from .extraction import cached_splits, check_every_class, readable_rows
+from .extraction import cached_splits, check_every_class, frozen_parts, readable_rows
 from .interpolate import INTERPOLATION_FILE, interpolate, snapshot
 from .loops import NetworkTraining, fit_network, layer_groups, resolved_patience
 from .lora import add_lora, merge_lora
@@ -68,16 +68,21 @@ def setup_network(model: TransferModel, config: TrainConfig, micro_batch: int = 
     return settings, layer_groups(model, settings)
 
 
-def mirror_check(model: TransferModel, train_x: torch.Tensor, train_y: torch.Tensor, classes: int,
+def mirror_check(model: TransferModel, prepared: PreparedRun, cut: str, train: tuple[torch.Tensor, torch.Tensor],
                  config: TrainConfig, batch_size: int) -> MirrorTest | None:  # fmt: skip
-    """Where the run augments a pretrained network: whether mirroring its training images changes
-    what they show (:func:`.transferability.mirror_test` on the features its head reads, before any
-    training); where it does, augmentation crops without mirroring. None where it does not augment."""
+    """Where the run augments a pretrained network: whether mirroring its ``train`` images (pixels,
+    labels: the readable rows) changes what they show (:func:`.transferability.mirror_test` on the
+    features its head reads at ``cut``, before any training: those of the images as they are from
+    the cache the frozen stage filled, their mirror images' computed); where it does, augmentation
+    crops without mirroring. None where it does not augment."""
     if not (config.resolved_augment and config.strategy_entry.pretrained):
         return None
     features = nn.Sequential(model.normalize, model.body)
-    found = mirror_test(predict_pixels(features, train_x, batch_size).numpy(),
-                        predict_pixels(features, train_x.flip(-1), batch_size).numpy(), train_y.numpy(), classes,
+    inputs, _ = cached_splits(features, frozen_parts(prepared, cut, model.preprocessing), prepared,
+                              model.preprocessing.resolution, config, "features", splits=("train",))  # fmt: skip
+    pixels, labels = train
+    mirrored = predict_pixels(features, pixels.flip(-1), batch_size).numpy()
+    found = mirror_test(readable_rows(inputs, prepared)["train"][0], mirrored, labels.numpy(), len(prepared.classes),
                         config.seed)  # fmt: skip
     if found.changes_labels:
         log.warning("mirrored, your training images look like other classes (a probe: %.1f%% as they are, %.1f%% "
@@ -108,7 +113,7 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
                  batches.accumulation, batches.micro_batch, inside)  # fmt: skip
     interpolating = "interpolate" in config.strategy_entry.options and config.interpolate != INTERPOLATE_NONE
     start = snapshot(model) if interpolating else None  # LP-FT: the probe's network
-    mirror = mirror_check(model, train_x, train_y, len(prepared.classes), config, batches.micro_batch)
+    mirror = mirror_check(model, prepared, cut, pixels["train"], config, batches.micro_batch)
     settings, groups = setup_network(model, config, batches.micro_batch if batches.accumulation > 1 else 0)
     patience, reason = resolved_patience(config.patience, val_y, config.strategy_entry.pretrained)
     log.info("early stopping: %s", reason)
