@@ -172,7 +172,10 @@ def ridge_classifier(features: np.ndarray, labels: np.ndarray, classes: int,
 
 
 MIRROR_FOLDS = 5  # the mirror test's stratified folds
-MIRROR_STANDARD_ERRORS = 3.0  # how far below the images as they are their mirror images must score to change labels
+# How far below the images as they are their mirror images must score to change labels: clearly, as the check's
+# race counts it (3 standard errors). Both errors cost: mirroring where it changes the class cost a network 19 points
+# (orientation), withholding flips where it does not cost one 3.2 (emoji-apple: crops alone; docs/strategies.md).
+MIRROR_STANDARD_ERRORS = 3.0
 
 
 @dataclass(frozen=True)

@@ -84,10 +84,9 @@ def mirror_check(model: TransferModel, prepared: PreparedRun, cut: str, train: t
     mirrored = predict_pixels(features, pixels.flip(-1), batch_size).numpy()
     found = mirror_test(readable_rows(inputs, prepared)["train"][0], mirrored, labels.numpy(), len(prepared.classes),
                         config.seed)  # fmt: skip
-    if found.changes_labels:
-        log.warning("mirrored, your training images look like other classes (a probe: %.1f%% as they are, %.1f%% "
-                    "mirrored): augmentation crops them but does not mirror them",
-                    100 * found.accuracy, 100 * found.mirrored_accuracy)  # fmt: skip
+    log.info("augmentation: %s (a probe on your training images: %.1f%% as they are, %.1f%% mirrored)",
+             "crops, no mirror: mirrored, they look like other classes" if found.changes_labels else "crops and mirrors",
+             100 * found.accuracy, 100 * found.mirrored_accuracy)  # fmt: skip
     return found
 
 
