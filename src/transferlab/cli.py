@@ -239,6 +239,10 @@ def _print_summary(args, metrics: dict) -> None:
     if "interpolation" in metrics:
         print(f"interpolation: alpha {metrics['interpolation']['alpha']:g} ({metrics['interpolation']['rule']}; 0: the "
               "linear probe, 1: the fine-tuned network)")  # fmt: skip
+    if "mirror" in metrics:
+        from .trainer.outputs import augmentation_summary
+
+        print(f"augmentation: {augmentation_summary(metrics['mirror'])}")
     if "unlabeled" in metrics:
         from .trainer.outputs import unlabeled_summary
 

@@ -187,7 +187,7 @@ def _pointing(root, per_class: int = 12):
 
 @pytest.mark.parametrize("data", ["pointing", "colours"])
 def test_augmentation_mirrors_no_image_where_the_mirror_shows_another_class(data, tmp_path, monkeypatch):
-    from conftest import write_folder
+    from conftest import run_here, write_folder
 
     from transferlab.trainer import loops
 
@@ -195,11 +195,14 @@ def test_augmentation_mirrors_no_image_where_the_mirror_shows_another_class(data
     flips = []
     real = loops.augment_batch
     monkeypatch.setattr(loops, "augment_batch", lambda pixels, mirror: flips.append(mirror) or real(pixels, mirror))
-    metrics = tl.train(str(folder), strategy="finetune", augment=True, resolution=32, epochs=1, batch_size=8,
-                       out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache")).metrics  # fmt: skip
-    mirror = metrics["mirror"]
+    result = run_here("train", str(folder), "--strategy", "finetune", "--augment", "--resolution", "32", "--epochs", "1",
+                      "--batch-size", "8", "--out", str(tmp_path / "run"), cache=tmp_path / "cache")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    mirror = json.loads((tmp_path / "run" / "metrics.json").read_text())["mirror"]
     assert mirror["changes_labels"] is (data == "pointing") and flips and set(flips) == {data != "pointing"}
     if data == "pointing":  # the probe tells the two apart as they are, and takes their mirrors for each other
         assert mirror["accuracy"] > 0.8 and mirror["mirrored_accuracy"] < 0.4
+    said = "crops, no mirror (mirrored, the images look like other classes)" if data == "pointing" else "crops and mirrors"
+    assert f"augmentation: {said}" in result.stdout and said in (tmp_path / "run" / "report.html").read_text()
     assert "mirror" not in tl.train(str(folder), strategy="finetune", resolution=32, epochs=1, batch_size=8,
                                     out=str(tmp_path / "plain"), cache_dir=str(tmp_path / "cache")).metrics  # fmt: skip

@@ -27,6 +27,7 @@ from .interpolate import INTERPOLATION_FILE, interpolate, snapshot
 from .loops import NetworkTraining, fit_network, layer_groups, resolved_patience
 from .lora import add_lora, merge_lora
 from .memory import plan_for
+from .outputs import augmentation_summary
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,7 @@ def mirror_check(model: TransferModel, prepared: PreparedRun, cut: str, train: t
     mirrored = predict_pixels(features, pixels.flip(-1), batch_size).numpy()
     found = mirror_test(readable_rows(inputs, prepared)["train"][0], mirrored, labels.numpy(), len(prepared.classes),
                         config.seed)  # fmt: skip
-    log.info("augmentation: %s (a probe on your training images: %.1f%% as they are, %.1f%% mirrored)",
-             "crops, no mirror: mirrored, they look like other classes" if found.changes_labels else "crops and mirrors",
-             100 * found.accuracy, 100 * found.mirrored_accuracy)  # fmt: skip
+    log.info("augmentation: %s", augmentation_summary(found.to_json()))
     return found
 
 

@@ -49,6 +49,14 @@ def unlabeled_summary(report: dict) -> str:
             f"{report['method']}; {verdict}: {report['reason']}")  # fmt: skip
 
 
+def augmentation_summary(mirror: dict) -> str:
+    """One line on what augmentation did, from the run's mirror test (:class:`.transferability.MirrorTest`)."""
+    what = ("crops, no mirror (mirrored, the images look like other classes)" if mirror["changes_labels"]
+            else "crops and mirrors")  # fmt: skip
+    return (f"{what}; a probe on the training images: {100 * mirror['accuracy']:.1f}% as they are, "
+            f"{100 * mirror['mirrored_accuracy']:.1f}% mirrored")
+
+
 def ensemble_summary(members: list[dict], split: str) -> str:
     """One line on an ensemble's members: each one's temperature and its own balanced accuracy."""
     return "; ".join(f"{m['strategy']} alone {m[f'{split}_balanced_accuracy']:.1%} (temperature {m['temperature']:.2f})"
@@ -199,13 +207,15 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
         figure = plot_interpolation(interpolation["alphas"], interpolation["val_accuracy"], interpolation["alpha"])
         images["From the linear probe to the fine-tuned network"] = save_figure(figure, out / "interpolation.png")
     hidden = ("config", "history", "skipped", "per_class", "confusion_matrix", "plan", "interpolation", "unlabeled",
-              "members")  # fmt: skip
+              "members", "mirror")  # fmt: skip
     summary = {k: v for k, v in metrics.items() if k not in hidden and not k.endswith(("_seconds", "_history"))}
     summary["seconds"] = ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in metrics.items() if k.endswith("_seconds"))
     if "unlabeled" in metrics:
         summary["unlabelled images"] = unlabeled_summary(metrics["unlabeled"])
     if interpolation:
         summary["interpolation"] = f"alpha {interpolation['alpha']:g} ({interpolation['rule']})"
+    if "mirror" in metrics:
+        summary["augmentation"] = augmentation_summary(metrics["mirror"])
     if "members" in metrics:
         summary["ensemble members"] = ensemble_summary(metrics["members"], split)
     if metrics["near_chance"]:
