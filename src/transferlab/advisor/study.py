@@ -7,8 +7,8 @@ then every option trains with default settings - ``head``, ``truncate`` at each 
 (LP-FT), ``multicut``, ``scratch`` - and is scored by balanced accuracy on the test split. An
 ensemble is scored from its members' runs (their saved models' outputs, combined as training
 combines them: :func:`..trainer.train.ensemble_stage`; a member the ensemble trains on augmented
-images at the cell's size, a run of its own: :func:`member_configs`). Per cell, the oracle is the option with
-the best mean over seeds.
+images at the cell's size, a run of its own: :func:`member_configs`). Per cell, the oracle is the
+option with the best mean over seeds.
 
 The forecaster the advisor decides with is fitted on these outcomes, so it is scored
 **leave-one-data-set-out**: for each parent set, fitted on the cells of all the others only. The
