@@ -81,9 +81,10 @@ def _class_weight_help() -> str:
 
 def _augment_help() -> str:
     ensemble = ensemble_entry()
-    return (f"random resized crop and flip while the body trains, no flip where a probe finds your images' mirrors "
-            f"look like other classes (default: off, but for the network members of {ensemble.name} and auto's "
-            f"fine-tuning from {ensemble.augment_members_from} labelled images a class, as measured)")
+    return (f"random resized crop and flip while the body trains, no flip where a probe on the pretrained features "
+            f"finds your images' mirrors look like other classes (default: off, but for the network members of "
+            f"{ensemble.name} and auto's fine-tuning from {ensemble.augment_members_from} labelled images a class, as "
+            "measured)")
 
 
 def _freeze_bn_help() -> str:
