@@ -24,6 +24,13 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Mirror(nn.Module):
+    """Images mirrored left to right (N x C x H x W): put before a network, its outputs on the mirror images."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-1)
+
+
 class TransferModel(nn.Module):
     """``head(body(normalize(x)))`` for images ``x`` in [0, 1], N x 3 x H x W.
 

@@ -19,7 +19,7 @@ from ..features import compute_outputs, predict_pixels
 from ..hardware import autocast_dtype
 from ..inits import init_module
 from ..prepare import PreparedRun
-from ..surgery import TransferModel
+from ..surgery import Mirror, TransferModel
 from ..transferability import MirrorTest, mirror_test
 from .context import RunContext, Stage
 from .extraction import cached_splits, check_every_class, frozen_parts, readable_rows
@@ -69,22 +69,23 @@ def setup_network(model: TransferModel, config: TrainConfig, micro_batch: int = 
     return settings, layer_groups(model, settings)
 
 
-def mirror_check(model: TransferModel, prepared: PreparedRun, cut: str, train: tuple[torch.Tensor, torch.Tensor],
-                 config: TrainConfig, batch_size: int) -> MirrorTest | None:  # fmt: skip
-    """Where the run augments a pretrained network: whether mirroring its ``train`` images (pixels,
-    labels: the readable rows) changes what they show (:func:`.transferability.mirror_test` on the
-    features its head reads at ``cut``, before any training: those of the images as they are from
-    the cache the frozen stage filled, their mirror images' computed); where it does, augmentation
-    crops without mirroring. None where it does not augment."""
+def mirror_check(model: TransferModel, prepared: PreparedRun, cut: str, config: TrainConfig) -> MirrorTest | None:
+    """Where the run augments a pretrained network: whether mirroring its training images changes
+    what they show (:func:`.transferability.mirror_test` on the features its head reads at ``cut``,
+    before any training, the images as they are and mirrored: both through the feature cache, so the
+    frozen stage's pass is read again and the check's folds and candidates share the mirrors');
+    where it does, augmentation crops without mirroring. None where it does not augment."""
     if not (config.resolved_augment and config.strategy_entry.pretrained):
         return None
-    features = nn.Sequential(model.normalize, model.body)
-    inputs, _ = cached_splits(features, frozen_parts(prepared, cut, model.preprocessing), prepared,
-                              model.preprocessing.resolution, config, "features", splits=("train",))  # fmt: skip
-    pixels, labels = train
-    mirrored = predict_pixels(features, pixels.flip(-1), batch_size).numpy()
-    found = mirror_test(readable_rows(inputs, prepared)["train"][0], mirrored, labels.numpy(), len(prepared.classes),
-                        config.seed)  # fmt: skip
+    features, parts = nn.Sequential(model.normalize, model.body), frozen_parts(prepared, cut, model.preprocessing)
+
+    def training_rows(module: nn.Module, key: dict, what: str) -> tuple[np.ndarray, np.ndarray]:
+        inputs, _ = cached_splits(module, key, prepared, model.preprocessing.resolution, config, what, splits=("train",))
+        return readable_rows(inputs, prepared)["train"]
+
+    plain, labels = training_rows(features, parts, "features")
+    mirrored, _ = training_rows(nn.Sequential(Mirror(), features), {**parts, "mirror": True}, "mirrored features")
+    found = mirror_test(plain, mirrored, labels, len(prepared.classes), config.seed)
     log.info("augmentation: %s", augmentation_summary(found.to_json()))
     return found
 
@@ -111,7 +112,7 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
                  batches.accumulation, batches.micro_batch, inside)  # fmt: skip
     interpolating = "interpolate" in config.strategy_entry.options and config.interpolate != INTERPOLATE_NONE
     start = snapshot(model) if interpolating else None  # LP-FT: the probe's network
-    mirror = mirror_check(model, prepared, cut, pixels["train"], config, batches.micro_batch)
+    mirror = mirror_check(model, prepared, cut, config)
     settings, groups = setup_network(model, config, batches.micro_batch if batches.accumulation > 1 else 0)
     patience, reason = resolved_patience(config.patience, val_y, config.strategy_entry.pretrained)
     log.info("early stopping: %s", reason)
