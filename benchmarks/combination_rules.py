@@ -18,7 +18,9 @@ always-``ensemble`` fits them) averaged in pairs and all three, regret against t
 option, and a paired test over data sets against today's pair. The third asks whether the
 ensemble's temperatures should come from the out-of-fold predictions (as shipped) or from the
 final members' validation images (as always-``ensemble`` fits them): the default's own trained
-members, their test logits combined both ways.
+members, their test logits combined both ways - and, to measure how far calibration could move the
+ensemble at all, with temperatures fitted on the test split itself (an oracle, never a rule).
+``--default`` is a ``default_on_own_images.py --out`` folder or an ``imbalanced.py --out`` one.
 
     python benchmarks/combination_rules.py --study runs/study-colour --default runs/default-own \\
         --cache-dir /tmp/study-cache
@@ -61,7 +63,8 @@ def study_folder(candidate: str) -> str | None:
 def prepared_run(run: Path):
     """A finished run's data, split as it was (its saved config; nothing is written)."""
     saved = json.loads((run / "metrics.json").read_text())["config"]
-    fields = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
+    # --augment applies to the trained options only; the split does not depend on it
+    fields = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__ and k != "augment"}
     return prepare(TrainConfig(**{**fields, "strategy": "head"}))
 
 
@@ -177,12 +180,20 @@ def reference_members(study: Path) -> dict[str, dict[str, float]]:
     return rows
 
 
+def default_runs(default: Path, seeds: list[int]) -> list[Path]:
+    """The default's run folders of ``seeds`` in ``default``: ``default_on_own_images.py``'s
+    (``runs/<cell>-seed<s>``) or ``imbalanced.py``'s (``runs/<folder>-seed<s>-auto-table``)."""
+    return sorted(run for seed in seeds for pattern in (f"*-seed{seed}", f"*-seed{seed}-auto-table")
+                  for run in (default / "runs").glob(pattern))  # fmt: skip
+
+
 def temperature_sources(default: Path, seeds: list[int]) -> dict[str, dict[str, float]]:
     """Per ensemble the default trained (runs of ``seeds``): its test balanced accuracy with the
     out-of-fold temperatures, with temperatures fitted on the final members' validation logits,
-    and with none (every member at 1)."""
+    with none (every member at 1), and - to measure how much calibration could move it at all,
+    never a rule - with each member's temperature fitted on the test split itself."""
     rows = {}
-    for run in sorted(r for seed in seeds for r in (default / "runs").glob(f"*-seed{seed}")):
+    for run in default_runs(default, seeds):
         plan = json.loads((run / "plan.json").read_text())
         if len(plan.get("members") or ()) < 2:
             continue
@@ -193,11 +204,14 @@ def temperature_sources(default: Path, seeds: list[int]) -> dict[str, dict[str, 
         weights = [m["weight"] for m in members]
         by_source = {"out of fold": [m["temperature"] for m in members],
                      "validation": [fit_temperature(outputs[m["candidate"], "val"], val_labels) for m in members],
-                     "none": [1.0] * len(members)}
-        rows[run.name.replace("-seed", "#")] = {
-            source: balanced(combined([outputs[m["candidate"], "test"] for m in members], temperatures, weights),
-                             test_labels, prepared.classes)
-            for source, temperatures in by_source.items()}  # fmt: skip
+                     "none": [1.0] * len(members),
+                     "test (oracle)": [fit_temperature(outputs[m["candidate"], "test"], torch.from_numpy(test_labels))
+                                       for m in members]}  # fmt: skip
+        folder = run.name.removesuffix("-auto-table")  # imbalanced.py's folders: one set's seeds
+        cell = folder.replace("-seed", "@seed") if folder != run.name else run.name.replace("-seed", "#")
+        rows[cell] = {source: balanced(combined([outputs[m["candidate"], "test"] for m in members], temperatures, weights),
+                                       test_labels, prepared.classes)
+                      for source, temperatures in by_source.items()}  # fmt: skip
     return rows
 
 
@@ -214,7 +228,8 @@ def print_table(rows: dict[str, dict[str, float]], title: str, worst: bool = Tru
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="runs/study-colour")
-    parser.add_argument("--default", default="runs/default-own")
+    parser.add_argument("--default", default="runs/default-own",
+                        help="default_on_own_images.py's or imbalanced.py's --out folder")
     parser.add_argument("--cache-dir", default="/tmp/study-cache")
     parser.add_argument("--seeds", type=int, nargs="+", default=[SEED], help="the default's runs the temperature "
                         "table reads (the rule tables read seed 0)")  # fmt: skip
@@ -226,7 +241,7 @@ def main() -> None:
     temperatures = temperature_sources(Path(args.default), args.seeds)
     print_table(temperatures, "Test balanced accuracy (%) of the default's ensembles by where their temperatures come from",
                 worst=False)
-    for other in ("validation", "none"):
+    for other in ("validation", "none", "test (oracle)"):
         higher = sum(r[other] > r["out of fold"] for r in temperatures.values())
         lower = sum(r[other] < r["out of fold"] for r in temperatures.values())
         test = paired_test_by_set({cell.replace("#", "-seed"): {k: -v for k, v in r.items()} for cell, r in
