@@ -5,9 +5,10 @@ import torch
 
 import transferlab as tl
 from transferlab.advisor.measure import random_twin
+from transferlab.config import SPECIFIC_OPTIONS
 from transferlab.forecast import Forecaster
 from transferlab.plan import Plan, decide_by_forecast, signals_of, transfer_gain
-from transferlab.strategies import advised_options, forecast_options
+from transferlab.strategies import STRATEGIES, advised_options, forecast_options
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,9 @@ def test_auto_carries_out_a_saved_plan(advised, tmp_path):
     resolved = plan.resolved_config  # the run that carries the plan out, every default filled in, beside what was typed
     assert plan.config["strategy"] == "auto" and plan.config["epochs"] is None
     assert (resolved["strategy"], resolved["cut"], resolved["resolution"]) == (plan.strategy, plan.cut, 32)
-    assert resolved["epochs"] >= 1 and resolved["lr"] > 0 and resolved["device"] == "cpu"
+    options = STRATEGIES[plan.strategy].options  # the planned strategy's own: filled in; any other's: not recorded
+    assert {name for name in resolved if name in SPECIFIC_OPTIONS} == options and resolved["device"] == "cpu"
+    assert all(resolved[name] > 0 for name in ("epochs", "lr") if name in options)
     metrics = tl.train(str(data), strategy="auto", plan=str(path), out=str(tmp_path / "run"),
                        cache_dir=str(root / "cache"), epochs=5).metrics  # fmt: skip
     assert metrics["strategy"] == plan.strategy and metrics["cut"] == plan.cut
