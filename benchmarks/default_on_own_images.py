@@ -6,7 +6,8 @@ For each cell and seed a study finished (``transferlab study --pool colour --out
 check, training. Its test balanced accuracy is set beside the study's options on the same split
 (the study's ``head``, ``truncate`` at every cut, ``finetune``, ``multicut``, ``scratch``,
 ``ensemble``): regret against the best of them, and against always-``ensemble`` (today's safe
-choice), always-``head``, always-``finetune`` and always-``multicut``; and the seconds the
+choice), always-``head``, always-``finetune``, always-``multicut`` and, where the study wrote its
+``study.json``, the forecast rule (the study's leave-one-data-set-out advisor); and the seconds the
 out-of-fold check's folds took to train (not compared with the study's run times: those ran under another load and
 paid for the features the default's runs then found cached). One JSON file per run in --out; a
 rerun resumes.
@@ -50,8 +51,20 @@ def run_default(config: dict, data: str, seed: int, out: Path, cache_dir: str | 
             "crossfit_seconds": crossfit.get("fold_seconds"), "reason": crossfit.get("reason")}  # fmt: skip
 
 
+def forecast_picks(study: Path) -> dict[tuple[str, int], str]:
+    """The study's leave-one-data-set-out forecast rule (the advisor, ``auto`` before the check and
+    its fallback since): its pick's run folder per (cell, seed), from ``study.json`` where the study wrote one."""
+    path = study / "study.json"
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    seeds = saved["settings"]["seeds"]
+    return {(cell, seeds[i]): pick.replace("@", "-", 1) for cell, scored in saved["cells"].items()
+            for i, pick in enumerate(scored["picks"])}  # fmt: skip
+
+
 def cell_rows(args, study: Path) -> list[dict]:
-    rows = []
+    rows, picks = [], forecast_picks(study)
     for cell in sorted(p for p in study.iterdir() if p.is_dir() and "@" in p.name):
         data, size = cell.name.rsplit("@", 1)
         if args.data and data not in args.data or int(size) not in args.sizes:
@@ -65,7 +78,8 @@ def cell_rows(args, study: Path) -> list[dict]:
                 record(path, functools.partial(run_default, runs["head-final"]["config"], data, seed,
                                                args.out / "runs" / f"{cell.name}-seed{seed}", args.cache_dir))  # fmt: skip
             if path.exists():
-                rows.append({"cell": cell.name, "seed": seed, "default": json.loads(path.read_text()), "runs": runs})
+                rows.append({"cell": cell.name, "seed": seed, "default": json.loads(path.read_text()), "runs": runs,
+                             "forecast pick": picks.get((cell.name, seed))})  # fmt: skip
     return rows
 
 
@@ -80,6 +94,8 @@ def regrets(row: dict) -> dict[str, float]:
     for option in BASELINES:
         name = next(n for n in scores if option_of(n) == option)
         found[f"always {option}"] = best - scores[name]
+    if row["forecast pick"] is not None:
+        found["forecast rule"] = best - scores[row["forecast pick"]]
     return {k: 100 * v for k, v in found.items()}
 
 
@@ -101,6 +117,8 @@ def seed_averaged_regrets(rows: list[dict]) -> dict[str, dict[str, float]]:
         regret = {"default": best - mean["default"]}
         for option in BASELINES:
             regret[f"always {option}"] = best - mean[next(n for n in options if option_of(n) == option)]
+        if all(row["forecast pick"] is not None for row in seeds):
+            regret["forecast rule"] = best - np.mean([row["runs"][row["forecast pick"]]["balanced_accuracy"] for row in seeds])
         found[cell] = {rule: 100 * value for rule, value in regret.items()}
     return found
 
@@ -139,7 +157,7 @@ def main() -> None:
         print(f"default against always ensemble, seed-averaged: {test['mean_difference']:+.2f} points less regret "
               f"over {test['sets']} data sets (p = {test['p_value']:.2f})")
     scored = {f"{row['cell']}#{row['seed']}": regret for row, regret in table}
-    for baseline in ("always ensemble", "always multicut"):
+    for baseline in [rule for rule in ("always ensemble", "always multicut", "forecast rule") if rule in rules]:
         test = paired_test_by_set(scored, "default", baseline)
         print(f"default against {baseline}: {test['mean_difference']:+.2f} points less regret on average over "
               f"{test['sets']} data sets (exact sign-flip test over sets, p = {test['p_value']:.2f})")
