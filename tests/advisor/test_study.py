@@ -55,6 +55,7 @@ def test_the_race_sees_only_what_its_budget_buys():
     seed.runs["head@final"] = dataclasses.replace(seed.runs["head@final"], seconds=0.4)  # 0.1 s an epoch
     assert study.race(seed, budget=3.0) == "head@final"  # nobody else finished an epoch (2.5 s each)
     assert study.race(seed, budget=1000.0) == "finetune@final"  # everyone ran to the end
+    assert study.race(seed, budget=1.0) is None  # 0.05 s an arm in the first round: no arm watched, no race
 
 
 def test_each_parent_set_is_scored_by_a_forecaster_that_never_saw_it(monkeypatch):

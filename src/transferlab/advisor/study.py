@@ -410,10 +410,12 @@ def trained(key: str) -> bool:
     return not run_strategy(key).members
 
 
-def race(seed: SeedRecord, budget: float) -> str:
+def race(seed: SeedRecord, budget: float) -> str | None:
     """Successive halving over every run of the seed with ``budget`` seconds: rounds of equal
     shares, each arm watched by its validation trajectory (an epoch costs its run's seconds over
-    its epochs), the better half kept; the last arm standing (best watched) is the pick."""
+    its epochs), the better half kept; the last arm standing (best watched) is the pick. ``None``
+    where the first round's shares watch no arm at all: the race cannot run on that budget (its
+    first cut would drop arms it never saw; a computed head's one step is its whole run)."""
     arms = {key: (run.seconds / len(run.trajectory), run.trajectory) for key, run in seed.runs.items()}
     spent = dict.fromkeys(arms, 0.0)
     alive = list(arms)
@@ -424,9 +426,11 @@ def race(seed: SeedRecord, budget: float) -> str:
         epochs = min(len(trajectory), int(spent[key] / per_epoch))
         return trajectory[epochs - 1] if epochs else -1.0
 
-    for _ in range(rounds):
+    for round_number in range(rounds):
         for key in alive:
             spent[key] += budget / rounds / len(alive)
+        if round_number == 0 and max(map(watched, alive)) < 0:
+            return None
         alive = sorted(alive, key=watched, reverse=True)[: max(1, len(alive) // 2)]
     return alive[0]
 
@@ -444,13 +448,14 @@ def score_parent(train: list[SeedRecord], test: dict[str, list[SeedRecord]]) -> 
         brute_force = [sum(r.seconds for key, r in s.runs.items() if trained(key)) for s in seeds]
         means = cell_means(seeds)
         oracle = max(means, key=means.get)
+        halving = [race(s, s.measured.seconds) for s in seeds]
         scored[cell] = {
             "seeds": len(seeds), "oracle": oracle, "oracle_accuracy": means[oracle],
             "picks": picks, "advisor": regret(seeds, picks),
             **{f"always {name}": regret(seeds, [always(name)] * len(seeds)) for name in baseline_options()},
             "forecast, any option": regret(seeds, any_option),
             "threshold rule": regret(seeds, [run_key(d.strategy, d.cut) for d in rule]),
-            "successive halving": regret(seeds, [race(s, s.measured.seconds) for s in seeds]),
+            "successive halving": None if None in halving else regret(seeds, halving),
             PICK_NOISE: one_seed_pick_regret(seeds),
             "cost": float(np.median([s.measured.seconds / b for s, b in zip(seeds, brute_force)])),
             "training cost": float(np.median([s.runs[p].seconds / b for s, p, b in zip(seeds, picks, brute_force)])),
@@ -562,7 +567,8 @@ def _plot_regrets(scored: dict[str, dict]):
     cells = list(scored)
     height = 0.8 / len(RULES)
     for i, rule in enumerate(RULES):
-        axis.barh(np.arange(len(cells)) + i * height, [scored[c][rule] for c in cells], height, label=rule)
+        regrets = [np.nan if scored[c][rule] is None else scored[c][rule] for c in cells]  # None: not defined
+        axis.barh(np.arange(len(cells)) + i * height, regrets, height, label=rule)
     defined = [i for i, c in enumerate(cells) if scored[c][PICK_NOISE] is not None]
     axis.plot([scored[cells[i]][PICK_NOISE] for i in defined], np.asarray(defined) + 0.4, "k|", markersize=12,
               label=PICK_NOISE)  # fmt: skip
