@@ -44,8 +44,8 @@ def main() -> None:
     backbone = build_backbone(args.backbone)
     features = nn.Sequential(Normalize(backbone.preprocessing.mean, backbone.preprocessing.std),
                              body_at(backbone, FINAL_CUT)).eval()  # fmt: skip
-    changed = "cropped" if args.crops else "mirrored"
-    print(f"| data | seed | images | as they are | {changed} | drop, standard errors | changes labels |")
+    change = "cropped" if args.crops else "mirrored"
+    print(f"| data | seed | images | as they are | {change} | drop, standard errors | changes labels |")
     print("|---|---|---|---|---|---|---|")
     for name in args.data:
         for seed in args.seeds:
