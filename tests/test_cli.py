@@ -214,7 +214,7 @@ def test_a_mistyped_option_is_one_line_not_the_usage(tmp_path):
         (("--strategy", "scratch", "--tune", "bias"), "--tune applies to finetune, ensemble, not to --strategy scratch."),
         (("--strategy", "head", "--regularizer", "bss"), "--regularizer applies to finetune, ensemble, not to --strategy head."),
         (("--strategy", "truncate", "--augment"), "--augment applies to finetune, ensemble, scratch, not to --strategy truncate."),
-        (("--strategy", "finetune", "--holdout"), "--holdout applies to head, truncate, multicut, ensemble, not to --strategy finetune."),
+        (("--strategy", "scratch", "--holdout"), "--holdout applies to head, truncate, finetune, multicut, ensemble, not to --strategy scratch."),
         (("--strategy", "head", "--cut", "blocks.2"), "use --strategy truncate or finetune for --cut blocks.2"),
         (("--strategy", "finetune", "--lora-rank", "8"), "--lora-rank applies to --tune lora, not to --tune all."),
     ],

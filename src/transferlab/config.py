@@ -142,9 +142,11 @@ class TrainConfig:
                                                       "0.01 for l2-sp, 0.001 for bss)")  # fmt: skip
     schedule: str = option("cosine", "warm-up + cosine, or one-cycle (Smith 2018)", choices=SCHEDULES)
     init: str = option("kaiming-normal", "initializer of the body's layers")
-    holdout: bool = option(False, "keep the validation images out of the closed-form head's fit (by default it "
-                                  "fits them too: its penalty and temperature are chosen leave-one-out, and the "
-                                  "validation images are scored leave-one-out; a val/ folder is always held out)")
+    holdout: bool = option(False, "keep the validation images out of every fit (by default the closed-form head "
+                                  "fits them too, its penalty and temperature chosen and the validation images scored "
+                                  "leave-one-out, and a pretrained network trains on them where nothing is chosen on "
+                                  "them: fewer than 10 in the smallest class, no --patience; a val/ folder is always "
+                                  "held out)")
     unlabeled: str | None = option(None, "a folder of images without labels to learn from "
                                          "too (default: DATA/unlabeled/ when it exists); kept only when the validation "
                                          "images say they help")  # fmt: skip
@@ -378,7 +380,7 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
     """The config that carries out ``plan``.
 
     Precedence: the user's explicit ``cut``, ``epochs``, ``lr``, ``resolution``, ``fit``,
-    ``freeze_bn`` and ``augment`` win (each where the planned strategy takes it); the plan sets the
+    ``freeze_bn``, ``augment`` and ``holdout`` win (each where the planned strategy takes it); the plan sets the
     strategy, the backbone and everything left unset (for an ensemble the members keep their own
     epochs, rate, BatchNorm setting and augmentation). A
     user's cut on a plan for ``head`` makes it ``truncate`` at that cut (the body stays frozen);
@@ -394,10 +396,12 @@ def with_plan(config: TrainConfig, plan: Plan) -> TrainConfig:
                               f"with --cut {cut}. Leave --cut out, or choose another --strategy.")  # fmt: skip
         strategy = get_strategy(strategy.with_cut)
     planned = {"epochs": (config.epochs, plan.epochs), "lr": (config.lr, plan.lr),
-               "freeze_bn": (config.freeze_bn, plan.freeze_bn), "augment": (config.augment, plan.augment or None)}  # fmt: skip
+               "freeze_bn": (config.freeze_bn, plan.freeze_bn), "augment": (config.augment, plan.augment or None),
+               "holdout": (config.holdout or None, plan.holdout or None)}  # fmt: skip
     settings = {} if strategy.members else {  # an ensemble's members each keep their own
         name: typed if typed is not None else from_plan
-        for name, (typed, from_plan) in planned.items() if name in strategy.options}  # fmt: skip
+        for name, (typed, from_plan) in planned.items() if name in strategy.options
+        and (typed, from_plan) != (None, None)}  # fmt: skip
     return for_strategy(config, strategy.name, plan=None, cut=None if cut in whole else cut,
                         resolution=config.resolution or plan.resolution, fit=config.fit or plan.fit, backbone=plan.backbone,
                         **settings)  # fmt: skip

@@ -214,13 +214,14 @@ class Plan:
     candidates: tuple[dict, ...] = ()  # with several candidate backbones: the ranking that chose ``backbone``
     learning_curve: tuple[tuple[int, float], ...] = ()  # (images per class, probe accuracy) at the best cut
     members: tuple[dict, ...] = ()  # a combination checked on the user's images: candidate, strategy, cut,
-    #                                  freeze_bn, augment, weight, temperature (``advisor.decide``); empty: one strategy
+    #                                  freeze_bn, augment, holdout, weight, temperature (``advisor.decide``); empty: one
     crossfit: dict = field(default_factory=dict)  # the out-of-fold evidence per candidate, its cost and the reason
     config: dict = field(default_factory=dict)  # the configuration as typed when the plan was made
     resolved_config: dict = field(default_factory=dict)  # the run that carries the plan out, every default filled in
     fit: str = "crop"  # how non-square images become square (:data:`.images.FITS`)
     fit_check: dict = field(default_factory=dict)  # the two fits compared on the sample, where its images are not square
     augment: bool = False  # the planned network trains on augmented images (as the check scored it)
+    holdout: bool = False  # the planned network keeps the validation images out (the check's kept run was scored there)
 
     def to_json(self) -> dict:
         return asdict(self)

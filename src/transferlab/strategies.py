@@ -209,9 +209,9 @@ register_strategy(Strategy(
 register_strategy(Strategy(
     FINETUNING, "a linear probe first (computed in closed form), then everything trains from the pretrained weights (LP-FT)",
     epochs=8, lr=3e-4, stages=("probe", "network"), trains="the head, then the whole network", cuts="any", freeze_bn=True,
-    recipe=4, layer_decay=True, anchor="probe_final", candidate=True, baseline=True,
+    recipe=5, layer_decay=True, anchor="probe_final", candidate=True, baseline=True,
     options=_NETWORK_OPTIONS | {"layer_decay", "tune", "lora_rank", "regularizer", "regularizer_strength",
-                                "interpolate"},
+                                "interpolate", "holdout"},
 ))
 register_strategy(Strategy(
     EVERY_CUT, "frozen body, one linear head over the pooled features of every cut (Head2Toe, Evci et al. 2022), "

@@ -50,7 +50,7 @@ def test_the_pilot_fine_tunes_one_epoch_without_the_test_split(image_folder, tmp
     real = pilot_module.fit_stages
 
     def watched(prepared, config, out):
-        seen.append((prepared.splits.test, config.strategy, config.epochs, config.freeze_bn))
+        seen.append((prepared.splits.test, config.strategy, config.epochs, config.freeze_bn, config.holdout))
         found = real(prepared, config, out)
         seen.append(found[2])
         return found
@@ -60,9 +60,10 @@ def test_the_pilot_fine_tunes_one_epoch_without_the_test_split(image_folder, tmp
     prepared = prepare(config)
     result = pilot_module.pilot_finetune(prepared, config)
     stages = seen.pop()
-    assert seen == [(None, "finetune", 1, True)]
+    assert seen == [(None, "finetune", 1, True, True)]  # scored on the validation images: never trained on them
     assert 0 <= result.probe_val_accuracy <= 1 and 0 <= result.tuned_val_accuracy <= 1 and result.val_images == 3
     probe, network = stages.values()  # the parts the cost estimate reads, each the stage's own
+    assert "validation" not in probe.details and "validation" not in network.details  # neither fitted them
     assert result.probe_seconds == sum(probe.seconds.values())
     assert result.features_seconds == probe.seconds["features_seconds"]
     assert result.epoch_seconds == network.seconds["network_seconds"]

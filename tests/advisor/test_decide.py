@@ -404,6 +404,9 @@ def test_above_the_fold_limit_the_check_is_the_final_run_and_its_fine_tuning_is_
     assert "no fine-tuning pilot ran" in result.plan.explanation and evidence["estimate_seconds"] is None
     trained = [name for name, row in evidence["candidates"].items() if row["weight"]]
     assert set(evidence["checkpoints"]) == {name for name in trained if name in body}
+    # scored on the validation split, a network keeps it out (one image a class: it would train on it otherwise)
+    members = result.plan.members or ({"candidate": trained[0], "holdout": result.plan.holdout},)
+    assert all(bool(m["holdout"]) == (m["candidate"] in body) for m in members)
     assert tl.load(tmp_path / "run" / "model").predict([str(next((data / "red").iterdir()))], top_k=1)
 
 

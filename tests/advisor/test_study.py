@@ -5,7 +5,7 @@ import dataclasses
 import json
 
 import pytest
-from conftest import CHROMIUM, render
+from conftest import CHROMIUM, render, write_folder
 
 from transferlab.advisor import study
 from transferlab.advisor.advise import Measurements
@@ -122,8 +122,12 @@ def test_quick_study_runs_every_option_and_scores_the_advisor_leaving_each_set_o
     assert seed["measurements"]["pilot"]["val_images"] == 4 * 5  # 4 classes, validation as large as training
     ensemble = json.loads((out / "orientation@5" / "seed0" / "ensemble-final" / "study-run.json").read_text())
     assert [m["strategy"] for m in ensemble["config"]["members"]] == ["multicut", "finetune"]
-    members = [json.loads((out / "orientation@5" / "seed0" / f / "study-run.json").read_text())["result"]
-               for f in ("multicut-all", "finetune-final")]  # fmt: skip
+    # 5 validation images a class choose nothing: `finetune` alone trained on them, the ensemble's member (tempered
+    # there) kept them out, a run of its own
+    runs = {f: json.loads((out / "orientation@5" / "seed0" / f / "study-run.json").read_text())["result"]
+            for f in ("multicut-all", "finetune-final", "finetune-final-held-out")}  # fmt: skip
+    assert runs["finetune-final"]["trained_on_validation"] and not runs["finetune-final-held-out"]["trained_on_validation"]
+    members = [runs["multicut-all"], runs["finetune-final-held-out"]]
     assert ensemble["result"]["seconds"] == pytest.approx(sum(m["seconds"] for m in members))  # it costs both members
     assert 0.25 <= ensemble["result"]["balanced_accuracy"] <= 1  # above chance on four orientations
     assert Forecaster.load(out / "forecaster.json").cells == 2
@@ -193,17 +197,28 @@ def test_an_ensembles_runs_are_redone_when_a_members_recipe_changes(monkeypatch)
 
 def test_the_studys_ensemble_trains_its_members_as_the_ensemble_strategy_does_at_each_size(tmp_path):
     from transferlab.config import for_strategy
+    from transferlab.data import split_dataset
+    from transferlab.datasets import load_dataset
     from transferlab.trainer.train import ensemble_members
 
     base = study.TrainConfig(data="digits")
     configs = {key: for_strategy(base, key.split("@")[0], out=str(tmp_path / key.replace("@", "-")))
                for key in ("multicut@all", "finetune@final")}  # fmt: skip
     members = list(configs)
-    assert study.member_configs(configs, "ensemble@final", members, 10) == list(configs.values())  # 20 labelled a class
-    multicut, finetune = study.member_configs(configs, "ensemble@final", members, 30)  # 60 labelled a class
+    runs = {key: study.RunResult(0.5, 1.0, ()) for key in members}
+    assert study.member_configs(configs, "ensemble@final", members, 10, runs) == list(configs.values())  # 20 a class
+    multicut, finetune = study.member_configs(configs, "ensemble@final", members, 30, runs)  # 60 labelled a class
     assert multicut is configs["multicut@all"]
     assert finetune.strategy == "finetune" and finetune.augment is True and finetune.out.endswith("finetune-final-augmented")
-    for size in (10, 30):  # as --strategy ensemble trains them on a folder of that many labelled images a class
-        trained = ensemble_members(for_strategy(base, "ensemble"), tmp_path, None, study.labelled_per_class(size))
-        studied = study.member_configs(configs, "ensemble@final", members, size)
+    assert not finetune.holdout
+    # where the option's own network trained on its validation images, the member (tempered there) is a run of its own
+    trained_there = {**runs, "finetune@final": study.RunResult(0.5, 1.0, (), trained_on_validation=True)}
+    multicut, finetune = study.member_configs(configs, "ensemble@final", members, 5, trained_there)
+    assert multicut is configs["multicut@all"] and finetune.holdout and finetune.out.endswith("finetune-final-held-out")
+    for size in (5, 10, 30):  # as --strategy ensemble trains them on a folder of that many labelled images a class
+        write_folder(tmp_path / f"d{size}", per_class=study.labelled_per_class(size))
+        splits = split_dataset(load_dataset(str(tmp_path / f"d{size}")), val_fraction=0.5)  # the study's protocol
+        trained = ensemble_members(for_strategy(base, "ensemble"), tmp_path, None, splits)
+        studied = study.member_configs(configs, "ensemble@final", members, size, trained_there if size < 10 else runs)
         assert [m.config.resolved_augment for m in trained] == [c.resolved_augment for c in studied]
+        assert [m.config.holdout for m in trained] == [c.holdout for c in studied] == [False, size < 10]

@@ -53,17 +53,57 @@ def test_the_head_is_computed_with_the_validation_images_unless_held_out(run, tm
 
 
 @pytest.mark.parametrize(("cut", "frozen"), [("final", "head"), ("all", "multicut")])
-def test_lp_fts_probe_is_the_held_out_head_computed_on_the_training_split_alone(run, tmp_path, cut, frozen):
-    """The probe that starts ``finetune`` is the frozen head's closed form without the validation
-    images (they choose the network's epoch and alpha): the same fit as ``head --holdout`` on the
-    same features - over every cut, ``multicut``'s, each tap standardized and weighed alike - on a
+@pytest.mark.parametrize("holdout", [False, True])
+def test_lp_fts_probe_is_the_frozen_head_computed_on_the_images_the_network_trains_on(run, tmp_path, cut, frozen, holdout):
+    """The probe that starts ``finetune`` is the frozen head's closed form on the images the network
+    then trains on: here (3 validation images a class, nothing chosen on them) the training and
+    validation images, as ``head`` fits them; with ``--holdout`` the training split alone, as ``head
+    --holdout``. Over every cut it is ``multicut``'s, each tap standardized and weighed alike; on a
     balanced folder, where the frozen heads' balanced class weights are all 1."""
     _, config, _ = run
-    held = tl.train(config, strategy=frozen, holdout=True, out=str(tmp_path / "held")).metrics["history"][0]
-    probe = tl.train(config, strategy="finetune", cut=cut, epochs=1, out=str(tmp_path / "ft")).metrics["probe_history"]
+    head = tl.train(config, strategy=frozen, holdout=holdout, out=str(tmp_path / "head")).metrics["history"][0]
+    probe = tl.train(config, strategy="finetune", cut=cut, epochs=1, holdout=holdout,
+                     out=str(tmp_path / "ft")).metrics["probe_history"]  # fmt: skip
     assert len(probe) == 1
     for key in ("penalty", "loo_accuracy", "temperature", "train_loss", "val_loss", "val_accuracy"):
-        assert probe[0][key] == pytest.approx(held[key], rel=1e-5), key
+        assert probe[0][key] == pytest.approx(head[key], rel=1e-5), key
+
+
+@pytest.mark.parametrize(("options", "trains_on_validation"), [
+    ({}, True), ({"holdout": True}, False), ({"patience": 2}, False), ({"val_fraction": 0.5}, True),
+])  # fmt: skip
+def test_a_pretrained_network_trains_on_the_validation_images_where_nothing_is_chosen_on_them(
+        run, tmp_path, monkeypatch, options, trains_on_validation):  # fmt: skip
+    """With fewer than 10 validation images in the smallest class no epoch and no alpha are chosen on
+    them, so the network trains on them too (and says so), unless ``--holdout`` keeps them out or
+    ``--patience`` chooses an epoch on them."""
+    from transferlab.trainer import network
+
+    fitted = []
+    real = network.fit_network
+    monkeypatch.setattr(network, "fit_network", lambda model, groups, x, y, *rest, **kw: fitted.append(len(y)) or
+                        real(model, groups, x, y, *rest, **kw))  # fmt: skip
+    _, config, _ = run
+    metrics = tl.train(config, strategy="finetune", epochs=1, out=str(tmp_path / "ft"), **options).metrics
+    assert fitted == [metrics["num_train"] + metrics["num_val"] if trains_on_validation else metrics["num_train"]]
+    assert (metrics.get("validation") == network.TRAINED_ON_VALIDATION) == trains_on_validation
+
+
+def test_a_val_folder_is_never_trained_on(tmp_path, monkeypatch):
+    """The user's own ``val/`` folder is held out however few images it has."""
+    from conftest import write_folder
+
+    from transferlab.trainer import network
+
+    write_folder(tmp_path / "d" / "train", per_class=6)
+    write_folder(tmp_path / "d" / "val", per_class=2, seed=1)
+    fitted = []
+    real = network.fit_network
+    monkeypatch.setattr(network, "fit_network", lambda model, groups, x, y, *rest, **kw: fitted.append(len(y)) or
+                        real(model, groups, x, y, *rest, **kw))  # fmt: skip
+    metrics = tl.train(str(tmp_path / "d"), strategy="finetune", epochs=1, resolution=48, out=str(tmp_path / "ft"),
+                       cache_dir=str(tmp_path / "cache")).metrics  # fmt: skip
+    assert fitted == [metrics["num_train"]] and "validation" not in metrics
 
 
 def test_truncate_trains_a_head_on_an_early_stage(run, tmp_path):

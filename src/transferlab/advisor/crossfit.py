@@ -252,8 +252,9 @@ def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, can
         if trajectory is not None and not trajectory and "trajectory" in record:  # the first: later ones race its epochs
             trajectory.extend(record["trajectory"])
         return record
-    if fold.final_run:
-        config = dataclasses.replace(config, out=str(folder / f"run-{key}"), resume=True)
+    if fold.final_run:  # scored on its validation split: a network keeps it out (it may not train on it)
+        held_out = config.holdout or STRATEGIES[candidate.strategy].trains_body
+        config = dataclasses.replace(config, out=str(folder / f"run-{key}"), resume=True, holdout=held_out)
     racing = fold.final_run and trajectory is not None and distributed.world_size() == 1  # one process may not stop alone
     watch = race(trajectory) if racing else None
     first = watch is not None and not trajectory

@@ -60,10 +60,14 @@ def cost_estimate(plan: Plan, chosen: list[Candidate], folds: list[Fold], config
     return total
 
 
-def _members(combination: Combination, chosen: list[Candidate]) -> tuple[dict, ...]:
+def _members(combination: Combination, chosen: list[Candidate], final_run: bool) -> tuple[dict, ...]:
+    """The chosen candidates as the plan's members; where the check was the ``final_run``, one that
+    trains the body keeps the validation images out, as its kept run did (``holdout``)."""
     by_name = {c.name: c for c in chosen}
+    held_out = {name: True if final_run and STRATEGIES[by_name[name].strategy].trains_body else None
+                for name in combination.members}  # fmt: skip
     return tuple({"candidate": name, "strategy": by_name[name].strategy, "cut": fold_cut(by_name[name]),
-                  "freeze_bn": by_name[name].freeze_bn, "augment": by_name[name].augment,
+                  "freeze_bn": by_name[name].freeze_bn, "augment": by_name[name].augment, "holdout": held_out[name],
                   "weight": combination.weights[name],
                   "temperature": combination.temperatures[name]} for name in combination.members)  # fmt: skip
 
@@ -105,14 +109,14 @@ def _words(combination: Combination, evidence: dict) -> str:
 
 def decided_plan(plan: Plan, combination: Combination, chosen: list[Candidate], evidence: dict) -> Plan:
     """``plan`` carrying out ``combination``: one candidate's strategy, or the ensemble of several."""
-    members = _members(combination, chosen)
+    members = _members(combination, chosen, evidence["folds"] == "holdout")
     explanation = f"{plan.explanation} {_words(combination, evidence)}"
     if len(members) == 1:
         member, entry = members[0], STRATEGIES[members[0]["strategy"]]
         freeze_bn = entry.freeze_bn if member["freeze_bn"] is None else member["freeze_bn"]
         return dataclasses.replace(plan, strategy=entry.name, cut=member["cut"], lr=entry.lr, epochs=entry.epochs,
-                                   freeze_bn=freeze_bn, augment=bool(member["augment"]), explanation=explanation,
-                                   crossfit=evidence, members=())  # fmt: skip
+                                   freeze_bn=freeze_bn, augment=bool(member["augment"]), holdout=bool(member["holdout"]),
+                                   explanation=explanation, crossfit=evidence, members=())  # fmt: skip
     entry = ensemble_entry()
     return dataclasses.replace(plan, strategy=entry.name, cut=FINAL_CUT,
                                lr=entry.lr, epochs=entry.epochs, freeze_bn=entry.freeze_bn, explanation=explanation,

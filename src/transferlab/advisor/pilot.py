@@ -44,10 +44,11 @@ class Pilot:
 
 def pilot_finetune(prepared: PreparedRun, config: TrainConfig) -> Pilot:
     """One pilot epoch of ``finetune`` (frozen BatchNorm statistics, as the plan would train it) on
-    ``prepared``'s training split, scored on its validation split."""
+    ``prepared``'s training split, scored on its validation split (held out: never trained on)."""
     started = time.perf_counter()
     pilot = for_strategy(config, FINETUNING, cut=None, epochs=PILOT_EPOCHS, warmup_epochs=PILOT_WARMUP_EPOCHS,
-                         freeze_bn=True, resume=False, tensorboard=None, interpolate=INTERPOLATE_NONE)  # fmt: skip
+                         freeze_bn=True, resume=False, tensorboard=None, interpolate=INTERPOLATE_NONE,
+                         holdout=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="transferlab-pilot-") as scratch_dir:
         _, _, stages = fit_stages(prepared.without_test(), pilot, Path(scratch_dir))
     probe, network = (stages[name] for name in STRATEGIES[FINETUNING].stages)  # the linear probe, then the network

@@ -67,6 +67,7 @@ from ..strategies import (
 )
 from ..trainer.context import Stage
 from ..trainer.loops import kept_epoch
+from ..trainer.network import TRAINED_ON_VALIDATION
 from ..trainer.train import ensemble_stage, member_settings, train_prepared
 from .advise import Measurements, measure_prepared
 
@@ -159,18 +160,24 @@ def labelled_per_class(size: int) -> int:
     return 2 * size
 
 
-def member_configs(configs: dict[str, TrainConfig], ensemble: str, members: list[str], size: int) -> list[TrainConfig]:
+def member_configs(configs: dict[str, TrainConfig], ensemble: str, members: list[str], size: int,
+                   runs: dict[str, RunResult]) -> list[TrainConfig]:  # fmt: skip
     """The members of the ensemble run ``ensemble`` as its strategy trains them at ``size`` (the
-    table's defaults, :func:`.trainer.train.ensemble_members`): each the option's own run, or where
-    the ensemble trains that member on augmented images at this many labelled images a class, that
-    member augmented, a run of its own."""
+    table's defaults, :func:`.trainer.train.ensemble_members`): each the option's own run, or a run
+    of its own where the ensemble trains that member otherwise - on augmented images at this many
+    labelled images a class, or keeping out the validation images its temperature is fitted on,
+    which the option's own run (in ``runs``) trained on."""
     augment = run_strategy(ensemble).augments_members(labelled_per_class(size))
     found = []
     for key in members:
         settings = member_settings(run_strategy(key).name, augment)
+        changes = {"augment": True} if settings.get("augment") else {}
+        if runs[key].trained_on_validation:
+            changes["holdout"] = True
         config = configs[key]
-        found.append(dataclasses.replace(config, **settings, out=f"{config.out}-augmented") if settings.get("augment")
-                     else config)  # fmt: skip
+        suffix = "".join(f"-{name}" for name, on in (("augmented", "augment" in changes), ("held-out", "holdout" in changes))
+                         if on)  # fmt: skip
+        found.append(dataclasses.replace(config, **changes, out=f"{config.out}{suffix}") if changes else config)
     return found
 
 
@@ -230,13 +237,15 @@ class RunResult:
     balanced_accuracy: float
     seconds: float
     trajectory: tuple[float, ...]
+    trained_on_validation: bool = False  # a network that trained on its validation images too (nothing chosen there)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
     @staticmethod
     def from_json(data: dict) -> RunResult:
-        return RunResult(data["balanced_accuracy"], data["seconds"], tuple(data["trajectory"]))
+        return RunResult(data["balanced_accuracy"], data["seconds"], tuple(data["trajectory"]),
+                         data.get("trained_on_validation", False))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -311,7 +320,8 @@ def _run(prepared: Callable[[], PreparedRun], config: TrainConfig) -> RunResult:
     run = prepared()
     started = time.perf_counter()
     metrics = train_prepared(run, config)
-    result = RunResult(metrics["balanced_accuracy"], time.perf_counter() - started, tuple(_trajectory(metrics)))
+    result = RunResult(metrics["balanced_accuracy"], time.perf_counter() - started, tuple(_trajectory(metrics)),
+                       metrics.get("validation") == TRAINED_ON_VALIDATION)  # fmt: skip
     write_record(record, _key(config), result)
     return result
 
@@ -345,7 +355,7 @@ def run_seed(data: str, size: int, seed: int, settings: StudySettings, out: Path
     configs = _option_configs(base, cuts, settings, folder)
     runs = {key: _run(prepared, config) for key, config in configs.items()}
     for key, members in ensembles(cuts).items():
-        trained = member_configs(configs, key, members, size)
+        trained = member_configs(configs, key, members, size, runs)
         member_runs = [runs[m] if c is configs[m] else _run(prepared, c) for m, c in zip(members, trained)]
         runs[key] = _ensemble_run(prepared, folder / key.replace("@", "-"), trained, member_runs)
     return SeedRecord(data, size, seed, measured, runs)

@@ -27,7 +27,7 @@ from .extraction import (
     present_splits,
     readable_rows,
 )
-from .loops import fit_ridge_head, kept_epoch
+from .loops import fit_ridge_head, kept_epoch, trains_on_validation
 from .pseudo_labels import FitHead, fit_with_unlabeled
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,12 @@ def head_stage(model, prepared, cut, config, context) -> Stage:
 
 
 def probe_stage(model, prepared, cut, config, context) -> Stage:
-    """``probe``: the linear probe that starts LP-FT, computed as ``head``'s but on the training
-    split alone: the network's early stop and the interpolation's alpha are chosen on the
-    validation images (measured against the AdamW probe it replaced: docs/strategies.md)."""
-    return _head_on_features(model, prepared, cut, config, context, tap_widths_at(prepared, cut), False)
+    """``probe``: the linear probe that starts LP-FT, computed as ``head``'s, on the images the
+    network will train on: the training split alone where the network's early stop and the
+    interpolation's alpha are chosen on the validation images, else those too
+    (:func:`.loops.trains_on_validation`; measured against the AdamW probe it replaced: docs/strategies.md)."""
+    fit_val = trains_on_validation(config, prepared.splits.val.labels, prepared.splits.val_given)
+    return _head_on_features(model, prepared, cut, config, context, tap_widths_at(prepared, cut), fit_val)
 
 
 def multicut_stage(model, prepared, cut, config, context) -> Stage:

@@ -71,6 +71,17 @@ def resolved_patience(patience: int | None, val_labels: torch.Tensor | np.ndarra
     return PATIENCE, f"the best validation epoch, after {PATIENCE} epochs without a gain"
 
 
+def trains_on_validation(config: TrainConfig, val_labels: torch.Tensor | np.ndarray, val_given: bool) -> bool:
+    """Whether a pretrained network trains on the validation images too: where nothing is chosen on
+    them - no ``--patience`` given and fewer than :data:`CHOOSING_IMAGES` in the smallest class, so
+    no early stop (:func:`resolved_patience`) and the interpolation's alpha fixed - unless
+    ``--holdout`` keeps them out, the data set brought them (a ``val/`` folder: the user's own
+    held-out images) or the network starts from random weights (it keeps its early stopping)."""
+    entry = config.strategy_entry
+    return (entry.trains_body and entry.pretrained and config.patience is None and not config.holdout and not val_given
+            and smallest_class(val_labels) < CHOOSING_IMAGES)  # fmt: skip
+
+
 def loss_weights(labels: torch.Tensor, num_classes: int, class_weight: str) -> torch.Tensor | None:
     """Per-class loss weights: ``None`` for "none"; for "balanced", n / (classes x count), so that
     every class weighs the same in the loss however many images it has (scikit-learn's rule)."""

@@ -24,12 +24,15 @@ from ..transferability import MirrorTest, mirror_test
 from .context import RunContext, Stage
 from .extraction import cached_splits, check_every_class, frozen_parts, readable_rows
 from .interpolate import INTERPOLATION_FILE, interpolate, snapshot
-from .loops import NetworkTraining, fit_network, layer_groups, resolved_patience
+from .loops import NetworkTraining, fit_network, layer_groups, resolved_patience, trains_on_validation
 from .lora import add_lora, merge_lora
 from .memory import plan_for
 from .outputs import augmentation_summary
 
 log = logging.getLogger(__name__)
+
+# metrics.json's "validation" where the network trained on the validation images too
+TRAINED_ON_VALIDATION = "trained on too (nothing chosen on them): the network's validation figures are in-sample"
 
 
 def network_settings(config: TrainConfig, micro_batch: int = 0) -> NetworkTraining:
@@ -116,12 +119,18 @@ def network_stage(model: TransferModel, prepared: PreparedRun, cut: str, config:
     settings, groups = setup_network(model, config, batches.micro_batch if batches.accumulation > 1 else 0)
     patience, reason = resolved_patience(config.patience, val_y, config.strategy_entry.pretrained)
     log.info("early stopping: %s", reason)
+    details = {"early_stopping": {"patience": patience, "reason": reason}}
+    fitted_x, fitted_y = train_x, train_y
+    if trains_on_validation(config, prepared.splits.val.labels, prepared.splits.val_given):
+        fitted_x, fitted_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
+        log.info("the network trains on the %d validation images too: nothing is chosen on them (--holdout keeps "
+                 "them out); its validation figures are in-sample", len(val_y))  # fmt: skip
+        details["validation"] = TRAINED_ON_VALIDATION
     settings = dataclasses.replace(settings, patience=patience, flips=mirror is None or not mirror.changes_labels)
-    history = fit_network(model, groups, train_x, train_y, val_x, val_y, settings, checkpoint_dir=context.out,
+    history = fit_network(model, groups, fitted_x, fitted_y, val_x, val_y, settings, checkpoint_dir=context.out,
                           resume=config.resume, on_epoch=context.network_epochs(config.strategy, val_y.numpy()))  # fmt: skip
     if config.tune == "lora":
         merge_lora(model.body)
-    details = {"early_stopping": {"patience": patience, "reason": reason}}
     if mirror is not None:
         details["mirror"] = mirror.to_json()
     if start is not None:

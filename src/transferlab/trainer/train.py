@@ -24,6 +24,7 @@ import torch
 from .. import distributed
 from ..bundle import BundleInfo, Tap, save_bundle, save_ensemble
 from ..config import TrainConfig, for_strategy
+from ..data import Splits
 from ..ensemble import combined, fit_temperature
 from ..errors import ConfigError
 from ..heads import make_head
@@ -35,7 +36,7 @@ from ..strategies import ALL_CUTS, FINAL_CUT, STRATEGIES
 from ..surgery import TransferModel, body_over, freeze
 from .context import RunContext, Stage
 from .extraction import present_splits
-from .loops import EpochCallback, balanced_weights
+from .loops import EpochCallback, balanced_weights, trains_on_validation
 from .outputs import write_outputs
 from .stages import stage_function
 from .tensorboard import TensorBoardLog
@@ -163,10 +164,11 @@ class EnsembleMember:
 
 
 def _planned_member_config(config: TrainConfig, out: Path, member: dict) -> TrainConfig:
-    """The run of one member of a plan (its strategy, cut, BatchNorm setting and augmentation; a plan
-    of an older release has no augmentation) inside ``out``."""
+    """The run of one member of a plan (its strategy, cut, BatchNorm setting and augmentation, and
+    ``holdout`` where the check kept the run it scored on the validation images; a plan of an older
+    release has no augmentation) inside ``out``."""
     cut = None if member["cut"] in (FINAL_CUT, ALL_CUTS) else member["cut"]
-    settings = {name: member[name] for name in ("freeze_bn", "augment") if member.get(name) is not None}
+    settings = {name: member[name] for name in ("freeze_bn", "augment", "holdout") if member.get(name) is not None}
     return for_strategy(config, member["strategy"], out=str(out / member["candidate"]), cut=cut, **settings)
 
 
@@ -176,24 +178,28 @@ def member_settings(name: str, augment: bool) -> dict:
     return {"augment": augment} if "augment" in STRATEGIES[name].options else {}
 
 
-def _table_member_config(config: TrainConfig, out: Path, name: str, augment: bool) -> TrainConfig:
+def _table_member_config(config: TrainConfig, out: Path, name: str, augment: bool, splits: Splits) -> TrainConfig:
     """The run of the table's member ``name`` inside ``out``: its own defaults, augmented as ``augment``
-    says where it takes ``--augment``."""
-    return for_strategy(config, name, out=str(out / name), **member_settings(name, augment))
+    says where it takes ``--augment``, and keeping the validation images out where it would train on
+    them (:func:`.loops.trains_on_validation`): its temperature is fitted on them."""
+    member = for_strategy(config, name, out=str(out / name), **member_settings(name, augment))
+    held_out = trains_on_validation(member, splits.val.labels, splits.val_given)
+    return dataclasses.replace(member, holdout=True) if held_out else member
 
 
-def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None, labelled_per_class: float) -> list[EnsembleMember]:
+def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None, splits: Splits) -> list[EnsembleMember]:
     """The plan's members (weighted and tempered on the user's images) when it has them, else the
     table's, each with its own defaults and equal weights, those that train the body on augmented
-    images as the ensemble's default says at ``labelled_per_class`` (or as typed)."""
+    images as the ensemble's default says at ``splits``' labelled images a class (or as typed)."""
     if plan is not None and plan.members:
         return [EnsembleMember(m["candidate"], _planned_member_config(config, out, m), m["temperature"], m["weight"])
                 for m in plan.members]  # fmt: skip
+    labelled_per_class = splits.labelled_per_class()
     augment = config.members_augment(labelled_per_class)
     if augment and config.augment is None:
         log.info("the ensemble's fine-tuned member trains on augmented images (%.0f labelled images a class, from %d)",
                  labelled_per_class, config.strategy_entry.augment_members_from)  # fmt: skip
-    return [EnsembleMember(name, _table_member_config(config, out, name, augment))
+    return [EnsembleMember(name, _table_member_config(config, out, name, augment, splits))
             for name in config.strategy_entry.members]  # fmt: skip
 
 
@@ -213,7 +219,7 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
     scored and saved; its info and every stage by name (a name two members share: prefixed by the
     member's), the ensemble's last."""
     members, stages, finals = {}, {}, []
-    chosen = ensemble_members(config, out, plan, prepared.splits.labelled_per_class())
+    chosen = ensemble_members(config, out, plan, prepared.splits)
     for member in chosen:
         model, cut, member_stages = fit_or_resume(prepared, member.config, out / member.name, _kept(plan, member.name))
         members[member.name] = (model.eval(), bundle_info(prepared, member.config, model, cut))
