@@ -75,13 +75,16 @@ def test_an_entry_has_stages_or_members_and_its_members_must_exist():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The ensemble and its two members trained alone, on the same tiny set with the same settings."""
+    """The ensemble and its two members trained alone, on the same tiny set with the same settings;
+    the network with ``--holdout``, as the ensemble trains its member: 3 validation images a class
+    choose nothing, so alone it would train on them, where the member's temperature is fitted."""
     from conftest import split_folders
 
     root = split_folders(tmp_path_factory.mktemp("ensemble"), 10, 7)
 
     def run(strategy: str) -> dict:
         steps = {} if tl.STRATEGIES[strategy].computed else {"batch_size": 8, "epochs": 2}
+        steps.update({"holdout": True} if strategy == "finetune" else {})
         config = tl.TrainConfig(data=str(root / "d"), strategy=strategy, out=str(root / strategy), resolution=32,
                                 val_fraction=0.3, cache_dir=str(root / "cache"), **steps)  # fmt: skip
         return tl.train(config).metrics
@@ -93,6 +96,7 @@ def test_each_member_is_trained_exactly_as_its_own_run(runs):
     _, metrics = runs
     members = {m["strategy"]: m for m in metrics["ensemble"]["members"]}
     assert list(members) == ["multicut", "finetune"] and members["multicut"]["cut"] == "all"
+    assert members["finetune"]["resolved_config"]["holdout"] and not members["multicut"]["resolved_config"]["holdout"]
     for name in members:
         alone = metrics[name]
         assert members[name]["val_accuracy"] == pytest.approx(alone["val_accuracy"], abs=1e-6)
