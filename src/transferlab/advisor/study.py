@@ -170,13 +170,11 @@ def member_configs(configs: dict[str, TrainConfig], ensemble: str, members: list
     augment = run_strategy(ensemble).augments_members(labelled_per_class(size))
     found = []
     for key in members:
-        settings = member_settings(run_strategy(key).name, augment)
-        changes = {"augment": True} if settings.get("augment") else {}
-        if runs[key].trained_on_validation:
-            changes["holdout"] = True
+        augmented = bool(member_settings(run_strategy(key).name, augment).get("augment"))
+        held_out = runs[key].trained_on_validation
+        changes = {**({"augment": True} if augmented else {}), **({"holdout": True} if held_out else {})}
+        suffix = ("-augmented" if augmented else "") + ("-held-out" if held_out else "")
         config = configs[key]
-        suffix = "".join(f"-{name}" for name, on in (("augmented", "augment" in changes), ("held-out", "holdout" in changes))
-                         if on)  # fmt: skip
         found.append(dataclasses.replace(config, **changes, out=f"{config.out}{suffix}") if changes else config)
     return found
 
