@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -288,3 +289,17 @@ def test_an_imbalanced_folder_is_weighed_as_the_table_says_and_the_plan_says_so(
                      cache=tmp_path / "cache")  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert json.loads((out / "metrics.json").read_text())["resolved_config"]["class_weight"] == expected
+
+
+@pytest.mark.parametrize("validation", [None, "fitted too, scored leave-one-out", "in-sample"])
+def test_the_summary_says_when_the_validation_figures_are_in_sample(capsys, validation):
+    from transferlab import cli
+    from transferlab.trainer.network import TRAINED_ON_VALIDATION
+
+    metrics = {"strategy": "finetune", "num_train": 30, "skipped_files": 0, "feature_cache": "miss", "val_accuracy": 1.0,
+               "near_chance": False, "train_seconds": 1.0, "config": {"out": "runs/x"}}  # fmt: skip
+    if validation is not None:
+        metrics["validation"] = TRAINED_ON_VALIDATION if validation == "in-sample" else validation
+    cli._print_summary(argparse.Namespace(data="d"), metrics)
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("validation accuracy"))
+    assert ("in-sample" in line) == (validation == "in-sample")

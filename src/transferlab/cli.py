@@ -235,7 +235,11 @@ def _print_summary(args, metrics: dict) -> None:
         return
     print(f"strategy {metrics['strategy']} on {args.data}: {metrics['num_train']} training images, "
           f"{metrics['skipped_files']} skipped, feature cache {metrics['feature_cache']}")  # fmt: skip
-    print(f"validation accuracy: {metrics['val_accuracy']:.4f}")
+    from .trainer.network import TRAINED_ON_VALIDATION
+
+    in_sample = metrics.get("validation") == TRAINED_ON_VALIDATION
+    print(f"validation accuracy: {metrics['val_accuracy']:.4f}" + (" (in-sample: a network trained on these images too, "
+                                                                    "too few to choose anything by)" if in_sample else ""))
     if "interpolation" in metrics:
         print(f"interpolation: alpha {metrics['interpolation']['alpha']:g} ({metrics['interpolation']['rule']}; 0: the "
               "linear probe, 1: the fine-tuned network)")  # fmt: skip

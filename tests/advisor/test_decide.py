@@ -256,6 +256,11 @@ def test_a_weighted_plan_with_two_members_of_one_strategy_trains_both_without_ov
     assert {"probe_history", "finetune-adapted-bn.probe_history"} <= set(result.metrics), sorted(result.metrics)
     assert [(r["strategy"], r["weight"], r["temperature"]) for r in result.metrics["members"]] == [
         ("finetune", 0.7, 1.0), ("finetune-adapted-bn", 0.3, 1.0)]
+    # tempered by the plan, not on the validation images: the members trained on them (one a class), and the run says so
+    from transferlab.trainer.network import TRAINED_ON_VALIDATION
+
+    assert result.metrics["validation"] == TRAINED_ON_VALIDATION
+    assert not any(r["resolved_config"]["holdout"] for r in result.metrics["members"])
     model = tl.load(root / "two" / "model")
     assert model.predict([str(next((data / "red").iterdir()))], top_k=1)
 

@@ -37,6 +37,7 @@ from ..surgery import TransferModel, body_over, freeze
 from .context import RunContext, Stage
 from .extraction import present_splits
 from .loops import EpochCallback, balanced_weights, trains_on_validation
+from .network import TRAINED_ON_VALIDATION
 from .outputs import write_outputs
 from .stages import stage_function
 from .tensorboard import TensorBoardLog
@@ -235,6 +236,8 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
                 "resolved_config": member.config.resolved(cut, members[name][1].preprocessing.resolution)}
                for (name, cut, stage), t, w, member in zip(finals, temperatures, weights, chosen)]  # fmt: skip
     stages[COMBINED].details["members"] = reports
+    if any(stage.details.get("validation") == TRAINED_ON_VALIDATION for _, _, stage in finals):
+        stages[COMBINED].details["validation"] = TRAINED_ON_VALIDATION  # its validation figures are in-sample in part
     log.info("ensemble of %s at temperatures %s, weights %s", ", ".join(members),
              ", ".join(f"{t:.2f}" for t in temperatures), ", ".join(f"{w:.2f}" for w in weights))  # fmt: skip
     info = dataclasses.replace(list(members.values())[-1][1], strategy=config.strategy)
