@@ -10,7 +10,8 @@ choice), always-``head``, always-``finetune``, always-``multicut`` and, where th
 ``study.json``, the forecast rule (the study's leave-one-data-set-out advisor); and the seconds the
 out-of-fold check's folds took to train (not compared with the study's run times: those ran under another load and
 paid for the features the default's runs then found cached). One JSON file per run in --out; a
-rerun resumes.
+rerun resumes. ``--before DIR`` (the --out of the same command before a change) adds those runs as
+the rule ``default before``, read, never trained, so the default is judged against itself.
 
     python benchmarks/default_on_own_images.py --study runs/study-colour --out runs/default-own \\
         --cache-dir /tmp/study-cache --sizes 5 10 --seeds 0
@@ -27,15 +28,18 @@ import numpy as np
 from resumable import arguments, record
 
 import transferlab as tl
-from transferlab.advisor.study import paired_test_by_set
+from transferlab.advisor.study import member_run, paired_test_by_set
 
 BASELINES = ("ensemble", "head", "finetune", "multicut")
 
 
 def study_runs(cell_seed: Path) -> dict[str, dict]:
-    """The study's finished runs of one seed: run folder name -> its result and config."""
+    """The study's finished runs of one seed, its options only (not the runs it trains only as an
+    ensemble's member): run folder name -> its result and config."""
     runs = {}
     for path in sorted(cell_seed.glob("*/study-run.json")):
+        if member_run(path.parent.name):
+            continue
         saved = json.loads(path.read_text())
         runs[path.parent.name] = {**saved["result"], "config": saved["config"]}
     return runs
@@ -78,8 +82,10 @@ def cell_rows(args, study: Path) -> list[dict]:
                 record(path, functools.partial(run_default, runs["head-final"]["config"], data, seed,
                                                args.out / "runs" / f"{cell.name}-seed{seed}", args.cache_dir))  # fmt: skip
             if path.exists():
+                before = args.before / path.name if args.before else None
                 rows.append({"cell": cell.name, "seed": seed, "default": json.loads(path.read_text()), "runs": runs,
-                             "forecast pick": picks.get((cell.name, seed))})  # fmt: skip
+                             "forecast pick": picks.get((cell.name, seed)),
+                             "before": json.loads(before.read_text()) if before and before.exists() else None})  # fmt: skip
     return rows
 
 
@@ -89,8 +95,9 @@ def option_of(run_name: str) -> str:
 
 def regrets(row: dict) -> dict[str, float]:
     scores = {name: r["balanced_accuracy"] for name, r in row["runs"].items()}
-    best = max(max(scores.values()), row["default"]["balanced_accuracy"])
-    found = {"default": best - row["default"]["balanced_accuracy"]}
+    defaults = {"default": row["default"]} | ({"default before": row["before"]} if row["before"] else {})
+    best = max(max(scores.values()), *(run["balanced_accuracy"] for run in defaults.values()))
+    found = {name: best - run["balanced_accuracy"] for name, run in defaults.items()}
     for option in BASELINES:
         name = next(n for n in scores if option_of(n) == option)
         found[f"always {option}"] = best - scores[name]
@@ -124,12 +131,15 @@ def seed_averaged_regrets(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    args = arguments(__doc__, "runs/default-own", (), (0,), sizes=(5, 10, 30), study="runs/study-colour")
+    args = arguments(__doc__, "runs/default-own", (), (0,), sizes=(5, 10, 30), study="runs/study-colour",
+                     extend=lambda parser: parser.add_argument("--before", type=Path))  # fmt: skip
     study = Path(args.study)
     if not study.is_dir():
         print(f"no study at {study}: run 'transferlab study --pool colour --out {study}' first")
         return
     rows = cell_rows(args, study)
+    if args.before:  # judged on the runs both have
+        rows = [row for row in rows if row["before"]]
     if not rows:
         print("no finished study cells to judge against yet")
         return
@@ -157,7 +167,8 @@ def main() -> None:
         print(f"default against always ensemble, seed-averaged: {test['mean_difference']:+.2f} points less regret "
               f"over {test['sets']} data sets (p = {test['p_value']:.2f})")
     scored = {f"{row['cell']}#{row['seed']}": regret for row, regret in table}
-    for baseline in [rule for rule in ("always ensemble", "always multicut", "forecast rule") if rule in rules]:
+    for baseline in [rule for rule in ("default before", "always ensemble", "always multicut", "forecast rule")
+                     if rule in rules]:  # fmt: skip
         test = paired_test_by_set(scored, "default", baseline)
         print(f"default against {baseline}: {test['mean_difference']:+.2f} points less regret on average over "
               f"{test['sets']} data sets (exact sign-flip test over sets, p = {test['p_value']:.2f})")

@@ -3,6 +3,7 @@ leave-one-data-set-out; and the quick study end to end through the CLI."""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from conftest import CHROMIUM, render, write_folder
@@ -215,6 +216,11 @@ def test_the_studys_ensemble_trains_its_members_as_the_ensemble_strategy_does_at
     trained_there = {**runs, "finetune@final": study.RunResult(0.5, 1.0, (), trained_on_validation=True)}
     multicut, finetune = study.member_configs(configs, "ensemble@final", members, 5, trained_there)
     assert multicut is configs["multicut@all"] and finetune.holdout and finetune.out.endswith("finetune-final-held-out")
+    # the runs trained only as a member are told from the options' runs by their folders (the benchmarks judge by options)
+    augmented_held_out = study.member_configs(configs, "ensemble@final", members, 30, trained_there)[1]
+    assert augmented_held_out.out.endswith("finetune-final-augmented-held-out")
+    assert study.member_run(Path(augmented_held_out.out).name) and study.member_run(Path(finetune.out).name)
+    assert not any(study.member_run(Path(config.out).name) for config in configs.values())
     for size in (5, 10, 30):  # as --strategy ensemble trains them on a folder of that many labelled images a class
         write_folder(tmp_path / f"d{size}", per_class=study.labelled_per_class(size))
         splits = split_dataset(load_dataset(str(tmp_path / f"d{size}")), val_fraction=0.5)  # the study's protocol

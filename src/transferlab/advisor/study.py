@@ -160,6 +160,15 @@ def labelled_per_class(size: int) -> int:
     return 2 * size
 
 
+AUGMENTED_MEMBER, HELD_OUT_MEMBER = "-augmented", "-held-out"  # folder suffixes of the runs below
+
+
+def member_run(folder_name: str) -> bool:
+    """Whether a study's run folder holds a run trained only as an ensemble's member
+    (:func:`member_configs`), not one of the options the study scores."""
+    return folder_name.endswith((AUGMENTED_MEMBER, HELD_OUT_MEMBER))
+
+
 def member_configs(configs: dict[str, TrainConfig], ensemble: str, members: list[str], size: int,
                    runs: dict[str, RunResult]) -> list[TrainConfig]:  # fmt: skip
     """The members of the ensemble run ``ensemble`` as its strategy trains them at ``size`` (the
@@ -173,7 +182,7 @@ def member_configs(configs: dict[str, TrainConfig], ensemble: str, members: list
         augmented = bool(member_settings(run_strategy(key).name, augment).get("augment"))
         held_out = runs[key].trained_on_validation
         changes = {**({"augment": True} if augmented else {}), **({"holdout": True} if held_out else {})}
-        suffix = ("-augmented" if augmented else "") + ("-held-out" if held_out else "")
+        suffix = (AUGMENTED_MEMBER if augmented else "") + (HELD_OUT_MEMBER if held_out else "")
         config = configs[key]
         found.append(dataclasses.replace(config, **changes, out=f"{config.out}{suffix}") if changes else config)
     return found
