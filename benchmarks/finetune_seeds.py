@@ -26,6 +26,7 @@ import numpy as np
 from resumable import arguments, record
 
 import transferlab as tl
+from transferlab.advisor.combine import log_softmax
 from transferlab.advisor.study import paired_test_by_set
 from transferlab.datasets import load_dataset
 from transferlab.features import compute_outputs
@@ -48,9 +49,8 @@ def test_probabilities(model_dir: Path, folder: Path) -> tuple[np.ndarray, np.nd
     model = tl.load(model_dir, engine="pytorch")
     images = load_dataset(str(folder)).test.with_fit(model.fit)
     logits = compute_outputs(model.network, images, model.resolution, desc="test").values
-    shifted = np.exp(logits - logits.max(1, keepdims=True))
     to_model = np.asarray([model.classes.index(c) for c in images.classes])
-    return shifted / shifted.sum(1, keepdims=True), to_model[images.labels]
+    return np.exp(log_softmax(logits)), to_model[images.labels]
 
 
 def one_folder(folder: Path, finetune_run: Path, multicut_run: Path, seed: int, out: Path, cache_dir: str | None) -> dict:
