@@ -65,7 +65,7 @@ def prepared_run(run: Path):
     saved = json.loads((run / "metrics.json").read_text())["config"]
     # --augment applies to the trained options only; the split does not depend on it
     fields = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__ and k != "augment"}
-    return prepare(TrainConfig(**{**fields, "strategy": "head"}))
+    return prepare(TrainConfig(**{**fields, "strategy": "auto"}))  # auto takes every flag
 
 
 def raw_out_of_fold(prepared, seed: int, cache_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
