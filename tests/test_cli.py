@@ -303,3 +303,22 @@ def test_the_summary_says_when_the_validation_figures_are_in_sample(capsys, vali
     cli._print_summary(argparse.Namespace(data="d"), metrics)
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("validation accuracy"))
     assert ("in-sample" in line) == (validation == "in-sample")
+
+
+def test_a_line_logged_while_a_progress_bar_runs_starts_a_line_of_its_own(tmp_path):
+    """Library code logs as its bars run (a fold's engine, a stage's epochs): each line must begin
+    where a line begins, not after the bar's text on the bar's line."""
+    script = ("import logging, sys\nfrom tqdm import tqdm\nfrom transferlab import cli\n"
+              "def command(args):\n    for i in tqdm(range(3), desc='folds'):\n"
+              "        logging.getLogger('transferlab.test').info('fold %d scored', i)\n"
+              "cli.HANDLERS['backbones'] = command\nsys.exit(cli.main(['backbones']))\n")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "folds:" in result.stderr  # the bar ran
+    starts = [i for i in range(len(result.stderr)) if result.stderr.startswith("INFO: fold", i)]
+    assert len(starts) == 3
+    for start in starts:
+        line_begins = max(result.stderr.rfind("\n", 0, start), result.stderr.rfind("\r", 0, start)) + 1
+        assert result.stderr[line_begins:start] == "", repr(result.stderr[line_begins - 40:start + 20])

@@ -443,8 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("PIL").setLevel(logging.INFO)
+    from tqdm.contrib.logging import logging_redirect_tqdm  # here: --help and --version need no tqdm
+
     try:
-        HANDLERS[args.command](args)
+        with logging_redirect_tqdm():  # a line logged while a progress bar runs goes above the bar, not onto its line
+            HANDLERS[args.command](args)
     except TransferlabError as error:
         if args.debug:
             raise

@@ -3,6 +3,7 @@ and the plan that carries the combination out; the time budget."""
 
 import dataclasses
 import json
+import logging
 import types
 
 import numpy as np
@@ -145,6 +146,20 @@ def test_out_of_fold_scores_cover_every_labelled_image_and_an_interrupted_search
     assert trained == ["multicut"]  # only the missing fold ran again
     assert np.allclose(second["head"].logits, first["head"].logits)
     assert np.allclose(second["multicut"].logits, first["multicut"].logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("level, lines", [("INFO", 0), ("DEBUG", 3)])
+def test_the_folds_runs_keep_their_info_lines_back_unless_debugging(folder, tmp_path, caplog, level, lines):
+    """A check trains a dozen runs that each would log what the final run logs once; at INFO they
+    are quiet (the fold bar shows progress), at DEBUG every line shows, and the level is restored."""
+    root, data = folder
+    config = TrainConfig(data=str(data), resolution=32, cache_dir=str(root / "cache"))
+    prepared = prepare(config)
+    with caplog.at_level(level, logger="transferlab"):
+        crossfit.cross_fit(prepared, config, [Candidate("head", "head")], tmp_path / "folds")
+        assert logging.getLogger("transferlab").level == getattr(logging, level)
+    kept = [r for r in caplog.records if r.getMessage().startswith("head: kept epoch")]
+    assert len(kept) == lines
 
 
 def test_the_folds_pass_each_labelled_image_through_the_frozen_body_and_the_decoder_once(folder, tmp_path, monkeypatch):

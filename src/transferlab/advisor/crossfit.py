@@ -25,7 +25,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,6 +236,21 @@ def race(trajectory: list[np.ndarray]) -> Callable[[np.ndarray], EpochCallback]:
     return watch
 
 
+@contextmanager
+def fold_runs_quiet(quiet: bool = True) -> Iterator[None]:
+    """The package's INFO lines held back while a fold's run trains (``quiet``): a check trains a
+    dozen such runs, each saying what the final run then says once (its engine, epochs, alpha); the
+    fold bar shows their progress, warnings still show, and ``--debug`` shows every line."""
+    package = logging.getLogger(__name__.split(".")[0])
+    level = package.level
+    if quiet and package.getEffectiveLevel() == logging.INFO:
+        package.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        package.setLevel(level)
+
+
 def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, candidate: Candidate, number: int,
                fold: Fold, out: Path, trajectory: list[np.ndarray] | None = None) -> dict:  # fmt: skip
     """``candidate`` trained on the rest of fold ``number`` and scored on it: its logits, labels and
@@ -261,7 +277,8 @@ def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, can
     started = time.perf_counter()
     try:
         splits = fold_splits(labelled, fold, config, unlabeled, prepared.splits.val_given)
-        _, _, stages = fit_stages(prepared.with_splits(splits), config, Path(config.out), watch=watch)
+        with fold_runs_quiet(not fold.final_run):  # the final run's split: its run is the final training
+            _, _, stages = fit_stages(prepared.with_splits(splits), config, Path(config.out), watch=watch)
         last = list(stages.values())[-1]
         split = "val" if fold.final_run else "test"
         found = {"logits": last.logits[split].numpy(), "labels": last.labels[split]}
