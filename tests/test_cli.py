@@ -59,6 +59,10 @@ def test_predict_prints_top_k(trained):
     assert len(lines[0].split(", ")) == 2
     as_json = json.loads(run("predict", str(root / "run" / "model"), images[0], "--json", cache=root / "cache").stdout)
     assert as_json[0]["top"][0][0] == "red" and sum(p for _, p in as_json[0]["top"]) <= 1.0 + 1e-6
+    folder = run("predict", str(root / "run" / "model"), str(data / "blue"), "--top-k", "1", cache=root / "cache")
+    assert folder.returncode == 0, folder.stderr
+    assert [line.split(": ")[0] for line in folder.stdout.strip().splitlines()] == sorted(
+        str(p) for p in (data / "blue").iterdir())  # fmt: skip
 
 
 def test_evaluate_prints_accuracy_and_writes_confusion(trained, tmp_path):

@@ -1,5 +1,7 @@
 """Using a trained model from Python: ``tl.load(dir)`` -> ``.classes``, ``.predict``, ``.evaluate``, ``.export``."""
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -37,6 +39,23 @@ def test_predict_refuses_missing_files_and_other_objects(trained, tmp_path):
         model.predict([{}])
     with pytest.raises(tl.ConfigError, match="--top-k must be at least 1, got 0"):
         model.predict([tmp_path], top_k=0)
+
+
+def test_a_folder_stands_for_the_image_files_in_it_and_its_sub_folders(trained, tmp_path):
+    _, data, model = trained
+    folder = tmp_path / "new"
+    shutil.copytree(data / "green", folder / "monday")
+    shutil.copy(next((data / "red").iterdir()), folder / "loose.png")
+    (folder / "notes.txt").write_text("not an image")
+    files = sorted(folder.rglob("*.png"))
+    one = next((data / "blue").iterdir())
+    predicted = model.predict([folder, one])
+    assert [p.image for p in predicted] == [str(f) for f in files] + [str(one)]
+    assert [p.top for p in predicted[:-1]] == [p.top for p in model.predict(files)]
+    assert predicted[-1].top[0][0] == "blue"
+    (tmp_path / "empty" / "inner").mkdir(parents=True)
+    with pytest.raises(tl.DataError, match="holds no images"):
+        model.predict(tmp_path / "empty")
 
 
 def test_evaluate_reports_balanced_metrics_and_writes_a_report(trained, tmp_path):

@@ -126,7 +126,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("predict", help="top-k classes for image files")
     p.add_argument("model", help="a model folder written by 'train' (OUT/model)")
-    p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
+    p.add_argument("images", nargs="+", help="image files (any format PIL reads), or folders of them (read with "
+                   "their sub-folders)")
     p.add_argument("--top-k", type=int, default=3, help="how many classes per image (default: 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_engine_and_device_options(p)

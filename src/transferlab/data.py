@@ -233,6 +233,11 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files in ``folder`` and its sub-folders, sorted by path."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+
+
 UNLABELED_NAMES = ("unlabeled", "unlabelled")  # a data folder's sub-folder of images without labels
 
 
@@ -255,7 +260,7 @@ def _folder_set(root: Path, classes: tuple[str, ...] | None = None) -> ImageSet:
     classes = classes or names
     paths, labels = [], []
     for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p))
+        files = image_files(class_dir)
         if not files:
             raise DataError(f"Class folder {class_dir} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
         paths += files

@@ -15,20 +15,34 @@ from PIL import Image
 
 from .bundle import BundleInfo, load_bundle
 from .config import ENGINES
-from .data import ImageSet, per_class_subset
+from .data import ImageSet, image_files, per_class_subset
 from .datasets import load_dataset
 from .engines import Bfloat16, OnnxRunner, onnx_runner
 from .errors import ConfigError, DataError, check_choice
 from .export import INT8_FILE, export_bundle, export_int8
 from .features import compute_outputs, to_unit_float
 from .hardware import check_device, choose_engine, resolve_device, this_cpu
-from .images import open_image, to_rgb
+from .images import IMAGE_SUFFIXES, open_image, to_rgb
 from .metrics import classification_metrics
 from .report import plot_confusion, save_figure, write_report
 
 log = logging.getLogger(__name__)
 
 ImageInput = str | Path | Image.Image | np.ndarray
+
+
+def _folders_opened(items: list[ImageInput]) -> list[ImageInput]:
+    """``items`` with each folder among them replaced by the image files in it and its sub-folders."""
+    found: list[ImageInput] = []
+    for item in items:
+        if isinstance(item, (str, Path)) and Path(item).is_dir():
+            files = image_files(Path(item))
+            if not files:
+                raise DataError(f"Folder {str(item)!r} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+            found += files
+        else:
+            found.append(item)
+    return found
 
 
 class _Inputs:
@@ -108,10 +122,11 @@ class Model:
         return f"Model({str(self.directory)!r}, {self.info.strategy} on {self.info.backbone}, {len(self.classes)} classes)"
 
     def predict(self, images: ImageInput | list[ImageInput], top_k: int = 3) -> list[Prediction]:
-        """The ``top_k`` classes with probabilities for each image (a path, a PIL image or an array)."""
+        """The ``top_k`` classes with probabilities for each image (a path, a PIL image or an array;
+        a folder's path stands for the image files in it and its sub-folders, sorted by path)."""
         if top_k < 1:
             raise ConfigError(f"--top-k must be at least 1, got {top_k}.")
-        items = images if isinstance(images, (list, tuple)) else [images]
+        items = _folders_opened(list(images) if isinstance(images, (list, tuple)) else [images])
         source = _Inputs(list(items))
         image_set = ImageSet(source, np.arange(len(items)), np.zeros(len(items), dtype=np.int64), ("?",), self.fit)
         logits = compute_outputs(self._runner, image_set, self.resolution, strict=True, desc="predict").values

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import UNLABELED_NAMES, FileSource, ImageSet, Splits, is_image_file, per_class_subset
+from .data import UNLABELED_NAMES, FileSource, ImageSet, Splits, image_files, is_image_file, per_class_subset
 from .errors import DataError
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def load_unlabeled(folder: str | Path) -> ImageSet:
         raise DataError(f"--unlabeled {folder} holds class folders ({', '.join(sorted(p.name + '/' for p in subfolders))}), "
                         "like labelled data: put labelled images in the data folder, and images without labels loose "
                         "in this one.")  # fmt: skip
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    paths = image_files(folder)
     if not paths:
         raise DataError(f"--unlabeled {folder} holds no images (looked for the usual image types).")
     return ImageSet(FileSource(paths), np.arange(len(paths)), np.full(len(paths), NO_LABEL, dtype=np.int64), ())
