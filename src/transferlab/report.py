@@ -42,6 +42,46 @@ def plot_interpolation(alphas: list[float], val_accuracy: list[float], chosen: f
     return figure
 
 
+def plot_depth_evidence(cuts: list[str], probe: list[float], stderr: list[float], random: list[float],
+                        chosen: str | None = None):  # fmt: skip
+    """The linear probe's accuracy at every cut (bars: one standard error) beside the same probe on
+    the backbone's random twin, the cut the plan reads (``chosen``, where it is one of them) marked."""
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    x = np.arange(len(cuts))
+    axis.errorbar(x, probe, yerr=stderr, marker="o", capsize=3, label="pretrained weights")
+    axis.plot(x, random, marker="s", linestyle="--", color="grey", label="random weights")
+    if chosen in cuts:
+        axis.axvline(cuts.index(chosen), color="tab:green", linestyle=":", label=f"the plan's cut: {chosen}")
+    axis.set_xticks(x)
+    axis.set_xticklabels(cuts, rotation=30, ha="right")
+    axis.set(xlabel="cut (deeper to the right)", ylabel="probe accuracy (leave-one-out)", title="Your images, depth by depth")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_checked(names: list[str], accuracy: list[float], intervals: list[tuple[float, float]],
+                 forecasts: list[float | None], weights: list[float | None]):  # fmt: skip
+    """Each candidate's out-of-fold accuracy with its 90% interval, its forecast (where one was made)
+    beside it and its weight in its label, the first candidate on top."""
+    figure, axis = plt.subplots(figsize=(6.5, 0.5 * len(names) + 1.5))
+    y = np.arange(len(names))[::-1]
+    low = [a - i[0] for a, i in zip(accuracy, intervals)]
+    high = [i[1] - a for a, i in zip(accuracy, intervals)]
+    axis.errorbar(accuracy, y, xerr=[low, high], fmt="o", capsize=3, label="out of fold (90% interval)")
+    shown = [(f, row) for f, row in zip(forecasts, y) if f is not None]
+    if shown:
+        axis.plot([f for f, _ in shown], [row for _, row in shown], "x", color="tab:orange", label="forecast")
+    axis.set_yticks(y)
+    axis.set_yticklabels([name if w is None else f"{name} (weight {w:.2f})" for name, w in zip(names, weights)])
+    axis.set(xlabel="accuracy", title="Checked on your images")
+    axis.grid(alpha=0.3, axis="x")
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below: clear of the bars
+    figure.tight_layout()
+    return figure
+
+
 def plot_confusion(counts: np.ndarray, classes: tuple[str, ...], title: str = "Confusion matrix"):
     size = max(4.0, 0.55 * len(classes) + 2)
     figure, axis = plt.subplots(figsize=(size + 1, size))

@@ -230,6 +230,9 @@ def test_auto_trains_what_the_out_of_fold_scores_chose_and_reports_them(folder):
     else:
         assert not plan.members and plan.strategy == STRATEGIES[chosen[0].split("@")[0].removesuffix("-adapted-bn")].name
     assert json.loads((root / "run" / "plan.json").read_text())["crossfit"]["folds"] == FOLDS
+    report = (root / "run" / "report.html").read_text()  # the evidence drawn too
+    for figure, caption in (("depth.png", "Your images, depth by depth"), ("checked.png", "Checked on your images: out-of")):
+        assert (root / "run" / figure).stat().st_size > 0 and caption in report
     # the run's time is the whole run's, the measuring and the check included (what the CLI prints)
     assert result.metrics["train_seconds"] > evidence["seconds"]
 
