@@ -316,13 +316,17 @@ def _run_advise(args) -> None:
     out = options.pop("out")
     plan = tl.advise(args.data, **options)
     path = plan.save(Path(out) / "plan.json")
+    from .report import plan_figures  # here: matplotlib loads only where a command draws
+
+    plan_figures(path.parent, plan.to_json())
     print("\n\n".join(t for t in (plan.evidence_table(), plan.forecast_table(), plan.crossfit_table()) if t))
     entry = tl.STRATEGIES[plan.strategy]
     settings = (f"{', '.join(entry.members)}: each its own epochs and rate" if entry.members else
                 "its head computed in closed form" if entry.computed else f"lr {plan.lr}, {plan.epochs} epochs")
     print(f"\nplan: {plan.strategy} (cut {plan.cut}), {settings}, {plan.resolution} px, {plan.fit}")
     print(plan.explanation)
-    print(f"saved {path}; run it with: transferlab train {args.data} --strategy auto --plan {path}")
+    print(f"saved {path}, its evidence drawn beside it (depth.png; checked.png where the check ran); run it with: "
+          f"transferlab train {args.data} --strategy auto --plan {path}")  # fmt: skip
 
 
 def _run_rank(args) -> None:

@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
+from .plan import CutEvidence
+
 
 def plot_curves(history: list[dict[str, float]]):
     epochs = [row["epoch"] for row in history]
@@ -125,6 +127,24 @@ def plot_contact_sheet(images: list[np.ndarray], captions: list[str]):
         axis.set_title(caption, fontsize=7)
     figure.tight_layout()
     return figure
+
+
+def plan_figures(out: Path, plan: dict) -> dict[str, str]:
+    """The plan's evidence (``Plan.to_json()``) drawn into ``out`` - the probe by depth, and each
+    checked candidate's out-of-fold accuracy - as base64 PNGs by caption, for a report."""
+    cuts = [CutEvidence(**e) for e in plan["evidence"]]
+    images = {}
+    if cuts:
+        figure = plot_depth_evidence([c.cut for c in cuts], [c.probe_accuracy for c in cuts], [c.probe_stderr for c in cuts],
+                                     [c.random_probe_accuracy for c in cuts], plan["cut"])  # fmt: skip
+        images["Your images, depth by depth: the probe on pretrained and on random weights"] = save_figure(
+            figure, out / "depth.png")  # fmt: skip
+    rows = plan.get("crossfit", {}).get("candidates")
+    if rows:
+        figure = plot_checked(list(rows), [r["accuracy"] for r in rows.values()], [r["interval"] for r in rows.values()],
+                              [r.get("forecast") for r in rows.values()], [r.get("weight") for r in rows.values()])  # fmt: skip
+        images["Checked on your images: out-of-fold accuracy, forecast and weight"] = save_figure(figure, out / "checked.png")
+    return images
 
 
 def save_figure(figure, path: Path) -> str:

@@ -56,6 +56,8 @@ def test_the_advisor_squashes_images_whose_classes_sit_at_the_sides_and_the_mode
                   cache=cache)  # fmt: skip
     assert advised.returncode == 0, advised.stderr
     plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    # the evidence drawn beside the plan: the depths; no check ran (--time-budget 0), so no candidates
+    assert (tmp_path / "plan" / "depth.png").stat().st_size > 0 and not (tmp_path / "plan" / "checked.png").exists()
     check = plan["fit_check"]
     assert plan["fit"] == check["fit"] == "squash" and check["widest"] == 3.0
     assert check["squash"] == 1.0 and check["crop"] < 0.8  # the crop sees grey noise only

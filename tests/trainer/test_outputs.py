@@ -25,7 +25,9 @@ def test_train_and_evaluate_reports_load_every_image_in_a_browser(tmp_path):
     result = tl.train(str(tmp_path / "d"), strategy="auto", resolution=32, epochs=2,
                       out=str(tmp_path / "run"), cache_dir=str(tmp_path / "c"))  # fmt: skip
     seen = render(tmp_path / "run" / "report.html", tmp_path, tmp_path / "report.png")
-    optional = ("confusions.png", "interpolation.png")  # when something was confused; when the plan fine-tunes
+    # when something was confused; when the plan fine-tunes; the plan's evidence drawn (depths; the check's candidates)
+    optional = ("confusions.png", "interpolation.png", "depth.png", "checked.png")
+    assert (tmp_path / "run" / "depth.png").exists() and (tmp_path / "run" / "checked.png").exists()  # auto checked
     expected = 3 + sum((tmp_path / "run" / name).exists() for name in optional)
     assert seen["images"] == expected and seen["broken"] == 0
     assert seen["tables"] >= 5  # summary, per class, confused pairs, the plan's evidence, settings

@@ -19,12 +19,11 @@ from ..bundle import BundleInfo
 from ..config import TrainConfig
 from ..data import ImageSet
 from ..metrics import classification_metrics, evaluate_logits
-from ..plan import CutEvidence, Plan
+from ..plan import Plan
 from ..report import (
-    plot_checked,
+    plan_figures,
     plot_confusion,
     plot_curves,
-    plot_depth_evidence,
     plot_interpolation,
     plot_samples,
     save_figure,
@@ -194,23 +193,6 @@ def _crossfit_table(evidence: dict) -> tuple[list[str], list[list]]:
     return header, rows  # fmt: skip
 
 
-def _plan_figures(out: Path, plan: dict) -> dict[str, str]:
-    """The plan's evidence drawn: the probe by depth, and each checked candidate's out-of-fold accuracy."""
-    cuts = [CutEvidence(**e) for e in plan["evidence"]]
-    images = {}
-    if cuts:
-        figure = plot_depth_evidence([c.cut for c in cuts], [c.probe_accuracy for c in cuts], [c.probe_stderr for c in cuts],
-                                     [c.random_probe_accuracy for c in cuts], plan["cut"])  # fmt: skip
-        images["Your images, depth by depth: the probe on pretrained and on random weights"] = save_figure(
-            figure, out / "depth.png")  # fmt: skip
-    rows = plan.get("crossfit", {}).get("candidates")
-    if rows:
-        figure = plot_checked(list(rows), [r["accuracy"] for r in rows.values()], [r["interval"] for r in rows.values()],
-                              [r.get("forecast") for r in rows.values()], [r.get("weight") for r in rows.values()])  # fmt: skip
-        images["Checked on your images: out-of-fold accuracy, forecast and weight"] = save_figure(figure, out / "checked.png")
-    return images
-
-
 def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
     split = metrics["evaluated_on"]
     counts = np.asarray(metrics["confusion_matrix"])
@@ -246,7 +228,7 @@ def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
     if "plan" in metrics:
         plan = metrics["plan"]
         summary["plan"] = plan["explanation"]
-        images.update(_plan_figures(out, plan))
+        images.update(plan_figures(out, plan))
         tables["The plan's evidence per cut"] = (
             ["cut", "channels", "probe accuracy", "random", "LogME", "BN gap"],
             [[e["cut"], e["channels"], e["probe_accuracy"], e["random_probe_accuracy"], e["logme"],
