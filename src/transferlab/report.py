@@ -20,9 +20,9 @@ from .plan import CutEvidence
 def plot_curves(history: list[dict[str, float]]):
     epochs = [row["epoch"] for row in history]
     figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for split in ("train", "val"):
-        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], label=split)
-        acc_ax.plot(epochs, [row[f"{split}_accuracy"] for row in history], label=split)
+    for split in ("train", "val"):  # markers: a history of one row (a computed head) is one point
+        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], marker="o", markersize=3, label=split)
+        acc_ax.plot(epochs, [row[f"{split}_accuracy"] for row in history], marker="o", markersize=3, label=split)
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     for axis in (loss_ax, acc_ax):

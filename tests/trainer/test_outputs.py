@@ -7,13 +7,25 @@ import pytest
 from conftest import CHROMIUM, render
 
 import transferlab as tl
-from transferlab.trainer.outputs import worst_confusions
+from transferlab.report import plot_curves
+from transferlab.trainer.outputs import _drawn_history, worst_confusions
 
 
 def test_worst_confusions_by_hand():
     counts = np.array([[5, 3, 0], [1, 6, 0], [4, 0, 2]])
     assert worst_confusions(counts, ("a", "b", "c")) == [("c", "a", 4), ("a", "b", 3), ("b", "a", 1)]
     assert worst_confusions(np.eye(3, dtype=int), ("a", "b", "c")) == []
+
+
+def test_the_curves_drawn_are_the_networks_epochs_and_a_single_row_shows_as_a_point():
+    """An ensemble's last stage is its computed head (one row); its report draws the fine-tuned
+    member's epochs, and a run of one row draws a point rather than an invisible line."""
+    row = {"epoch": 1, "train_loss": 0.1, "val_loss": 0.2, "train_accuracy": 1.0, "val_accuracy": 0.9}
+    epochs = [{**row, "epoch": e} for e in (1, 2, 3)]
+    assert _drawn_history({"history": [row], "network_history": epochs}) == epochs
+    assert _drawn_history({"history": [row]}) == [row]
+    lines = [line for axis in plot_curves([row]).axes for line in axis.get_lines()]
+    assert len(lines) == 4 and all(line.get_marker() == "o" and len(line.get_xdata()) == 1 for line in lines)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it)")

@@ -193,11 +193,17 @@ def _crossfit_table(evidence: dict) -> tuple[list[str], list[list]]:
     return header, rows  # fmt: skip
 
 
+def _drawn_history(metrics: dict) -> list[dict]:
+    """The epochs the report draws: the whole network's where one trained (an ensemble's last stage
+    is its computed head, a single row), else the run's own."""
+    return metrics.get("network_history") or metrics["history"]
+
+
 def _write_report(out: Path, metrics: dict, figures: dict, pairs) -> None:
     split = metrics["evaluated_on"]
     counts = np.asarray(metrics["confusion_matrix"])
     images = {
-        "Loss and accuracy per epoch": save_figure(plot_curves(metrics["history"]), out / "curves.png"),
+        "Loss and accuracy per epoch": save_figure(plot_curves(_drawn_history(metrics)), out / "curves.png"),
         f"Confusion matrix ({split})": save_figure(plot_confusion(counts, metrics["classes"]), out / "confusion.png"),
         f"Sample predictions ({split})": save_figure(figures["samples"], out / "samples.png"),
     }
