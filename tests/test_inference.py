@@ -53,6 +53,10 @@ def test_a_folder_stands_for_the_image_files_in_it_and_its_sub_folders(trained, 
     assert [p.image for p in predicted] == [str(f) for f in files] + [str(one)]
     assert [p.top for p in predicted[:-1]] == [p.top for p in model.predict(files)]
     assert predicted[-1].top[0][0] == "blue"
+    (folder / "monday" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert [p.image for p in model.predict(folder)] == [str(f) for f in files]  # skipped, with a warning
+    with pytest.raises(tl.DataError, match="cannot read image .*broken.jpg"):
+        model.predict([folder, folder / "monday" / "broken.jpg"])  # named: an error, folders or not
     (tmp_path / "empty" / "inner").mkdir(parents=True)
     with pytest.raises(tl.DataError, match="holds no images"):
         model.predict(tmp_path / "empty")

@@ -31,18 +31,22 @@ log = logging.getLogger(__name__)
 ImageInput = str | Path | Image.Image | np.ndarray
 
 
-def _folders_opened(items: list[ImageInput]) -> list[ImageInput]:
-    """``items`` with each folder among them replaced by the image files in it and its sub-folders."""
+def _folders_opened(items: list[ImageInput]) -> tuple[list[ImageInput], np.ndarray]:
+    """``items`` with each folder among them replaced by the image files in it and its sub-folders,
+    and for each image whether a folder gave it."""
     found: list[ImageInput] = []
+    from_folder: list[bool] = []
     for item in items:
         if isinstance(item, (str, Path)) and Path(item).is_dir():
             files = image_files(Path(item))
             if not files:
                 raise DataError(f"Folder {str(item)!r} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
             found += files
+            from_folder += [True] * len(files)
         else:
             found.append(item)
-    return found
+            from_folder.append(False)
+    return found, np.asarray(from_folder, dtype=bool)
 
 
 class _Inputs:
@@ -123,19 +127,25 @@ class Model:
 
     def predict(self, images: ImageInput | list[ImageInput], top_k: int = 3) -> list[Prediction]:
         """The ``top_k`` classes with probabilities for each image (a path, a PIL image or an array;
-        a folder's path stands for the image files in it and its sub-folders, sorted by path)."""
+        a folder's path stands for the image files in it and its sub-folders, sorted by path). An
+        image that cannot be read is an error, but one a folder gave: that one is skipped with a
+        warning and has no prediction."""
         if top_k < 1:
             raise ConfigError(f"--top-k must be at least 1, got {top_k}.")
-        items = _folders_opened(list(images) if isinstance(images, (list, tuple)) else [images])
-        source = _Inputs(list(items))
+        items, from_folder = _folders_opened(list(images) if isinstance(images, (list, tuple)) else [images])
+        source = _Inputs(items)
         image_set = ImageSet(source, np.arange(len(items)), np.zeros(len(items), dtype=np.int64), ("?",), self.fit)
-        logits = compute_outputs(self._runner, image_set, self.resolution, strict=True, desc="predict").values
+        outputs = compute_outputs(self._runner, image_set, self.resolution, strict=not from_folder.any(), desc="predict")
+        named = np.flatnonzero(~outputs.valid & ~from_folder)
+        if len(named):  # decoded leniently for the folders' sake; the warning above says why it failed
+            raise DataError(f"cannot read image {source.describe(int(named[0]))}.")
+        logits = outputs.values
         shifted = np.exp(logits - logits.max(1, keepdims=True))
         probabilities = shifted / shifted.sum(1, keepdims=True)
         top = np.argsort(-probabilities, axis=1, kind="stable")[:, : min(top_k, len(self.classes))]
         return [
             Prediction(source.describe(i), [(self.classes[c], float(probabilities[i, c])) for c in top[i]])
-            for i in range(len(items))
+            for i in np.flatnonzero(outputs.valid)
         ]
 
     def evaluate(self, data: str, out: str | Path | None = None, data_dir: str | None = None,
