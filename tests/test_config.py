@@ -35,6 +35,7 @@ def _plan(favoured="truncate"):
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ({"strategy": "head", "plan": "p.json"}, "--plan goes with --strategy auto, got --strategy head"),
         ({"data": None}, "DATA must name"),
+        ({"strategy": "ensemble", "companions": ("none", "mobilenet_v2")}, "--companions none goes alone, got none,mobilenet_v2"),
     ],
 )
 def test_bad_values_fail_with_what_was_expected(changes, message):
@@ -102,6 +103,21 @@ def test_an_ensembles_network_members_augment_from_the_tables_size_unless_typed(
     assert TrainConfig(data="x", strategy="ensemble", augment=True).members_augment(1) is True
     assert default.resolved_augment is False  # a strategy alone: off unless typed
     assert not any(s.augments_members(10 * threshold) for s in STRATEGIES.values() if not s.members)
+
+
+def test_the_companions_are_the_other_offline_backbones_unless_typed_and_none_for_a_backbone_of_ones_own():
+    from transferlab.config import OFFLINE_BACKBONES
+
+    default = TrainConfig(data="x", strategy="ensemble")
+    assert default.resolved_companions() == tuple(b for b in OFFLINE_BACKBONES if b != "efficientnet_lite0")
+    assert default.resolved_companions("mobilenet_v2") == OFFLINE_BACKBONES[:3]  # beside the source a plan chose
+    assert TrainConfig(data="x", strategy="ensemble", backbone="resnet18").resolved_companions() == ()
+    assert TrainConfig(data="x", strategy="ensemble", weights="mine.pt").resolved_companions() == ()
+    assert TrainConfig(data="x", strategy="ensemble", pretrained=False).resolved_companions() == ()
+    typed = TrainConfig(data="x", strategy="ensemble", backbone="resnet18", companions=("mobilenet_v2", "resnet18"))
+    assert typed.resolved_companions() == ("mobilenet_v2",)  # never the run's own backbone twice
+    assert TrainConfig(data="x", strategy="ensemble", companions=("none",)).resolved_companions() == ()
+    assert for_strategy(typed, "multicut", companions=None).companions is None
 
 
 def test_user_cut_turns_a_head_plan_into_truncate_and_cannot_go_with_scratch():

@@ -20,7 +20,7 @@ SET_VALUES = {
     "epochs": 3, "lr": 0.01, "batch_size": 8, "weight_decay": 0.1, "dropout": 0.5, "head_init": "zeros", "layer_decay": 0.5, "warmup_epochs": 0.0, "patience": 1, "augment": True, "freeze_bn": True,
     "gradual_unfreeze": True, "tune": "bias", "lora_rank": 8, "regularizer": "bss", "regularizer_strength": 0.5,
     "schedule": "one-cycle", "init": "xavier-uniform", "max_memory": 2.0, "interpolate": "0.5",
-    "unlabeled": "more-images", "holdout": True,
+    "unlabeled": "more-images", "holdout": True, "companions": ("mobilenet_v2",),
 }  # fmt: skip
 
 
@@ -56,6 +56,16 @@ def test_an_option_is_accepted_exactly_where_the_table_says_it_applies(strategy,
         flag = "--freeze-bn" if option == "freeze_bn" else "--" + option.replace("_", "-")
         with pytest.raises(ConfigError, match=f"^{flag} applies to .*, not to --strategy {strategy}( \\(.*\\))?.$"):
             TrainConfig(data="x", **options)
+
+
+def test_only_an_ensemble_takes_a_companion_and_it_must_be_a_head_computed_on_a_frozen_body():
+    with pytest.raises(ValueError, match="only an ensemble takes a companion"):
+        Strategy("alone", "x", 1, 1.0, ("head",), "the head", companion="multicut")
+    with pytest.raises(ValueError, match="its companion must be a head computed on a frozen body"):
+        register_strategy(Strategy("tuned", "x", 1, 1.0, (), "the heads", members=("head", "multicut"),
+                                   companion="finetune"))  # fmt: skip
+    assert "tuned" not in STRATEGIES
+    assert "multicut on each --companions backbone" in describe(STRATEGIES["ensemble"])
 
 
 def test_options_that_depend_on_another_option_say_so():

@@ -30,7 +30,7 @@ log = logging.getLogger("transferlab")
 _TYPES = {"int": int, "float": float, "str": str}
 PRETRAIN_OPTIONS = ("out", "classes", "epochs", "lr", "batch_size", "resolution", "samples_per_class", "augment",
                     "resume", "seed", "data_dir", "cache_dir", "device")  # fmt: skip
-ADVISE_OPTIONS = ("out", "backbone", "backbones", "weights", "classes", "measure_per_class", "samples_per_class",
+ADVISE_OPTIONS = ("out", "backbone", "backbones", "companions", "weights", "classes", "measure_per_class", "samples_per_class",
                   "resolution", "fit", "engine", "device", "cache_dir", "seed", "data_dir", "unlabeled", "time_budget")  # fmt: skip
 LR_FIND_OPTIONS = ("out", "backbone", "weights", "classes", "samples_per_class", "resolution", "batch_size", "engine", "device",
                    "freeze_bn", "layer_decay", "tune", "regularizer", "regularizer_strength", "cache_dir", "seed",
@@ -66,7 +66,7 @@ def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] 
         options = {"dest": f.name, "default": default, "help": meta["help"]}
         if f.type == "bool":
             options["action"] = "store_false" if default else "store_true"
-        elif f.type == "tuple[str, ...]":  # one argument 'a,b': a list option never swallows the data path after it
+        elif f.type.startswith("tuple[str, ...]"):  # one argument 'a,b': a list option never swallows the data path after it
             options.update(type=_words, default=None, metavar="A,B")
         elif f.type == "bool | None":
             options["action"] = argparse.BooleanOptionalAction
@@ -219,8 +219,9 @@ def commands() -> dict[str, argparse.ArgumentParser]:
 def _config_options(args) -> dict:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     options = {k: v for k, v in vars(args).items() if k in names and k != "data" and v is not None}
-    if "backbones" in options:  # typed as 'a,b'
-        options["backbones"] = tuple(options["backbones"])
+    for name in ("backbones", "companions"):  # typed as 'a,b'
+        if name in options:
+            options[name] = tuple(options[name])
     return options
 
 

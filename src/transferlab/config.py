@@ -51,6 +51,7 @@ ENGINES = ("pytorch", "pytorch-bf16", "onnxruntime", "onnxruntime-int8")  # what
 EXPORT_FORMATS = ("onnx", "torchscript")  # what a model exports to (export.py)
 INTERPOLATE_AUTO, INTERPOLATE_NONE = "auto", "none"  # --interpolate's words beside a number (trainer/interpolate.py)
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2")  # rank's default
+NO_COMPANIONS = "none"  # --companions none: an ensemble of its members alone
 
 
 def option(default, help, **cli):  # noqa: A002 - the argparse word
@@ -104,6 +105,11 @@ class TrainConfig:
     backbone: str = option("efficientnet_lite0", "registered, timm or torchvision name, or a model folder")
     backbones: tuple[str, ...] = option((), "auto, advise, rank: candidate backbones, comma-separated ('a,b'); the advisor "
                                             "ranks them and chooses the source with the strategy")  # fmt: skip
+    companions: tuple[str, ...] | None = option(None, "other pretrained backbones, comma-separated, on each of which "
+                                                      "a frozen multicut head joins the ensemble (their features see "
+                                                      "your images another way); none: no companions (default: the "
+                                                      "other offline ImageNet backbones where --backbone is one of "
+                                                      "them, as measured in docs/advisor.md)")  # fmt: skip
     weights: str | None = option(None, "state-dict file to load into the backbone instead of its pretrained weights")
     pretrained: bool = option(True, "random backbone weights", flag="--no-pretrained")
     cut: str | None = option(None, "cut point (stage name); default: final, or the middle stage for truncate "
@@ -216,6 +222,8 @@ class TrainConfig:
                "interpolate", f"{INTERPOLATE_AUTO}, {INTERPOLATE_NONE} or a number in [0, 1]", self.interpolate)
         _check(self.time_budget is None or duration_seconds(self.time_budget) is not None, "time_budget",
                "a duration such as 90s, 10m or 1h", self.time_budget)  # fmt: skip
+        if self.companions is not None and NO_COMPANIONS in self.companions and len(self.companions) > 1:
+            raise ConfigError(f"--companions {NO_COMPANIONS} goes alone, got {','.join(self.companions)}.")
         if self.time_budget is not None and self.strategy != AUTO:
             raise ConfigError(f"--time-budget goes with --strategy auto, got --strategy {self.strategy}.")
         if self.plan and self.strategy != AUTO:
@@ -263,6 +271,18 @@ class TrainConfig:
         become them) train on augmented images where the median class has ``labelled_per_class``
         labelled images: as typed, else the ensemble's default at that size."""
         return self.augment if self.augment is not None else ensemble_entry().augments_members(labelled_per_class)
+
+    def resolved_companions(self, backbone: str | None = None) -> tuple[str, ...]:
+        """The other backbones on which an ensemble's companion trains beside ``backbone`` (default:
+        this run's): those typed (none for 'none'), else, from pretrained weights of its own, the other
+        offline ImageNet backbones where it is one of them."""
+        backbone = backbone or self.backbone
+        if self.companions is not None:
+            typed = () if self.companions == (NO_COMPANIONS,) else self.companions
+        else:
+            ours = self.pretrained and self.weights is None and backbone in OFFLINE_BACKBONES
+            typed = OFFLINE_BACKBONES if ours else ()
+        return tuple(name for name in dict.fromkeys(typed) if name != backbone)
 
     @property
     def resolved_class_weight(self) -> str:

@@ -273,10 +273,11 @@ class Plan:
         rows = self.crossfit.get("candidates", {})
         if not rows:
             return ""
-        lines = [f"{'checked on your images':<24} {'accuracy':>8} {'90% interval':>15} {'log loss':>8} {'weight':>6}"]
+        width = max(24, *(len(name) for name in rows))
+        lines = [f"{'checked on your images':<{width}} {'accuracy':>8} {'90% interval':>15} {'log loss':>8} {'weight':>6}"]
         for name, row in rows.items():
             weight = "" if row.get("weight") is None else f"{row['weight']:.2f}"
-            lines.append(f"{name:<24} {row['accuracy']:>8.1%} {row['interval'][0]:>7.1%}-{row['interval'][1]:<7.1%} "
+            lines.append(f"{name:<{width}} {row['accuracy']:>8.1%} {row['interval'][0]:>7.1%}-{row['interval'][1]:<7.1%} "
                          f"{row['log_loss']:>8.3f} {weight:>6}")  # fmt: skip
         return "\n".join(lines)
 

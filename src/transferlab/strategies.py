@@ -10,7 +10,7 @@ network. The seed's four cases:
 | large | ``finetune``: train everything from the pretrained weights | ``scratch``: random init, train everything |
 
 Beyond them, ``multicut`` reads every cut point at once, and ``ensemble`` averages two trained
-strategies (its ``members``). Adding a strategy is one
+strategies (its ``members``) and its ``companion`` trained again on other pretrained backbones. Adding a strategy is one
 :func:`register_strategy` call, plus a training stage of its own
 (``trainer.stages.register_stage``) when the existing ones do not do what it needs.
 """
@@ -52,7 +52,7 @@ CUT_RULES = ("final", "earlier", "any", "all")
 STEP_OPTIONS = ("epochs", "lr", "batch_size", "weight_decay", "dropout", "head_init")
 SPECIFIC_OPTIONS = (*STEP_OPTIONS, "layer_decay", "warmup_epochs", "patience", "augment", "freeze_bn",
                     "gradual_unfreeze", "tune", "lora_rank", "regularizer", "regularizer_strength", "schedule", "init",
-                    "max_memory", "interpolate", "unlabeled", "holdout")  # fmt: skip
+                    "max_memory", "interpolate", "unlabeled", "holdout", "companions")  # fmt: skip
 _NETWORK_OPTIONS = frozenset(STEP_OPTIONS) - {"head_init"} | {"warmup_epochs", "patience", "augment", "freeze_bn",
                                                               "gradual_unfreeze", "schedule", "max_memory"}  # fmt: skip
 
@@ -77,6 +77,8 @@ class Strategy:
     anchor: str | None = None  # the forecast's starting point (a ``forecast.Signals`` attribute); None: not forecast
     with_cut: str | None = None  # the strategy a plan for this one becomes when the user sets --cut
     members: tuple[str, ...] = ()  # an ensemble's strategies, each trained with its own defaults (then no stages)
+    companion: str | None = None  # an ensemble's: a frozen-head strategy trained again on each other backbone of
+    #                               ``--companions`` (the same images and resolution), joining the members
     augment_members_from: int | None = None  # an ensemble's: from this many labelled images per class (median),
     #                                          its members that take --augment train on augmented images by default
     advised: bool = False  # whether ``auto`` plans it; the others are forecast as evidence only (the study decides)
@@ -89,6 +91,8 @@ class Strategy:
             raise ValueError(f"strategy {self.name!r} must have stages or members, not both or neither.")
         if self.cuts not in CUT_RULES:
             raise ValueError(f"cuts must be one of {', '.join(CUT_RULES)}, got {self.cuts!r}.")
+        if self.companion is not None and not self.members:
+            raise ValueError(f"strategy {self.name!r}: only an ensemble takes a companion.")
         unknown = self.options - set(SPECIFIC_OPTIONS)
         if unknown:
             raise ValueError(f"unknown options for strategy {self.name!r}: {', '.join(sorted(unknown))}.")
@@ -131,9 +135,12 @@ def register_strategy(strategy: Strategy) -> Strategy:
     a stage name, whose results would be reported under one name, are refused)."""
     if strategy.name in STRATEGIES or strategy.name == AUTO:
         raise ValueError(f"a strategy named {strategy.name!r} is registered already.")
-    unknown = [member for member in strategy.members if member not in STRATEGIES]
+    companions = [strategy.companion] if strategy.companion else []
+    unknown = [member for member in (*strategy.members, *companions) if member not in STRATEGIES]
     if unknown:
         raise ValueError(f"strategy {strategy.name!r}: members {', '.join(unknown)} are not registered.")
+    if any(not STRATEGIES[companion].computed for companion in companions):
+        raise ValueError(f"strategy {strategy.name!r}: its companion must be a head computed on a frozen body.")
     stages = [stage for member in strategy.members for stage in STRATEGIES[member].stages]
     shared = sorted({stage for stage in stages if stages.count(stage) > 1})
     if shared:
@@ -161,7 +168,8 @@ def describe(strategy: Strategy) -> str:
             "any": "anywhere (--cut; default: the final features)", "all": "at every cut point at once"}[strategy.cuts]
     steps = ("computed in closed form, no epochs" if strategy.computed else
              f"{strategy.epochs} epoch{'s' * (strategy.epochs != 1)} at lr {strategy.lr:g}")
-    training = (f"members {', '.join(strategy.members)}, each with its own defaults" if strategy.members else
+    companion = f", and {strategy.companion} on each --companions backbone" if strategy.companion else ""
+    training = (f"members {', '.join(strategy.members)}, each with its own defaults{companion}" if strategy.members else
                 f"stages {', '.join(strategy.stages)}; {steps}; cuts {cuts}")
     options = ", ".join(sorted(strategy.options)) or "none"
     start = "pretrained" if strategy.pretrained else "random weights"
@@ -221,12 +229,13 @@ register_strategy(Strategy(
 ))
 register_strategy(Strategy(
     "ensemble", "multicut and finetune both trained (finetune on augmented images from "
-    f"{AUGMENT_MEMBERS_FROM} labelled images a class), each calibrated by a temperature fitted on validation, their "
-    "probabilities averaged (two networks at prediction)", epochs=STRATEGIES["finetune"].epochs,
-    lr=STRATEGIES["finetune"].lr, stages=(), members=("multicut", "finetune"), freeze_bn=True, layer_decay=True,
+    f"{AUGMENT_MEMBERS_FROM} labelled images a class) and multicut again on each --companions backbone, each "
+    "calibrated by a temperature fitted on validation, their probabilities averaged (a network per member at "
+    "prediction)", epochs=STRATEGIES["finetune"].epochs, lr=STRATEGIES["finetune"].lr, stages=(),
+    members=("multicut", "finetune"), companion="multicut", freeze_bn=True, layer_decay=True,
     trains="the multicut head, then the whole fine-tuned network", anchor="probe_final", advised=True, class_weight="balanced",
-    baseline=True, options=STRATEGIES["multicut"].options | STRATEGIES["finetune"].options,
-    augment_members_from=AUGMENT_MEMBERS_FROM, recipe=2,
+    baseline=True, options=STRATEGIES["multicut"].options | STRATEGIES["finetune"].options | {"companions"},
+    augment_members_from=AUGMENT_MEMBERS_FROM, recipe=3,
 ))
 register_strategy(Strategy(
     FROM_SCRATCH, "random init, everything trains", epochs=15, lr=2e-3, stages=("network",),

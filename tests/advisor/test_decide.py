@@ -16,7 +16,7 @@ from transferlab import features
 from transferlab.advisor import crossfit
 from transferlab.advisor.crossfit import FOLDS, Candidate, candidates, fold_plan
 from transferlab.advisor.decide import cost_estimate, pilot_needed
-from transferlab.config import TrainConfig, with_plan
+from transferlab.config import OFFLINE_BACKBONES, TrainConfig, with_plan
 from transferlab.data import split_dataset
 from transferlab.datasets import load_dataset
 from transferlab.plan import CutEvidence, best_cut
@@ -215,7 +215,9 @@ def test_auto_trains_what_the_out_of_fold_scores_chose_and_reports_them(folder):
     plan = result.plan
     evidence = plan.crossfit
     assert evidence["folds"] == FOLDS and evidence["images"] == 27
-    assert set(evidence["candidates"]) == {*(c.name for c in candidates(plan.evidence)), "combination"}
+    checked = candidates(plan.evidence, companions=OFFLINE_BACKBONES[1:])  # the other offline backbones' multicut
+    assert [c.backbone for c in checked[-3:]] == list(OFFLINE_BACKBONES[1:])
+    assert set(evidence["candidates"]) == {*(c.name for c in checked), "combination"}
     weights = {name: row["weight"] for name, row in evidence["candidates"].items() if name != "combination"}
     assert sum(weights.values()) == pytest.approx(1.0)
     assert "Checked on your own 27 labelled images" in plan.explanation
@@ -223,12 +225,17 @@ def test_auto_trains_what_the_out_of_fold_scores_chose_and_reports_them(folder):
     assert table[0].startswith("checked on your images") and [line.split()[0] for line in table[1:]] == list(
         evidence["candidates"])
     chosen = [name for name, w in weights.items() if w > 0]
+    by_name = {c.name: c for c in checked}
     if len(chosen) > 1:
         assert plan.members and [m["candidate"] for m in plan.members] == chosen
         saved = json.loads((root / "run" / "model" / "bundle.json").read_text())
         assert [m["weight"] for m in saved["members"]] == pytest.approx([weights[n] for n in chosen])
+        for member in saved["members"]:  # each member trained on its own backbone (a companion on another)
+            info = json.loads((root / "run" / "model" / member["folder"] / "bundle.json").read_text())
+            assert info["backbone"] == (by_name[member["folder"]].backbone or "efficientnet_lite0")
     else:
-        assert not plan.members and plan.strategy == STRATEGIES[chosen[0].split("@")[0].removesuffix("-adapted-bn")].name
+        assert not plan.members and plan.strategy == by_name[chosen[0]].strategy
+        assert plan.backbone == (by_name[chosen[0]].backbone or "efficientnet_lite0")
     assert json.loads((root / "run" / "plan.json").read_text())["crossfit"]["folds"] == FOLDS
     report = (root / "run" / "report.html").read_text()  # the evidence drawn too
     for figure, caption in (("depth.png", "Your images, depth by depth"), ("checked.png", "Checked on your images: out-of")):

@@ -224,7 +224,7 @@ def test_the_studys_ensemble_trains_its_members_as_the_ensemble_strategy_does_at
     for size in (5, 10, 30):  # as --strategy ensemble trains them on a folder of that many labelled images a class
         write_folder(tmp_path / f"d{size}", per_class=study.labelled_per_class(size))
         splits = split_dataset(load_dataset(str(tmp_path / f"d{size}")), val_fraction=0.5)  # the study's protocol
-        trained = ensemble_members(for_strategy(base, "ensemble"), tmp_path, None, splits)
+        trained = ensemble_members(for_strategy(base, "ensemble", companions=("none",)), tmp_path, None, splits, 64)
         studied = study.member_configs(configs, "ensemble@final", members, size, trained_there if size < 10 else runs)
         assert [m.config.resolved_augment for m in trained] == [c.resolved_augment for c in studied]
         assert [m.config.holdout for m in trained] == [c.holdout for c in studied] == [False, size < 10]

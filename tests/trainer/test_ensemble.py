@@ -2,6 +2,7 @@
 the average of calibrated probabilities, members trained exactly as their own runs, one bundle
 that reloads, predicts and exports as the run measured, and one-line refusals."""
 
+import dataclasses
 import json
 import math
 
@@ -82,22 +83,30 @@ def runs(tmp_path_factory):
 
     root = split_folders(tmp_path_factory.mktemp("ensemble"), 10, 7)
 
-    def run(strategy: str) -> dict:
+    def run(strategy: str, backbone: str = "efficientnet_lite0") -> dict:
         steps = {} if tl.STRATEGIES[strategy].computed else {"batch_size": 8, "epochs": 2}
         steps.update({"holdout": True} if strategy == "finetune" else {})
-        config = tl.TrainConfig(data=str(root / "d"), strategy=strategy, out=str(root / strategy), resolution=32,
-                                val_fraction=0.3, cache_dir=str(root / "cache"), **steps)  # fmt: skip
+        config = tl.TrainConfig(data=str(root / "d"), strategy=strategy, out=str(root / f"{strategy}-{backbone}"),
+                                resolution=32, val_fraction=0.3, cache_dir=str(root / "cache"), backbone=backbone,
+                                **steps)  # fmt: skip
         return tl.train(config).metrics
 
-    return root, {strategy: run(strategy) for strategy in ("ensemble", "multicut", "finetune")}
+    found = {strategy: run(strategy) for strategy in ("ensemble", "multicut", "finetune")}
+    return root, {**found, "multicut-mobilenet_v2": run("multicut", "mobilenet_v2")}
+
+
+COMPANIONS = ["multicut-efficientnet_lite1", "multicut-efficientnet_lite2", "multicut-mobilenet_v2"]
 
 
 def test_each_member_is_trained_exactly_as_its_own_run(runs):
     _, metrics = runs
     members = {m["strategy"]: m for m in metrics["ensemble"]["members"]}
-    assert list(members) == ["multicut", "finetune"] and members["multicut"]["cut"] == "all"
+    assert list(members) == ["multicut", "finetune", *COMPANIONS] and members["multicut"]["cut"] == "all"
     assert members["finetune"]["resolved_config"]["holdout"] and not members["multicut"]["resolved_config"]["holdout"]
-    for name in members:
+    companions = [members[name]["resolved_config"] for name in COMPANIONS]
+    assert [c["backbone"] for c in companions] == ["efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2"]
+    assert all(c["resolution"] == 32 and c["strategy"] == "multicut" for c in companions)
+    for name in ("multicut", "finetune", "multicut-mobilenet_v2"):  # a companion: multicut alone on its backbone
         alone = metrics[name]
         assert members[name]["val_accuracy"] == pytest.approx(alone["val_accuracy"], abs=1e-6)
         assert members[name]["test_balanced_accuracy"] == pytest.approx(alone["balanced_accuracy"], abs=1e-6)
@@ -126,7 +135,7 @@ def test_from_the_tables_size_the_fine_tuned_member_trains_on_augmented_images_u
     def ensemble(**typed) -> dict:
         config = tl.TrainConfig(data=str(root / "d"), strategy="ensemble", out=str(tmp_path / str(typed)),
                                 resolution=32, val_fraction=0.3, cache_dir=str(root / "cache"), batch_size=8, epochs=2,
-                                **typed)  # fmt: skip
+                                companions=("none",), **typed)  # fmt: skip
         return {m["strategy"]: m for m in tl.train(config).metrics["members"]}
 
     members = ensemble()
@@ -139,18 +148,21 @@ def test_from_the_tables_size_the_fine_tuned_member_trains_on_augmented_images_u
 
 def test_the_bundle_is_its_members_bundles_and_reloads_to_what_the_run_measured(runs):
     root, metrics = runs
-    network, info = load_bundle(root / "ensemble" / "model")
-    assert isinstance(network, Ensemble) and [m.folder for m in info.members] == ["multicut", "finetune"]
+    network, info = load_bundle(root / "ensemble-efficientnet_lite0" / "model")
+    assert isinstance(network, Ensemble) and [m.folder for m in info.members] == ["multicut", "finetune", *COMPANIONS]
+    assert info.backbone == "efficientnet_lite0"  # the run's own, not its last companion's
+    _, companion = load_bundle(root / "ensemble-efficientnet_lite0" / "model" / "multicut-mobilenet_v2")
+    assert (companion.backbone, companion.arch, companion.preprocessing.resolution) == ("mobilenet_v2", "transferlab:mobilenet_v2", 32)
     temperatures = [m["temperature"] for m in metrics["ensemble"]["members"]]
     assert network.temperatures.tolist() == pytest.approx(temperatures)
-    meta = json.loads((root / "ensemble" / "model" / "bundle.json").read_text())
+    meta = json.loads((root / "ensemble-efficientnet_lite0" / "model" / "bundle.json").read_text())
     assert meta["format_version"] == 3 and meta["strategy"] == "ensemble"
-    alone, _ = load_bundle(root / "ensemble" / "model" / "finetune")  # each member is a bundle of its own
+    alone, _ = load_bundle(root / "ensemble-efficientnet_lite0" / "model" / "finetune")  # each member: a bundle of its own
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(network(x), combined([m(x) for m in network.members], temperatures), atol=1e-6)
         assert torch.allclose(network.members[1](x), alone(x), atol=1e-6)
-    model = tl.load(root / "ensemble" / "model")
+    model = tl.load(root / "ensemble-efficientnet_lite0" / "model")
     again = model.evaluate(str(root / "d" / "test"))
     assert again["accuracy"] == pytest.approx(metrics["ensemble"]["test_accuracy"], abs=1e-6)
     predictions = model.predict(sorted((root / "d" / "test" / "red").iterdir())[:2], top_k=3)
@@ -165,13 +177,33 @@ def test_an_ensemble_cannot_be_cut_or_be_a_backbone_and_suggest_reads_its_frozen
     root, _ = runs
     with pytest.raises(tl.ConfigError, match="^--strategy ensemble keeps the whole body"):
         tl.TrainConfig(data="x", strategy="ensemble", cut="blocks.2")
-    with pytest.raises(tl.BackboneError, match="is an ensemble of 2 networks; give one of them as the backbone"):
-        tl.build_backbone(str(root / "ensemble" / "model"))
+    with pytest.raises(tl.BackboneError, match="is an ensemble of 5 networks; give one of them as the backbone"):
+        tl.build_backbone(str(root / "ensemble-efficientnet_lite0" / "model"))
     pool, rng = tmp_path / "pool", np.random.default_rng(5)
     pool.mkdir()
     for i, colour in enumerate(list(COLOURS.values()) * 3):  # loose images, no class folders
         make_image(colour, rng).save(pool / f"{i:02d}.png")
-    from_ensemble = tl.suggest(root / "ensemble" / "model", pool, n=4, out=tmp_path / "s1")
-    from_member = tl.suggest(root / "ensemble" / "model" / "multicut", pool, n=4, out=tmp_path / "s2")
+    from_ensemble = tl.suggest(root / "ensemble-efficientnet_lite0" / "model", pool, n=4, out=tmp_path / "s1")
+    from_member = tl.suggest(root / "ensemble-efficientnet_lite0" / "model" / "multicut", pool, n=4, out=tmp_path / "s2")
     assert from_ensemble["suggestions"] == from_member["suggestions"] and len(from_ensemble["suggestions"]) == 4
     assert from_ensemble["forecast"] is not None  # the run's metrics.json, above the member's folder
+
+
+def test_without_a_typed_resolution_the_companions_train_at_the_ensembles_own(runs):
+    """Each backbone has a resolution of its own (Lite2: 260 px); an ensemble's members see the same
+    images at prediction, so its companions take the ensemble's backbone's, and --companions none
+    leaves the members alone."""
+    from pathlib import Path
+
+    from transferlab.prepare import prepare
+    from transferlab.trainer.train import ensemble_members
+
+    root, _ = runs
+    config = tl.TrainConfig(data=str(root / "d"), strategy="ensemble", val_fraction=0.3, cache_dir=str(root / "cache"))
+    splits = prepare(config).splits
+    members = ensemble_members(config, Path("out"), None, splits, 224)
+    assert [m.name for m in members] == ["multicut", "finetune", *COMPANIONS]
+    assert [(m.config.backbone, m.config.resolution, m.config.out) for m in members[2:]] == [
+        (name.removeprefix("multicut-"), 224, str(Path("out") / name)) for name in COMPANIONS]
+    alone = ensemble_members(dataclasses.replace(config, companions=("none",)), Path("out"), None, splits, 224)
+    assert [m.name for m in alone] == ["multicut", "finetune"]

@@ -38,9 +38,9 @@ from ..config import TrainConfig, for_strategy
 from ..data import Dataset, ImageSet, Splits, split_dataset
 from ..plan import CutEvidence, best_cut
 from ..prepare import PreparedRun
-from ..strategies import ALL_CUTS, FINAL_CUT, STRATEGIES
+from ..strategies import ALL_CUTS, FINAL_CUT, STRATEGIES, ensemble_entry
 from ..trainer.loops import AUGMENTATION_RECIPE, EpochCallback
-from ..trainer.train import fit_stages
+from ..trainer.train import companion_name, fit_stages
 
 log = logging.getLogger(__name__)
 
@@ -55,31 +55,37 @@ RACE_EPOCH_STANDARD_ERRORS = 1.0  # how far behind the first at that epoch it st
 @dataclass(frozen=True)
 class Candidate:
     """One way to train that the search scores: a strategy of the table with its cut and, for one
-    that trains the body, its BatchNorm setting and whether it trains on augmented images."""
+    that trains the body, its BatchNorm setting and whether it trains on augmented images; for an
+    ensemble's companion, the other backbone it reads."""
 
     name: str
     strategy: str
     cut: str | None = None  # None: the strategy's default
     freeze_bn: bool | None = None  # None: the strategy's default
     augment: bool | None = None  # None: the strategy's default
+    backbone: str | None = None  # None: the run's
 
     def config(self, base: TrainConfig, out: Path) -> TrainConfig:
         """``base`` turned into a run of this candidate writing into ``out``."""
-        changes = {name: value for name, value in (("freeze_bn", self.freeze_bn), ("augment", self.augment))
-                   if value is not None}  # fmt: skip
+        changes = {name: value for name, value in (("freeze_bn", self.freeze_bn), ("augment", self.augment),
+                                                   ("backbone", self.backbone)) if value is not None}  # fmt: skip
         return for_strategy(base, self.strategy, cut=self.cut, out=str(out), resume=False, tensorboard=None, plan=None,
-                            **changes)  # fmt: skip
+                            companions=None, **changes)  # fmt: skip
+
+    def run(self, prepared: PreparedRun) -> PreparedRun:
+        """The prepared run it trains on: ``prepared``, or the same splits over its own backbone."""
+        return prepared if self.backbone is None else prepared.for_backbone(self.backbone).with_splits(prepared.splits)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def candidates(evidence: tuple[CutEvidence, ...], augment: bool = False) -> list[Candidate]:
+def candidates(evidence: tuple[CutEvidence, ...], augment: bool = False, companions: tuple[str, ...] = ()) -> list[Candidate]:
     """The table's candidates: each marked strategy; one that cuts reads the best single cut by the
     probe, LogME breaking ties as the plan's words do (:func:`.plan.best_cut`: ``head``, or its
     ``with_cut`` strategy at an earlier cut); one that trains the body with BatchNorm statistics
     frozen and adapted, on augmented images where ``augment`` (as the ensemble's member it may
-    become would train)."""
+    become would train); and the ensemble's companion on each of the ``companions`` backbones."""
     cut = best_cut(evidence).cut if evidence else FINAL_CUT
     found = []
     for entry in (s for s in STRATEGIES.values() if s.candidate):
@@ -91,6 +97,9 @@ def candidates(evidence: tuple[CutEvidence, ...], augment: bool = False) -> list
                       Candidate(f"{entry.name}-adapted-bn", entry.name, freeze_bn=False, augment=augmented)]  # fmt: skip
         else:
             found.append(Candidate(entry.name, entry.name))
+    companion = ensemble_entry().companion
+    if companion is not None:
+        found += [Candidate(companion_name(companion, backbone), companion, backbone=backbone) for backbone in companions]
     return found
 
 
@@ -278,7 +287,7 @@ def score_fold(prepared: PreparedRun, labelled: ImageSet, base: TrainConfig, can
     try:
         splits = fold_splits(labelled, fold, config, unlabeled, prepared.splits.val_given)
         with fold_runs_quiet(not fold.final_run):  # the final run's split: its run is the final training
-            _, _, stages = fit_stages(prepared.with_splits(splits), config, Path(config.out), watch=watch)
+            _, _, stages = fit_stages(candidate.run(prepared).with_splits(splits), config, Path(config.out), watch=watch)
         last = list(stages.values())[-1]
         split = "val" if fold.final_run else "test"
         found = {"logits": last.logits[split].numpy(), "labels": last.labels[split]}

@@ -68,7 +68,7 @@ def _members(combination: Combination, chosen: list[Candidate], final_run: bool)
                 for name in combination.members}  # fmt: skip
     return tuple({"candidate": name, "strategy": by_name[name].strategy, "cut": fold_cut(by_name[name]),
                   "freeze_bn": by_name[name].freeze_bn, "augment": by_name[name].augment, "holdout": held_out[name],
-                  "weight": combination.weights[name],
+                  "backbone": by_name[name].backbone, "weight": combination.weights[name],
                   "temperature": combination.temperatures[name]} for name in combination.members)  # fmt: skip
 
 
@@ -115,6 +115,7 @@ def decided_plan(plan: Plan, combination: Combination, chosen: list[Candidate], 
         member, entry = members[0], STRATEGIES[members[0]["strategy"]]
         freeze_bn = entry.freeze_bn if member["freeze_bn"] is None else member["freeze_bn"]
         return dataclasses.replace(plan, strategy=entry.name, cut=member["cut"], lr=entry.lr, epochs=entry.epochs,
+                                   backbone=member["backbone"] or plan.backbone,
                                    freeze_bn=freeze_bn, augment=bool(member["augment"]), holdout=bool(member["holdout"]),
                                    explanation=explanation, crossfit=evidence, members=())  # fmt: skip
     entry = ensemble_entry()
@@ -135,7 +136,8 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     """The forecast's ``plan`` checked on the user's labelled images and decided by them, within
     ``--time-budget``; the forecast's plan, saying why, when the budget or the images do not allow it."""
     run = prepared.for_backbone(plan.backbone).with_fit(plan.fit)
-    chosen = candidates(plan.evidence, config.members_augment(run.splits.labelled_per_class()))
+    companions = config.resolved_companions(plan.backbone)
+    chosen = candidates(plan.evidence, config.members_augment(run.splits.labelled_per_class()), companions)
     labelled, folds = labelled_folds(run.splits, config.seed)
     estimate = cost_estimate(plan, chosen, folds, config)
     obstacle = fold_obstacle(labelled, folds)
@@ -152,7 +154,7 @@ def check_on_own_images(prepared: PreparedRun, config: TrainConfig, plan: Plan) 
     base = dataclasses.replace(config, backbone=plan.backbone, resolution=plan.resolution, fit=plan.fit)
     scores = cross_fit(run, base, chosen, config.cache_root / "crossfit" / labelled.fingerprint())
     labels = next(iter(scores.values())).labels
-    reference = dict.fromkeys(ensemble_entry().members, 1.0)
+    reference = dict.fromkeys([*ensemble_entry().members, *(c.name for c in chosen if c.backbone is not None)], 1.0)
     class_weights = balanced_weights(torch.from_numpy(labels), len(run.classes), config.class_weight_for(ensemble_entry()))
     combination = combine({name: s.logits for name, s in scores.items()}, labels, reference,
                           None if class_weights is None else class_weights.numpy())  # fmt: skip

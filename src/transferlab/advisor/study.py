@@ -172,7 +172,8 @@ def member_run(folder_name: str) -> bool:
 def member_configs(configs: dict[str, TrainConfig], ensemble: str, members: list[str], size: int,
                    runs: dict[str, RunResult]) -> list[TrainConfig]:  # fmt: skip
     """The members of the ensemble run ``ensemble`` as its strategy trains them at ``size`` (the
-    table's defaults, :func:`.trainer.train.ensemble_members`): each the option's own run, or a run
+    table's defaults, :func:`.trainer.train.ensemble_members`, without companions: the study's pool
+    is scored on one backbone, its ensemble is ``--companions none``): each the option's own run, or a run
     of its own where the ensemble trains that member otherwise - on augmented images at this many
     labelled images a class, or keeping out the validation images its temperature is fitted on,
     which the option's own run (in ``runs``) trained on."""

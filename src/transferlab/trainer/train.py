@@ -133,7 +133,8 @@ def ensemble_stage(member_stages: list[Stage], temperatures: list[float] | None 
     """The ensemble of the members' final stages: the calibrated probabilities averaged (``weights``:
     default equal) on every split they all scored, each member at its given temperature or, without them, one fitted
     on its validation logits (each class's images counted by the ensemble's ``class_weight``, its
-    weights from the training split's counts); and the temperatures."""
+    weights from the training split's counts), with the history of the member that trained longest
+    (a network's epochs, not a computed head's one row); and the temperatures."""
     last = member_stages[-1]
     for stage in member_stages:
         for split, labels in last.labels.items():
@@ -147,7 +148,8 @@ def ensemble_stage(member_stages: list[Stage], temperatures: list[float] | None 
     scored = [split for split in last.logits if all(split in stage.logits for stage in member_stages)]
     logits = {split: combined([stage.logits[split] for stage in member_stages], temperatures, weights)
               for split in scored}  # fmt: skip
-    return Stage(last.inputs, last.labels, logits, last.history, memory=last.memory), temperatures
+    history = max((stage.history for stage in member_stages), key=len)
+    return Stage(last.inputs, last.labels, logits, history, memory=last.memory), temperatures
 
 
 COMBINED = "members combined"  # the key of an ensemble's last stage, its members' probabilities averaged
@@ -165,12 +167,19 @@ class EnsembleMember:
 
 
 def _planned_member_config(config: TrainConfig, out: Path, member: dict) -> TrainConfig:
-    """The run of one member of a plan (its strategy, cut, BatchNorm setting and augmentation, and
-    ``holdout`` where the check kept the run it scored on the validation images; a plan of an older
-    release has no augmentation) inside ``out``."""
+    """The run of one member of a plan (its strategy, cut, BatchNorm setting and augmentation, its
+    backbone where it is a companion, and ``holdout`` where the check kept the run it scored on the
+    validation images; a plan of an older release has no augmentation) inside ``out``."""
     cut = None if member["cut"] in (FINAL_CUT, ALL_CUTS) else member["cut"]
-    settings = {name: member[name] for name in ("freeze_bn", "augment", "holdout") if member.get(name) is not None}
-    return for_strategy(config, member["strategy"], out=str(out / member["candidate"]), cut=cut, **settings)
+    settings = {name: member[name] for name in ("freeze_bn", "augment", "holdout", "backbone")
+                if member.get(name) is not None}  # fmt: skip
+    return for_strategy(config, member["strategy"], out=str(out / member["candidate"]), cut=cut, companions=None,
+                        **settings)  # fmt: skip
+
+
+def companion_name(strategy: str, backbone: str) -> str:
+    """The name (and folder) of an ensemble's companion ``strategy`` trained on ``backbone``."""
+    return f"{strategy}-{backbone}"
 
 
 def member_settings(name: str, augment: bool) -> dict:
@@ -183,15 +192,32 @@ def _table_member_config(config: TrainConfig, out: Path, name: str, augment: boo
     """The run of the table's member ``name`` inside ``out``: its own defaults, augmented as ``augment``
     says where it takes ``--augment``, and keeping the validation images out where it would train on
     them (:func:`.loops.trains_on_validation`): its temperature is fitted on them."""
-    member = for_strategy(config, name, out=str(out / name), **member_settings(name, augment))
+    member = for_strategy(config, name, out=str(out / name), companions=None, **member_settings(name, augment))
     held_out = trains_on_validation(member, splits.val.labels, splits.val_given)
     return dataclasses.replace(member, holdout=True) if held_out else member
 
 
-def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None, splits: Splits) -> list[EnsembleMember]:
+def _companions(config: TrainConfig, out: Path, resolution: int, members: list[EnsembleMember]) -> list[EnsembleMember]:
+    """The table's companion trained on each of the run's companion backbones as the member of its
+    strategy trains (where one is), at the ensemble's ``resolution``: each member sees the same
+    images at prediction."""
+    companion = config.strategy_entry.companion
+    if companion is None:
+        return []
+    same = [member.config for member in members if member.config.strategy == companion]
+    base = same[0] if same else for_strategy(config, companion, companions=None)
+    return [EnsembleMember(companion_name(companion, backbone),
+                           dataclasses.replace(base, backbone=backbone, resolution=resolution,
+                                               out=str(out / companion_name(companion, backbone))))
+            for backbone in config.resolved_companions()]  # fmt: skip
+
+
+def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None, splits: Splits,
+                     resolution: int) -> list[EnsembleMember]:  # fmt: skip
     """The plan's members (weighted and tempered on the user's images) when it has them, else the
     table's, each with its own defaults and equal weights, those that train the body on augmented
-    images as the ensemble's default says at ``splits``' labelled images a class (or as typed)."""
+    images as the ensemble's default says at ``splits``' labelled images a class (or as typed), and
+    its companions at ``resolution``."""
     if plan is not None and plan.members:
         return [EnsembleMember(m["candidate"], _planned_member_config(config, out, m), m["temperature"], m["weight"])
                 for m in plan.members]  # fmt: skip
@@ -200,8 +226,17 @@ def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None, splits: 
     if augment and config.augment is None:
         log.info("the ensemble's fine-tuned member trains on augmented images (%.0f labelled images a class, from %d)",
                  labelled_per_class, config.strategy_entry.augment_members_from)  # fmt: skip
-    return [EnsembleMember(name, _table_member_config(config, out, name, augment, splits))
-            for name in config.strategy_entry.members]  # fmt: skip
+    members = [EnsembleMember(name, _table_member_config(config, out, name, augment, splits))
+               for name in config.strategy_entry.members]  # fmt: skip
+    return [*members, *_companions(config, out, resolution, members)]
+
+
+def member_run(prepared: PreparedRun, config: TrainConfig, member: TrainConfig) -> PreparedRun:
+    """What a member of ``config``'s ensemble trains on: ``prepared``, or, for a companion on another
+    backbone, the same splits over that backbone."""
+    if member.backbone == config.backbone:
+        return prepared
+    return prepared.for_backbone(member.backbone).with_splits(prepared.splits)
 
 
 def _member_report(name: str, cut: str, temperature: float, stage: Stage, classes: tuple[str, ...]) -> dict:
@@ -220,10 +255,12 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
     scored and saved; its info and every stage by name (a name two members share: prefixed by the
     member's), the ensemble's last."""
     members, stages, finals = {}, {}, []
-    chosen = ensemble_members(config, out, plan, prepared.splits)
+    resolution = config.resolution or prepared.backbone.preprocessing.resolution
+    chosen = ensemble_members(config, out, plan, prepared.splits, resolution)
     for member in chosen:
-        model, cut, member_stages = fit_or_resume(prepared, member.config, out / member.name, _kept(plan, member.name))
-        members[member.name] = (model.eval(), bundle_info(prepared, member.config, model, cut))
+        run = member_run(prepared, config, member.config)
+        model, cut, member_stages = fit_or_resume(run, member.config, out / member.name, _kept(plan, member.name))
+        members[member.name] = (model.eval(), bundle_info(run, member.config, model, cut))
         for key, stage in member_stages.items():  # each member's times under its own name
             stage.seconds = {f"{member.name}_{k}": value for k, value in stage.seconds.items()}
             stages[key if key not in stages else f"{member.name}.{key}"] = stage
@@ -240,7 +277,8 @@ def _train_ensemble(prepared: PreparedRun, config: TrainConfig, out: Path,
         stages[COMBINED].details["validation"] = TRAINED_ON_VALIDATION  # its validation figures are in-sample in part
     log.info("ensemble of %s at temperatures %s, weights %s", ", ".join(members),
              ", ".join(f"{t:.2f}" for t in temperatures), ", ".join(f"{w:.2f}" for w in weights))  # fmt: skip
-    info = dataclasses.replace(list(members.values())[-1][1], strategy=config.strategy)
+    own = [info for _, info in members.values() if info.backbone == config.backbone] or [next(iter(members.values()))[1]]
+    info = dataclasses.replace(own[-1], strategy=config.strategy)  # the ensemble's own backbone, not a companion's
     if distributed.is_main():
         save_ensemble(out / "model", members, temperatures, info, weights)
     return info, stages
