@@ -106,10 +106,11 @@ class TrainConfig:
     backbones: tuple[str, ...] = option((), "auto, advise, rank: candidate backbones, comma-separated ('a,b'); the advisor "
                                             "ranks them and chooses the source with the strategy")  # fmt: skip
     companions: tuple[str, ...] | None = option(None, "other pretrained backbones, comma-separated, on each of which "
-                                                      "a frozen multicut head joins the ensemble (their features see "
-                                                      "your images another way); none: no companions (default: the "
-                                                      "other offline ImageNet backbones where --backbone is one of "
-                                                      "them, as measured in docs/advisor.md)")  # fmt: skip
+                                                      "a frozen multicut head joins the ensemble and the candidates auto "
+                                                      "and advise check (their features see your images another way); "
+                                                      "none: no companions (default: the other offline ImageNet "
+                                                      "backbones where --backbone is one of them, as measured in "
+                                                      "docs/advisor.md)")  # fmt: skip
     weights: str | None = option(None, "state-dict file to load into the backbone instead of its pretrained weights")
     pretrained: bool = option(True, "random backbone weights", flag="--no-pretrained")
     cut: str | None = option(None, "cut point (stage name); default: final, or the middle stage for truncate "
