@@ -30,8 +30,9 @@ log = logging.getLogger("transferlab")
 _TYPES = {"int": int, "float": float, "str": str}
 PRETRAIN_OPTIONS = ("out", "classes", "epochs", "lr", "batch_size", "resolution", "samples_per_class", "augment",
                     "resume", "seed", "data_dir", "cache_dir", "device")  # fmt: skip
-ADVISE_OPTIONS = ("out", "backbone", "backbones", "companions", "weights", "classes", "measure_per_class", "samples_per_class",
-                  "resolution", "fit", "engine", "device", "cache_dir", "seed", "data_dir", "unlabeled", "time_budget")  # fmt: skip
+ADVISE_OPTIONS = ("out", "backbone", "backbones", "companions", "weights", "classes", "measure_per_class",
+                  "samples_per_class", "resolution", "fit", "engine", "device", "cache_dir", "seed", "data_dir", "unlabeled",
+                  "time_budget")  # fmt: skip
 LR_FIND_OPTIONS = ("out", "backbone", "weights", "classes", "samples_per_class", "resolution", "batch_size", "engine", "device",
                    "freeze_bn", "layer_decay", "tune", "regularizer", "regularizer_strength", "cache_dir", "seed",
                    "data_dir")  # fmt: skip

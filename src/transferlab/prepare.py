@@ -43,6 +43,11 @@ class PreparedRun:
                                                time.perf_counter() - started, self._siblings)  # fmt: skip
         return self._siblings[name]
 
+    def over_backbone(self, name: str) -> PreparedRun:
+        """These very splits over the pretrained backbone ``name`` (:meth:`for_backbone`, whose run may
+        hold the splits it was first built with): where an ensemble's companion trains."""
+        return self.for_backbone(name).with_splits(self.splits)
+
     def with_cache(self, cache: FeatureCache | None) -> PreparedRun:
         """The same data and backbone over another feature cache (the study times the advisor on a cold one)."""
         run = PreparedRun(self.splits, self.backbone, cache, 0.0)

@@ -10,8 +10,8 @@ network. The seed's four cases:
 | large | ``finetune``: train everything from the pretrained weights | ``scratch``: random init, train everything |
 
 Beyond them, ``multicut`` reads every cut point at once, and ``ensemble`` averages two trained
-strategies (its ``members``) and its ``companion`` trained again on other pretrained backbones. Adding a strategy is one
-:func:`register_strategy` call, plus a training stage of its own
+strategies (its ``members``) and its ``companion`` trained again on other pretrained backbones.
+Adding a strategy is one :func:`register_strategy` call, plus a training stage of its own
 (``trainer.stages.register_stage``) when the existing ones do not do what it needs.
 """
 

@@ -74,13 +74,14 @@ class Candidate:
 
     def run(self, prepared: PreparedRun) -> PreparedRun:
         """The prepared run it trains on: ``prepared``, or the same splits over its own backbone."""
-        return prepared if self.backbone is None else prepared.for_backbone(self.backbone).with_splits(prepared.splits)
+        return prepared if self.backbone is None else prepared.over_backbone(self.backbone)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def candidates(evidence: tuple[CutEvidence, ...], augment: bool = False, companions: tuple[str, ...] = ()) -> list[Candidate]:
+def candidates(evidence: tuple[CutEvidence, ...], augment: bool = False,
+               companions: tuple[str, ...] = ()) -> list[Candidate]:  # fmt: skip
     """The table's candidates: each marked strategy; one that cuts reads the best single cut by the
     probe, LogME breaking ties as the plan's words do (:func:`.plan.best_cut`: ``head``, or its
     ``with_cut`` strategy at an earlier cut); one that trains the body with BatchNorm statistics

@@ -234,9 +234,7 @@ def ensemble_members(config: TrainConfig, out: Path, plan: Plan | None, splits: 
 def member_run(prepared: PreparedRun, config: TrainConfig, member: TrainConfig) -> PreparedRun:
     """What a member of ``config``'s ensemble trains on: ``prepared``, or, for a companion on another
     backbone, the same splits over that backbone."""
-    if member.backbone == config.backbone:
-        return prepared
-    return prepared.for_backbone(member.backbone).with_splits(prepared.splits)
+    return prepared if member.backbone == config.backbone else prepared.over_backbone(member.backbone)
 
 
 def _member_report(name: str, cut: str, temperature: float, stage: Stage, classes: tuple[str, ...]) -> dict:
