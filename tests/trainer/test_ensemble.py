@@ -207,3 +207,25 @@ def test_without_a_typed_resolution_the_companions_train_at_the_ensembles_own(ru
         (name.removeprefix("multicut-"), 224, str(Path("out") / name)) for name in COMPANIONS]
     alone = ensemble_members(dataclasses.replace(config, companions=("none",)), Path("out"), None, splits, 224)
     assert [m.name for m in alone] == ["multicut", "finetune"]
+
+
+def test_a_plans_companion_trains_on_its_own_backbone_and_an_older_plans_members_on_the_runs(runs):
+    """A plan's member carries its backbone where the check chose a companion; a plan saved before
+    the companions has no such key, and its members train on the run's backbone as then."""
+    import types
+    from pathlib import Path
+
+    from transferlab.prepare import prepare
+    from transferlab.trainer.train import ensemble_members
+
+    root, _ = runs
+    config = tl.TrainConfig(data=str(root / "d"), strategy="ensemble", resolution=32, cache_dir=str(root / "cache"))
+    splits = prepare(config).splits
+    member = {"candidate": "multicut", "strategy": "multicut", "cut": "all", "freeze_bn": None, "augment": None,
+              "holdout": None, "weight": 0.5, "temperature": 1.0}  # fmt: skip
+    companion = {**member, "candidate": "multicut-mobilenet_v2", "backbone": "mobilenet_v2"}
+    plan = types.SimpleNamespace(members=(member, companion))
+    planned = ensemble_members(config, Path("out"), plan, splits, 32)
+    assert [(m.name, m.config.backbone, m.config.resolution) for m in planned] == [
+        ("multicut", "efficientnet_lite0", 32), ("multicut-mobilenet_v2", "mobilenet_v2", 32)]
+    assert [m.weight for m in planned] == [0.5, 0.5] and planned[1].config.companions is None
