@@ -19,15 +19,12 @@ resumes.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
-import numpy as np
-from finetune_seeds import test_probabilities
-from resumable import arguments, record
+from finetune_seeds import against_reference, folder_rows, test_probabilities
+from resumable import arguments
 
 import transferlab as tl
-from transferlab.advisor.study import paired_test_by_set
 from transferlab.metrics import classification_metrics
 
 REFERENCE = "the pair (multicut + finetune)"
@@ -47,8 +44,8 @@ def combinations(backbones: list[str]) -> dict[str, dict[str, float]]:
     return found
 
 
-def one_folder(folder: Path, finetune_run: Path, multicut_run: Path, seed: int, backbones: list[str], out: Path,
-               cache_dir: str | None) -> dict:  # fmt: skip
+def one_folder(folder: Path, finetune_run: Path, multicut_run: Path, seed: int, out: Path, cache_dir: str | None,
+               backbones: list[str]) -> dict:  # fmt: skip
     members = {"multicut": test_probabilities(multicut_run / "model", folder),
                "finetune": test_probabilities(finetune_run / "model", folder)}  # fmt: skip
     for backbone in backbones:
@@ -69,28 +66,14 @@ def main() -> None:
         parser.add_argument("--runs", type=Path, required=True),
         parser.add_argument("--multicut", type=Path, required=True),
         parser.add_argument("--backbones", nargs="+", default=["mobilenet_v2", "efficientnet_lite2"])))  # fmt: skip
-    rows = {}
-    for name in args.data:
-        for seed in args.seeds:
-            cell = f"{name}-seed{seed}"
-            path = args.out / f"{cell}.json"
-            if not args.report:
-                record(path, functools.partial(one_folder, args.runs / "data" / cell,
-                                               args.runs / "runs" / f"{cell}-finetune-table",
-                                               args.multicut / "runs" / f"{cell}-multicut-table", seed, args.backbones,
-                                               args.out / "runs" / cell, args.cache_dir))  # fmt: skip
-            if path.exists():
-                rows[f"{name}@{seed}"] = json.loads(path.read_text())
+    rows = folder_rows(args, functools.partial(one_folder, backbones=args.backbones))
     print(f"{len(rows)} folders; mean test balanced accuracy, change against the pair (by data set)")
     for name in combinations(args.backbones):
-        mean = 100 * np.mean([row[name] for row in rows.values()])
-        test = paired_test_by_set({cell: {"a": -100 * row[name], "b": -100 * row[REFERENCE]} for cell, row in rows.items()},
-                                  "a", "b")  # fmt: skip
+        mean, test = against_reference(rows, name, REFERENCE)
         higher = sum(row[name] > row[REFERENCE] for row in rows.values())
         lower = sum(row[name] < row[REFERENCE] for row in rows.values())
         print(f"  {name}: {mean:.2f} ({test['mean_difference']:+.2f}, {higher} / {lower}, "
               f"p = {test['p_value']:.2g} over {test['sets']})")  # fmt: skip
-
 
 if __name__ == "__main__":
     main()

@@ -18,8 +18,10 @@ with an exact sign-flip test over the data sets. One JSON file per folder in --o
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,27 +67,41 @@ def one_folder(folder: Path, finetune_run: Path, multicut_run: Path, seed: int, 
     return scores
 
 
-def main() -> None:
-    args = arguments(__doc__, "runs/finetune-seeds", (), (0,), extend=lambda parser: (
-        parser.add_argument("--runs", type=Path, required=True),
-        parser.add_argument("--multicut", type=Path, required=True)))  # fmt: skip
+def folder_rows(args: argparse.Namespace, run: Callable[..., dict]) -> dict[str, dict]:
+    """Each ``--data`` folder's saved scores by ``<set>@<seed>``, those missing first scored by
+    ``run(folder, finetune_run, multicut_run, seed, out, cache_dir)`` on the ``--runs`` and
+    ``--multicut`` runs of it (unless ``--report``)."""
     rows = {}
     for name in args.data:
         for seed in args.seeds:
             cell = f"{name}-seed{seed}"
             path = args.out / f"{cell}.json"
             if not args.report:
-                record(path, functools.partial(one_folder, args.runs / "data" / cell,
-                                               args.runs / "runs" / f"{cell}-finetune-table",
+                record(path, functools.partial(run, args.runs / "data" / cell, args.runs / "runs" / f"{cell}-finetune-table",
                                                args.multicut / "runs" / f"{cell}-multicut-table", seed,
                                                args.out / "runs" / cell, args.cache_dir))  # fmt: skip
             if path.exists():
                 rows[f"{name}@{seed}"] = json.loads(path.read_text())
+    return rows
+
+
+def against_reference(rows: dict[str, dict], name: str, reference: str) -> tuple[float, dict]:
+    """The mean test balanced accuracy (points) of the combination ``name`` over ``rows``, and the
+    exact sign-flip test by data set of its change against ``reference``."""
+    mean = 100 * np.mean([row[name] for row in rows.values()])
+    test = paired_test_by_set({cell: {"a": -100 * row[name], "b": -100 * row[reference]} for cell, row in rows.items()},
+                              "a", "b")  # fmt: skip
+    return mean, test
+
+
+def main() -> None:
+    args = arguments(__doc__, "runs/finetune-seeds", (), (0,), extend=lambda parser: (
+        parser.add_argument("--runs", type=Path, required=True),
+        parser.add_argument("--multicut", type=Path, required=True)))  # fmt: skip
+    rows = folder_rows(args, one_folder)
     print(f"{len(rows)} folders; mean test balanced accuracy, change against the pair (by data set)")
     for name in COMBINATIONS:
-        mean = 100 * np.mean([row[name] for row in rows.values()])
-        test = paired_test_by_set({cell: {"a": -100 * row[name], "b": -100 * row[REFERENCE]} for cell, row in rows.items()},
-                                  "a", "b")  # fmt: skip
+        mean, test = against_reference(rows, name, REFERENCE)
         print(f"  {name}: {mean:.2f} ({test['mean_difference']:+.2f}, p = {test['p_value']:.2g} over {test['sets']})")
 
 
