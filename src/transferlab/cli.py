@@ -18,10 +18,11 @@ import transferlab as tl
 
 from . import __version__
 from .cachedir import KEPT_UNLESS_NAMED, KINDS, cache_usage, clear_cache, default_cache_root
-from .config import EXPORT_FORMATS, OFFLINE_BACKBONES, TrainConfig, field_help
+from .config import EXPORT_FORMATS, TrainConfig, field_help
 from .errors import ConfigError, TransferlabError
 from .initlab.config import DEFAULT_INITS, LAB_MODELS, OPTIMIZERS, LabConfig
 from .inits import initializer_names
+from .offline import OFFLINE_BACKBONES
 from .selection import SELECTION, SELECTIONS
 from .strategies import AUTO, AUTO_SUMMARY, FROM_SCRATCH, STRATEGIES, describe
 

@@ -25,6 +25,7 @@ from .errors import ConfigError, check_choice
 from .hardware import check_device, resolve_device
 from .images import FITS
 from .inits import DATA_DEPENDENT, DEFAULT_HEAD_INIT, initializer_names, resolve_initializer
+from .offline import OFFLINE_BACKBONES, installed_offline_backbones
 from .plan import Plan
 from .strategies import (
     ALL_CUTS,
@@ -50,7 +51,6 @@ CLASS_WEIGHTS = ("none", "balanced", "balanced-sampling")
 ENGINES = ("pytorch", "pytorch-bf16", "onnxruntime", "onnxruntime-int8")  # what runs a frozen forward pass (engines.py)
 EXPORT_FORMATS = ("onnx", "torchscript")  # what a model exports to (export.py)
 INTERPOLATE_AUTO, INTERPOLATE_NONE = "auto", "none"  # --interpolate's words beside a number (trainer/interpolate.py)
-OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2")  # rank's default
 NO_COMPANIONS = "none"  # --companions none: an ensemble of its members alone
 
 
@@ -109,8 +109,8 @@ class TrainConfig:
                                                       "a frozen multicut head joins the ensemble and the candidates auto "
                                                       "and advise check (their features see your images another way); "
                                                       "none: no companions (default: the other offline ImageNet "
-                                                      "backbones where --backbone is one of them, as measured in "
-                                                      "docs/advisor.md)")  # fmt: skip
+                                                      "backbones whose weights are installed, where --backbone is "
+                                                      "one of them, as measured in docs/advisor.md)")  # fmt: skip
     weights: str | None = option(None, "state-dict file to load into the backbone instead of its pretrained weights")
     pretrained: bool = option(True, "random backbone weights", flag="--no-pretrained")
     cut: str | None = option(None, "cut point (stage name); default: final, or the middle stage for truncate "
@@ -276,13 +276,13 @@ class TrainConfig:
     def resolved_companions(self, backbone: str | None = None) -> tuple[str, ...]:
         """The other backbones on which an ensemble's companion trains beside ``backbone`` (default:
         this run's): those typed (none for 'none'), else, from pretrained weights of its own, the other
-        offline ImageNet backbones where it is one of them."""
+        offline ImageNet backbones whose weights are installed, where it is one of them."""
         backbone = backbone or self.backbone
         if self.companions is not None:
             typed = () if self.companions == (NO_COMPANIONS,) else self.companions
         else:
             ours = self.pretrained and self.weights is None and backbone in OFFLINE_BACKBONES
-            typed = OFFLINE_BACKBONES if ours else ()
+            typed = installed_offline_backbones() if ours else ()
         return tuple(name for name in dict.fromkeys(typed) if name != backbone)
 
     @property

@@ -16,9 +16,10 @@ from transferlab import features
 from transferlab.advisor import crossfit
 from transferlab.advisor.crossfit import FOLDS, Candidate, candidates, fold_plan
 from transferlab.advisor.decide import cost_estimate, pilot_needed
-from transferlab.config import OFFLINE_BACKBONES, TrainConfig, with_plan
+from transferlab.config import TrainConfig, with_plan
 from transferlab.data import split_dataset
 from transferlab.datasets import load_dataset
+from transferlab.offline import OFFLINE_BACKBONES
 from transferlab.plan import CutEvidence, best_cut
 from transferlab.prepare import prepare
 from transferlab.strategies import STRATEGIES, ensemble_entry

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from ..config import OFFLINE_BACKBONES, TrainConfig
+from ..config import TrainConfig
 from ..data import per_class_subset
+from ..offline import OFFLINE_BACKBONES
 from ..plan import CutEvidence, best_cut, transfer_gain
 from ..prepare import PreparedRun
 from ..report import save_figure, write_report
