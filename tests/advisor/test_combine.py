@@ -53,6 +53,20 @@ def test_candidates_all_perfect_keep_the_reference_a_consistent_trace_of_gain_is
     assert combination.weights == {"a": 0.5, "b": 0.0, "c": 0.5} and "less than" in combination.reason
 
 
+def test_among_seven_equal_candidates_noise_alone_rarely_moves_the_reference():
+    """Seven candidates alike but for their noise (a shared part, like networks that see the same
+    images): the equal weights are the best there are. Weights selected on 48 images and judged on
+    those same images beat them in nearly every draw (the check judged so departed on 11 of these 12);
+    judged on the images each draw left out, a departure is as rare as the confidence allows."""
+    labels = np.arange(48) % CLASSES
+    departures = 0
+    for seed in range(12):
+        shared = np.random.default_rng(100 + seed).normal(0, 1.0, (len(labels), CLASSES))
+        logits = {f"c{i}": scores(labels, 0.7, 2.0, 10 * seed + i) + shared for i in range(7)}
+        departures += "kept the reference" not in combine(logits, labels, dict.fromkeys(logits, 1.0)).reason
+    assert departures <= 2
+
+
 def test_two_complementary_members_are_both_kept():
     labels = LABELS
     a, b = scores(labels, 0.75, 2.0, 4), scores(labels, 0.75, 2.0, 5)

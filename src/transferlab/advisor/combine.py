@@ -6,8 +6,11 @@ replacement on the tempered probabilities, minimizing log loss (Caruana et al., 
 selection from libraries of models", ICML 2004); a member below :data:`MIN_WEIGHT` is dropped. The selection replaces the equal-weight
 reference (today's ``ensemble``) only where a paired bootstrap over the labelled images says its
 log loss is lower with :data:`CONFIDENCE` (and by at least :data:`MIN_GAIN`); and the best single candidate replaces whatever was
-chosen where the bootstrap says it is more accurate with the same confidence. So a member can
-reach weight 0 when it is clearly worse, and noise alone moves nothing.
+chosen where the bootstrap says it is more accurate with the same confidence. Both are chosen again
+on each bootstrap draw and judged on the images the draw left out (:func:`out_of_bag`): weights
+picked among many candidates fit their own images' noise, and judged on those same images they
+beat the reference in nearly every draw. So a member can reach weight 0 when it is clearly worse,
+and noise alone moves nothing.
 
 Under class weights (``--class-weight balanced``) every image's loss and correctness count by its
 class's weight, as in training: the temperatures, the selection and the accuracies are then those
@@ -24,6 +27,7 @@ import torch
 from ..ensemble import fit_temperature
 
 SELECTION_ROUNDS = 20  # greedy steps: weights are multiples of 1/20
+OUT_OF_BAG_DRAWS = 200  # bootstrap draws on which the selection and the best single candidate are chosen again
 BOOTSTRAP_DRAWS = 2000
 CONFIDENCE = 0.9  # the share of bootstrap draws that must favour a departure from the reference
 MIN_WEIGHT = 0.15  # a member below it is dropped: it would cost a whole training and network for a trace of gain
@@ -56,6 +60,11 @@ def image_losses(log_probabilities: np.ndarray, labels: np.ndarray, weights: np.
     return losses if weights is None else losses * weights
 
 
+def hits(log_probabilities: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each image's weight where its most probable class is its label, else 0."""
+    return (log_probabilities.argmax(1) == labels) * weights
+
+
 def image_weights(labels: np.ndarray, class_weights: np.ndarray | None) -> np.ndarray:
     """Per image its class's weight, scaled to a mean of 1 (all 1 without ``class_weights``)."""
     if class_weights is None:
@@ -68,17 +77,63 @@ def greedy_selection(log_probabilities: dict[str, np.ndarray], labels: np.ndarra
                      weights: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
     """Ensemble selection with replacement: each round adds the candidate whose addition gives the
     least log loss (``weights``: per image; ties: the earlier candidate); the weights returned are
-    the counts over ``rounds``."""
-    counts = dict.fromkeys(log_probabilities, 0)
+    the counts over ``rounds``. An image's loss reads only its label's probability, so the rounds
+    run on those alone (log space: a confident miss does not underflow)."""
+    names = list(log_probabilities)
+    truth = np.stack([log_probabilities[name][np.arange(len(labels)), labels] for name in names], 1)
+    counted = np.ones(len(labels)) if weights is None else weights
+    summed = np.full(len(labels), -np.inf)  # log of the chosen members' label probabilities, summed
+    counts = np.zeros(len(names), dtype=int)
+    for step in range(1, rounds + 1):
+        losses = -(counted[:, None] * (np.logaddexp(summed[:, None], truth) - np.log(step))).mean(0)
+        pick = int(np.argmin(losses))
+        counts[pick] += 1
+        summed = np.logaddexp(summed, truth[:, pick])
+    return {name: count / rounds for name, count in zip(names, counts)}
 
-    def loss_with(name: str) -> float:
-        total = sum(counts.values()) + 1
-        trial = {n: (c + (n == name)) / total for n, c in counts.items()}
-        return float(image_losses(mixture(log_probabilities, trial), labels, weights).mean())
 
-    for _ in range(rounds):
-        counts[min(counts, key=loss_with)] += 1
-    return {name: count / rounds for name, count in counts.items()}
+def selection(log_probabilities: dict[str, np.ndarray], labels: np.ndarray, weights: np.ndarray) -> dict[str, float]:
+    """The greedy selection's weights, members below :data:`MIN_WEIGHT` dropped."""
+    chosen = greedy_selection(log_probabilities, labels, weights=weights)
+    return normalized({name: w if w >= MIN_WEIGHT else 0.0 for name, w in chosen.items()})
+
+
+def best_single(log_probabilities: dict[str, np.ndarray], labels: np.ndarray, weights: np.ndarray) -> dict[str, float]:
+    """All the weight on the most accurate candidate (ties: the lower log loss)."""
+    def merit(name: str) -> tuple[float, float]:
+        return (float(hits(log_probabilities[name], labels, weights).mean()),
+                -float(image_losses(log_probabilities[name], labels, weights).mean()))
+
+    best = max(log_probabilities, key=merit)
+    return {name: float(name == best) for name in log_probabilities}
+
+
+def out_of_bag(log_probabilities: dict[str, np.ndarray], labels: np.ndarray, weights: np.ndarray,
+               reference: dict[str, float], draws: int = OUT_OF_BAG_DRAWS, seed: int = 0) -> dict[str, np.ndarray]:  # fmt: skip
+    """Each choice made on a bootstrap draw of the images and judged on the images the draw left out,
+    per draw: ``"selection"``, the selection's log-loss gain over the ``reference`` weights;
+    ``"single_over_selection"`` and ``"single_over_reference"``, the best single candidate's accuracy
+    gain over each (image weights counted). Judged on their own images, weights picked among many
+    candidates fit those images' noise and beat the reference in nearly every draw."""
+    rng = np.random.default_rng(seed)
+    referenced = mixture(log_probabilities, reference)
+    gains = {"selection": [], "single_over_selection": [], "single_over_reference": []}
+    for _ in range(draws):
+        drawn = rng.integers(0, len(labels), len(labels))
+        left = np.setdiff1d(np.arange(len(labels)), drawn)
+        if not len(left):
+            continue
+        inside = {name: lp[drawn] for name, lp in log_probabilities.items()}
+        outside = {name: lp[left] for name, lp in log_probabilities.items()}
+        selected = mixture(outside, selection(inside, labels[drawn], weights[drawn]))
+        single = mixture(outside, best_single(inside, labels[drawn], weights[drawn]))
+        truth, counted = labels[left], weights[left]
+        gains["selection"].append(float((image_losses(referenced[left], truth, counted)
+                                         - image_losses(selected, truth, counted)).mean()))  # fmt: skip
+        right = hits(single, truth, counted)
+        gains["single_over_selection"].append(float((right - hits(selected, truth, counted)).mean()))
+        gains["single_over_reference"].append(float((right - hits(referenced[left], truth, counted)).mean()))
+    return {name: np.array(values) for name, values in gains.items()}
 
 
 def bootstrap_share(better: np.ndarray, seed: int = 0, draws: int = BOOTSTRAP_DRAWS) -> float:
@@ -111,7 +166,7 @@ class Combination:
 
 
 def _score(log_probabilities: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict:
-    correct = (log_probabilities.argmax(1) == labels) * weights
+    correct = hits(log_probabilities, labels, weights)
     low, high = bootstrap_interval(correct)
     return {"accuracy": float(correct.mean()), "interval": [low, high],
             "log_loss": float(image_losses(log_probabilities, labels, weights).mean())}  # fmt: skip
@@ -129,25 +184,21 @@ def combine(logits: dict[str, np.ndarray], labels: np.ndarray, reference: dict[s
     tempered = {name: log_softmax(np.asarray(values, dtype=np.float64) / temperatures[name])
                 for name, values in logits.items()}  # fmt: skip
     reference = normalized({name: reference.get(name, 0.0) for name in logits})
-    selected = normalized({name: w if w >= MIN_WEIGHT else 0.0
-                           for name, w in greedy_selection(tempered, labels, weights=weights_of_images).items()})  # fmt: skip
-    gain = (image_losses(mixture(tempered, reference), labels, weights_of_images)
-            - image_losses(mixture(tempered, selected), labels, weights_of_images))  # fmt: skip
-    share = bootstrap_share(gain)
-    if share >= CONFIDENCE and gain.mean() >= MIN_GAIN:
-        weights, reason = selected, f"the selected weights' log loss beat the reference's in {share:.0%} of the draws"
+    judged = out_of_bag(tempered, labels, weights_of_images, reference)
+    share, gain = float((judged["selection"] > 0).mean()), float(judged["selection"].mean())
+    departs = share >= CONFIDENCE and gain >= MIN_GAIN
+    if departs:
+        weights, reason = (selection(tempered, labels, weights_of_images), f"the selected weights' log loss beat the "
+                           f"reference's on the images each draw left out in {share:.0%} of the draws")  # fmt: skip
     else:
-        weights, reason = reference, (f"kept the reference: the selection beat it in only {share:.0%} of the draws"
-                                      if share < CONFIDENCE else f"kept the reference: the selection gains "
-                                      f"{gain.mean():.1e} nats an image, less than {MIN_GAIN}")  # fmt: skip
-    correct = {name: (values.argmax(1) == labels) * weights_of_images for name, values in tempered.items()}
-    best = max(correct, key=lambda name: (correct[name].mean(),
-                                          -image_losses(tempered[name], labels, weights_of_images).mean()))  # fmt: skip
-    chosen_correct = (mixture(tempered, weights).argmax(1) == labels) * weights_of_images
-    best_share = bootstrap_share(correct[best] - chosen_correct, seed=1)
+        weights, reason = reference, (f"kept the reference: the selection beat it on the images left out in only "
+                                      f"{share:.0%} of the draws" if share < CONFIDENCE else f"kept the reference: "
+                                      f"the selection gains {gain:.1e} nats an image, less than {MIN_GAIN}")  # fmt: skip
+    best_share = float((judged["single_over_selection" if departs else "single_over_reference"] > 0).mean())
     if best_share >= CONFIDENCE:
-        weights = {name: float(name == best) for name in logits}
-        reason = f"{best} alone: more accurate than the combination in {best_share:.0%} of the draws"
+        weights = best_single(tempered, labels, weights_of_images)
+        reason = (f"{max(weights, key=weights.get)} alone: the best single candidate was more accurate than the "
+                  f"combination on the images each draw left out in {best_share:.0%} of the draws")  # fmt: skip
     scores = {name: _score(values, labels, weights_of_images) for name, values in tempered.items()}
     scores["combination"] = _score(mixture(tempered, weights), labels, weights_of_images)
     return Combination(weights, temperatures, reason, scores)
