@@ -172,24 +172,30 @@ def _score(log_probabilities: np.ndarray, labels: np.ndarray, weights: np.ndarra
             "log_loss": float(image_losses(log_probabilities, labels, weights).mean())}  # fmt: skip
 
 
+def tempered_log_probabilities(logits: dict[str, np.ndarray], labels: np.ndarray, class_weights: np.ndarray | None = None,
+                               ) -> tuple[dict[str, float], dict[str, np.ndarray]]:  # fmt: skip
+    """Each candidate's temperature fitted on its out-of-fold ``logits``, and its log probabilities under it."""
+    per_class = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+    temperatures = {name: fit_temperature(torch.from_numpy(np.asarray(values, dtype=np.float32)), torch.from_numpy(labels),
+                                          per_class) for name, values in logits.items()}  # fmt: skip
+    return temperatures, {name: log_softmax(np.asarray(values, dtype=np.float64) / temperatures[name])
+                          for name, values in logits.items()}  # fmt: skip
+
+
 def combine(logits: dict[str, np.ndarray], labels: np.ndarray, reference: dict[str, float],
             class_weights: np.ndarray | None = None) -> Combination:  # fmt: skip
     """The combination of the candidates whose out-of-fold ``logits`` (same images, in order) are
     given, departing from the ``reference`` weights only beyond the noise, every image counted by
     its class's weight in ``class_weights`` (default: equally; module docstring)."""
     weights_of_images = image_weights(labels, class_weights)
-    per_class = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-    temperatures = {name: fit_temperature(torch.from_numpy(np.asarray(values, dtype=np.float32)), torch.from_numpy(labels),
-                                          per_class) for name, values in logits.items()}  # fmt: skip
-    tempered = {name: log_softmax(np.asarray(values, dtype=np.float64) / temperatures[name])
-                for name, values in logits.items()}  # fmt: skip
+    temperatures, tempered = tempered_log_probabilities(logits, labels, class_weights)
     reference = normalized({name: reference.get(name, 0.0) for name in logits})
     judged = out_of_bag(tempered, labels, weights_of_images, reference)
     share, gain = float((judged["selection"] > 0).mean()), float(judged["selection"].mean())
     departs = share >= CONFIDENCE and gain >= MIN_GAIN
     if departs:
-        weights, reason = (selection(tempered, labels, weights_of_images), f"the selected weights' log loss beat the "
-                           f"reference's on the images each draw left out in {share:.0%} of the draws")  # fmt: skip
+        weights = selection(tempered, labels, weights_of_images)
+        reason = f"the selected weights' log loss beat the reference's on the images each draw left out in {share:.0%} of the draws"
     else:
         weights, reason = reference, (f"kept the reference: the selection beat it on the images left out in only "
                                       f"{share:.0%} of the draws" if share < CONFIDENCE else f"kept the reference: "
