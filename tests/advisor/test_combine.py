@@ -7,6 +7,7 @@ from transferlab.advisor.combine import (
     bootstrap_share,
     combine,
     greedy_selection,
+    image_losses,
     log_softmax,
     mixture,
 )
@@ -92,6 +93,30 @@ def test_greedy_selection_starts_from_the_best_and_mixture_is_a_distribution():
     weights = greedy_selection(logits, LABELS, rounds=10)
     assert weights["a"] >= 0.9 and sum(weights.values()) == pytest.approx(1.0)
     assert np.exp(mixture(logits, {"a": 0.3, "b": 0.7})).sum(1) == pytest.approx(np.ones(len(LABELS)))
+
+
+def plain_selection(logits: dict, labels: np.ndarray, weights: np.ndarray, rounds: int) -> dict[str, float]:
+    """Ensemble selection as written: each round adds the candidate whose mixture with the counts so
+    far has the least weighted log loss over every class's probability."""
+    counts = dict.fromkeys(logits, 0)
+
+    def loss_with(name: str) -> float:
+        total = sum(counts.values()) + 1
+        trial = {n: (c + (n == name)) / total for n, c in counts.items()}
+        return float(image_losses(mixture(logits, trial), labels, weights).mean())
+
+    for _ in range(rounds):
+        counts[min(counts, key=loss_with)] += 1
+    return {name: count / rounds for name, count in counts.items()}
+
+
+def test_greedy_selection_on_the_labels_probabilities_picks_as_the_whole_mixture_would():
+    rng = np.random.default_rng(3)
+    for trial in range(6):
+        labels = rng.integers(0, CLASSES, 60)
+        logits = {f"c{i}": log_softmax(scores(labels, rng.random(), 1 + 8 * rng.random(), 20 * trial + i)) for i in range(5)}
+        weights = rng.random(len(labels)) * 2
+        assert greedy_selection(logits, labels, rounds=10, weights=weights) == plain_selection(logits, labels, weights, 10)
 
 
 def test_paired_bootstrap_share():
