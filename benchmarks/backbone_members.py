@@ -75,5 +75,6 @@ def main() -> None:
         print(f"  {name}: {mean:.2f} ({test['mean_difference']:+.2f}, {higher} / {lower}, "
               f"p = {test['p_value']:.2g} over {test['sets']})")  # fmt: skip
 
+
 if __name__ == "__main__":
     main()

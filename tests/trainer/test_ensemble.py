@@ -5,6 +5,8 @@ that reloads, predicts and exports as the run measured, and one-line refusals.""
 import dataclasses
 import json
 import math
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,9 @@ import torch
 import transferlab as tl
 from transferlab.bundle import load_bundle
 from transferlab.ensemble import TEMPERATURES, Ensemble, combined, fit_temperature
+from transferlab.prepare import prepare
 from transferlab.strategies import STRATEGIES, Strategy, register_strategy
+from transferlab.trainer.train import ensemble_members
 
 
 def _calibrated(seed: int, images: int = 4000, classes: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,8 +124,6 @@ def test_from_the_tables_size_the_fine_tuned_member_trains_on_augmented_images_u
     """The fixture's folder has 10 labelled images a class: below the table's size the members train
     as alone (above); with the size lowered under it, the fine-tuned member's batches are augmented
     and its run says so, the frozen member unchanged; a typed --no-augment wins."""
-    import dataclasses
-
     from transferlab.trainer import loops
 
     root, metrics = runs
@@ -193,11 +195,6 @@ def test_without_a_typed_resolution_the_companions_train_at_the_ensembles_own(ru
     """Each backbone has a resolution of its own (Lite2: 260 px); an ensemble's members see the same
     images at prediction, so its companions take the ensemble's backbone's, and --companions none
     leaves the members alone."""
-    from pathlib import Path
-
-    from transferlab.prepare import prepare
-    from transferlab.trainer.train import ensemble_members
-
     root, _ = runs
     config = tl.TrainConfig(data=str(root / "d"), strategy="ensemble", val_fraction=0.3, cache_dir=str(root / "cache"))
     splits = prepare(config).splits
@@ -212,12 +209,6 @@ def test_without_a_typed_resolution_the_companions_train_at_the_ensembles_own(ru
 def test_a_plans_companion_trains_on_its_own_backbone_and_an_older_plans_members_on_the_runs(runs):
     """A plan's member carries its backbone where the check chose a companion; a plan saved before
     the companions has no such key, and its members train on the run's backbone as then."""
-    import types
-    from pathlib import Path
-
-    from transferlab.prepare import prepare
-    from transferlab.trainer.train import ensemble_members
-
     root, _ = runs
     config = tl.TrainConfig(data=str(root / "d"), strategy="ensemble", resolution=32, cache_dir=str(root / "cache"))
     splits = prepare(config).splits

@@ -100,6 +100,7 @@ def selection(log_probabilities: dict[str, np.ndarray], labels: np.ndarray, weig
 
 def best_single(log_probabilities: dict[str, np.ndarray], labels: np.ndarray, weights: np.ndarray) -> dict[str, float]:
     """All the weight on the most accurate candidate (ties: the lower log loss)."""
+
     def merit(name: str) -> tuple[float, float]:
         return (float(hits(log_probabilities[name], labels, weights).mean()),
                 -float(image_losses(log_probabilities[name], labels, weights).mean()))
@@ -127,12 +128,12 @@ def out_of_bag(log_probabilities: dict[str, np.ndarray], labels: np.ndarray, wei
         outside = {name: lp[left] for name, lp in log_probabilities.items()}
         selected = mixture(outside, selection(inside, labels[drawn], weights[drawn]))
         single = mixture(outside, best_single(inside, labels[drawn], weights[drawn]))
-        truth, counted = labels[left], weights[left]
-        gains["selection"].append(float((image_losses(referenced[left], truth, counted)
+        truth, counted, reference_left = labels[left], weights[left], referenced[left]
+        gains["selection"].append(float((image_losses(reference_left, truth, counted)
                                          - image_losses(selected, truth, counted)).mean()))  # fmt: skip
         right = hits(single, truth, counted)
         gains["single_over_selection"].append(float((right - hits(selected, truth, counted)).mean()))
-        gains["single_over_reference"].append(float((right - hits(referenced[left], truth, counted)).mean()))
+        gains["single_over_reference"].append(float((right - hits(reference_left, truth, counted)).mean()))
     return {name: np.array(values) for name, values in gains.items()}
 
 
@@ -172,7 +173,7 @@ def _score(log_probabilities: np.ndarray, labels: np.ndarray, weights: np.ndarra
             "log_loss": float(image_losses(log_probabilities, labels, weights).mean())}  # fmt: skip
 
 
-def tempered_log_probabilities(logits: dict[str, np.ndarray], labels: np.ndarray, class_weights: np.ndarray | None = None,
+def tempered_log_probabilities(logits: dict[str, np.ndarray], labels: np.ndarray, class_weights: np.ndarray | None = None
                                ) -> tuple[dict[str, float], dict[str, np.ndarray]]:  # fmt: skip
     """Each candidate's temperature fitted on its out-of-fold ``logits``, and its log probabilities under it."""
     per_class = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
