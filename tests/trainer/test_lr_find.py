@@ -42,18 +42,21 @@ def test_lr_find_on_a_folder_writes_its_plot_and_restores_nothing_to_disk(image_
 
 
 def test_lr_find_moves_what_tune_trains_and_adds_the_regularizer(image_folder, tmp_path, monkeypatch):
-    """The range test runs training's own set-up: with --tune lora the LoRA adapters get gradients
-    (and the body's own weights none), and with --regularizer bss its penalty enters every step."""
+    """The range test runs training's own set-up: with --tune lora the LoRA adapters are in every
+    step's graph and move the loss up to the suggested rate (far past it the network may saturate
+    until no gradient flows: a zero gradient is not a missing one), the body's own weights get none,
+    and with --regularizer bss its penalty enters every step."""
     from transferlab.trainer import loops, network
 
-    seen = {"lora": [], "frozen": [], "bss": 0}
+    seen = {"lora": [], "moving": [], "frozen": [], "bss": 0}
     real_step = loops.accumulate_gradients
 
     def watched(net, *args, **kwargs):
         result = real_step(net, *args, **kwargs)
         body = net.body
-        seen["lora"].append(any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in body.named_parameters()
-                                if "lora_" in n))  # fmt: skip
+        lora = [p.grad for n, p in body.named_parameters() if "lora_" in n]
+        seen["lora"].append(bool(lora) and all(grad is not None for grad in lora))
+        seen["moving"].append(any(grad.abs().sum() > 0 for grad in lora if grad is not None))
         seen["frozen"].append(all(p.grad is None for n, p in body.named_parameters() if "lora_" not in n))
         return result
 
@@ -73,4 +76,6 @@ def test_lr_find_moves_what_tune_trains_and_adds_the_regularizer(image_folder, t
     steps = len(finding.rates)
     assert setup == [1] and steps >= 10
     assert all(seen["lora"]) and all(seen["frozen"]) and len(seen["lora"]) == steps
+    up_to_suggestion = [moving for moving, rate in zip(seen["moving"], finding.rates) if rate <= finding.suggestion]
+    assert len(up_to_suggestion) >= 10 and all(up_to_suggestion)
     assert seen["bss"] == steps  # one penalty per step (one pass each)
