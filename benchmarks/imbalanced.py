@@ -12,9 +12,7 @@ sign-flip test over the data sets (each set's seeds averaged first). One JSON fi
 them (the run draws its own 10% validation split); with --weights table each option runs with its
 defaults, and the printed regrets (points below each folder's best option) judge the default.
 --before DIR adds the runs of the same command before a change (``auto before``, ``ensemble
-before``) to the report, so the default is judged against itself on the same folders. Each run
-records its model's class for every test image, so the report also sizes the test splits' own noise
-(``regret_noise.py``'s floor: the regret of the option best on the whole split, on resampled splits).
+before``) to the report, so the default is judged against itself on the same folders.
 
     python benchmarks/imbalanced.py --out runs/imbalanced --cache-dir /tmp/study-cache --seeds 0 1
     cd benchmarks && python imbalanced.py --out ../runs/user-12b --cache-dir /tmp/study-cache --most 12 --least 12 \
@@ -29,7 +27,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from regret_noise import full_regrets, print_noise, resampled_regrets
 from resumable import arguments, record
 
 import transferlab as tl
@@ -82,35 +79,7 @@ def one_run(folder: Path, option: str, weight: str, seed: int, out: Path, cache_
                       **dict.fromkeys(switches, True))  # fmt: skip
     return {"balanced_accuracy": result.metrics["balanced_accuracy"], "accuracy": result.metrics["test_accuracy"],
             "strategy": result.plan.strategy if result.plan else strategy,
-            "train_seconds": result.metrics.get("train_seconds"),
-            "test_predictions": test_predictions(result.model, folder / "test")}  # fmt: skip
-
-
-def test_predictions(model: tl.Model, test: Path) -> dict[str, str]:
-    """The class ``model`` predicts for each image of ``test``, by the image's path inside it."""
-    return {str(Path(p.image).relative_to(test)): p.top[0][0] for p in model.predict(str(test), top_k=1)}
-
-
-def noise_floor(rows: dict[tuple, dict], data: list[str], seeds: list[int], options: list[str], weight: str) -> None:
-    """How much of the regret is the test split's own noise (``regret_noise.py`` on these folders):
-    every option's recorded predictions, each folder's test split resampled class by class; the
-    floor is the regret of the option best on the whole split, judged on the resamples."""
-    rng = np.random.default_rng(0)
-    table = []
-    for name in data:
-        for seed in seeds:
-            found = [rows.get((name, seed, option, weight), {}).get("test_predictions") for option in options]
-            if not all(found):
-                continue
-            images = sorted(found[0])
-            labels = np.array([Path(image).parent.name for image in images])
-            predictions = {option: np.array([f[image] for image in images]) for option, f in zip(options, found)}
-            cell = {"labels": labels, "predictions": predictions}
-            rules = {option: option for option in options}
-            table.append((f"{name}@{seed}", len(images), full_regrets(cell, rules), resampled_regrets(cell, rng, rules)))
-    if table:
-        print(f"\nthe test splits' noise under --class-weight {weight}:")
-        print_noise(table, {option: option for option in options})
+            "train_seconds": result.metrics.get("train_seconds")}  # fmt: skip
 
 
 def _shape(parser) -> None:
@@ -164,7 +133,6 @@ def main() -> None:
                           + " | " + " | ".join(f"{r['accuracy']:.3f}" for r in found) + " |")
     for weight in args.weights:
         print_regrets(rows, args.data, args.seeds, args.options, weight)
-        noise_floor(rows, args.data, args.seeds, [o for o in args.options if not o.endswith(" before")], weight)
     for option in args.options:
         for weight in others:
             pair = ("none", weight)
